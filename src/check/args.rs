@@ -1,0 +1,231 @@
+//! Expressions and argument lists: folding consts, compiling temperature schedules, and binding
+//! `f(a, b = 2)` against a declared parameter list.
+
+use std::collections::HashMap;
+
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::plan::{Formula, FUNCTIONS};
+use crate::support::{Param, ParamKind, Value};
+use crate::syntax::ast::{Call, Expr, ExprKind};
+
+/// The consts of a spec, by name.
+pub type Consts = HashMap<String, f64>;
+
+/// Compiles an expression into a [`Formula`], folding consts; `step` stays a variable.
+pub fn compile_formula(expr: &Expr, consts: &Consts) -> Result<Formula, Diagnostic> {
+    Ok(match &expr.kind {
+        ExprKind::Number(x) => Formula::Num(*x),
+        ExprKind::Ident(name) if name == "step" => Formula::Step,
+        ExprKind::Ident(name) => match consts.get(name) {
+            Some(&x) => Formula::Num(x),
+            None => return Err(unknown_name(expr.span.clone(), name, consts)),
+        },
+        ExprKind::Neg(a) => Formula::Neg(Box::new(compile_formula(a, consts)?)),
+        ExprKind::Binary(op, a, b) => Formula::Binary(
+            *op,
+            Box::new(compile_formula(a, consts)?),
+            Box::new(compile_formula(b, consts)?),
+        ),
+        ExprKind::Call(call) => compile_call(call, consts)?,
+    })
+}
+
+fn compile_call(call: &Call, consts: &Consts) -> Result<Formula, Diagnostic> {
+    let name = call.name.name.as_str();
+    let Some(&(_, function, min, max)) = FUNCTIONS.iter().find(|f| f.0 == name) else {
+        let names: Vec<&str> = FUNCTIONS.iter().map(|f| f.0).collect();
+        return Err(with_hint(
+            Diagnostic::new(call.name.span.clone(), format!("unknown function `{name}`"))
+                .with_label(format!("expected one of: {}", names.join(", "))),
+            name,
+            names,
+        ));
+    };
+    if let Some(named) = call.args.iter().find_map(|a| a.name.as_ref()) {
+        return Err(Diagnostic::new(
+            named.span.clone(),
+            format!("`{name}` takes positional arguments only"),
+        )
+        .with_label("remove the name"));
+    }
+    let count = call.args.len();
+    if count < min || count > max {
+        let expected = match (min, max) {
+            (a, b) if a == b => format!("{a} argument{}", if a == 1 { "" } else { "s" }),
+            (a, _) => format!("at least {a} arguments"),
+        };
+        return Err(Diagnostic::new(
+            call.span.clone(),
+            format!("`{name}` takes {expected}, found {count}"),
+        ));
+    }
+    let args = call
+        .args
+        .iter()
+        .map(|a| compile_formula(&a.value, consts))
+        .collect::<Result<_, _>>()?;
+    Ok(Formula::Call(function, args))
+}
+
+fn unknown_name(span: std::ops::Range<usize>, name: &str, consts: &Consts) -> Diagnostic {
+    let mut known: Vec<&str> = consts.keys().map(String::as_str).collect();
+    known.sort_unstable();
+    known.push("step");
+    with_hint(
+        Diagnostic::new(span, format!("unknown name `{name}`"))
+            .with_label("expected a number, a const or `step`"),
+        name,
+        known,
+    )
+}
+
+/// Adds "did you mean `x`?" when a candidate is close to `word`.
+pub fn with_hint<'a>(
+    d: Diagnostic,
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Diagnostic {
+    match did_you_mean(word, candidates) {
+        Some(near) => d.with_hint(format!("did you mean `{near}`?")),
+        None => d,
+    }
+}
+
+/// Evaluates an expression that must not depend on `step` to a finite number.
+pub fn eval_number(expr: &Expr, consts: &Consts) -> Result<f64, Diagnostic> {
+    let formula = compile_formula(expr, consts)?;
+    if formula.uses_step() {
+        return Err(
+            Diagnostic::new(expr.span.clone(), "`step` is only allowed in `temperature`")
+                .with_label("expected a constant expression"),
+        );
+    }
+    let x = formula.eval(0.0);
+    if !x.is_finite() {
+        return Err(Diagnostic::new(
+            expr.span.clone(),
+            format!("this expression evaluates to {x}"),
+        )
+        .with_label("expected a finite number"));
+    }
+    Ok(x)
+}
+
+/// Binds `call`'s arguments (positional first, then named) to `params`, fills defaults and
+/// checks each value's kind. `what` names the callee in messages, e.g. "support `subset`".
+pub fn bind_args(
+    call: &Call,
+    params: &[Param],
+    what: &str,
+    consts: &Consts,
+) -> Result<Vec<Value>, Vec<Diagnostic>> {
+    let mut slots: Vec<Option<(Value, &Expr)>> = vec![None; params.len()];
+    let mut errors = Vec::new();
+    let signature = signature(&call.name.name, params);
+    let mut position = 0;
+    for arg in &call.args {
+        let index = match &arg.name {
+            None => {
+                position += 1;
+                if position > params.len() {
+                    errors.push(
+                        Diagnostic::new(
+                            arg.span.clone(),
+                            format!(
+                                "{what} takes {} argument{}, found more",
+                                params.len(),
+                                if params.len() == 1 { "" } else { "s" }
+                            ),
+                        )
+                        .with_label(format!("expected {signature}")),
+                    );
+                    continue;
+                }
+                position - 1
+            }
+            Some(name) => match params.iter().position(|p| p.name == name.name) {
+                Some(i) => i,
+                None => {
+                    errors.push(with_hint(
+                        Diagnostic::new(
+                            name.span.clone(),
+                            format!("{what} has no argument `{}`", name.name),
+                        )
+                        .with_label(format!("expected {signature}")),
+                        &name.name,
+                        params.iter().map(|p| p.name),
+                    ));
+                    continue;
+                }
+            },
+        };
+        if slots[index].is_some() {
+            errors.push(Diagnostic::new(
+                arg.span.clone(),
+                format!("argument `{}` is given twice", params[index].name),
+            ));
+            continue;
+        }
+        match check_value(&arg.value, params[index], consts) {
+            Ok(v) => slots[index] = Some((v, &arg.value)),
+            Err(d) => errors.push(d),
+        }
+    }
+    let mut values = Vec::with_capacity(params.len());
+    for (param, slot) in params.iter().zip(&slots) {
+        match (slot, param.default) {
+            (Some((v, _)), _) => values.push(*v),
+            (None, Some(v)) => values.push(v),
+            (None, None) if errors.is_empty() => errors.push(
+                Diagnostic::new(
+                    call.span.clone(),
+                    format!("missing argument `{}` of {what}", param.name),
+                )
+                .with_label(format!("expected {signature}")),
+            ),
+            (None, None) => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `name(a, b = 1)`: the parameters in positional order with their defaults.
+pub fn signature(name: &str, params: &[Param]) -> String {
+    if params.is_empty() {
+        return format!("`{name}`");
+    }
+    let parts: Vec<String> = params
+        .iter()
+        .map(|p| match p.default {
+            Some(v) => format!("{} = {v}", p.name),
+            None => p.name.to_string(),
+        })
+        .collect();
+    format!("`{name}({})`", parts.join(", "))
+}
+
+fn check_value(expr: &Expr, param: Param, consts: &Consts) -> Result<Value, Diagnostic> {
+    let x = eval_number(expr, consts)?;
+    let fail = |expected: String| {
+        Diagnostic::new(
+            expr.span.clone(),
+            format!("argument `{}` must be {expected}, found {x}", param.name),
+        )
+        .with_label(format!("expected {expected}"))
+    };
+    match param.kind {
+        ParamKind::Int { min } => {
+            if x.fract() != 0.0 || x.abs() > 1e15 || (x as i64) < min {
+                Err(fail(format!("an integer ≥ {min}")))
+            } else {
+                Ok(Value::Int(x as i64))
+            }
+        }
+        ParamKind::Positive if x > 0.0 => Ok(Value::Real(x)),
+        ParamKind::Positive => Err(fail("a number > 0".into())),
+    }
+}

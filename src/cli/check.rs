@@ -1,0 +1,64 @@
+//! `sst check FILE [--json]`: each layer's plan and why each default was chosen.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{load, CliError};
+
+pub fn run(file: &Path, as_json: bool) -> Result<String, CliError> {
+    let module = load(file)?;
+    if as_json {
+        let layers: Vec<_> = module
+            .layers()
+            .iter()
+            .map(|l| l.plan().to_json(None))
+            .collect();
+        let out = json!({ "file": file.display().to_string(), "layers": layers });
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&out).expect("plain JSON")
+        ));
+    }
+    let mut out = String::new();
+    for layer in module.layers() {
+        out.push_str(&plan_table(layer.plan()));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A plan as an aligned table: field, value, why.
+pub fn plan_table(plan: &sst::Plan) -> String {
+    let shape = plan.support.shape();
+    let mut out = format!("layer {}: theta {shape:?} -> z {shape:?}", plan.name);
+    if let Some(p) = &plan.preset {
+        let _ = write!(out, "  (preset {p})");
+    }
+    out.push('\n');
+    let width = plan
+        .decisions
+        .iter()
+        .map(|d| d.value.chars().count())
+        .max()
+        .unwrap_or(0);
+    for d in &plan.decisions {
+        let pad = width - d.value.chars().count();
+        let _ = writeln!(
+            out,
+            "  {:<12} {}{}  # {}",
+            d.field,
+            d.value,
+            " ".repeat(pad),
+            d.why
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<12} {}",
+        "mode",
+        plan.estimator.default_mode().name()
+    );
+    out
+}

@@ -1,0 +1,285 @@
+//! `sst eval FILE [--layer NAME]`: one JSON request on stdin, one JSON response on stdout
+//! (the contract of DESIGN.md §5).
+
+use std::io::Read;
+use std::path::Path;
+
+use ndarray::ArrayD;
+use serde::Serialize;
+use serde_json::{json, Map, Value as Json};
+
+use super::json::{kind, nested_array, Nested};
+use super::{load, CliError};
+use sst::{Layer, Mode, Noise, Options, Real, RequestError};
+
+/// The request fields, in the order of the contract.
+const FIELDS: &[&str] = &[
+    "theta",
+    "dtype",
+    "mode",
+    "noise",
+    "with_w",
+    "temperature",
+    "step",
+    "samples",
+    "cotangent",
+];
+
+/// The most numbers one response may hold (samples × θ), so a typo cannot exhaust memory.
+const MAX_OUTPUT: usize = 1 << 27;
+
+pub fn run(file: &Path, layer: Option<&str>) -> Result<String, CliError> {
+    let module = load(file)?;
+    let layer = match layer {
+        Some(name) => module
+            .try_layer(name)
+            .map_err(|e| CliError::Usage(e.to_string()))?,
+        None => match module.layers() {
+            [only] => only,
+            layers => {
+                let names: Vec<&str> = layers.iter().map(Layer::name).collect();
+                return Err(CliError::Usage(format!(
+                    "{} declares {} layers ({}); choose one with --layer NAME",
+                    file.display(),
+                    layers.len(),
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| CliError::Request(format!("cannot read stdin: {e}")))?;
+    let request = Request::parse(&input).map_err(|e| CliError::Request(format!("{e}")))?;
+    let result = match request.dtype {
+        Dtype::F64 => respond::<f64>(layer, &request),
+        Dtype::F32 => respond::<f32>(layer, &request),
+    };
+    result.map_err(|e| CliError::Request(e.to_string()))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    F64,
+    F32,
+}
+
+/// A parsed request.
+struct Request {
+    theta: ArrayD<f64>,
+    dtype: Dtype,
+    options: Options,
+    with_w: bool,
+    cotangent: Option<ArrayD<f64>>,
+}
+
+/// A request field that is wrong: `field: message`.
+struct FieldError(&'static str, String);
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0, self.1)
+    }
+}
+
+impl Request {
+    fn parse(input: &str) -> Result<Request, FieldError> {
+        let value: Json = serde_json::from_str(input)
+            .map_err(|e| FieldError("request", format!("malformed JSON: {e}")))?;
+        let Json::Object(fields) = value else {
+            return Err(FieldError(
+                "request",
+                format!("expected a JSON object, found {}", kind(&value)),
+            ));
+        };
+        if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(FieldError(
+                "request",
+                format!(
+                    "unknown field `{unknown}`; expected one of: {}",
+                    FIELDS.join(", ")
+                ),
+            ));
+        }
+        let theta = fields
+            .get("theta")
+            .ok_or_else(|| FieldError("theta", "missing (a nested array of numbers)".into()))?;
+        let theta = nested_array(theta).map_err(|e| FieldError("theta", e))?;
+        let cotangent = fields
+            .get("cotangent")
+            .map(|c| nested_array(c).map_err(|e| FieldError("cotangent", e)))
+            .transpose()?;
+        let dtype = match fields.get("dtype") {
+            None => Dtype::F64,
+            Some(v) => match v.as_str() {
+                Some("f64") => Dtype::F64,
+                Some("f32") => Dtype::F32,
+                _ => {
+                    return Err(FieldError(
+                        "dtype",
+                        format!("expected \"f64\" or \"f32\", found {v}"),
+                    ))
+                }
+            },
+        };
+        let mode = match fields.get("mode") {
+            None => None,
+            Some(v) => match v.as_str() {
+                Some("hard") => Some(Mode::Hard),
+                Some("soft") => Some(Mode::Soft),
+                _ => {
+                    return Err(FieldError(
+                        "mode",
+                        format!("expected \"hard\" or \"soft\", found {v}"),
+                    ))
+                }
+            },
+        };
+        let options = Options {
+            mode,
+            noise: parse_noise(fields.get("noise"))?,
+            temperature: fields
+                .get("temperature")
+                .map(|v| number(v, "temperature"))
+                .transpose()?,
+            step: fields
+                .get("step")
+                .map(|v| integer(v, "step"))
+                .transpose()?
+                .unwrap_or(0) as f64,
+            samples: fields
+                .get("samples")
+                .map(|v| integer(v, "samples"))
+                .transpose()?
+                .unwrap_or(1) as usize,
+        };
+        if options.samples == 0 {
+            return Err(FieldError("samples", "must be at least 1".into()));
+        }
+        if options.samples.saturating_mul(theta.len().max(1)) > MAX_OUTPUT {
+            return Err(FieldError(
+                "samples",
+                format!("samples × theta would hold more than {MAX_OUTPUT} numbers"),
+            ));
+        }
+        let with_w = match fields.get("with_w") {
+            None => false,
+            Some(Json::Bool(b)) => *b,
+            Some(v) => {
+                return Err(FieldError(
+                    "with_w",
+                    format!("expected true or false, found {v}"),
+                ))
+            }
+        };
+        Ok(Request {
+            theta,
+            dtype,
+            options,
+            with_w,
+            cotangent,
+        })
+    }
+}
+
+fn parse_noise(value: Option<&Json>) -> Result<Noise, FieldError> {
+    let fail = |v: &Json| {
+        FieldError(
+            "noise",
+            format!("expected \"none\" or {{\"seed\": <u64>}}, found {v}"),
+        )
+    };
+    match value {
+        None => Ok(Noise::Seed(0)),
+        Some(Json::String(s)) if s == "none" => Ok(Noise::None),
+        Some(v @ Json::Object(map)) => match (map.len(), map.get("seed").and_then(Json::as_u64)) {
+            (1, Some(seed)) => Ok(Noise::Seed(seed)),
+            _ => Err(fail(v)),
+        },
+        Some(v) => Err(fail(v)),
+    }
+}
+
+fn number(value: &Json, field: &'static str) -> Result<f64, FieldError> {
+    value
+        .as_f64()
+        .ok_or_else(|| FieldError(field, format!("expected a number, found {value}")))
+}
+
+fn integer(value: &Json, field: &'static str) -> Result<u64, FieldError> {
+    value.as_u64().ok_or_else(|| {
+        FieldError(
+            field,
+            format!("expected a non-negative integer, found {value}"),
+        )
+    })
+}
+
+#[derive(Serialize)]
+struct Response<'a, F: Serialize + Copy> {
+    z: Nested<'a, F>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grad_theta: Option<Nested<'a, F>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w: Option<Nested<'a, F>>,
+    plan: Json,
+    diagnostics: Json,
+    warnings: &'a [String],
+}
+
+/// Runs the request in precision `F` and writes the response.
+fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestError> {
+    let error = |field, message: String| RequestError {
+        layer: layer.name().to_string(),
+        field,
+        message,
+    };
+    let theta = to_precision::<F>(&request.theta).map_err(|m| error("theta", m))?;
+    let fwd = layer.try_forward(theta.view(), &request.options)?;
+    let grad = match &request.cotangent {
+        Some(c) => {
+            let c = to_precision::<F>(c).map_err(|m| error("cotangent", m))?;
+            Some(layer.try_backward(&fwd, c.view())?)
+        }
+        None => None,
+    };
+    for (field, array) in [
+        ("z", Some(&fwd.z)),
+        ("grad_theta", grad.as_ref()),
+        ("w", Some(&fwd.w)),
+    ] {
+        if let Some(bad) = array.and_then(|a| a.iter().find(|x| !x.is_finite())) {
+            return Err(error(
+                field,
+                format!("the result holds {bad}; this is a bug in a solver, please report it"),
+            ));
+        }
+    }
+    let mut diagnostics = Map::new();
+    diagnostics.insert("mode".into(), json!(fwd.mode.name()));
+    diagnostics.insert("dtype".into(), json!(F::NAME));
+    diagnostics.insert("samples".into(), json!(request.options.samples));
+    for (key, value) in &fwd.report.values {
+        diagnostics.insert((*key).into(), json!(value));
+    }
+    let response = Response {
+        z: Nested(fwd.z.view()),
+        grad_theta: grad.as_ref().map(|g| Nested(g.view())),
+        w: request.with_w.then(|| Nested(fwd.w.view())),
+        plan: layer.plan().to_json(Some(fwd.temperature)),
+        diagnostics: Json::Object(diagnostics),
+        warnings: &fwd.report.warnings,
+    };
+    let mut out = serde_json::to_string(&response).expect("numbers are finite");
+    out.push('\n');
+    Ok(out)
+}
+
+/// The array in precision `F`; a value that overflows it is an error.
+fn to_precision<F: Real>(a: &ArrayD<f64>) -> Result<ArrayD<F>, String> {
+    match a.iter().find(|&&x| !F::of(x).is_finite()) {
+        Some(x) => Err(format!("{x} does not fit in {}", F::NAME)),
+        None => Ok(a.mapv(F::of)),
+    }
+}

@@ -1,0 +1,92 @@
+//! Nested JSON arrays ⇄ ndarray arrays.
+
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+use serde_json::Value as Json;
+
+/// Reads a rectangular nested array of numbers (a bare number is a 0-d array).
+pub fn nested_array(value: &Json) -> Result<ArrayD<f64>, String> {
+    let mut shape = Vec::new();
+    let mut probe = value;
+    while let Json::Array(items) = probe {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => probe = first,
+            None => break,
+        }
+    }
+    let mut data = Vec::new();
+    collect(value, &shape, &mut Vec::new(), &mut data)?;
+    ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| e.to_string())
+}
+
+fn collect(
+    value: &Json,
+    shape: &[usize],
+    at: &mut Vec<usize>,
+    out: &mut Vec<f64>,
+) -> Result<(), String> {
+    match (value, shape.split_first()) {
+        (Json::Number(x), None) => {
+            out.push(
+                x.as_f64()
+                    .ok_or_else(|| format!("{x} at {at:?} is not a number"))?,
+            );
+            Ok(())
+        }
+        (Json::Array(items), Some((&len, rest))) if items.len() == len => {
+            for (i, item) in items.iter().enumerate() {
+                at.push(i);
+                collect(item, rest, at, out)?;
+                at.pop();
+            }
+            Ok(())
+        }
+        (Json::Array(items), Some((&len, _))) => Err(format!(
+            "ragged array: {} entries at {at:?}, expected {len} like the first row",
+            items.len()
+        )),
+        (other, _) => Err(format!(
+            "expected {} at {at:?}, found {}",
+            if shape.is_empty() {
+                "a number"
+            } else {
+                "an array"
+            },
+            kind(other)
+        )),
+    }
+}
+
+/// The JSON kind of a value, for messages.
+pub fn kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Serializes an array as nested JSON arrays (numbers in their own precision).
+pub struct Nested<'a, F>(pub ArrayViewD<'a, F>);
+
+impl<F: Serialize + Copy> Serialize for Nested<'_, F> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.ndim() == 0 {
+            return self
+                .0
+                .first()
+                .expect("0-d arrays hold one value")
+                .serialize(serializer);
+        }
+        let len = self.0.len_of(Axis(0));
+        let mut seq = serializer.serialize_seq(Some(len))?;
+        for row in self.0.axis_iter(Axis(0)) {
+            seq.serialize_element(&Nested(row))?;
+        }
+        seq.end()
+    }
+}

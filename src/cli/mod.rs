@@ -1,0 +1,100 @@
+//! The `sst` command: `check`, `eval` and `demo`.
+//!
+//! Exit status: 0 success, 1 spec error (caret diagnostics on stderr), 2 usage error, 3 bad
+//! request (one line on stderr). On error nothing is written to stdout.
+
+mod check;
+mod demo;
+mod eval;
+mod json;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sst",
+    version,
+    about = "Compile and run structured discrete latent layers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a spec and print each layer's plan and why each default was chosen.
+    Check {
+        file: PathBuf,
+        /// Print the plans as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read one JSON request on stdin, write one JSON response on stdout.
+    Eval {
+        file: PathBuf,
+        /// The layer to run; may be omitted when the spec declares one layer.
+        #[arg(long)]
+        layer: Option<String>,
+    },
+    /// Compile the bundled presets and examples and sample every layer.
+    Demo,
+}
+
+/// A failure of a subcommand, with its exit status.
+pub enum CliError {
+    /// Exit 1: the spec does not compile (rendered diagnostics).
+    Spec(String),
+    /// Exit 2: no such file, no such layer, a missing `--layer`.
+    Usage(String),
+    /// Exit 3: a bad request (one line).
+    Request(String),
+}
+
+impl CliError {
+    fn status(&self) -> i32 {
+        match self {
+            CliError::Spec(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Request(_) => 3,
+        }
+    }
+}
+
+/// Runs the command line; returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
+        Command::Check { file, json } => check::run(&file, json),
+        Command::Eval { file, layer } => eval::run(&file, layer.as_deref()),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            0
+        }
+        Err(e) => {
+            match &e {
+                CliError::Spec(s) => eprint!("{s}"),
+                CliError::Usage(s) => eprintln!("error: {s}"),
+                CliError::Request(s) => eprintln!("error: bad request: {s}"),
+            }
+            e.status()
+        }
+    }
+}
+
+/// Reads and compiles a spec file: a missing file is a usage error, a bad spec a spec error.
+fn load(path: &Path) -> Result<sst::Module, CliError> {
+    match sst::compile_file(path) {
+        Ok(m) => Ok(m),
+        Err(sst::Error::Compile(e)) => Err(CliError::Spec(e.to_string())),
+        Err(e) => Err(CliError::Usage(e.to_string())),
+    }
+}

@@ -1,0 +1,44 @@
+//! Backward rules that work for every soft solver. The native rules (closed forms, implicit
+//! differentiation, unrolling) live with their solvers in `src/support/` and `src/kernels/`.
+
+use crate::real::Real;
+use crate::support::{Report, SoftCall, Support};
+
+/// The generic finite-difference rule along the cotangent:
+///
+/// `dL/dw ≈ [z_T(w + h·g) − z_T(w − h·g)] / (2h)`, `h = eps/‖g‖`, `z_T(w) = soft(w/T)`,
+///
+/// exact up to `O(h²/T³)` because `∂z_T/∂w` is symmetric (a Hessian of a convex conjugate),
+/// so `Jᵀg = Jg`. The soft solver runs in f64 whatever the request's precision, so that the
+/// difference quotient keeps its digits in f32. Adds into `grad_w`.
+pub fn finite_diff<F: Real>(
+    support: &dyn Support,
+    soft: &SoftCall,
+    w: &[F],
+    temperature: f64,
+    g: &[F],
+    eps: f64,
+    grad_w: &mut [F],
+) -> Result<(), String> {
+    let norm = g.iter().map(|gi| gi.f64().powi(2)).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        return Ok(());
+    }
+    let h = eps / norm;
+    let solver = support.solve_f64();
+    let solve_at = |sign: f64| -> Result<Vec<f64>, String> {
+        let x: Vec<f64> = w
+            .iter()
+            .zip(g)
+            .map(|(wi, gi)| (wi.f64() + sign * h * gi.f64()) / temperature)
+            .collect();
+        let mut z = vec![0.0; w.len()];
+        solver.soft(soft, &x, &mut z, &mut Report::default())?;
+        Ok(z)
+    };
+    let (plus, minus) = (solve_at(1.0)?, solve_at(-1.0)?);
+    for ((gw, p), m) in grad_w.iter_mut().zip(plus).zip(minus) {
+        *gw = *gw + F::of((p - m) / (2.0 * h));
+    }
+    Ok(())
+}

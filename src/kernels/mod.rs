@@ -1,0 +1,130 @@
+//! Pure numerics on slices, shared by the supports: no AST, no tape (STYLE.md item 4).
+//!
+//! Every forward kernel writes its output into a caller-provided slice; every backward kernel
+//! (`*_vjp`) ADDS its vector–Jacobian product into `grad_x` and never overwrites it, as in dfdx.
+
+pub mod logistic;
+pub mod softmax;
+pub mod sparsemax;
+
+use crate::real::Real;
+
+/// `logsumexp(x) = m + ln Σ_i exp(x_i − m)`, `m = max_i x_i` (max-shifted, so finite for any
+/// finite `x`). Returns `−∞` for an empty slice or when every entry is `−∞`, and `+∞` when some
+/// entry is `+∞`.
+pub fn logsumexp<F: Real>(x: &[F]) -> F {
+    let m = x.iter().copied().fold(F::neg_infinity(), F::max);
+    if m.is_infinite() {
+        return m;
+    }
+    m + x.iter().map(|&xi| (xi - m).exp()).sum::<F>().ln()
+}
+
+/// `argmax(x) = min { i : x_i = max_j x_j }`: the first index of the maximum, so ties go to the
+/// lowest index (DESIGN.md §2). Assumes no NaN. Panics on an empty slice.
+pub fn argmax<F: Real>(x: &[F]) -> usize {
+    assert!(!x.is_empty(), "argmax of an empty slice");
+    let mut best = 0;
+    for (i, &xi) in x.iter().enumerate().skip(1) {
+        if xi > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `dot(a, b) = ⟨a, b⟩ = Σ_i a_i b_i`. Panics if the lengths differ.
+pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
+    assert_eq!(a.len(), b.len(), "dot of slices of different lengths");
+    a.iter().zip(b).map(|(&ai, &bi)| ai * bi).sum()
+}
+
+/// Helpers shared by the kernel tests: a tiny xorshift and a central finite-difference check.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// xorshift64* (Vigna 2016): a deterministic source for test inputs; no `rand` dependency.
+    pub struct XorShift(u64);
+
+    impl XorShift {
+        pub fn new(seed: u64) -> Self {
+            // splitmix64 of the seed, so that small seeds give unrelated streams (never 0).
+            let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            XorShift((z ^ (z >> 31)) | 1)
+        }
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        /// Uniform in [lo, hi).
+        pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+            let u = (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+            lo + (hi - lo) * u
+        }
+        pub fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+            (0..n).map(|_| self.uniform(lo, hi)).collect()
+        }
+    }
+
+    /// Central differences of `L(x) = ⟨g, f(x)⟩`: `∂L/∂x_i ≈ [L(x + h e_i) − L(x − h e_i)] / 2h`.
+    pub fn fd_grad(f: impl Fn(&[f64], &mut [f64]), x: &[f64], g: &[f64], h: f64) -> Vec<f64> {
+        let loss = |x: &[f64]| {
+            let mut z = vec![0.0; g.len()];
+            f(x, &mut z);
+            z.iter().zip(g).map(|(a, b)| a * b).sum::<f64>()
+        };
+        let mut xp = x.to_vec();
+        (0..x.len())
+            .map(|i| {
+                xp[i] = x[i] + h;
+                let lp = loss(&xp);
+                xp[i] = x[i] - h;
+                let lm = loss(&xp);
+                xp[i] = x[i];
+                (lp - lm) / (2.0 * h)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logsumexp_closed_forms() {
+        // ln(e^0 + e^0) = ln 2; ln(e^1 + e^2 + e^3) by hand.
+        assert!((logsumexp(&[0.0f64, 0.0]) - 2f64.ln()).abs() < 1e-15);
+        let want = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+        assert!((logsumexp(&[1.0f64, 2.0, 3.0]) - want).abs() < 1e-14);
+        // Shifted: ln(n·e^c) = c + ln n, finite at c = ±1e4 (naive exp overflows).
+        assert!((logsumexp(&[1e4f64; 3]) - (1e4 + 3f64.ln())).abs() < 1e-11);
+        assert!((logsumexp(&[-1e4f32; 4]) - (-1e4 + 4f32.ln())).abs() < 1e-3);
+        assert!((logsumexp(&[1e4f64, -1e4]) - 1e4).abs() < 1e-11);
+        // Edge cases.
+        assert_eq!(logsumexp::<f64>(&[]), f64::NEG_INFINITY);
+        assert_eq!(logsumexp(&[f64::NEG_INFINITY; 2]), f64::NEG_INFINITY);
+        assert_eq!(logsumexp(&[f64::NEG_INFINITY, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn argmax_ties_go_low() {
+        assert_eq!(argmax(&[1.0f64, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[5.0f32, 5.0, 5.0]), 0);
+        assert_eq!(argmax(&[f64::NEG_INFINITY, -1e300]), 1);
+        assert_eq!(argmax(&[-2.0f64]), 0);
+        assert_eq!(argmax(&[0.0f64, 1.0, 0.5, 7.0]), 3);
+    }
+
+    #[test]
+    fn dot_by_hand() {
+        assert_eq!(
+            dot(&[1.0f64, 2.0, 3.0], &[4.0, -5.0, 6.0]),
+            4.0 - 10.0 + 18.0
+        );
+        assert_eq!(dot::<f32>(&[], &[]), 0.0);
+    }
+}

@@ -1,0 +1,600 @@
+//! Noise for the perturbations `w = r_θ(ε)` of DESIGN.md §2.
+//!
+//! Every random number comes from a counter-based generator, Philox4x32-10 (Salmon, Moraes, Dror
+//! & Shaw 2011, "Parallel random numbers: as easy as 1, 2, 3"; Random123), keyed by
+//! `(seed, sample, batch row, element)`. One element's noise depends on nothing else, so the same
+//! seed gives the same sample on every platform, for every batch split and thread count, and (with
+//! the same integer arithmetic) on the GPU.
+
+use crate::real::Real;
+
+/// Philox multipliers and Weyl key increments (Random123 `PHILOX_M4x32_*`, `PHILOX_W32_*`).
+const PHILOX_M0: u32 = 0xD251_1F53;
+const PHILOX_M1: u32 = 0xCD9E_8D57;
+const PHILOX_W0: u32 = 0x9E37_79B9;
+const PHILOX_W1: u32 = 0xBB67_AE85;
+
+/// Philox4x32-10: ten rounds of
+/// `(c0, c1, c2, c3) ← (hi(M1·c2) ⊕ c1 ⊕ k0, lo(M1·c2), hi(M0·c0) ⊕ c3 ⊕ k1, lo(M0·c0))`,
+/// with the key bumped by the Weyl constants `(k0, k1) += (W0, W1)` between rounds.
+/// Bit-identical to Random123's `philox4x32(ctr, key)` with its default 10 rounds.
+pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    let mut c = counter;
+    let mut k = key;
+    for round in 0..10 {
+        if round > 0 {
+            k[0] = k[0].wrapping_add(PHILOX_W0);
+            k[1] = k[1].wrapping_add(PHILOX_W1);
+        }
+        let p0 = u64::from(PHILOX_M0) * u64::from(c[0]);
+        let p1 = u64::from(PHILOX_M1) * u64::from(c[2]);
+        let (hi0, lo0) = ((p0 >> 32) as u32, p0 as u32);
+        let (hi1, lo1) = ((p1 >> 32) as u32, p1 as u32);
+        c = [hi1 ^ c[1] ^ k[0], lo1, hi0 ^ c[3] ^ k[1], lo0];
+    }
+    c
+}
+
+/// Which draw a noise value belongs to: one key per (seed, sample index, batch row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoiseKey {
+    pub seed: u64,
+    pub sample: u32,
+    pub batch: u32,
+}
+
+/// 2⁻⁵² and 2⁻²³, exact.
+const TWO_POW_M52: f64 = 1.0 / (1u64 << 52) as f64;
+const TWO_POW_M23: f64 = 1.0 / (1u64 << 23) as f64;
+
+/// `(k + ½)·2⁻⁵²` with `k` the 52 bits `hi[31..0] ‖ lo[31..12]`: in `[2⁻⁵³, 1 − 2⁻⁵³]`, exact in f64.
+fn open_unit_52(hi: u32, lo: u32) -> f64 {
+    let k = (u64::from(hi) << 20) | u64::from(lo >> 12);
+    (k as f64 + 0.5) * TWO_POW_M52
+}
+
+/// `(k + ½)·2⁻²³` with `k` the top 23 bits of `hi`: in `[2⁻²⁴, 1 − 2⁻²⁴]`, exact in f32.
+fn open_unit_23(hi: u32) -> f64 {
+    (f64::from(hi >> 9) + 0.5) * TWO_POW_M23
+}
+
+/// Two uniforms in the open interval (0, 1), never exactly 0 or 1 in `F`, from one Philox call
+/// with counter `[element lo, element hi, batch, sample]` and key `[seed lo, seed hi]`:
+/// - f64: `u = (k + ½)·2⁻⁵²`, `k` = 52 bits from words 0‖1 (first) and 2‖3 (second), high bits
+///   from words 0 / 2;
+/// - f32: `u = (k + ½)·2⁻²³`, `k` = the top 23 bits of word 0 (first) and word 2 (second); this is
+///   the midpoint of the 2⁻²³-cell holding the f64 uniform, so the two differ by at most 2⁻²⁴.
+pub fn uniforms<F: Real>(key: NoiseKey, element: u64) -> [F; 2] {
+    let w = philox4x32_10(
+        [
+            element as u32,
+            (element >> 32) as u32,
+            key.batch,
+            key.sample,
+        ],
+        [key.seed as u32, (key.seed >> 32) as u32],
+    );
+    if F::epsilon().f64() > f64::EPSILON {
+        // A 24-bit significand (f32): 23 random bits.
+        [F::of(open_unit_23(w[0])), F::of(open_unit_23(w[2]))]
+    } else {
+        [
+            F::of(open_unit_52(w[0], w[1])),
+            F::of(open_unit_52(w[2], w[3])),
+        ]
+    }
+}
+
+/// Standard Gumbel by inversion: `G = −ln(−ln u)`.
+pub fn gumbel<F: Real>(u: F) -> F {
+    -(-u.ln()).ln()
+}
+
+/// Standard logistic by inversion (the difference of two Gumbels): `L = ln u − ln(1 − u)`.
+pub fn logistic<F: Real>(u: F) -> F {
+    u.ln() - (F::one() - u).ln()
+}
+
+/// Exponential with rate 1 by inversion: `E = −ln u`.
+pub fn exponential<F: Real>(u: F) -> F {
+    -u.ln()
+}
+
+/// Standard normal by Box–Muller: `N = √(−2 ln u₁) · cos(2π u₂)`.
+pub fn standard_normal<F: Real>(u1: F, u2: F) -> F {
+    (F::of(-2.0) * u1.ln()).sqrt() * (F::TAU() * u2).cos()
+}
+
+/// A perturbation `w = r_θ(ε)` (DESIGN.md §2).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Perturbation {
+    /// `w = θ + G`, G standard Gumbel (logistic noise on [`Coordinates::Binary`]).
+    Gumbel,
+    /// `w = θ + σ·N(0, 1)`.
+    Gaussian { sigma: f64 },
+    /// The exponential race `w = −E ⊙ exp(−θ)`, `E ~ Exp(1)` (`θ + ln E₀ − ln E₁` on
+    /// [`Coordinates::Binary`]).
+    NegExponential,
+    /// `w = θ`.
+    None,
+}
+
+/// How `gumbel` and `neg_exponential` act on a support's coordinates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coordinates {
+    /// One joint argmax over the coordinates (one-hots, subsets, permutations, trees).
+    Joint,
+    /// Each coordinate an independent binary choice (Bernoulli): Gumbel means logistic noise.
+    Binary,
+}
+
+impl Perturbation {
+    /// `w = r_θ(ε)` for one row θ (elements `0..n`), the noise of element `i` keyed by
+    /// `(key, i)` and using only that element's two uniforms `(u₁, u₂)`:
+    ///
+    /// | perturbation | `Joint` | `Binary` |
+    /// | --- | --- | --- |
+    /// | `Gumbel` | `θ + gumbel(u₁)` | `θ + logistic(u₁)` |
+    /// | `Gaussian { σ }` | `θ + σ·standard_normal(u₁, u₂)` | same |
+    /// | `NegExponential` | `−exponential(u₁)·exp(−θ)` | `θ + ln E₀ − ln E₁`, `E₀ = exponential(u₁)`, `E₁ = exponential(u₂)` |
+    /// | `None` | `θ` | `θ` |
+    ///
+    /// Errors (a sentence, nothing written) only for `NegExponential` on `Joint` coordinates when
+    /// some `|θ_i| < F::EXP_LIMIT` fails (700 in f64, 80 in f32; NaN fails too).
+    /// Panics if `theta` and `w` differ in length.
+    pub fn perturb<F: Real>(
+        &self,
+        coords: Coordinates,
+        theta: &[F],
+        key: NoiseKey,
+        w: &mut [F],
+    ) -> Result<(), String> {
+        assert_eq!(
+            theta.len(),
+            w.len(),
+            "perturb: theta and w differ in length"
+        );
+        if let (Perturbation::NegExponential, Coordinates::Joint) = (self, coords) {
+            let limit = F::of(F::EXP_LIMIT);
+            if let Some((i, t)) = theta
+                .iter()
+                .enumerate()
+                .find(|(_, t)| t.is_nan() || t.abs() >= limit)
+            {
+                return Err(format!(
+                    "neg_exponential noise needs |theta| < {} in {} (found {} at element {})",
+                    F::EXP_LIMIT,
+                    F::NAME,
+                    t,
+                    i
+                ));
+            }
+        }
+        if let Perturbation::None = self {
+            w.copy_from_slice(theta);
+            return Ok(());
+        }
+        for (i, (wi, &t)) in w.iter_mut().zip(theta).enumerate() {
+            let [u1, u2] = uniforms::<F>(key, i as u64);
+            *wi = match (*self, coords) {
+                (Perturbation::Gumbel, Coordinates::Joint) => t + gumbel(u1),
+                (Perturbation::Gumbel, Coordinates::Binary) => t + logistic(u1),
+                (Perturbation::Gaussian { sigma }, _) => t + F::of(sigma) * standard_normal(u1, u2),
+                (Perturbation::NegExponential, Coordinates::Joint) => -exponential(u1) * (-t).exp(),
+                (Perturbation::NegExponential, Coordinates::Binary) => {
+                    t + exponential(u1).ln() - exponential(u2).ln()
+                }
+                (Perturbation::None, _) => t,
+            };
+        }
+        Ok(())
+    }
+
+    /// Pathwise chain rule through `w = r_θ(ε)` at fixed noise: `grad_theta += (∂w/∂θ)ᵀ grad_w`.
+    /// `∂w/∂θ` is diagonal: the identity for every case except `NegExponential` on `Joint`
+    /// coordinates, where `w_i = −E_i·exp(−θ_i)` gives `∂w_i/∂θ_i = −w_i`. Adds into `grad_theta`.
+    pub fn chain<F: Real>(&self, coords: Coordinates, w: &[F], grad_w: &[F], grad_theta: &mut [F]) {
+        assert!(
+            w.len() == grad_w.len() && w.len() == grad_theta.len(),
+            "chain: length mismatch"
+        );
+        let race = matches!(
+            (self, coords),
+            (Perturbation::NegExponential, Coordinates::Joint)
+        );
+        for ((gt, &wi), &gw) in grad_theta.iter_mut().zip(w).zip(grad_w) {
+            *gt = *gt + if race { -wi * gw } else { gw };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::argmax;
+
+    const KEY: NoiseKey = NoiseKey {
+        seed: 0x5eed_1234_abcd_0042,
+        sample: 0,
+        batch: 0,
+    };
+
+    #[test]
+    fn philox_known_answers() {
+        // Random123 kat_vectors, philox4x32 with 10 rounds.
+        assert_eq!(
+            philox4x32_10([0; 4], [0; 2]),
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+        );
+        assert_eq!(
+            philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
+            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
+        );
+        assert_eq!(
+            philox4x32_10(
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0]
+            ),
+            [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
+        );
+    }
+
+    #[test]
+    fn open_interval_at_the_extreme_bits() {
+        // The smallest and largest uniforms: exactly representable, strictly inside (0, 1).
+        let (lo64, hi64) = (open_unit_52(0, 0), open_unit_52(u32::MAX, u32::MAX));
+        assert_eq!(lo64, 2f64.powi(-53));
+        assert_eq!(hi64, 1.0 - 2f64.powi(-53));
+        assert!(hi64 < 1.0 && lo64 > 0.0);
+        let (lo32, hi32) = (open_unit_23(0) as f32, open_unit_23(u32::MAX) as f32);
+        assert_eq!(lo32, 2f32.powi(-24));
+        assert_eq!(hi32, 1.0 - 2f32.powi(-24));
+        assert_eq!(
+            f64::from(hi32),
+            open_unit_23(u32::MAX),
+            "rounding to f32 must be exact"
+        );
+        for u in [lo64, hi64] {
+            assert!(gumbel(u).is_finite() && logistic(u).is_finite() && exponential(u).is_finite());
+            assert!(standard_normal(u, u).is_finite());
+        }
+        for u in [lo32, hi32] {
+            assert!(gumbel(u).is_finite() && logistic(u).is_finite() && exponential(u).is_finite());
+            assert!(standard_normal(u, u).is_finite());
+        }
+    }
+
+    #[test]
+    fn uniforms_inside_for_extreme_counters() {
+        let seeds = [0, 1, u64::MAX, 1 << 32, u32::MAX as u64];
+        let elements = [0, 1, u32::MAX as u64, 1 << 32, u64::MAX - 1, u64::MAX];
+        for &seed in &seeds {
+            for &element in &elements {
+                for (sample, batch) in [(0, 0), (u32::MAX, u32::MAX), (7, u32::MAX)] {
+                    let key = NoiseKey {
+                        seed,
+                        sample,
+                        batch,
+                    };
+                    let a = uniforms::<f64>(key, element);
+                    let b = uniforms::<f32>(key, element);
+                    assert!(a
+                        .iter()
+                        .all(|&u| u > 0.0 && u < 1.0 && gumbel(u).is_finite()));
+                    assert!(b
+                        .iter()
+                        .all(|&u| u > 0.0 && u < 1.0 && gumbel(u).is_finite()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_uniform_is_the_f64_one_to_2_pow_m23() {
+        for e in 0..10_000u64 {
+            let a = uniforms::<f64>(KEY, e);
+            let b = uniforms::<f32>(KEY, e);
+            for j in 0..2 {
+                assert!(
+                    (a[j] - f64::from(b[j])).abs() <= 2f64.powi(-24),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn deterministic_and_keyed() {
+        let a = uniforms::<f64>(KEY, 17);
+        assert_eq!(a, uniforms::<f64>(KEY, 17));
+        assert_ne!(a, uniforms::<f64>(KEY, 18));
+        assert_ne!(a, uniforms::<f64>(NoiseKey { sample: 1, ..KEY }, 17));
+        assert_ne!(a, uniforms::<f64>(NoiseKey { batch: 1, ..KEY }, 17));
+        assert_ne!(
+            a,
+            uniforms::<f64>(
+                NoiseKey {
+                    seed: KEY.seed + 1,
+                    ..KEY
+                },
+                17
+            )
+        );
+        assert_ne!(
+            a,
+            uniforms::<f64>(
+                NoiseKey {
+                    seed: KEY.seed ^ (1 << 40),
+                    ..KEY
+                },
+                17
+            )
+        );
+        assert_ne!(
+            uniforms::<f64>(KEY, 17),
+            uniforms::<f64>(KEY, 17 + (1 << 32))
+        );
+        // An element's noise does not depend on the row length (or any split of the row).
+        let theta = [0.3f64, -1.0, 2.0, 0.0, 5.0];
+        let mut long = [0.0; 5];
+        let mut short = [0.0; 3];
+        Perturbation::Gumbel
+            .perturb(Coordinates::Joint, &theta, KEY, &mut long)
+            .unwrap();
+        Perturbation::Gumbel
+            .perturb(Coordinates::Joint, &theta[..3], KEY, &mut short)
+            .unwrap();
+        assert_eq!(&long[..3], &short);
+    }
+
+    /// Sample mean and variance of `f(u₁, u₂)` over elements `0..n`.
+    fn moments(n: u64, key: NoiseKey, f: impl Fn(f64, f64) -> f64) -> (f64, f64) {
+        let xs: Vec<f64> = (0..n)
+            .map(|e| uniforms::<f64>(key, e))
+            .map(|[a, b]| f(a, b))
+            .collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        (mean, var)
+    }
+
+    /// Mean within 5·σ/√n and variance within 5·σ²·√((κ − 1)/n), κ the kurtosis μ₄/σ⁴.
+    fn assert_moments(name: &str, got: (f64, f64), mean: f64, var: f64, kurtosis: f64, n: u64) {
+        let n = n as f64;
+        let (tol_m, tol_v) = (
+            5.0 * (var / n).sqrt(),
+            5.0 * var * ((kurtosis - 1.0) / n).sqrt(),
+        );
+        assert!(
+            (got.0 - mean).abs() < tol_m,
+            "{name} mean {} vs {mean} ± {tol_m}",
+            got.0
+        );
+        assert!(
+            (got.1 - var).abs() < tol_v,
+            "{name} variance {} vs {var} ± {tol_v}",
+            got.1
+        );
+    }
+
+    #[test]
+    fn distribution_moments() {
+        use std::f64::consts::PI;
+        const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+        let n = 200_000;
+        let k = |s| NoiseKey {
+            seed: 11,
+            sample: s,
+            batch: 3,
+        };
+        // Gumbel: mean γ, variance π²/6, excess kurtosis 12/5.
+        let g = moments(n, k(0), |u, _| gumbel(u));
+        assert_moments("gumbel", g, EULER_GAMMA, PI * PI / 6.0, 5.4, n);
+        // Logistic: mean 0, variance π²/3, excess kurtosis 6/5.
+        let l = moments(n, k(1), |u, _| logistic(u));
+        assert_moments("logistic", l, 0.0, PI * PI / 3.0, 4.2, n);
+        // Normal: mean 0, variance 1, kurtosis 3.
+        let z = moments(n, k(2), standard_normal);
+        assert_moments("normal", z, 0.0, 1.0, 3.0, n);
+        // Exponential: mean 1, variance 1, kurtosis 9.
+        let e = moments(n, k(3), |u, _| exponential(u));
+        assert_moments("exponential", e, 1.0, 1.0, 9.0, n);
+        // The second uniform is as good as the first.
+        let e2 = moments(n, k(4), |_, u| exponential(u));
+        assert_moments("exponential(u2)", e2, 1.0, 1.0, 9.0, n);
+        // f32 Gumbel too.
+        let xs: Vec<f64> = (0..n)
+            .map(|e| f64::from(gumbel(uniforms::<f32>(k(5), e)[0])))
+            .collect();
+        let m = xs.iter().sum::<f64>() / n as f64;
+        let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+        assert_moments("gumbel f32", (m, v), EULER_GAMMA, PI * PI / 6.0, 5.4, n);
+    }
+
+    /// Frequencies of `argmax w` over `draws` samples, `w = perturb(θ)` with key sample = draw.
+    fn argmax_freq(p: Perturbation, theta: &[f64], draws: u32) -> Vec<f64> {
+        let mut counts = vec![0u32; theta.len()];
+        let mut w = vec![0.0; theta.len()];
+        for d in 0..draws {
+            let key = NoiseKey {
+                seed: 99,
+                sample: d,
+                batch: 1,
+            };
+            p.perturb(Coordinates::Joint, theta, key, &mut w).unwrap();
+            counts[argmax(&w)] += 1;
+        }
+        counts
+            .iter()
+            .map(|&c| f64::from(c) / f64::from(draws))
+            .collect()
+    }
+
+    /// Frequencies of `w_i > 0` (Binary coordinates).
+    fn positive_freq(p: Perturbation, theta: &[f64], draws: u32) -> Vec<f64> {
+        let mut counts = vec![0u32; theta.len()];
+        let mut w = vec![0.0; theta.len()];
+        for d in 0..draws {
+            let key = NoiseKey {
+                seed: 5,
+                sample: d,
+                batch: 0,
+            };
+            p.perturb(Coordinates::Binary, theta, key, &mut w).unwrap();
+            for (c, &wi) in counts.iter_mut().zip(&w) {
+                *c += u32::from(wi > 0.0);
+            }
+        }
+        counts
+            .iter()
+            .map(|&c| f64::from(c) / f64::from(draws))
+            .collect()
+    }
+
+    /// Each frequency within 5 standard errors `√(p(1 − p)/n)` of its probability.
+    fn assert_freq(name: &str, got: &[f64], want: &[f64], n: u32) {
+        for (g, p) in got.iter().zip(want) {
+            let tol = 5.0 * (p * (1.0 - p) / f64::from(n)).sqrt();
+            assert!((g - p).abs() < tol, "{name}: {got:?} vs {want:?}");
+        }
+    }
+
+    const THETA: [f64; 4] = [0.5, -1.0, 1.2, 0.0];
+
+    fn closed_softmax(t: &[f64]) -> Vec<f64> {
+        let s: f64 = t.iter().map(|v| v.exp()).sum();
+        t.iter().map(|v| v.exp() / s).collect()
+    }
+
+    fn closed_sigmoid(t: &[f64]) -> Vec<f64> {
+        t.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect()
+    }
+
+    #[test]
+    fn gumbel_max_is_softmax() {
+        let n = 100_000;
+        let f = argmax_freq(Perturbation::Gumbel, &THETA, n);
+        assert_freq("gumbel joint", &f, &closed_softmax(&THETA), n);
+    }
+
+    #[test]
+    fn exponential_race_is_softmax() {
+        let n = 100_000;
+        let f = argmax_freq(Perturbation::NegExponential, &THETA, n);
+        assert_freq("neg_exponential joint", &f, &closed_softmax(&THETA), n);
+    }
+
+    #[test]
+    fn binary_gumbel_and_race_are_sigmoid() {
+        let n = 100_000;
+        let theta = [0.0, 1.5, -2.0, 0.3];
+        let f = positive_freq(Perturbation::Gumbel, &theta, n);
+        assert_freq("gumbel binary", &f, &closed_sigmoid(&theta), n);
+        let f = positive_freq(Perturbation::NegExponential, &theta, n);
+        assert_freq("neg_exponential binary", &f, &closed_sigmoid(&theta), n);
+    }
+
+    #[test]
+    fn gaussian_and_none() {
+        // w − θ ~ N(0, σ²) on both kinds of coordinates: P(w > θ) = ½, E w = θ, var σ².
+        let n = 100_000u32;
+        let sigma = 2.0;
+        for coords in [Coordinates::Joint, Coordinates::Binary] {
+            let (mut s, mut s2) = (0.0, 0.0);
+            let mut w = [0.0f64];
+            for d in 0..n {
+                let key = NoiseKey {
+                    seed: 3,
+                    sample: d,
+                    batch: 0,
+                };
+                Perturbation::Gaussian { sigma }
+                    .perturb(coords, &[1.0], key, &mut w)
+                    .unwrap();
+                s += w[0] - 1.0;
+                s2 += (w[0] - 1.0).powi(2);
+            }
+            let (m, v) = (s / f64::from(n), s2 / f64::from(n));
+            assert_moments("gaussian", (m, v), 0.0, sigma * sigma, 3.0, u64::from(n));
+        }
+        let theta = [1.0f32, -3.0, 1e30];
+        let mut w = [0.0f32; 3];
+        Perturbation::None
+            .perturb(Coordinates::Joint, &theta, KEY, &mut w)
+            .unwrap();
+        assert_eq!(w, theta);
+    }
+
+    #[test]
+    fn chain_matches_finite_differences() {
+        let cases = [
+            Perturbation::Gumbel,
+            Perturbation::Gaussian { sigma: 0.7 },
+            Perturbation::NegExponential,
+            Perturbation::None,
+        ];
+        let theta = [0.3, -1.2, 2.5, 0.0, -0.4];
+        let grad_w = [0.5, -1.0, 0.25, 2.0, -0.75];
+        let h = 1e-6;
+        for p in cases {
+            for coords in [Coordinates::Joint, Coordinates::Binary] {
+                let loss = |t: &[f64]| {
+                    let mut w = vec![0.0; t.len()];
+                    p.perturb(coords, t, KEY, &mut w).unwrap();
+                    w.iter().zip(&grad_w).map(|(a, b)| a * b).sum::<f64>()
+                };
+                let mut w = vec![0.0; theta.len()];
+                p.perturb(coords, &theta, KEY, &mut w).unwrap();
+                let mut grad = vec![1.0; theta.len()];
+                p.chain(coords, &w, &grad_w, &mut grad);
+                for i in 0..theta.len() {
+                    let (mut tp, mut tm) = (theta, theta);
+                    tp[i] += h;
+                    tm[i] -= h;
+                    let fd = (loss(&tp) - loss(&tm)) / (2.0 * h);
+                    let tol = 1e-7 * (1.0 + fd.abs());
+                    assert!((grad[i] - 1.0 - fd).abs() < tol, "{p:?} {coords:?} {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn neg_exponential_limits() {
+        let p = Perturbation::NegExponential;
+        let mut w = [0.0f64; 5];
+        let err = p.perturb(Coordinates::Joint, &[0.0, 1.0, -2.0, 3.0, 1e3], KEY, &mut w);
+        let msg = err.unwrap_err();
+        assert!(
+            msg.contains("700") && msg.contains("f64") && msg.contains("element 4"),
+            "{msg}"
+        );
+        assert_eq!(w, [0.0; 5], "nothing written on error");
+        assert!(p
+            .perturb(Coordinates::Joint, &[-1e3f64], KEY, &mut [0.0])
+            .is_err());
+        assert!(p
+            .perturb(Coordinates::Joint, &[f64::NAN], KEY, &mut [0.0])
+            .is_err());
+        let msg = p
+            .perturb(Coordinates::Joint, &[0.0f32, 90.0], KEY, &mut [0.0; 2])
+            .unwrap_err();
+        assert!(
+            msg.contains("80") && msg.contains("f32") && msg.contains("element 1"),
+            "{msg}"
+        );
+        // Inside the limits the race stays finite and negative.
+        let mut w = [0.0f64; 2];
+        p.perturb(Coordinates::Joint, &[-699.0, 699.0], KEY, &mut w)
+            .unwrap();
+        assert!(w.iter().all(|v| v.is_finite() && *v < 0.0), "{w:?}");
+        let mut wf = [0.0f32; 2];
+        p.perturb(Coordinates::Joint, &[-79.0f32, 79.0], KEY, &mut wf)
+            .unwrap();
+        assert!(wf.iter().all(|v| v.is_finite() && *v < 0.0), "{wf:?}");
+        // The binary race is θ plus logistic noise: no limit.
+        let mut w = [0.0f64];
+        p.perturb(Coordinates::Binary, &[1e3], KEY, &mut w).unwrap();
+        assert!(w[0].is_finite());
+    }
+}

@@ -1,0 +1,63 @@
+//! The two precisions a layer computes in: `f64` (default) and `f32`.
+//!
+//! Every kernel is generic over [`Real`]; the conversions to and from `f64` are used only at the
+//! edges (request parsing, printing, constants in formulas).
+
+use std::fmt::{Debug, Display};
+
+use crate::support::{Solve, Support};
+
+/// A floating-point type sst computes in.
+pub trait Real:
+    num_traits::Float
+    + num_traits::FloatConst
+    + std::iter::Sum
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + serde::Serialize
+    + 'static
+{
+    /// The request's spelling of this type: `"f64"` or `"f32"`.
+    const NAME: &'static str;
+    /// The largest `|θ|` for which `exp(±θ)` stays finite with room to spare (DESIGN.md §2:
+    /// 700 in f64, 80 in f32); used by the exponential-race perturbation.
+    const EXP_LIMIT: f64;
+
+    /// `x` rounded to this precision.
+    fn of(x: f64) -> Self;
+    /// This value widened (or kept) as `f64`.
+    fn f64(self) -> f64;
+    /// The support's solvers in this precision.
+    fn solver(support: &dyn Support) -> &dyn Solve<Self>;
+}
+
+impl Real for f64 {
+    const NAME: &'static str = "f64";
+    const EXP_LIMIT: f64 = 700.0;
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn f64(self) -> f64 {
+        self
+    }
+    fn solver(support: &dyn Support) -> &dyn Solve<Self> {
+        support.solve_f64()
+    }
+}
+
+impl Real for f32 {
+    const NAME: &'static str = "f32";
+    const EXP_LIMIT: f64 = 80.0;
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn f64(self) -> f64 {
+        self as f64
+    }
+    fn solver(support: &dyn Support) -> &dyn Solve<Self> {
+        support.solve_f32()
+    }
+}

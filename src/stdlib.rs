@@ -1,0 +1,27 @@
+//! The presets that ship inside the compiler (`stdlib/*.sst`, embedded at build time).
+
+use std::sync::OnceLock;
+
+use crate::syntax::ast::{Item, Preset};
+
+/// The stdlib files: name and text.
+pub const FILES: &[(&str, &str)] = &[("stdlib/papers.sst", include_str!("../stdlib/papers.sst"))];
+
+/// Every built-in preset, parsed once. The stdlib is checked by the test suite, so a parse
+/// failure here is a bug in the build, not in the user's input.
+pub fn presets() -> &'static [Preset] {
+    static PRESETS: OnceLock<Vec<Preset>> = OnceLock::new();
+    PRESETS.get_or_init(|| {
+        FILES
+            .iter()
+            .flat_map(|(name, text)| {
+                let spec = crate::syntax::parse(text)
+                    .unwrap_or_else(|d| panic!("{}", d.render(name, text)));
+                spec.items.into_iter().filter_map(|item| match item {
+                    Item::Preset(p) => Some(p),
+                    _ => None,
+                })
+            })
+            .collect()
+    })
+}

@@ -1,0 +1,301 @@
+//! Support sets `Z` and the one table that lists them.
+//!
+//! A support is described once, in its own file, by three things:
+//! - an [`Entry`] in [`REGISTRY`]: its keyword, its arguments and how to build it from them;
+//! - [`Structure`]: what does not depend on the precision (shapes, the regularizers it can be
+//!   relaxed with, brute-force enumeration for the tests);
+//! - [`Solve<F>`]: the exact solver `argmax_{z∈Z} ⟨w, z⟩`, the soft solvers
+//!   `argmax_{z∈conv Z} ⟨x, z⟩ − f(z)` (with `x = w/T`) and their native backward rules.
+//!
+//! The checker, the runtime and the generic tests know supports only through this table.
+
+pub mod bernoulli;
+pub mod categorical;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::noise::Coordinates;
+use crate::real::Real;
+
+/// Every support the language knows, in the order `sst check` lists them.
+pub const REGISTRY: &[Entry] = &[categorical::ENTRY, bernoulli::ENTRY];
+
+/// Looks a support keyword up in [`REGISTRY`].
+pub fn entry(name: &str) -> Option<&'static Entry> {
+    REGISTRY.iter().find(|e| e.name == name)
+}
+
+/// A registered support: its keyword, its arguments, and how to build it.
+pub struct Entry {
+    /// The keyword in specs, e.g. `categorical`.
+    pub name: &'static str,
+    /// One line for help texts and completion.
+    pub summary: &'static str,
+    /// An instance in spec syntax, for the demo and help texts, e.g. `categorical(5)`.
+    pub example: &'static str,
+    /// Its arguments in positional order.
+    pub params: &'static [Param],
+    /// Builds the support from arguments already checked against `params` (kinds and bounds);
+    /// checks what involves several arguments (`k ≤ n`).
+    pub build: fn(&[Value]) -> Result<SupportRef, ArgError>,
+    /// A random instance small enough for [`Structure::enumerate`], for the generic tests.
+    pub random_instance: fn(seed: u64) -> SupportRef,
+}
+
+/// A shared support instance.
+pub type SupportRef = Arc<dyn Support>;
+
+/// A declared argument of a support, perturbation, solver, backward rule or estimator.
+#[derive(Clone, Copy, Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    /// `None`: the argument is required.
+    pub default: Option<Value>,
+}
+
+/// What values an argument accepts.
+#[derive(Clone, Copy, Debug)]
+pub enum ParamKind {
+    /// An integer `≥ min`.
+    Int { min: i64 },
+    /// A finite real number `> 0`.
+    Positive,
+}
+
+/// A checked argument value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Real(f64),
+}
+
+impl Value {
+    /// The integer of an `Int` argument (0 for a `Real`, which the checker never passes to an
+    /// `Int` parameter).
+    pub fn int(self) -> i64 {
+        match self {
+            Value::Int(i) => i,
+            Value::Real(_) => 0,
+        }
+    }
+
+    /// The number of either kind.
+    pub fn real(self) -> f64 {
+        match self {
+            Value::Int(i) => i as f64,
+            Value::Real(x) => x,
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Real(x) => write!(f, "{x:?}"),
+        }
+    }
+}
+
+/// Writes `name(a = 1, b = 2)` in spec syntax; just `name` when there are no parameters.
+pub fn call_syntax(name: &str, params: &[Param], values: &[Value]) -> String {
+    if params.is_empty() {
+        return name.to_string();
+    }
+    let args: Vec<String> = params
+        .iter()
+        .zip(values)
+        .map(|(p, v)| format!("{} = {v}", p.name))
+        .collect();
+    format!("{name}({})", args.join(", "))
+}
+
+/// An argument that is wrong in combination with others, e.g. `k > n`.
+#[derive(Debug)]
+pub struct ArgError {
+    /// Index of the offending argument in the entry's `params`.
+    pub param: usize,
+    pub message: String,
+}
+
+/// The regularizer `f` of a soft solver `z_T = argmax_{z∈conv Z} ⟨w, z⟩ − T·f(z)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Regularizer {
+    /// `f(z) = Σ z log z`.
+    Entropy,
+    /// `f(z) = Σ z log z + (1 − z) log(1 − z)`.
+    BinaryEntropy,
+    /// `f(z) = ½‖z‖²` (`½‖z − ½‖²` for Bernoulli).
+    Euclidean,
+    /// `f = A*`, the conjugate of the support's log-partition: the soft solution is `∇A(w/T)`.
+    ExpFamily,
+}
+
+impl Regularizer {
+    /// All regularizers the language knows.
+    pub const ALL: &'static [Regularizer] = &[
+        Regularizer::Entropy,
+        Regularizer::BinaryEntropy,
+        Regularizer::Euclidean,
+        Regularizer::ExpFamily,
+    ];
+
+    /// The keyword in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Regularizer::Entropy => "entropy",
+            Regularizer::BinaryEntropy => "binary_entropy",
+            Regularizer::Euclidean => "euclidean",
+            Regularizer::ExpFamily => "expfamily",
+        }
+    }
+
+    /// `f(z)` in its standard form (`None` for `expfamily`, whose `A*` has no closed form);
+    /// supports whose form differs override [`Structure::regularizer_value`].
+    pub fn value(self, z: &[f64]) -> Option<f64> {
+        let xlogx = |x: f64| if x > 0.0 { x * x.ln() } else { 0.0 };
+        match self {
+            Regularizer::Entropy => Some(z.iter().map(|&x| xlogx(x)).sum()),
+            Regularizer::BinaryEntropy => Some(z.iter().map(|&x| xlogx(x) + xlogx(1.0 - x)).sum()),
+            Regularizer::Euclidean => Some(0.5 * z.iter().map(|x| x * x).sum::<f64>()),
+            Regularizer::ExpFamily => None,
+        }
+    }
+}
+
+/// A backward rule that a soft solver implements itself (the generic `finite_diff` is not one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// An analytic vector–Jacobian product.
+    ClosedForm,
+    /// The implicit-function theorem on the solver's optimality conditions.
+    Implicit,
+    /// Reverse mode through the solver's iterations as they ran.
+    Unrolled,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::ClosedForm => "closed_form",
+            Rule::Implicit => "implicit",
+            Rule::Unrolled => "unrolled",
+        }
+    }
+}
+
+/// One way a support can be relaxed: a regularizer, the solver that computes it, its arguments
+/// and the backward rules it implements natively.
+#[derive(Clone, Copy, Debug)]
+pub struct SoftSolver {
+    pub regularizer: Regularizer,
+    /// The solver's name in spec syntax, e.g. `softmax`.
+    pub name: &'static str,
+    /// The solver's own arguments (iterations, tolerances); empty for closed forms.
+    pub params: &'static [Param],
+    /// Native backward rules, the default first.
+    pub rules: &'static [Rule],
+    /// Why the default rule is the default, shown by `sst check`.
+    pub why_rule: &'static str,
+}
+
+/// The soft solver a plan chose, with its arguments resolved.
+#[derive(Clone, Debug)]
+pub struct SoftCall {
+    pub solver: SoftSolver,
+    pub args: Vec<Value>,
+}
+
+/// What a solver reports besides its output: numbers for the response's `diagnostics` (merged
+/// over a batch by their maximum) and sentences for its `warnings`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub values: BTreeMap<&'static str, f64>,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// Records `value` under `key`, keeping the largest seen.
+    pub fn record_max(&mut self, key: &'static str, value: f64) {
+        let slot = self.values.entry(key).or_insert(value);
+        *slot = slot.max(value);
+    }
+
+    /// Adds a warning unless the same sentence is already there.
+    pub fn warn(&mut self, sentence: String) {
+        if !self.warnings.contains(&sentence) {
+            self.warnings.push(sentence);
+        }
+    }
+
+    /// Merges another report into this one.
+    pub fn merge(&mut self, other: Report) {
+        for (k, v) in other.values {
+            self.record_max(k, v);
+        }
+        for w in other.warnings {
+            self.warn(w);
+        }
+    }
+}
+
+/// The precision-independent description of a support instance.
+pub trait Structure: Send + Sync {
+    /// The instance in spec syntax, e.g. `categorical(n = 10)`.
+    fn describe(&self) -> String;
+    /// The shape of `θ` and of `z` (without batch or samples axes).
+    fn shape(&self) -> Vec<usize>;
+    /// How `gumbel` and `neg_exponential` act on the coordinates.
+    fn coordinates(&self) -> Coordinates;
+    /// The exact solver's name, e.g. `argmax`.
+    fn hard_solver(&self) -> &'static str;
+    /// The relaxations this support offers, its default regularizer first.
+    fn soft_solvers(&self) -> &'static [SoftSolver];
+    /// Every `z ∈ Z`, flattened; for brute-force tests on small instances.
+    fn enumerate(&self) -> Vec<Vec<f64>>;
+    /// `f(z)` for a regularizer this support offers (`None` where there is no closed form).
+    fn regularizer_value(&self, regularizer: Regularizer, z: &[f64]) -> Option<f64> {
+        regularizer.value(z)
+    }
+}
+
+/// The solvers of a support in one precision. Slices are flattened `θ`-shaped rows.
+pub trait Solve<F: Real>: Send + Sync {
+    /// `z = argmax_{z∈Z} ⟨w, z⟩`, ties to the lowest index.
+    fn hard(&self, w: &[F], z: &mut [F]);
+    /// `z = argmax_{z∈conv Z} ⟨x, z⟩ − f(z)` with `x = w/T`; fails only where the problem is
+    /// numerically out of reach (the message says why).
+    fn soft(
+        &self,
+        soft: &SoftCall,
+        x: &[F],
+        z: &mut [F],
+        report: &mut Report,
+    ) -> Result<(), String>;
+    /// `grad_x += J(x)ᵀ g`, `J = ∂z/∂x` at the soft solution `z = soft(x)`, by a native rule.
+    fn soft_vjp(&self, soft: &SoftCall, rule: Rule, x: &[F], z: &[F], g: &[F], grad_x: &mut [F]);
+}
+
+/// A support instance usable in both precisions.
+pub trait Support: Structure {
+    fn solve_f64(&self) -> &dyn Solve<f64>;
+    fn solve_f32(&self) -> &dyn Solve<f32>;
+}
+
+impl<T: Structure + Solve<f64> + Solve<f32>> Support for T {
+    fn solve_f64(&self) -> &dyn Solve<f64> {
+        self
+    }
+    fn solve_f32(&self) -> &dyn Solve<f32> {
+        self
+    }
+}
+
+/// The integer argument `n` of the one-argument supports, `n ≥ 1`.
+pub const SIZE_PARAM: Param = Param {
+    name: "n",
+    kind: ParamKind::Int { min: 1 },
+    default: None,
+};
