@@ -53,6 +53,11 @@ pub use layer::{Forward, Layer, Noise, Options, RequestError};
 pub use plan::{Estimator, Mode, Plan};
 pub use real::Real;
 
+/// The README's Rust examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// A compiled spec: its layers, in declaration order.
 #[derive(Clone)]
 pub struct Module {

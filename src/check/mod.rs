@@ -173,13 +173,13 @@ impl<'a> Checker<'a> {
             let span = argument_span(call, entry.params[e.param].name, e.param);
             vec![Diagnostic::new(span, e.message)]
         })?;
-        let fields = merge_fields(layer, preset)?;
+        let (fields, errors) = merge_fields(layer, preset);
         let mut resolver = LayerResolver {
             consts: &self.consts,
             support,
             fields,
             decisions: Vec::new(),
-            errors: Vec::new(),
+            errors,
         };
         let plan = resolver.resolve(layer, preset.map(|p| p.preset.name.name.clone()));
         match plan {
@@ -212,11 +212,12 @@ fn argument_span(call: &Call, name: &str, index: usize) -> Span {
         .map_or(call.span.clone(), |a| a.span.clone())
 }
 
-/// The layer's fields on top of its preset's; unknown and repeated field names are errors.
+/// The layer's fields on top of its preset's, and the errors for unknown and repeated field
+/// names (the other fields are still checked).
 fn merge_fields<'a>(
     layer: &'a Layer,
     preset: Option<PresetDef<'a>>,
-) -> Result<HashMap<&'static str, Given<'a>>, Vec<Diagnostic>> {
+) -> (HashMap<&'static str, Given<'a>>, Vec<Diagnostic>) {
     let mut merged = HashMap::new();
     let mut errors = Vec::new();
     if let Some(def) = preset {
@@ -259,11 +260,7 @@ fn merge_fields<'a>(
             },
         );
     }
-    if errors.is_empty() {
-        Ok(merged)
-    } else {
-        Err(errors)
-    }
+    (merged, errors)
 }
 
 fn known_field(field: &Field, errors: &mut Vec<Diagnostic>) -> Option<&'static str> {

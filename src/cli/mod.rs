@@ -1,8 +1,9 @@
-//! The `sst` command: `check`, `eval` and `demo`.
+//! The `sst` command: `check`, `eval`, `demo` and `bench`.
 //!
 //! Exit status: 0 success, 1 spec error (caret diagnostics on stderr), 2 usage error, 3 bad
 //! request (one line on stderr). On error nothing is written to stdout.
 
+mod bench;
 mod check;
 mod demo;
 mod eval;
@@ -41,6 +42,12 @@ enum Command {
     },
     /// Compile the bundled presets and examples and sample every layer.
     Demo,
+    /// Time the standard workloads (the ones `bench/peers/run.sh` compares with peers).
+    Bench {
+        /// Print the timings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failure of a subcommand, with its exit status.
@@ -73,6 +80,7 @@ pub fn main() -> i32 {
         Command::Check { file, json } => check::run(&file, json),
         Command::Eval { file, layer } => eval::run(&file, layer.as_deref()),
         Command::Demo => demo::run(),
+        Command::Bench { json } => bench::run(json),
     };
     match result {
         Ok(out) => {
