@@ -386,7 +386,9 @@ impl Layer {
                     }
                 };
                 let mut grad_x = vec![F::zero(); w.len()];
-                solver.soft_vjp(soft, rule, &x, z, g, &mut grad_x);
+                solver
+                    .soft_vjp(soft, rule, &x, z, g, &mut grad_x)
+                    .map_err(|e| self.error("theta", e))?;
                 for (gw, gx) in grad_w.iter_mut().zip(grad_x) {
                     *gw = *gw + gx / t;
                 }

@@ -9,7 +9,9 @@ use crate::support::{Report, SoftCall, Support};
 /// `dL/dw ≈ [z_T(w + h·g) − z_T(w − h·g)] / (2h)`, `h = eps/‖g‖`, `z_T(w) = soft(w/T)`,
 ///
 /// exact up to `O(h²/T³)` because `∂z_T/∂w` is symmetric (a Hessian of a convex conjugate),
-/// so `Jᵀg = Jg`. The soft solver runs in f64 whatever the request's precision, so that the
+/// so `Jᵀg = Jg`. It works in the support's own coordinates: the cotangent is folded into `w`
+/// space first ([`crate::support::Structure::fold_cotangent`]) and the ignored entries of the
+/// result are zeroed. The soft solver runs in f64 whatever the request's precision, so that the
 /// difference quotient keeps its digits in f32. Adds into `grad_w`.
 pub fn finite_diff<F: Real>(
     support: &dyn Support,
@@ -20,7 +22,9 @@ pub fn finite_diff<F: Real>(
     eps: f64,
     grad_w: &mut [F],
 ) -> Result<(), String> {
-    let norm = g.iter().map(|gi| gi.f64().powi(2)).sum::<f64>().sqrt();
+    let mut g: Vec<f64> = g.iter().map(|gi| gi.f64()).collect();
+    support.fold_cotangent(&mut g);
+    let norm = g.iter().map(|gi| gi * gi).sum::<f64>().sqrt();
     if norm == 0.0 {
         return Ok(());
     }
@@ -29,16 +33,22 @@ pub fn finite_diff<F: Real>(
     let solve_at = |sign: f64| -> Result<Vec<f64>, String> {
         let x: Vec<f64> = w
             .iter()
-            .zip(g)
-            .map(|(wi, gi)| (wi.f64() + sign * h * gi.f64()) / temperature)
+            .zip(&g)
+            .map(|(wi, gi)| (wi.f64() + sign * h * gi) / temperature)
             .collect();
         let mut z = vec![0.0; w.len()];
         solver.soft(soft, &x, &mut z, &mut Report::default())?;
         Ok(z)
     };
     let (plus, minus) = (solve_at(1.0)?, solve_at(-1.0)?);
-    for ((gw, p), m) in grad_w.iter_mut().zip(plus).zip(minus) {
-        *gw = *gw + F::of((p - m) / (2.0 * h));
+    let mut diff: Vec<f64> = plus
+        .iter()
+        .zip(&minus)
+        .map(|(p, m)| (p - m) / (2.0 * h))
+        .collect();
+    support.restrict_gradient(&mut diff);
+    for (gw, d) in grad_w.iter_mut().zip(diff) {
+        *gw = *gw + F::of(d);
     }
     Ok(())
 }

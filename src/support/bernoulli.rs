@@ -98,10 +98,19 @@ impl<F: Real> Solve<F> for Bernoulli {
         Ok(())
     }
 
-    fn soft_vjp(&self, soft: &SoftCall, _: Rule, _: &[F], z: &[F], g: &[F], grad_x: &mut [F]) {
+    fn soft_vjp(
+        &self,
+        soft: &SoftCall,
+        _: Rule,
+        _: &[F],
+        z: &[F],
+        g: &[F],
+        grad_x: &mut [F],
+    ) -> Result<(), String> {
         match soft.solver.regularizer {
             Regularizer::Euclidean => logistic::clipped_linear_vjp(z, g, grad_x),
             _ => logistic::sigmoid_vjp(z, g, grad_x),
         }
+        Ok(())
     }
 }

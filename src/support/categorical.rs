@@ -102,10 +102,19 @@ impl<F: Real> Solve<F> for Categorical {
         Ok(())
     }
 
-    fn soft_vjp(&self, soft: &SoftCall, _: Rule, _: &[F], z: &[F], g: &[F], grad_x: &mut [F]) {
+    fn soft_vjp(
+        &self,
+        soft: &SoftCall,
+        _: Rule,
+        _: &[F],
+        z: &[F],
+        g: &[F],
+        grad_x: &mut [F],
+    ) -> Result<(), String> {
         match soft.solver.regularizer {
             Regularizer::Euclidean => sparsemax::sparsemax_vjp(z, g, grad_x),
             _ => softmax::softmax_vjp(z, g, grad_x),
         }
+        Ok(())
     }
 }

@@ -259,6 +259,13 @@ pub trait Structure: Send + Sync {
     fn regularizer_value(&self, regularizer: Regularizer, z: &[f64]) -> Option<f64> {
         regularizer.value(z)
     }
+    /// Turns a cotangent `c = ∂L/∂z` into the direction in `w` coordinates along which the
+    /// finite-difference rule perturbs `w`: `Pᵀ Eᵀ c` when `z = E(μ(P w))` (for a spanning tree,
+    /// `g_ij = c_ij + c_ji` above the diagonal and 0 elsewhere). The identity by default.
+    fn fold_cotangent(&self, _c: &mut [f64]) {}
+    /// Zeroes the entries of a gradient in `w` coordinates that the support ignores (below the
+    /// diagonal, edges into the root). Nothing by default.
+    fn restrict_gradient(&self, _grad: &mut [f64]) {}
 }
 
 /// The solvers of a support in one precision. Slices are flattened `θ`-shaped rows.
@@ -274,8 +281,17 @@ pub trait Solve<F: Real>: Send + Sync {
         z: &mut [F],
         report: &mut Report,
     ) -> Result<(), String>;
-    /// `grad_x += J(x)ᵀ g`, `J = ∂z/∂x` at the soft solution `z = soft(x)`, by a native rule.
-    fn soft_vjp(&self, soft: &SoftCall, rule: Rule, x: &[F], z: &[F], g: &[F], grad_x: &mut [F]);
+    /// `grad_x += J(x)ᵀ g`, `J = ∂z/∂x` at the soft solution `z = soft(x)`, by a native rule;
+    /// fails only where the problem is numerically out of reach (the message says why).
+    fn soft_vjp(
+        &self,
+        soft: &SoftCall,
+        rule: Rule,
+        x: &[F],
+        z: &[F],
+        g: &[F],
+        grad_x: &mut [F],
+    ) -> Result<(), String>;
 }
 
 /// A support instance usable in both precisions.
