@@ -252,11 +252,17 @@ impl Layer {
                 noise
                     .perturb(coords, theta_row, key, w_row)
                     .map_err(|e| self.error("theta", e))?;
+                if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
+                    return Err(self.error(
+                        "theta",
+                        format!("the perturbed parameters overflow {} ({bad}); use smaller theta or less noise", F::NAME),
+                    ));
+                }
                 let z_row = &mut z[range];
                 match mode {
                     Mode::Hard => solver.hard(w_row, z_row),
                     Mode::Soft => {
-                        let x: Vec<F> = w_row.iter().map(|&wi| wi / t).collect();
+                        let x = self.scaled(w_row, t)?;
                         solver
                             .soft(&self.plan.soft, &x, z_row, &mut report)
                             .map_err(|e| self.error("theta", e))?;
@@ -372,7 +378,7 @@ impl Layer {
             .map_err(|e| self.error("theta", e)),
             Backward::Native(rule) => {
                 let t = F::of(temperature);
-                let x: Vec<F> = w.iter().map(|&wi| wi / t).collect();
+                let x = self.scaled(w, t)?;
                 let computed;
                 let z = match soft_z {
                     Some(z) => z,
@@ -394,6 +400,20 @@ impl Layer {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+impl Layer {
+    /// `x = w / T`, the soft solvers' input; an overflow is a temperature error.
+    fn scaled<F: Real>(&self, w: &[F], t: F) -> Result<Vec<F>, RequestError> {
+        let x: Vec<F> = w.iter().map(|&wi| wi / t).collect();
+        match x.iter().position(|xi| !xi.is_finite()) {
+            Some(i) => Err(self.error(
+                "temperature",
+                format!("w / T overflows {} (w = {}, T = {t}); use a larger temperature", F::NAME, w[i]),
+            )),
+            None => Ok(x),
         }
     }
 }

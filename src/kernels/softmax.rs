@@ -4,16 +4,17 @@
 use crate::real::Real;
 
 /// `z_i = exp(x_i − m) / Σ_j exp(x_j − m)`, `m = max_j x_j`. Max-shifted, so finite for any finite
-/// `x` (±1e30 included, in f64 and f32). All-`−∞` input gives NaN. Panics if the lengths differ.
+/// `x` (±1e30 included, in f64 and f32). The normaliser is summed in f64, so that long f32 rows
+/// still sum to 1 within f32 rounding. All-`−∞` input gives NaN. Panics if the lengths differ.
 pub fn softmax<F: Real>(x: &[F], z: &mut [F]) {
     assert_eq!(x.len(), z.len(), "softmax: x and z differ in length");
     let m = x.iter().copied().fold(F::neg_infinity(), F::max);
-    let mut s = F::zero();
+    let mut s = 0.0;
     for (zi, &xi) in z.iter_mut().zip(x) {
         *zi = (xi - m).exp();
-        s = s + *zi;
+        s += zi.f64();
     }
-    let inv = s.recip();
+    let inv = F::of(s.recip());
     for zi in z.iter_mut() {
         *zi = *zi * inv;
     }

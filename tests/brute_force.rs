@@ -1,0 +1,325 @@
+//! Exact and soft solvers of every support in `sst::support::REGISTRY` against brute force over
+//! `support.enumerate()` (DESIGN.md §6): the hard solution is the best vertex; the soft solution
+//! maximises `⟨x, z⟩ − f(z)` over `conv Z` (x = w/T) against random points of the hull, lies in
+//! the hull, and tends to the hard solution as `T → 0`.
+//!
+//! Generic: no support is named here.
+
+use ndarray::{ArrayD, IxDyn};
+use sst::support::{SupportRef, REGISTRY};
+use sst::{Mode, Noise, Options};
+
+/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    fn array(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
+        let len = shape.iter().product();
+        let v = (0..len).map(|_| self.uniform(lo, hi)).collect();
+        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
+    }
+}
+
+const INSTANCES: u64 = 40;
+
+fn layer(spec: &str) -> sst::Layer {
+    let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));
+    m.layer("l").clone()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The scores `⟨w, v⟩` of every vertex, sorted descending, with the index of the best.
+fn ranked(vertices: &[Vec<f64>], w: &[f64]) -> (usize, f64, f64) {
+    let scores: Vec<f64> = vertices.iter().map(|v| dot(w, v)).collect();
+    let mut best = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if s > scores[best] {
+            best = i;
+        }
+    }
+    let second = scores
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != best)
+        .map(|(_, &s)| s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    (best, scores[best], second)
+}
+
+/// θ for `support` whose best vertex beats the second by at least `gap` (redrawn until so).
+fn theta_with_gap(support: &SupportRef, rng: &mut Rng, gap: f64) -> ArrayD<f64> {
+    let vertices = support.enumerate();
+    loop {
+        let theta = rng.array(&support.shape(), -2.0, 2.0);
+        let (_, best, second) = ranked(&vertices, theta.as_slice().unwrap());
+        if best - second >= gap {
+            return theta;
+        }
+    }
+}
+
+/// A random point of `conv Z`: a convex combination of all vertices (exponential weights), or
+/// of one to three of them (points on faces and edges, where the optimum often lies).
+fn hull_point(vertices: &[Vec<f64>], rng: &mut Rng) -> Vec<f64> {
+    let m = vertices[0].len();
+    let mut weights = vec![0.0; vertices.len()];
+    if rng.below(2) == 0 {
+        for wt in weights.iter_mut() {
+            *wt = -rng.unit().ln();
+        }
+    } else {
+        for _ in 0..1 + rng.below(3) {
+            weights[rng.below(vertices.len())] += -rng.unit().ln();
+        }
+    }
+    let total: f64 = weights.iter().sum();
+    let mut y = vec![0.0; m];
+    for (v, wt) in vertices.iter().zip(&weights) {
+        for (yi, vi) in y.iter_mut().zip(v) {
+            *yi += wt / total * vi;
+        }
+    }
+    y
+}
+
+/// Checks that `z` lies in the coordinatewise hull of the vertices, and on their common
+/// affine plane `Σ z = Σ v` when they share one.
+fn assert_in_hull(what: &str, vertices: &[Vec<f64>], z: &[f64]) {
+    for (i, &zi) in z.iter().enumerate() {
+        let lo = vertices.iter().map(|v| v[i]).fold(f64::INFINITY, f64::min);
+        let hi = vertices
+            .iter()
+            .map(|v| v[i])
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            zi >= lo - 1e-12 && zi <= hi + 1e-12,
+            "{what}: z[{i}] = {zi} outside [{lo}, {hi}]; z = {z:?}"
+        );
+    }
+    let sums: Vec<f64> = vertices.iter().map(|v| v.iter().sum()).collect();
+    if sums.iter().all(|s| (s - sums[0]).abs() < 1e-12) {
+        let s: f64 = z.iter().sum();
+        assert!(
+            (s - sums[0]).abs() < 1e-12,
+            "{what}: Σ z = {s}, every vertex has Σ = {}",
+            sums[0]
+        );
+    }
+}
+
+#[test]
+fn hard_solution_is_the_best_vertex() {
+    let mut rng = Rng(1);
+    for entry in REGISTRY {
+        let mut checked = 0;
+        for seed in 0..INSTANCES {
+            let support = (entry.random_instance)(seed);
+            let vertices = support.enumerate();
+            assert!(!vertices.is_empty(), "{}: empty Z", support.describe());
+            let l = layer(&format!("layer l: {} {{ }}", support.describe()));
+            for _ in 0..5 {
+                let theta = theta_with_gap(&support, &mut rng, 1e-6);
+                let opts = Options::default().noise(Noise::None).mode(Mode::Hard);
+                let fwd = l.try_forward(theta.view(), &opts).unwrap();
+                let (best, _, _) = ranked(&vertices, theta.as_slice().unwrap());
+                assert_eq!(
+                    fwd.z.as_slice().unwrap(),
+                    vertices[best].as_slice(),
+                    "{}: θ = {theta}",
+                    support.describe()
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 5 * INSTANCES);
+    }
+}
+
+/// With noise, the hard `z` is an element of `Z`, and the best vertex for the `w` used.
+#[test]
+fn hard_sample_with_noise_is_a_vertex() {
+    let mut rng = Rng(2);
+    for entry in REGISTRY {
+        for seed in 0..INSTANCES {
+            let support = (entry.random_instance)(seed);
+            let vertices = support.enumerate();
+            for noise in ["gumbel", "gaussian(sigma = 2)", "neg_exponential"] {
+                let l = layer(&format!(
+                    "layer l: {} {{ noise: {noise}; estimator: straight_through }}",
+                    support.describe()
+                ));
+                let mut shape = vec![3];
+                shape.extend(support.shape());
+                let theta = rng.array(&shape, -2.0, 2.0);
+                let opts = Options::default().seed(seed).samples(4);
+                let fwd = l.try_forward(theta.view(), &opts).unwrap();
+                assert_eq!(fwd.mode, Mode::Hard);
+                let m = vertices[0].len();
+                let z = fwd.z.as_slice().unwrap();
+                let w = fwd.w.as_slice().unwrap();
+                for r in 0..12 {
+                    let zr = &z[r * m..(r + 1) * m];
+                    let wr = &w[r * m..(r + 1) * m];
+                    assert!(
+                        vertices.iter().any(|v| v.as_slice() == zr),
+                        "{} {noise}: z = {zr:?} is not in Z",
+                        support.describe()
+                    );
+                    let (best, s1, s2) = ranked(&vertices, wr);
+                    if s1 - s2 > 1e-12 {
+                        assert_eq!(zr, vertices[best].as_slice(), "{noise}: w = {wr:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The soft solution maximises `⟨x, z⟩ − f(z)` over `conv Z`: against 200 random hull points,
+/// and along the segment towards every vertex; and it lies in the hull.
+#[test]
+fn soft_solution_is_optimal_and_in_the_hull() {
+    let mut rng = Rng(3);
+    for entry in REGISTRY {
+        let mut objective_checks = 0;
+        for seed in 0..INSTANCES {
+            let support = (entry.random_instance)(seed);
+            let vertices = support.enumerate();
+            for solver in support.soft_solvers() {
+                let reg = solver.regularizer;
+                let l = layer(&format!(
+                    "layer l: {} {{ regularizer: {} }}",
+                    support.describe(),
+                    reg.name()
+                ));
+                for (t, noise) in [
+                    (1.0, Noise::None),
+                    (0.5, Noise::Seed(seed)),
+                    (2.0, Noise::Seed(seed + 100)),
+                ] {
+                    let theta = rng.array(&support.shape(), -2.0, 2.0);
+                    let opts = Options::default()
+                        .noise(noise)
+                        .mode(Mode::Soft)
+                        .temperature(t);
+                    let fwd = l.try_forward(theta.view(), &opts).unwrap();
+                    let z = fwd.z.as_slice().unwrap().to_vec();
+                    let x: Vec<f64> = fwd.w.iter().map(|w| w / t).collect();
+                    let what = format!("{} {} T {t}", support.describe(), reg.name());
+                    assert_in_hull(&what, &vertices, &z);
+                    let Some(fz) = support.regularizer_value(reg, &z) else {
+                        continue;
+                    };
+                    let objective = |y: &[f64]| {
+                        dot(&x, y) - support.regularizer_value(reg, y).expect("closed form")
+                    };
+                    let best = dot(&x, &z) - fz;
+                    assert!(best.is_finite(), "{what}: objective {best}");
+                    let mut candidates: Vec<Vec<f64>> =
+                        (0..200).map(|_| hull_point(&vertices, &mut rng)).collect();
+                    for v in &vertices {
+                        for eps in [1e-4, 1e-2, 0.3, 1.0] {
+                            candidates
+                                .push(z.iter().zip(v).map(|(a, b)| a + eps * (b - a)).collect());
+                        }
+                    }
+                    for y in &candidates {
+                        let other = objective(y);
+                        assert!(
+                            best >= other - 1e-9,
+                            "{what}: z = {z:?} scores {best}, y = {y:?} scores {other} (x = {x:?})"
+                        );
+                        objective_checks += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            objective_checks > 0,
+            "{}: no regularizer with a closed form",
+            entry.name
+        );
+    }
+}
+
+/// `T → 0`: the soft solution tends to the hard one when the best vertex wins by ≥ 0.1.
+#[test]
+fn soft_tends_to_hard_as_temperature_vanishes() {
+    let mut rng = Rng(4);
+    for entry in REGISTRY {
+        for seed in 0..INSTANCES {
+            let support = (entry.random_instance)(seed);
+            let vertices = support.enumerate();
+            for solver in support.soft_solvers() {
+                let l = layer(&format!(
+                    "layer l: {} {{ regularizer: {} }}",
+                    support.describe(),
+                    solver.regularizer.name()
+                ));
+                let theta = theta_with_gap(&support, &mut rng, 0.1);
+                let (best, _, _) = ranked(&vertices, theta.as_slice().unwrap());
+                for t in [1e-3, 1e-4] {
+                    for mode in [Mode::Soft, Mode::Hard] {
+                        let opts = Options::default()
+                            .noise(Noise::None)
+                            .mode(mode)
+                            .temperature(t);
+                        let z = l.try_forward(theta.view(), &opts).unwrap().z;
+                        let diff = z
+                            .iter()
+                            .zip(&vertices[best])
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f64::max);
+                        assert!(
+                            diff < 1e-3,
+                            "{} {} T {t} {mode:?}: z = {z} vs hard {:?}",
+                            support.describe(),
+                            solver.regularizer.name(),
+                            vertices[best]
+                        );
+                    }
+                }
+                // With noise: the same limit at the perturbed w, when its gap is clear.
+                let opts = Options::default()
+                    .seed(seed)
+                    .mode(Mode::Soft)
+                    .temperature(1e-4);
+                let fwd = l.try_forward(theta.view(), &opts).unwrap();
+                let w = fwd.w.as_slice().unwrap();
+                let (best, s1, s2) = ranked(&vertices, w);
+                if s1 - s2 >= 0.1 {
+                    let diff = fwd
+                        .z
+                        .iter()
+                        .zip(&vertices[best])
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max);
+                    assert!(
+                        diff < 1e-3,
+                        "{}: noisy limit off by {diff}",
+                        support.describe()
+                    );
+                }
+            }
+        }
+    }
+}
