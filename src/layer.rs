@@ -6,12 +6,15 @@
 //! without the samples axis, and `∂L/∂θ` like `z`.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 
+use crate::estimator::{baseline_weights, updated_ema};
 use crate::grad::finite_diff;
+use crate::kernels::dot;
 use crate::noise::{NoiseKey, Perturbation};
-use crate::plan::{Backward, Mode, Plan};
+use crate::plan::{Backward, Estimator, Mode, Plan};
 use crate::real::Real;
 use crate::support::{Report, Solve};
 
@@ -19,6 +22,8 @@ use crate::support::{Report, Solve};
 #[derive(Clone)]
 pub struct Layer {
     plan: Plan,
+    /// The running baseline of `reinforce(baseline = ema)`, shared by clones of the layer.
+    ema: Arc<Mutex<Option<f64>>>,
 }
 
 /// Where the noise of a forward pass comes from.
@@ -132,11 +137,17 @@ pub struct Forward<F> {
     /// The shape of the cotangent a backward pass takes: `[B?, …shape]`.
     pub cotangent_shape: Vec<usize>,
     samples: usize,
+    /// `θ` as given (flattened rows), for the estimators that resample noise from it.
+    theta: ArrayD<F>,
+    seed: u64,
 }
 
 impl Layer {
     pub(crate) fn new(plan: Plan) -> Layer {
-        Layer { plan }
+        Layer {
+            plan,
+            ema: Arc::default(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -225,15 +236,21 @@ impl Layer {
         let temperature = self.try_temperature(opts)?;
         let mode = opts.mode.unwrap_or(self.plan.estimator.default_mode());
         let (noise, seed) = match opts.noise {
+            Noise::None if self.plan.estimator.needs_noise() => {
+                return Err(self.error(
+                    "noise",
+                    "this layer's estimator resamples Gumbel noise; \"none\" is not allowed",
+                ))
+            }
             Noise::None => (Perturbation::None, 0),
             Noise::Seed(seed) => (self.plan.noise, seed),
         };
         let support = self.plan.support.as_ref();
         let solver = F::solver(support);
         let coords = support.coordinates();
-        let theta = theta.as_standard_layout();
-        let theta = theta.as_slice().expect("standard layout");
-        let m = support.shape().iter().product::<usize>();
+        let theta_array = theta.as_standard_layout().into_owned();
+        let theta = theta_array.as_slice().expect("standard layout");
+        let m = self.row_len();
         let rows = batch.unwrap_or(1);
         let mut w = vec![F::zero(); opts.samples * rows * m];
         let mut z = vec![F::zero(); w.len()];
@@ -287,6 +304,8 @@ impl Layer {
             noise,
             cotangent_shape,
             samples: opts.samples,
+            theta: theta_array,
+            seed,
         })
     }
 
@@ -296,9 +315,11 @@ impl Layer {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// `∂L/∂θ` for `L = ⟨cotangent, z⟩` under the layer's estimator and backward rule: through
-    /// the soft solver at each sample's `w` (in hard mode this is straight-through), then
-    /// through the perturbation. Shaped like `fwd.z` (one gradient per sample).
+    /// `∂L/∂θ` for `L = ⟨cotangent, z⟩` under the layer's estimator and backward rule, one
+    /// gradient per sample (shaped like `fwd.z`). Soft mode: through the soft solver at each
+    /// sample's `w`, then through the perturbation. Hard mode: straight-through (the same),
+    /// Gumbel-Rao (the soft gradient averaged over conditional Gumbels), or REINFORCE with the
+    /// per-sample losses `f(z) = ⟨cotangent, z⟩`.
     pub fn try_backward<F: Real>(
         &self,
         fwd: &Forward<F>,
@@ -315,15 +336,25 @@ impl Layer {
             ));
         }
         self.check_finite("cotangent", &cotangent)?;
-        let support = self.plan.support.as_ref();
-        let solver = F::solver(support);
-        let coords = support.coordinates();
         let cotangent = cotangent.as_standard_layout();
         let cotangent = cotangent.as_slice().expect("standard layout");
-        let w = fwd.w.as_slice().expect("built in standard layout");
         let z = fwd.z.as_slice().expect("built in standard layout");
-        let m = support.shape().iter().product::<usize>();
-        let rows = cotangent.len() / m.max(1);
+        let m = self.row_len();
+        let rows = cotangent.len() / m;
+        if let (Mode::Hard, Estimator::Reinforce { .. }) = (fwd.mode, self.plan.estimator) {
+            let losses: Vec<f64> = z
+                .chunks(m)
+                .enumerate()
+                .map(|(i, zi)| dot(zi, &cotangent[(i % rows) * m..(i % rows + 1) * m]).f64())
+                .collect();
+            let shape = &fwd.z.shape()[..fwd.z.ndim() - self.plan.support.shape().len()];
+            let losses = ArrayD::from_shape_vec(shape, losses).expect("one loss per row");
+            return self.try_reinforce(fwd, losses.view());
+        }
+        let support = self.plan.support.as_ref();
+        let solver = F::solver(support);
+        let w = fwd.w.as_slice().expect("built in standard layout");
+        let theta = fwd.theta.as_slice().expect("built in standard layout");
         let mut grad = vec![F::zero(); w.len()];
         let mut grad_w = vec![F::zero(); m];
         for s in 0..fwd.samples {
@@ -331,20 +362,118 @@ impl Layer {
                 let range = (s * rows + b) * m..(s * rows + b + 1) * m;
                 let g = &cotangent[b * m..(b + 1) * m];
                 grad_w.fill(F::zero());
-                let soft_z = (fwd.mode == Mode::Soft).then(|| &z[range.clone()]);
-                self.soft_backward(
-                    solver,
+                match (fwd.mode, self.plan.estimator) {
+                    (Mode::Hard, Estimator::GumbelRao { draws }) => {
+                        let key = NoiseKey {
+                            seed: fwd.seed,
+                            sample: s as u32,
+                            batch: b as u32,
+                        };
+                        let theta_row = &theta[b * m..(b + 1) * m];
+                        let mut w_draw = vec![F::zero(); m];
+                        for draw in 0..draws as u32 {
+                            solver.conditional_gumbel(
+                                theta_row,
+                                &z[range.clone()],
+                                key,
+                                draw,
+                                &mut w_draw,
+                            );
+                            self.soft_backward(
+                                solver,
+                                &w_draw,
+                                None,
+                                fwd.temperature,
+                                g,
+                                &mut grad_w,
+                            )?;
+                        }
+                        let scale = F::of(draws as f64).recip();
+                        grad_w.iter_mut().for_each(|x| *x = *x * scale);
+                    }
+                    _ => {
+                        let soft_z = (fwd.mode == Mode::Soft).then(|| &z[range.clone()]);
+                        let w_row = &w[range.clone()];
+                        self.soft_backward(solver, w_row, soft_z, fwd.temperature, g, &mut grad_w)?;
+                    }
+                }
+                fwd.noise.chain(
+                    support.coordinates(),
                     &w[range.clone()],
-                    soft_z,
-                    fwd.temperature,
-                    g,
-                    &mut grad_w,
-                )?;
-                fwd.noise
-                    .chain(coords, &w[range.clone()], &grad_w, &mut grad[range]);
+                    &grad_w,
+                    &mut grad[range],
+                );
             }
         }
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
+    }
+
+    /// The score-function (REINFORCE) gradient for the losses `f` of the samples of a hard
+    /// forward pass, shaped `[N?, B?]` like `z` without the support's axes:
+    /// `∂/∂θ = (f − b)·∇_θ log q(z|θ)` per sample, with the plan's baseline `b`
+    /// ([`Baseline`]). `ema` updates the layer's running baseline after the call.
+    pub fn try_reinforce<F: Real>(
+        &self,
+        fwd: &Forward<F>,
+        losses: ArrayViewD<f64>,
+    ) -> Result<ArrayD<F>, RequestError> {
+        let Estimator::Reinforce { baseline } = self.plan.estimator else {
+            return Err(self.error("estimator", "losses are only taken by `reinforce`"));
+        };
+        if fwd.mode != Mode::Hard {
+            return Err(self.error(
+                "mode",
+                "reinforce differentiates hard samples; use mode hard",
+            ));
+        }
+        let rows_shape = &fwd.z.shape()[..fwd.z.ndim() - self.plan.support.shape().len()];
+        if losses.shape() != rows_shape {
+            return Err(self.error(
+                "losses",
+                format!(
+                    "expected shape {rows_shape:?} (one loss per sample and batch row), found {:?}",
+                    losses.shape()
+                ),
+            ));
+        }
+        self.check_finite("losses", &losses)?;
+        let losses = losses.as_standard_layout();
+        let losses = losses.as_slice().expect("standard layout");
+        let m = self.row_len();
+        let rows = losses.len() / fwd.samples;
+        let mut ema = self.ema.lock().unwrap_or_else(|e| e.into_inner());
+        let mut weights = vec![0.0; losses.len()];
+        for b in 0..rows {
+            let row: Vec<f64> = (0..fwd.samples).map(|s| losses[s * rows + b]).collect();
+            let row_weights = baseline_weights(baseline, &row, ema.unwrap_or(0.0));
+            for (s, wgt) in row_weights.into_iter().enumerate() {
+                weights[s * rows + b] = wgt;
+            }
+        }
+        *ema = Some(updated_ema(*ema, losses));
+        let solver = F::solver(self.plan.support.as_ref());
+        let theta = fwd.theta.as_slice().expect("built in standard layout");
+        let z = fwd.z.as_slice().expect("built in standard layout");
+        let mut grad = vec![F::zero(); z.len()];
+        let mut score = vec![F::zero(); m];
+        for (i, wgt) in weights.iter().enumerate() {
+            let b = i % rows;
+            score.fill(F::zero());
+            solver.score(
+                &theta[b * m..(b + 1) * m],
+                &z[i * m..(i + 1) * m],
+                &mut score,
+            );
+            for (g, sc) in grad[i * m..(i + 1) * m].iter_mut().zip(&score) {
+                *g = F::of(*wgt) * *sc;
+            }
+        }
+        Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
+    }
+
+    /// The number of entries of one `θ` row.
+    fn row_len(&self) -> usize {
+        self.plan.support.shape().iter().product()
     }
 
     /// [`Layer::try_backward`] for host programs that treat a bad request as a bug.
@@ -411,7 +540,11 @@ impl Layer {
         match x.iter().position(|xi| !xi.is_finite()) {
             Some(i) => Err(self.error(
                 "temperature",
-                format!("w / T overflows {} (w = {}, T = {t}); use a larger temperature", F::NAME, w[i]),
+                format!(
+                    "w / T overflows {} (w = {}, T = {t}); use a larger temperature",
+                    F::NAME,
+                    w[i]
+                ),
             )),
             None => Ok(x),
         }

@@ -35,6 +35,7 @@
 
 pub mod check;
 pub mod diagnostic;
+pub mod estimator;
 pub mod grad;
 pub mod kernels;
 pub mod layer;

@@ -24,6 +24,37 @@ pub enum Estimator {
     Relaxed,
     /// Forward the hard `z`; backward through the soft solver at the same `w`.
     StraightThrough,
+    /// Forward the hard `D`; backward: the soft Jacobian averaged over `draws` Gumbel vectors
+    /// drawn conditionally on `argmax(θ + G) = D` (Paulus, Maddison, Krause 2021).
+    GumbelRao { draws: usize },
+    /// Forward the hard `z`; backward: the score function `(f(z) − b)·∇_θ log q(z|θ)`.
+    Reinforce { baseline: Baseline },
+}
+
+/// The baseline `b` of the score-function estimator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// `b = 0`.
+    None,
+    /// A moving average of past losses kept by the layer: `b ← 0.9·b + 0.1·mean(f)` after each
+    /// call (the first call uses `b = 0`).
+    Ema,
+    /// The mean of the other samples' losses of the same call and batch row; the per-sample
+    /// estimate is `S/(S−1)·(f_s − mean f)·∇log q(z_s)`, unbiased for `S ≥ 2`.
+    LeaveOneOut,
+}
+
+impl Baseline {
+    /// The names of `reinforce(baseline = …)`, in the order of [`Baseline::from_name`].
+    pub const NAMES: &'static [&'static str] = &["none", "ema", "leave_one_out"];
+
+    pub fn from_name(name: &str) -> Baseline {
+        match name {
+            "ema" => Baseline::Ema,
+            "leave_one_out" => Baseline::LeaveOneOut,
+            _ => Baseline::None,
+        }
+    }
 }
 
 /// Whether a forward pass returns the exact or the relaxed solution.
@@ -47,8 +78,18 @@ impl Estimator {
     pub fn default_mode(self) -> Mode {
         match self {
             Estimator::Relaxed => Mode::Soft,
-            Estimator::StraightThrough => Mode::Hard,
+            Estimator::StraightThrough
+            | Estimator::GumbelRao { .. }
+            | Estimator::Reinforce { .. } => Mode::Hard,
         }
+    }
+
+    /// Whether the estimator needs the spec's Gumbel noise (a request may not turn it off).
+    pub fn needs_noise(self) -> bool {
+        matches!(
+            self,
+            Estimator::GumbelRao { .. } | Estimator::Reinforce { .. }
+        )
     }
 }
 

@@ -209,8 +209,24 @@ pub fn signature(name: &str, params: &[Param]) -> String {
 }
 
 fn check_value(expr: &Expr, param: Param, consts: &Consts) -> Result<Value, Diagnostic> {
+    let names = param.kind.names();
+    if let (Some(word), false) = (expr.as_ident(), names.is_empty()) {
+        return match names.iter().find(|n| **n == word) {
+            Some(name) => Ok(Value::Name(name)),
+            None => Err(with_hint(
+                Diagnostic::new(
+                    expr.span.clone(),
+                    format!("argument `{}` cannot be `{word}`", param.name),
+                )
+                .with_label(format!("expected {}", param.kind.expected())),
+                word,
+                names.iter().copied(),
+            )),
+        };
+    }
     let x = eval_number(expr, consts)?;
-    let fail = |expected: String| {
+    let fail = || {
+        let expected = param.kind.expected();
         Diagnostic::new(
             expr.span.clone(),
             format!("argument `{}` must be {expected}, found {x}", param.name),
@@ -218,14 +234,14 @@ fn check_value(expr: &Expr, param: Param, consts: &Consts) -> Result<Value, Diag
         .with_label(format!("expected {expected}"))
     };
     match param.kind {
-        ParamKind::Int { min } => {
+        ParamKind::Int { min } | ParamKind::IntOrName { min, .. } => {
             if x.fract() != 0.0 || x.abs() > 1e15 || (x as i64) < min {
-                Err(fail(format!("an integer ≥ {min}")))
+                Err(fail())
             } else {
                 Ok(Value::Int(x as i64))
             }
         }
         ParamKind::Positive if x > 0.0 => Ok(Value::Real(x)),
-        ParamKind::Positive => Err(fail("a number > 0".into())),
+        ParamKind::Positive | ParamKind::Name(_) => Err(fail()),
     }
 }

@@ -11,7 +11,8 @@ use args::{bind_args, compile_formula, eval_number, with_hint, Consts};
 use tables::{find, names, Choice, BACKWARDS, ESTIMATORS, FIELDS, PERTURBATIONS};
 
 use crate::diagnostic::Diagnostic;
-use crate::plan::{Backward, Decision, Formula, Plan};
+use crate::noise::Perturbation;
+use crate::plan::{Backward, Decision, Estimator, Formula, Plan};
 use crate::support::{self, call_syntax, Regularizer, SoftCall, SoftSolver, Support};
 use crate::syntax::ast::{Call, Expr, ExprKind, Field, Item, Layer, Preset, Span, Spec};
 
@@ -304,6 +305,7 @@ impl<'a> LayerResolver<'a> {
         let estimator = self.choice("estimator", ESTIMATORS, "relaxed", || {
             "the default: forward the soft solution".into()
         });
+        let estimator = estimator.filter(|e| self.estimator_fits(*e, noise));
         let temperature = self.temperature();
         let plan = Plan {
             name: layer.name.name.clone(),
@@ -360,6 +362,55 @@ impl<'a> LayerResolver<'a> {
         let values = self.bind(&call, choice.params, &format!("{field} `{}`", choice.name))?;
         self.decide(field, call_syntax(choice.name, choice.params, &values), why);
         Some((choice.make)(&values))
+    }
+
+    /// Whether the support and the noise allow the estimator (Gumbel-Rao needs conditional
+    /// Gumbel sampling, REINFORCE an exact `log q`; both need Gumbel noise); records the error.
+    fn estimator_fits(&mut self, estimator: Estimator, noise: Option<Perturbation>) -> bool {
+        let (name, available) = match estimator {
+            Estimator::GumbelRao { .. } => ("gumbel_rao", self.support.has_conditional_gumbel()),
+            Estimator::Reinforce { .. } => ("reinforce", self.support.has_score()),
+            Estimator::Relaxed | Estimator::StraightThrough => return true,
+        };
+        let Some(given) = self.fields.get("estimator").copied() else {
+            return true;
+        };
+        let support = self.support.describe();
+        let problem = if !available {
+            let mut valid = vec!["relaxed", "straight_through"];
+            valid.extend(
+                self.support
+                    .has_conditional_gumbel()
+                    .then_some("gumbel_rao"),
+            );
+            valid.extend(self.support.has_score().then_some("reinforce"));
+            Some((
+                format!(
+                    "estimator `{name}` is not available for {}",
+                    support_keyword(&support)
+                ),
+                format!(
+                    "valid for {}: {}",
+                    support_keyword(&support),
+                    valid.join(", ")
+                ),
+            ))
+        } else if noise.is_some_and(|n| n != Perturbation::Gumbel) {
+            Some((
+                format!("estimator `{name}` needs `noise: gumbel`"),
+                "its conditional samples and log-probabilities are those of Gumbel noise".into(),
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some((message, label)) => {
+                self.errors
+                    .push(Diagnostic::new(given.span.clone(), message).with_label(label));
+                false
+            }
+            None => true,
+        }
     }
 
     /// The field's value as `name` or `name(args)`, its spans moved to where diagnostics

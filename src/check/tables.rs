@@ -3,7 +3,7 @@
 //! [`crate::support::REGISTRY`].
 
 use crate::noise::Perturbation;
-use crate::plan::{Backward, Estimator};
+use crate::plan::{Backward, Baseline, Estimator};
 use crate::support::{Param, ParamKind, Rule, Value};
 
 /// A named choice with arguments, e.g. `gaussian(sigma = 1)`.
@@ -80,6 +80,30 @@ pub const ESTIMATORS: &[Choice<Estimator>] = &[
         params: &[],
         make: |_| Estimator::StraightThrough,
         summary: "forward the hard z, backward through the soft solver at the same w",
+    },
+    Choice {
+        name: "gumbel_rao",
+        params: &[Param {
+            name: "draws",
+            kind: ParamKind::Int { min: 1 },
+            default: Some(Value::Int(10)),
+        }],
+        make: |v| Estimator::GumbelRao {
+            draws: v[0].int() as usize,
+        },
+        summary: "forward the hard z, backward the soft Jacobian averaged over conditional Gumbels",
+    },
+    Choice {
+        name: "reinforce",
+        params: &[Param {
+            name: "baseline",
+            kind: ParamKind::Name(Baseline::NAMES),
+            default: Some(Value::Name("none")),
+        }],
+        make: |v| Estimator::Reinforce {
+            baseline: Baseline::from_name(v[0].name().unwrap_or("none")),
+        },
+        summary: "forward the hard z, backward the score function (f(z) − b)·∇log q(z|θ)",
     },
 ];
 

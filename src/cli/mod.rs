@@ -84,7 +84,8 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(out) => {
-            print!("{out}");
+            // A reader that closed the pipe early (`| head`) is not an error of ours.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
             0
         }
         Err(e) => {

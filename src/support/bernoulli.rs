@@ -10,9 +10,12 @@
 use std::sync::Arc;
 
 use super::categorical::small_size;
-use super::{Entry, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure, SIZE_PARAM};
+use super::{
+    Entry, Estimate, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure, SIZE_PARAM,
+};
+use crate::estimator;
 use crate::kernels::logistic;
-use crate::noise::Coordinates;
+use crate::noise::{Coordinates, NoiseKey};
 use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
@@ -75,11 +78,26 @@ impl Structure for Bernoulli {
             .map(|bits| (0..self.n).map(|i| ((bits >> i) & 1) as f64).collect())
             .collect()
     }
+    fn has_conditional_gumbel(&self) -> bool {
+        true
+    }
+    fn has_score(&self) -> bool {
+        true
+    }
     fn regularizer_value(&self, regularizer: Regularizer, z: &[f64]) -> Option<f64> {
         match regularizer {
             Regularizer::Euclidean => Some(0.5 * z.iter().map(|x| (x - 0.5).powi(2)).sum::<f64>()),
             other => other.value(z),
         }
+    }
+}
+
+impl<F: Real> Estimate<F> for Bernoulli {
+    fn conditional_gumbel(&self, theta: &[F], z: &[F], key: NoiseKey, draw: u32, w: &mut [F]) {
+        estimator::conditional_logistic(theta, z, key, draw, w);
+    }
+    fn score(&self, theta: &[F], z: &[F], grad: &mut [F]) {
+        estimator::score_bernoulli(theta, z, grad);
     }
 }
 

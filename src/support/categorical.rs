@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
-use super::{Entry, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure, SIZE_PARAM};
+use super::{
+    Entry, Estimate, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure, SIZE_PARAM,
+};
+use crate::estimator;
 use crate::kernels::{argmax, softmax, sparsemax};
 use crate::noise::{uniforms, Coordinates, NoiseKey};
 use crate::real::Real;
@@ -81,10 +84,25 @@ impl Structure for Categorical {
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS
     }
+    fn has_conditional_gumbel(&self) -> bool {
+        true
+    }
+    fn has_score(&self) -> bool {
+        true
+    }
     fn enumerate(&self) -> Vec<Vec<f64>> {
         (0..self.n)
             .map(|i| (0..self.n).map(|j| f64::from(u8::from(i == j))).collect())
             .collect()
+    }
+}
+
+impl<F: Real> Estimate<F> for Categorical {
+    fn conditional_gumbel(&self, theta: &[F], z: &[F], key: NoiseKey, draw: u32, w: &mut [F]) {
+        estimator::conditional_gumbel_max(theta, argmax(z), key, draw, w);
+    }
+    fn score(&self, theta: &[F], z: &[F], grad: &mut [F]) {
+        estimator::score_categorical(theta, z, grad);
     }
 }
 

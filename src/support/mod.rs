@@ -15,7 +15,7 @@ pub mod categorical;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::noise::Coordinates;
+use crate::noise::{Coordinates, NoiseKey};
 use crate::real::Real;
 
 /// Every support the language knows, in the order `sst check` lists them.
@@ -62,6 +62,37 @@ pub enum ParamKind {
     Int { min: i64 },
     /// A finite real number `> 0`.
     Positive,
+    /// One of these names, e.g. `baseline = leave_one_out`.
+    Name(&'static [&'static str]),
+    /// An integer `≥ min` or one of these names, e.g. `max = auto`.
+    IntOrName {
+        min: i64,
+        names: &'static [&'static str],
+    },
+}
+
+impl ParamKind {
+    /// The names this kind accepts (empty for numbers only).
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            ParamKind::Name(names) | ParamKind::IntOrName { names, .. } => names,
+            ParamKind::Int { .. } | ParamKind::Positive => &[],
+        }
+    }
+
+    /// What is expected, for messages: "an integer ≥ 1 or `auto`".
+    pub fn expected(self) -> String {
+        let names = || {
+            let quoted: Vec<String> = self.names().iter().map(|n| format!("`{n}`")).collect();
+            quoted.join(", ")
+        };
+        match self {
+            ParamKind::Int { min } => format!("an integer ≥ {min}"),
+            ParamKind::Positive => "a number > 0".into(),
+            ParamKind::Name(_) => format!("one of {}", names()),
+            ParamKind::IntOrName { min, .. } => format!("an integer ≥ {min} or {}", names()),
+        }
+    }
 }
 
 /// A checked argument value.
@@ -69,23 +100,33 @@ pub enum ParamKind {
 pub enum Value {
     Int(i64),
     Real(f64),
+    Name(&'static str),
 }
 
 impl Value {
-    /// The integer of an `Int` argument (0 for a `Real`, which the checker never passes to an
+    /// The integer of an `Int` argument (0 otherwise, which the checker never passes to an
     /// `Int` parameter).
     pub fn int(self) -> i64 {
         match self {
             Value::Int(i) => i,
-            Value::Real(_) => 0,
+            Value::Real(_) | Value::Name(_) => 0,
         }
     }
 
-    /// The number of either kind.
+    /// The number of a numeric argument (NaN for a name).
     pub fn real(self) -> f64 {
         match self {
             Value::Int(i) => i as f64,
             Value::Real(x) => x,
+            Value::Name(_) => f64::NAN,
+        }
+    }
+
+    /// The name of a `Name` argument.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Value::Name(n) => Some(n),
+            Value::Int(_) | Value::Real(_) => None,
         }
     }
 }
@@ -95,6 +136,7 @@ impl std::fmt::Display for Value {
         match self {
             Value::Int(i) => write!(f, "{i}"),
             Value::Real(x) => write!(f, "{x:?}"),
+            Value::Name(n) => write!(f, "{n}"),
         }
     }
 }
@@ -266,10 +308,18 @@ pub trait Structure: Send + Sync {
     /// Zeroes the entries of a gradient in `w` coordinates that the support ignores (below the
     /// diagonal, edges into the root). Nothing by default.
     fn restrict_gradient(&self, _grad: &mut [f64]) {}
+    /// Whether [`Solve::conditional_gumbel`] is implemented (the `gumbel_rao` estimator).
+    fn has_conditional_gumbel(&self) -> bool {
+        false
+    }
+    /// Whether [`Solve::score`] is implemented (the `reinforce` estimator).
+    fn has_score(&self) -> bool {
+        false
+    }
 }
 
 /// The solvers of a support in one precision. Slices are flattened `θ`-shaped rows.
-pub trait Solve<F: Real>: Send + Sync {
+pub trait Solve<F: Real>: Estimate<F> + Send + Sync {
     /// `z = argmax_{z∈Z} ⟨w, z⟩`, ties to the lowest index.
     fn hard(&self, w: &[F], z: &mut [F]);
     /// `z = argmax_{z∈conv Z} ⟨x, z⟩ − f(z)` with `x = w/T`; fails only where the problem is
@@ -292,6 +342,20 @@ pub trait Solve<F: Real>: Send + Sync {
         g: &[F],
         grad_x: &mut [F],
     ) -> Result<(), String>;
+}
+
+/// The estimator hooks of a support in one precision; the checker only lets a plan use them
+/// where [`Structure::has_conditional_gumbel`] / [`Structure::has_score`] say so.
+pub trait Estimate<F: Real> {
+    /// Gumbel-Rao: `w = θ + G` with the support's Gumbel noise drawn conditionally on the hard
+    /// sample `z` (so that `z` is the hard solution at `w`); draw `draw` of the row keyed `key`.
+    fn conditional_gumbel(&self, _theta: &[F], _z: &[F], _key: NoiseKey, _draw: u32, _w: &mut [F]) {
+        unreachable!("the checker allows gumbel_rao only where has_conditional_gumbel()")
+    }
+    /// REINFORCE: `grad += ∇_θ log q(z|θ)` under Gumbel noise.
+    fn score(&self, _theta: &[F], _z: &[F], _grad: &mut [F]) {
+        unreachable!("the checker allows reinforce only where has_score()")
+    }
 }
 
 /// A support instance usable in both precisions.
