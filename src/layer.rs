@@ -125,8 +125,11 @@ impl std::error::Error for RequestError {}
 pub struct Forward<F> {
     /// The output: hard `z` or soft `z_T`, `[N?, B?, …shape]`.
     pub z: ArrayD<F>,
-    /// The perturbed parameters that were used, shaped like `z`.
+    /// The perturbed scores that were used, shaped like `z` (counts: `[N?, B?, K + 1]`, the
+    /// perturbed truncated log-pmf).
     pub w: ArrayD<F>,
+    /// The solvers' output in score coordinates, for supports that decode it into `z`.
+    solution: Option<ArrayD<F>>,
     pub mode: Mode,
     /// The temperature used.
     pub temperature: f64,
@@ -247,27 +250,34 @@ impl Layer {
         };
         let support = self.plan.support.as_ref();
         let solver = F::solver(support);
-        let coords = support.coordinates();
         let theta_array = theta.as_standard_layout().into_owned();
         let theta = theta_array.as_slice().expect("standard layout");
-        let m = self.row_len();
-        let rows = batch.unwrap_or(1);
-        let mut w = vec![F::zero(); opts.samples * rows * m];
-        let mut z = vec![F::zero(); w.len()];
         let mut report = Report::default();
+        let theta_f64: Vec<f64> = theta.iter().map(|x| x.f64()).collect();
+        let mapped = support
+            .score_len(&theta_f64, &mut report)
+            .map_err(|e| self.error("theta", e))?;
+        let m = self.row_len();
+        let l = mapped.unwrap_or(m);
+        let rows = batch.unwrap_or(1);
+        let count = opts.samples * rows;
+        let mut w = vec![F::zero(); count * l];
+        let mut z = vec![F::zero(); count * m];
+        let mut solution = vec![F::zero(); if mapped.is_some() { count * l } else { 0 }];
+        let mut scores = vec![F::zero(); l];
         let t = F::of(temperature);
         for s in 0..opts.samples {
             for b in 0..rows {
-                let range = (s * rows + b) * m..(s * rows + b + 1) * m;
+                let i = s * rows + b;
                 let key = NoiseKey {
                     seed,
                     sample: s as u32,
                     batch: b as u32,
                 };
-                let theta_row = &theta[b * m..(b + 1) * m];
-                let w_row = &mut w[range.clone()];
+                solver.scores(&theta[b * m..(b + 1) * m], &mut scores);
+                let w_row = &mut w[i * l..(i + 1) * l];
                 noise
-                    .perturb(coords, theta_row, key, w_row)
+                    .perturb(support.coordinates(), &scores, key, w_row)
                     .map_err(|e| self.error("theta", e))?;
                 if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
                     return Err(self.error(
@@ -275,29 +285,44 @@ impl Layer {
                         format!("the perturbed parameters overflow {} ({bad}); use smaller theta or less noise", F::NAME),
                     ));
                 }
-                let z_row = &mut z[range];
+                let z_row = &mut z[i * m..(i + 1) * m];
+                let s_row = match mapped {
+                    Some(_) => &mut solution[i * l..(i + 1) * l],
+                    None => &mut *z_row,
+                };
                 match mode {
-                    Mode::Hard => solver.hard(w_row, z_row),
+                    Mode::Hard => solver.hard(w_row, s_row),
                     Mode::Soft => {
                         let x = self.scaled(w_row, t)?;
                         solver
-                            .soft(&self.plan.soft, &x, z_row, &mut report)
+                            .soft(&self.plan.soft, &x, s_row, &mut report)
                             .map_err(|e| self.error("theta", e))?;
                     }
                 }
+                if mapped.is_some() {
+                    solver.decode(&solution[i * l..(i + 1) * l], z_row);
+                }
             }
         }
-        let mut out_shape = Vec::new();
+        let mut rows_shape = Vec::new();
         if opts.samples > 1 {
-            out_shape.push(opts.samples);
+            rows_shape.push(opts.samples);
         }
+        rows_shape.extend(batch);
+        let shaped = |v, row: &[usize]| {
+            let dims: Vec<usize> = rows_shape.iter().chain(row).copied().collect();
+            ArrayD::from_shape_vec(IxDyn(&dims), v).expect("sizes agree")
+        };
+        let score_shape = match mapped {
+            Some(l) => vec![l],
+            None => support.shape(),
+        };
         let mut cotangent_shape: Vec<usize> = batch.into_iter().collect();
         cotangent_shape.extend(support.shape());
-        out_shape.extend(&cotangent_shape);
-        let array = |v| ArrayD::from_shape_vec(IxDyn(&out_shape), v).expect("sizes agree");
         Ok(Forward {
-            z: array(z),
-            w: array(w),
+            z: shaped(z, &support.shape()),
+            w: shaped(w, &score_shape),
+            solution: mapped.map(|_| shaped(solution, &score_shape)),
             mode,
             temperature,
             report,
@@ -354,13 +379,19 @@ impl Layer {
         let support = self.plan.support.as_ref();
         let solver = F::solver(support);
         let w = fwd.w.as_slice().expect("built in standard layout");
+        let solution = fwd.solution.as_ref().unwrap_or(&fwd.z);
+        let solution = solution.as_slice().expect("built in standard layout");
         let theta = fwd.theta.as_slice().expect("built in standard layout");
-        let mut grad = vec![F::zero(); w.len()];
-        let mut grad_w = vec![F::zero(); m];
+        let l = w.len() / (fwd.samples * rows);
+        let mut grad = vec![F::zero(); z.len()];
+        let (mut g_l, mut grad_w, mut grad_l) =
+            (vec![F::zero(); l], vec![F::zero(); l], vec![F::zero(); l]);
         for s in 0..fwd.samples {
             for b in 0..rows {
-                let range = (s * rows + b) * m..(s * rows + b + 1) * m;
-                let g = &cotangent[b * m..(b + 1) * m];
+                let i = s * rows + b;
+                let theta_row = &theta[b * m..(b + 1) * m];
+                let w_row = &w[i * l..(i + 1) * l];
+                solver.decode_vjp(&cotangent[b * m..(b + 1) * m], &mut g_l);
                 grad_w.fill(F::zero());
                 match (fwd.mode, self.plan.estimator) {
                     (Mode::Hard, Estimator::GumbelRao { draws }) => {
@@ -369,12 +400,12 @@ impl Layer {
                             sample: s as u32,
                             batch: b as u32,
                         };
-                        let theta_row = &theta[b * m..(b + 1) * m];
-                        let mut w_draw = vec![F::zero(); m];
+                        let (mut scores, mut w_draw) = (vec![F::zero(); l], vec![F::zero(); l]);
+                        solver.scores(theta_row, &mut scores);
                         for draw in 0..draws as u32 {
                             solver.conditional_gumbel(
-                                theta_row,
-                                &z[range.clone()],
+                                &scores,
+                                &solution[i * l..(i + 1) * l],
                                 key,
                                 draw,
                                 &mut w_draw,
@@ -384,7 +415,7 @@ impl Layer {
                                 &w_draw,
                                 None,
                                 fwd.temperature,
-                                g,
+                                &g_l,
                                 &mut grad_w,
                             )?;
                         }
@@ -392,17 +423,21 @@ impl Layer {
                         grad_w.iter_mut().for_each(|x| *x = *x * scale);
                     }
                     _ => {
-                        let soft_z = (fwd.mode == Mode::Soft).then(|| &z[range.clone()]);
-                        let w_row = &w[range.clone()];
-                        self.soft_backward(solver, w_row, soft_z, fwd.temperature, g, &mut grad_w)?;
+                        let soft = (fwd.mode == Mode::Soft).then(|| &solution[i * l..(i + 1) * l]);
+                        self.soft_backward(
+                            solver,
+                            w_row,
+                            soft,
+                            fwd.temperature,
+                            &g_l,
+                            &mut grad_w,
+                        )?;
                     }
                 }
-                fwd.noise.chain(
-                    support.coordinates(),
-                    &w[range.clone()],
-                    &grad_w,
-                    &mut grad[range],
-                );
+                grad_l.fill(F::zero());
+                fwd.noise
+                    .chain(support.coordinates(), w_row, &grad_w, &mut grad_l);
+                solver.scores_vjp(theta_row, &grad_l, &mut grad[i * m..(i + 1) * m]);
             }
         }
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::categorical::small_size;
 use super::{
-    Entry, Estimate, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure, SIZE_PARAM,
+    Entry, Estimate, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver, Solve, Structure,
+    SIZE_PARAM,
 };
 use crate::estimator;
 use crate::kernels::logistic;
@@ -100,6 +101,8 @@ impl<F: Real> Estimate<F> for Bernoulli {
         estimator::score_bernoulli(theta, z, grad);
     }
 }
+
+impl<F: Real> Scores<F> for Bernoulli {}
 
 impl<F: Real> Solve<F> for Bernoulli {
     fn hard(&self, w: &[F], z: &mut [F]) {

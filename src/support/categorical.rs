@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use super::{
-    Entry, Estimate, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure, SIZE_PARAM,
+    Entry, Estimate, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver, Solve, Structure,
+    SIZE_PARAM,
 };
 use crate::estimator;
 use crate::kernels::{argmax, softmax, sparsemax};
@@ -105,6 +106,8 @@ impl<F: Real> Estimate<F> for Categorical {
         estimator::score_categorical(theta, z, grad);
     }
 }
+
+impl<F: Real> Scores<F> for Categorical {}
 
 impl<F: Real> Solve<F> for Categorical {
     fn hard(&self, w: &[F], z: &mut [F]) {

@@ -308,6 +308,13 @@ pub trait Structure: Send + Sync {
     /// Zeroes the entries of a gradient in `w` coordinates that the support ignores (below the
     /// diagonal, edges into the root). Nothing by default.
     fn restrict_gradient(&self, _grad: &mut [f64]) {}
+    /// For supports whose noise and solvers act on scores derived from `θ` rather than on `θ`
+    /// itself (counts: the truncated log-pmf over `{0..K}`): the length of a score row for this
+    /// request's `θ` rows (all rows, flattened), reporting choices such as `K`. `None`, the
+    /// default: the scores are `θ` and the solution is `z`.
+    fn score_len(&self, _theta: &[f64], _report: &mut Report) -> Result<Option<usize>, String> {
+        Ok(None)
+    }
     /// Whether [`Solve::conditional_gumbel`] is implemented (the `gumbel_rao` estimator).
     fn has_conditional_gumbel(&self) -> bool {
         false
@@ -319,7 +326,7 @@ pub trait Structure: Send + Sync {
 }
 
 /// The solvers of a support in one precision. Slices are flattened `θ`-shaped rows.
-pub trait Solve<F: Real>: Estimate<F> + Send + Sync {
+pub trait Solve<F: Real>: Estimate<F> + Scores<F> + Send + Sync {
     /// `z = argmax_{z∈Z} ⟨w, z⟩`, ties to the lowest index.
     fn hard(&self, w: &[F], z: &mut [F]);
     /// `z = argmax_{z∈conv Z} ⟨x, z⟩ − f(z)` with `x = w/T`; fails only where the problem is
@@ -355,6 +362,30 @@ pub trait Estimate<F: Real> {
     /// REINFORCE: `grad += ∇_θ log q(z|θ)` under Gumbel noise.
     fn score(&self, _theta: &[F], _z: &[F], _grad: &mut [F]) {
         unreachable!("the checker allows reinforce only where has_score()")
+    }
+}
+
+/// The maps between `θ`, the solvers' scores and `z` (see [`Structure::score_len`]):
+/// `θ → ℓ(θ)`, noise and solvers on `ℓ`, solution `s ↦ z = E s` (linear). The identity by
+/// default.
+pub trait Scores<F: Real> {
+    /// `ℓ(θ)` for one row.
+    fn scores(&self, theta: &[F], scores: &mut [F]) {
+        scores.copy_from_slice(theta);
+    }
+    /// `grad_theta += (∂ℓ/∂θ)ᵀ grad_scores`.
+    fn scores_vjp(&self, _theta: &[F], grad_scores: &[F], grad_theta: &mut [F]) {
+        for (gt, &gs) in grad_theta.iter_mut().zip(grad_scores) {
+            *gt = *gt + gs;
+        }
+    }
+    /// `z = E s`.
+    fn decode(&self, solution: &[F], z: &mut [F]) {
+        z.copy_from_slice(solution);
+    }
+    /// `g = Eᵀ c`, the cotangent in score coordinates.
+    fn decode_vjp(&self, cotangent: &[F], g: &mut [F]) {
+        g.copy_from_slice(cotangent);
     }
 }
 
