@@ -42,7 +42,7 @@ pub fn conditional_gumbel_max<F: Real>(
 }
 
 /// `log σ(x) = −log(1 + exp(−x))`, stable for both signs.
-fn log_sigmoid<F: Real>(x: F) -> F {
+pub fn log_sigmoid<F: Real>(x: F) -> F {
     if x >= F::zero() {
         -(-x).exp().ln_1p()
     } else {
