@@ -253,9 +253,8 @@ impl Layer {
         let theta_array = theta.as_standard_layout().into_owned();
         let theta = theta_array.as_slice().expect("standard layout");
         let mut report = Report::default();
-        let theta_f64: Vec<f64> = theta.iter().map(|x| x.f64()).collect();
         let mapped = support
-            .score_len(&theta_f64, &mut report)
+            .score_len(&mut theta.iter().map(|x| x.f64()), &mut report)
             .map_err(|e| self.error("theta", e))?;
         let m = self.row_len();
         let l = mapped.unwrap_or(m);

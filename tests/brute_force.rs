@@ -133,7 +133,10 @@ fn direct_supports() -> impl Iterator<Item = &'static sst::support::Entry> {
     REGISTRY.iter().filter(|entry| {
         let support = (entry.random_instance)(0);
         let theta = vec![0.0; support.shape().iter().product()];
-        matches!(support.score_len(&theta, &mut Default::default()), Ok(None))
+        matches!(
+            support.score_len(&mut theta.into_iter(), &mut Default::default()),
+            Ok(None)
+        )
     })
 }
 

@@ -198,7 +198,10 @@ fn every_rule_matches_central_differences() {
 /// counts do with their log-pmf).
 fn scores_are_theta(support: &sst::support::SupportRef) -> bool {
     let theta = vec![0.0; support.shape().iter().product()];
-    matches!(support.score_len(&theta, &mut Default::default()), Ok(None))
+    matches!(
+        support.score_len(&mut theta.into_iter(), &mut Default::default()),
+        Ok(None)
+    )
 }
 
 /// Every rule also runs with `Noise::None` (w = θ): the gradient is the solver's alone.

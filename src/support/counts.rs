@@ -258,13 +258,18 @@ impl Structure for Count {
     fn regularizer_value(&self, _: Regularizer, _: &[f64]) -> Option<f64> {
         None
     }
-    fn score_len(&self, theta: &[f64], report: &mut Report) -> Result<Option<usize>, String> {
+    fn score_len(
+        &self,
+        theta: &mut dyn Iterator<Item = f64>,
+        report: &mut Report,
+    ) -> Result<Option<usize>, String> {
+        let theta: Vec<f64> = theta.collect();
         let mut max = 1;
-        for &t in theta {
+        for &t in &theta {
             max = max.max(self.truncation(t)?);
         }
         report.record_max("truncation_k", max as f64);
-        for &t in theta {
+        for &t in &theta {
             let kept = logsumexp(&self.family.log_pmf(t, max)).exp();
             let dropped = (1.0 - kept).max(0.0);
             report.record_max("dropped_mass", dropped);

@@ -318,9 +318,13 @@ pub trait Structure: Send + Sync {
     fn restrict_gradient(&self, _grad: &mut [f64]) {}
     /// For supports whose noise and solvers act on scores derived from `θ` rather than on `θ`
     /// itself (counts: the truncated log-pmf over `{0..K}`): the length of a score row for this
-    /// request's `θ` rows (all rows, flattened), reporting choices such as `K`. `None`, the
-    /// default: the scores are `θ` and the solution is `z`.
-    fn score_len(&self, _theta: &[f64], _report: &mut Report) -> Result<Option<usize>, String> {
+    /// request's `θ` (all rows' entries, in order), reporting choices such as `K`. `None`, the
+    /// default: the scores are `θ` and the solution is `z` (and `θ` is not read).
+    fn score_len(
+        &self,
+        _theta: &mut dyn Iterator<Item = f64>,
+        _report: &mut Report,
+    ) -> Result<Option<usize>, String> {
         Ok(None)
     }
     /// Whether [`Solve::conditional_gumbel`] is implemented (the `gumbel_rao` estimator).
