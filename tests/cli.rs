@@ -1,0 +1,818 @@
+//! The `sst` binary against the contract of DESIGN.md §5: exit codes, stdout/stderr discipline,
+//! response shapes, and numbers checked against formulas computed here (softmax, sigmoid and
+//! their vector–Jacobian products by hand).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sst");
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("sst-cli-test-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write spec");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sst");
+    // A command that exits before reading stdin closes the pipe: ignore that write error.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
+    child.wait_with_output().expect("wait for sst")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+/// A spec with one layer, written to a fresh directory.
+struct Spec {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+fn spec(source: &str) -> Spec {
+    let dir = TempDir::new();
+    let path = dir.write("spec.sst", source);
+    Spec { _dir: dir, path }
+}
+
+fn eval_raw(path: &Path, layer: Option<&str>, request: &str) -> Output {
+    let p = path.to_str().expect("utf-8 path");
+    let mut args = vec!["eval", p];
+    if let Some(l) = layer {
+        args.extend(["--layer", l]);
+    }
+    run(&args, request)
+}
+
+/// Runs a request that must succeed; checks exit 0, exactly one JSON object on stdout, no
+/// stderr, the response's keys and that every number is finite.
+fn eval_ok(path: &Path, layer: Option<&str>, request: &Value) -> Value {
+    let out = eval_raw(path, layer, &request.to_string());
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        code(&out),
+        0,
+        "request {request}\nstdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    let values: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"));
+    assert_eq!(values.len(), 1, "expected one JSON value: {stdout}");
+    let response = values.into_iter().next().unwrap();
+    assert!(response.is_object(), "{response}");
+    for key in ["z", "plan", "diagnostics", "warnings"] {
+        assert!(response.get(key).is_some(), "no `{key}` in {response}");
+    }
+    assert!(response["diagnostics"].is_object(), "{response}");
+    assert!(response["warnings"].is_array(), "{response}");
+    for key in ["z", "grad_theta", "w"] {
+        if let Some(v) = response.get(key) {
+            all_finite_numbers(v, key);
+        }
+    }
+    for (k, v) in response["diagnostics"].as_object().unwrap() {
+        if let Some(x) = v.as_f64() {
+            assert!(x.is_finite(), "diagnostics.{k} = {x}");
+        }
+    }
+    response
+}
+
+/// Every leaf is a finite number (no `null`, no string).
+fn all_finite_numbers(v: &Value, at: &str) {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| all_finite_numbers(x, &format!("{at}[{i}]"))),
+        Value::Number(n) => {
+            let x = n.as_f64().expect("a float");
+            assert!(x.is_finite(), "{at} = {x}");
+        }
+        other => panic!("{at} is {other}, expected a number"),
+    }
+}
+
+/// A request that must fail with exit 3: nothing on stdout, one line on stderr naming `field`.
+fn eval_bad(path: &Path, request: &str, field: &str) -> String {
+    let out = eval_raw(path, None, request);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 3, "request {request}\nstderr: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout not empty: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        stderr.trim_end_matches('\n').lines().count(),
+        1,
+        "stderr is not one line: {stderr:?}"
+    );
+    assert!(stderr.ends_with('\n'), "{stderr:?}");
+    assert!(
+        stderr.contains(field),
+        "stderr does not name `{field}`: {stderr}"
+    );
+    stderr
+}
+
+fn shape(v: &Value) -> Vec<usize> {
+    let mut dims = Vec::new();
+    let mut at = v;
+    while let Value::Array(items) = at {
+        dims.push(items.len());
+        match items.first() {
+            Some(first) => at = first,
+            None => break,
+        }
+    }
+    dims
+}
+
+fn flat(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(flat).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap()],
+        other => panic!("not a number: {other}"),
+    }
+}
+
+fn softmax(x: &[f64], t: f64) -> Vec<f64> {
+    let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = x.iter().map(|v| ((v - m) / t).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+/// `∂⟨c, softmax(θ/T)⟩/∂θ = z ⊙ (c − ⟨c, z⟩) / T`.
+fn softmax_grad(theta: &[f64], c: &[f64], t: f64) -> Vec<f64> {
+    let z = softmax(theta, t);
+    let dot: f64 = z.iter().zip(c).map(|(a, b)| a * b).sum();
+    z.iter()
+        .zip(c)
+        .map(|(zi, ci)| zi * (ci - dot) / t)
+        .collect()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: got {g}, want {w}\n got {got:?}\nwant {want:?}"
+        );
+    }
+}
+
+const CATEGORICAL: &str = "layer pick: categorical(3)\n";
+
+// SUCCESS: SHAPES
+
+#[test]
+fn design_example_shapes() {
+    let s = spec(CATEGORICAL);
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": [[0,1,2],[2,1,0]], "samples": 4, "noise": {"seed": 7},
+                "cotangent": [[1,0,0],[0,0,1]]}),
+    );
+    assert_eq!(shape(&r["z"]), [4, 2, 3]);
+    assert_eq!(shape(&r["grad_theta"]), [4, 2, 3]);
+    assert!(r.get("w").is_none(), "w without with_w: {r}");
+    // Soft samples of a relaxed layer lie in the open simplex; softmax gradients sum to zero.
+    let z = flat(&r["z"]);
+    for row in z.chunks(3) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{row:?}");
+        assert!(row.iter().all(|&p| p > 0.0 && p < 1.0), "{row:?}");
+    }
+    for row in flat(&r["grad_theta"]).chunks(3) {
+        assert!(row.iter().sum::<f64>().abs() < 1e-12, "{row:?}");
+    }
+    // Independent samples differ.
+    let rows: Vec<&[f64]> = z.chunks(6).collect();
+    assert_ne!(rows[0], rows[1]);
+}
+
+#[test]
+fn samples_axis_and_batch_axis() {
+    let s = spec(CATEGORICAL);
+    let cases = [
+        (json!({"theta": [[0,1,2],[2,1,0]]}), vec![2, 3]),
+        (
+            json!({"theta": [[0,1,2],[2,1,0]], "samples": 1}),
+            vec![2, 3],
+        ),
+        (json!({"theta": [0,1,2]}), vec![3]),
+        (json!({"theta": [0,1,2], "samples": 5}), vec![5, 3]),
+    ];
+    for (request, want) in &cases {
+        let r = eval_ok(&s.path, None, request);
+        assert_eq!(&shape(&r["z"]), want, "{request}");
+    }
+    // Cotangent without the samples axis; the gradient has it.
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": [0,1,2], "samples": 3, "cotangent": [0,1,0], "with_w": true}),
+    );
+    assert_eq!(shape(&r["grad_theta"]), [3, 3]);
+    assert_eq!(shape(&r["w"]), [3, 3]);
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": [[0,1,2],[2,1,0]], "with_w": true}),
+    );
+    assert_eq!(shape(&r["w"]), shape(&r["z"]));
+    assert_eq!(shape(&r["w"]), [2, 3]);
+}
+
+// SUCCESS: VALUES AGAINST HAND COMPUTATIONS
+
+#[test]
+fn no_noise_soft_is_softmax_and_gradient_is_its_vjp() {
+    let s = spec(CATEGORICAL);
+    let theta = [[0.5, -1.0, 2.0], [0.0, 0.3, -0.7]];
+    let c = [[1.0, 0.0, -2.0], [0.5, 0.5, 1.5]];
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": theta, "noise": "none", "samples": 3, "with_w": true,
+                "cotangent": c}),
+    );
+    assert_eq!(shape(&r["z"]), [3, 2, 3]);
+    let z = flat(&r["z"]);
+    let w = flat(&r["w"]);
+    let g = flat(&r["grad_theta"]);
+    for sample in 0..3 {
+        for b in 0..2 {
+            let at = (sample * 2 + b) * 3..(sample * 2 + b + 1) * 3;
+            assert_eq!(&w[at.clone()], &theta[b], "w == theta without noise");
+            assert_close(&z[at.clone()], &softmax(&theta[b], 1.0), 1e-12, "z");
+            assert_close(&g[at], &softmax_grad(&theta[b], &c[b], 1.0), 1e-12, "grad");
+        }
+    }
+    // The N samples are equal.
+    assert_eq!(z[..6], z[6..12]);
+    assert_eq!(z[..6], z[12..]);
+}
+
+#[test]
+fn hard_mode_without_noise_is_the_argmax() {
+    let s = spec(CATEGORICAL);
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": [[0.5, -1.0, 2.0], [3.0, 0.3, -0.7]], "noise": "none", "mode": "hard"}),
+    );
+    assert_eq!(flat(&r["z"]), [0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(r["diagnostics"]["mode"], "hard");
+    // Straight-through: the hard forward, the softmax gradient at the same w.
+    let st = spec("layer st: categorical(3) { estimator: straight_through; temperature: 0.5 }");
+    let theta = [0.2, 1.0, -0.4];
+    let c = [1.0, -1.0, 0.25];
+    let r = eval_ok(
+        &st.path,
+        None,
+        &json!({"theta": theta, "noise": "none", "cotangent": c}),
+    );
+    assert_eq!(flat(&r["z"]), [0.0, 1.0, 0.0]);
+    assert_close(
+        &flat(&r["grad_theta"]),
+        &softmax_grad(&theta, &c, 0.5),
+        1e-12,
+        "straight-through gradient",
+    );
+}
+
+#[test]
+fn seeded_soft_sample_is_softmax_of_w() {
+    let s = spec("layer pick: categorical(4) { temperature: 0.7 }");
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": [0.1, 0.2, -0.3, 1.0], "noise": {"seed": 11}, "with_w": true,
+                "samples": 2}),
+    );
+    let w = flat(&r["w"]);
+    let z = flat(&r["z"]);
+    for s in 0..2 {
+        let at = s * 4..(s + 1) * 4;
+        assert_close(
+            &z[at.clone()],
+            &softmax(&w[at], 0.7),
+            1e-12,
+            "z = softmax(w/T)",
+        );
+    }
+    assert_ne!(w[..4], [0.1, 0.2, -0.3, 1.0], "gumbel noise was added");
+    assert_ne!(w[..4], w[4..], "samples differ");
+}
+
+#[test]
+fn bernoulli_sigmoid_and_gradient() {
+    let s = spec("layer coins: bernoulli(3) { temperature: 0.5 }");
+    let theta = [0.4, -1.2, 0.0];
+    let c = [1.0, 2.0, -1.0];
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": theta, "noise": "none", "cotangent": c}),
+    );
+    let want: Vec<f64> = theta.iter().map(|t| sigmoid(t / 0.5)).collect();
+    assert_close(&flat(&r["z"]), &want, 1e-12, "sigmoid");
+    let grad: Vec<f64> = want
+        .iter()
+        .zip(c)
+        .map(|(z, c)| c * z * (1.0 - z) / 0.5)
+        .collect();
+    assert_close(&flat(&r["grad_theta"]), &grad, 1e-12, "sigmoid vjp");
+    assert_eq!(r["plan"]["hard_solver"], "threshold");
+    assert_eq!(r["plan"]["soft_solver"], "sigmoid");
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_sample() {
+    let s = spec(CATEGORICAL);
+    let req = |seed: u64| {
+        json!({"theta": [[0,1,2],[2,1,0]], "samples": 2, "noise": {"seed": seed},
+               "cotangent": [[1,0,0],[0,0,1]]})
+        .to_string()
+    };
+    let a = eval_raw(&s.path, None, &req(42));
+    let b = eval_raw(&s.path, None, &req(42));
+    assert_eq!(code(&a), 0);
+    assert_eq!(a.stdout, b.stdout, "same seed, different bytes");
+    let c = eval_ok(&s.path, None, &serde_json::from_str(&req(43)).unwrap());
+    let a: Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_ne!(a["z"], c["z"], "another seed gave the same z");
+    // The default noise is seed 0.
+    let d0 = eval_raw(&s.path, None, r#"{"theta": [0, 1, 2]}"#);
+    let d1 = eval_raw(
+        &s.path,
+        None,
+        r#"{"theta": [0, 1, 2], "noise": {"seed": 0}}"#,
+    );
+    assert_eq!(d0.stdout, d1.stdout);
+}
+
+#[test]
+fn f32_requests() {
+    let s = spec(CATEGORICAL);
+    let theta = [0.5, -1.0, 2.0];
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": theta, "dtype": "f32", "noise": "none", "cotangent": [1, 0, 0]}),
+    );
+    assert_eq!(r["diagnostics"]["dtype"], "f32");
+    assert_close(&flat(&r["z"]), &softmax(&theta, 1.0), 1e-6, "f32 softmax");
+    assert_close(
+        &flat(&r["grad_theta"]),
+        &softmax_grad(&theta, &[1.0, 0.0, 0.0], 1.0),
+        1e-6,
+        "f32 grad",
+    );
+    // A value that does not fit in f32.
+    eval_bad(
+        &s.path,
+        r#"{"theta": [1e39, 0, 0], "dtype": "f32"}"#,
+        "theta",
+    );
+}
+
+// SUCCESS: THE PLAN
+
+#[test]
+fn plan_reports_every_choice_and_the_temperature_used() {
+    let s = spec(CATEGORICAL);
+    let r = eval_ok(&s.path, None, &json!({"theta": [0, 1, 2]}));
+    let plan = &r["plan"];
+    assert_eq!(plan["support"], "categorical(n = 3)");
+    assert_eq!(plan["hard_solver"], "argmax");
+    assert_eq!(plan["soft_solver"], "softmax");
+    assert_eq!(plan["noise"], "gumbel");
+    assert_eq!(plan["regularizer"], "entropy");
+    assert_eq!(plan["backward"], "closed_form");
+    assert_eq!(plan["estimator"], "relaxed");
+    assert_eq!(plan["temperature"].as_f64(), Some(1.0));
+    assert_eq!(r["diagnostics"]["mode"], "soft");
+
+    // An override replaces the spec's temperature, and is the one used.
+    let theta = [0.0, 1.0, 2.0];
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": theta, "temperature": 0.25, "noise": "none"}),
+    );
+    assert_eq!(r["plan"]["temperature"].as_f64(), Some(0.25));
+    assert_close(
+        &flat(&r["z"]),
+        &softmax(&theta, 0.25),
+        1e-12,
+        "z at T = 0.25",
+    );
+}
+
+#[test]
+fn temperature_schedule_at_the_request_step() {
+    let s = spec(
+        "const t0 = 2\nlayer pick: categorical(3) {\n  temperature: max(0.1, t0 * exp(-step / 1000))\n}\n",
+    );
+    let theta = [0.3, -0.2, 1.1];
+    for step in [0u64, 500, 1000, 10_000] {
+        let want_t = f64::max(0.1, 2.0 * (-(step as f64) / 1000.0).exp());
+        let r = eval_ok(
+            &s.path,
+            None,
+            &json!({"theta": theta, "step": step, "noise": "none"}),
+        );
+        let t = r["plan"]["temperature"].as_f64().unwrap();
+        assert!(
+            (t - want_t).abs() <= 1e-12 * want_t,
+            "step {step}: T = {t}, want {want_t}"
+        );
+        assert_close(&flat(&r["z"]), &softmax(&theta, want_t), 1e-12, "z");
+    }
+}
+
+#[test]
+fn presets_and_layer_selection() {
+    let s = spec(
+        "layer a: gumbel_softmax(3) { temperature: 0.5 }\n\
+         layer b: sparsemax_layer(4)\n\
+         layer c: binary_concrete(2)\n",
+    );
+    let r = eval_ok(
+        &s.path,
+        Some("b"),
+        &json!({"theta": [3.0, 0.0, 0.0, 0.0], "noise": "none"}),
+    );
+    assert_eq!(r["plan"]["soft_solver"], "sparsemax");
+    assert_eq!(r["plan"]["name"], "b");
+    // sparsemax of a point far outside the simplex is its nearest vertex.
+    assert_eq!(flat(&r["z"]), [1.0, 0.0, 0.0, 0.0]);
+    let r = eval_ok(
+        &s.path,
+        Some("c"),
+        &json!({"theta": [0.0, 0.0], "noise": "none"}),
+    );
+    assert_eq!(flat(&r["z"]), [0.5, 0.5]);
+    let r = eval_ok(&s.path, Some("a"), &json!({"theta": [0, 0, 0]}));
+    assert_eq!(r["plan"]["temperature"].as_f64(), Some(0.5));
+}
+
+// FAILURES: SPEC ERRORS (1) AND USAGE ERRORS (2)
+
+#[test]
+fn spec_error_exits_1_with_caret_diagnostics() {
+    let dir = TempDir::new();
+    let path = dir.write(
+        "bad.sst",
+        "layer a: categorical(3) {\n    noise: gumble\n}\n",
+    );
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["eval", p],
+        vec!["check", p],
+        vec!["check", "--json", p],
+    ] {
+        let out = run(&args, r#"{"theta": [0, 1, 2]}"#);
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+        assert!(stderr.contains(&format!("{p}:2:12")), "{stderr}");
+        assert!(stderr.contains('^'), "{stderr}");
+        assert!(stderr.contains("unknown noise `gumble`"), "{stderr}");
+        assert!(stderr.contains("did you mean `gumbel`?"), "{stderr}");
+    }
+}
+
+fn usage_error(args: &[&str], stdin: &str, says: &str) {
+    let out = run(args, stdin);
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 2, "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+    assert!(
+        stderr.contains(says),
+        "{args:?}: stderr lacks {says:?}: {stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = TempDir::new();
+    let missing = dir.0.join("missing.sst");
+    let missing = missing.to_str().unwrap();
+    let req = r#"{"theta": [0, 1, 2]}"#;
+    usage_error(&["eval", missing], req, "missing.sst");
+    usage_error(&["check", missing], "", "missing.sst");
+    let two = dir.write(
+        "two.sst",
+        "layer a: categorical(3)\nlayer b: bernoulli(3)\n",
+    );
+    let two = two.to_str().unwrap();
+    usage_error(&["eval", two], req, "--layer");
+    usage_error(&["eval", two, "--layer", "c"], req, "`c`");
+    usage_error(&[], "", "Usage");
+    usage_error(&["frobnicate"], "", "frobnicate");
+    usage_error(&["eval"], req, "FILE");
+    // A spec with no layer at all cannot be evaluated either.
+    let none = dir.write("none.sst", "# nothing\n");
+    let out = run(&["eval", none.to_str().unwrap()], req);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    // With --layer the right layer runs.
+    let out = run(&["eval", two, "--layer", "b"], req);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["plan"]["support"], "bernoulli(n = 3)");
+}
+
+// FAILURES: BAD REQUESTS (3)
+
+#[test]
+fn bad_requests_exit_3_naming_the_field() {
+    let s = spec(CATEGORICAL);
+    let p = &s.path;
+    let cases: &[(&str, &str)] = &[
+        ("", "request"),
+        ("{", "request"),
+        (r#"{"theta": [0, 1, 2]} {"theta": [0, 1, 2]}"#, "request"),
+        (r#"{"theta": [NaN, 1, 2]}"#, "request"),
+        ("[0, 1, 2]", "request"),
+        (r#"{"theta": [0, 1, 2], "tempreature": 1}"#, "tempreature"),
+        (r#"{}"#, "theta"),
+        (r#"{"theta": [0, 1]}"#, "theta"),
+        (r#"{"theta": [0, 1, 2, 3]}"#, "theta"),
+        (r#"{"theta": [[0, 1], [2, 3]]}"#, "theta"),
+        (r#"{"theta": [[[0, 1, 2]]]}"#, "theta"),
+        (r#"{"theta": [[0, 1, 2], [0, 1]]}"#, "theta"),
+        (r#"{"theta": [0, "1", 2]}"#, "theta"),
+        (r#"{"theta": [0, null, 2]}"#, "theta"),
+        (r#"{"theta": 3}"#, "theta"),
+        (r#"{"theta": []}"#, "theta"),
+        (r#"{"theta": [0, 1, 2], "temperature": 0}"#, "temperature"),
+        (r#"{"theta": [0, 1, 2], "temperature": -1}"#, "temperature"),
+        (r#"{"theta": [0, 1, 2], "temperature": "1"}"#, "temperature"),
+        (r#"{"theta": [0, 1, 2], "dtype": "f16"}"#, "dtype"),
+        (r#"{"theta": [0, 1, 2], "mode": "medium"}"#, "mode"),
+        (r#"{"theta": [0, 1, 2], "noise": "some"}"#, "noise"),
+        (r#"{"theta": [0, 1, 2], "noise": {"seed": -1}}"#, "noise"),
+        (
+            r#"{"theta": [0, 1, 2], "noise": {"seed": 1, "x": 2}}"#,
+            "noise",
+        ),
+        (r#"{"theta": [0, 1, 2], "samples": 0}"#, "samples"),
+        (r#"{"theta": [0, 1, 2], "samples": 1.5}"#, "samples"),
+        (r#"{"theta": [0, 1, 2], "step": -3}"#, "step"),
+        (r#"{"theta": [0, 1, 2], "with_w": 1}"#, "with_w"),
+        (r#"{"theta": [0, 1, 2], "cotangent": [1, 0]}"#, "cotangent"),
+        (
+            r#"{"theta": [0, 1, 2], "cotangent": [[1, 0, 0]]}"#,
+            "cotangent",
+        ),
+        (
+            r#"{"theta": [[0, 1, 2], [2, 1, 0]], "cotangent": [1, 0, 0]}"#,
+            "cotangent",
+        ),
+        (
+            r#"{"theta": [0, 1, 2], "samples": 2, "cotangent": [[1, 0, 0], [1, 0, 0]]}"#,
+            "cotangent",
+        ),
+        (
+            r#"{"theta": [0, 1, 2], "cotangent": [1, "a", 0]}"#,
+            "cotangent",
+        ),
+    ];
+    for (request, field) in cases {
+        eval_bad(p, request, field);
+    }
+    // A schedule that reaches T ≤ 0 at the request's step.
+    let s = spec("layer pick: categorical(3) { temperature: 1 - step / 10 }");
+    eval_ok(&s.path, None, &json!({"theta": [0, 1, 2], "step": 5}));
+    eval_bad(
+        &s.path,
+        r#"{"theta": [0, 1, 2], "step": 10}"#,
+        "temperature",
+    );
+    eval_bad(
+        &s.path,
+        r#"{"theta": [0, 1, 2], "step": 20}"#,
+        "temperature",
+    );
+}
+
+// `sst check` AND `sst demo`
+
+#[test]
+fn check_prints_every_layer_and_its_choices() {
+    let dir = TempDir::new();
+    let path = dir.write(
+        "two.sst",
+        "layer pick: categorical(5) { estimator: straight_through }\n\
+         layer coins: binary_concrete(2) { temperature: 0.5 }\n",
+    );
+    let out = run(&["check", path.to_str().unwrap()], "");
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    for piece in [
+        "pick",
+        "categorical(n = 5)",
+        "argmax",
+        "softmax",
+        "straight_through",
+        "coins",
+        "bernoulli(n = 2)",
+        "binary_concrete",
+        "sigmoid",
+        "0.5",
+    ] {
+        assert!(stdout.contains(piece), "missing {piece:?}:\n{stdout}");
+    }
+
+    let out = run(&["check", "--json", path.to_str().unwrap()], "");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    let layers = v["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["name"], "pick");
+    assert_eq!(layers[0]["support"], "categorical(n = 5)");
+    assert_eq!(layers[0]["estimator"], "straight_through");
+    assert_eq!(layers[0]["hard_solver"], "argmax");
+    assert_eq!(layers[1]["name"], "coins");
+    assert_eq!(layers[1]["support"], "bernoulli(n = 2)");
+    assert_eq!(layers[1]["soft_solver"], "sigmoid");
+    for layer in layers {
+        for key in [
+            "support",
+            "noise",
+            "regularizer",
+            "hard_solver",
+            "soft_solver",
+            "backward",
+            "estimator",
+            "temperature",
+        ] {
+            assert!(layer.get(key).is_some(), "no `{key}` in {layer}");
+        }
+    }
+    // The plan of `eval` is the layer's object of `check --json`, but for the temperature.
+    let r = eval_ok(&path, Some("pick"), &json!({"theta": [0, 0, 0, 0, 0]}));
+    let mut from_eval = r["plan"].clone();
+    let mut from_check = layers[0].clone();
+    from_eval.as_object_mut().unwrap().remove("temperature");
+    from_check.as_object_mut().unwrap().remove("temperature");
+    assert_eq!(from_eval, from_check);
+}
+
+#[test]
+fn demo_shows_presets_and_quickstart_layers() {
+    let out = run(&["demo"], "");
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    for name in [
+        "gumbel_softmax",
+        "sparsemax_layer",
+        "binary_concrete",
+        "quickstart",
+        "layer pick",
+        "layer sparse",
+        "layer coins",
+        "layer race",
+    ] {
+        assert!(stdout.contains(name), "demo lacks {name:?}:\n{stdout}");
+    }
+}
+
+#[test]
+fn quickstart_layers_evaluate() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.sst");
+    for (layer, n) in [("pick", 6), ("sparse", 6), ("coins", 4), ("race", 6)] {
+        let theta: Vec<f64> = (0..n).map(|i| 0.3 * i as f64 - 0.5).collect();
+        let cot: Vec<f64> = (0..n)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -0.5 })
+            .collect();
+        let r = eval_ok(
+            &path,
+            Some(layer),
+            &json!({"theta": [theta.clone(), theta], "samples": 2, "cotangent": [cot.clone(), cot],
+                    "step": 300, "with_w": true}),
+        );
+        assert_eq!(shape(&r["z"]), [2, 2, n], "{layer}");
+        assert_eq!(shape(&r["grad_theta"]), [2, 2, n], "{layer}");
+        assert_eq!(shape(&r["w"]), [2, 2, n], "{layer}");
+    }
+    // `pick` anneals: T = max(0.1, exp(-step / 1000)).
+    let r = eval_ok(
+        &path,
+        Some("pick"),
+        &json!({"theta": [0, 0, 0, 0, 0, 0], "step": 300}),
+    );
+    let want = f64::max(0.1, (-0.3f64).exp());
+    assert!((r["plan"]["temperature"].as_f64().unwrap() - want).abs() < 1e-12);
+}
+
+// FINITE DIFFERENCES
+
+/// `finite_diff` agrees with the sigmoid's closed-form gradient `c ⊙ z(1 − z) / T`.
+#[test]
+fn finite_diff_matches_the_closed_form() {
+    let s = spec("layer r: bernoulli(3) { backward: finite_diff(eps = 1e-4); temperature: 0.5 }");
+    let theta = [0.3, -1.0, 2.0];
+    let c = [2.0, -1.0, 0.5];
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": theta, "cotangent": c, "noise": "none"}),
+    );
+    let want: Vec<f64> = theta
+        .iter()
+        .zip(c)
+        .map(|(t, c)| {
+            let z = sigmoid(t / 0.5);
+            c * z * (1.0 - z) / 0.5
+        })
+        .collect();
+    assert_close(&flat(&r["grad_theta"]), &want, 1e-7, "finite_diff");
+    assert_eq!(r["plan"]["backward"], "finite_diff(eps = 0.0001)");
+}
+
+/// Bug: `finite_diff` (src/grad/mod.rs:27) takes `h = eps / ‖g‖` with `‖g‖ = sqrt(Σ g²)`, which
+/// overflows for entries ≳ 1e154 (h = 0: the gradient is NaN and `sst eval` exits 3 with "this
+/// is a bug in a solver") and underflows for entries ≲ 1e-154 (‖g‖ = 0: the gradient is
+/// silently 0). The closed-form rule gives the finite answers; a scaled norm would too.
+#[test]
+#[ignore = "bug: finite_diff's norm of the cotangent overflows/underflows (src/grad/mod.rs:27)"]
+fn finite_diff_with_huge_and_tiny_cotangents() {
+    let s = spec("layer r: bernoulli(3) { backward: finite_diff }");
+    let theta = [0.3, -1.0, 2.0];
+    for scale in [1e300, 1e-300] {
+        let c = [scale, scale, 0.0];
+        let r = eval_ok(
+            &s.path,
+            None,
+            &json!({"theta": theta, "cotangent": c, "noise": "none"}),
+        );
+        let want: Vec<f64> = theta
+            .iter()
+            .zip(c)
+            .map(|(t, c)| c * sigmoid(*t) * (1.0 - sigmoid(*t)))
+            .collect();
+        let got = flat(&r["grad_theta"]);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs(),
+                "cotangent scale {scale}: got {got:?}, want {want:?}"
+            );
+        }
+    }
+}
