@@ -78,10 +78,13 @@ impl Diagnostic {
             .with_color(false)
             .with_char_set(CharSet::Ascii)
             .with_index_type(IndexType::Byte);
-        let mut label = Label::new((file_name, span.clone()));
-        if !self.label.is_empty() {
-            label = label.with_message(&self.label);
-        }
+        // ariadne underlines only labels with a message: an unlabelled span still gets one.
+        let text = if self.label.is_empty() {
+            "here"
+        } else {
+            self.label.as_str()
+        };
+        let label = Label::new((file_name, span.clone())).with_message(text);
         let mut report = Report::build(ReportKind::Error, (file_name, span))
             .with_config(config)
             .with_message(&self.message)

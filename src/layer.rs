@@ -217,13 +217,18 @@ impl Layer {
         field: &'static str,
         a: &ArrayViewD<F>,
     ) -> Result<(), RequestError> {
-        match a.indexed_iter().find(|(_, x)| !x.is_finite()) {
-            Some((index, x)) => Err(self.error(
-                field,
-                format!("{x} at {:?}; every entry must be finite", index.slice()),
-            )),
-            None => Ok(()),
+        // A flat scan first: the multi-index is only worked out for the message.
+        if a.iter().all(|x| x.is_finite()) {
+            return Ok(());
         }
+        let (index, x) = a
+            .indexed_iter()
+            .find(|(_, x)| !x.is_finite())
+            .expect("found above");
+        Err(self.error(
+            field,
+            format!("{x} at {:?}; every entry must be finite", index.slice()),
+        ))
     }
 
     /// Samples `z` (hard or soft) for `θ`.
@@ -281,7 +286,7 @@ impl Layer {
                 if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
                     return Err(self.error(
                         "theta",
-                        format!("the perturbed parameters overflow {} ({bad}); use smaller theta or less noise", F::NAME),
+                        format!("the perturbed parameters overflow {} ({bad:e}); use smaller theta or less noise", F::NAME),
                     ));
                 }
                 let z_row = &mut z[i * m..(i + 1) * m];

@@ -15,6 +15,7 @@ pub trait Real:
     + Default
     + Debug
     + Display
+    + std::fmt::LowerExp
     + Send
     + Sync
     + serde::Serialize

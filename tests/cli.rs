@@ -791,7 +791,6 @@ fn finite_diff_matches_the_closed_form() {
 /// is a bug in a solver") and underflows for entries ≲ 1e-154 (‖g‖ = 0: the gradient is
 /// silently 0). The closed-form rule gives the finite answers; a scaled norm would too.
 #[test]
-#[ignore = "bug: finite_diff's norm of the cotangent overflows/underflows (src/grad/mod.rs:27)"]
 fn finite_diff_with_huge_and_tiny_cotangents() {
     let s = spec("layer r: bernoulli(3) { backward: finite_diff }");
     let theta = [0.3, -1.0, 2.0];

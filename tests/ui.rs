@@ -12,7 +12,8 @@
 //! - `# bug(CHECK): DESCRIPTION`: the file shows a known bug that makes CHECK fail (`caret`: the
 //!   rendered diagnostic has no `^`; `diagnostics`: the set of diagnostics or hints differs from
 //!   the annotations, which say what *should* be reported). The `ui` test skips that check for
-//!   that file; the ignored `ui_known_bugs` test runs every check on these files only.
+//!   that file until the marker is removed with the fix. Files of fixed bugs keep a
+//!   `# regression (fixed):` comment.
 //!
 //! Every rendered diagnostic must show `FILE:LINE:COL` and a caret `^`.
 
@@ -290,21 +291,6 @@ fn ui() {
     let files = ui_files();
     assert!(!files.is_empty(), "tests/ui holds no .sst files");
     let failures: Vec<String> = files.iter().flat_map(|f| check_file(f, false)).collect();
-    assert!(failures.is_empty(), "{}", report(&failures));
-}
-
-#[test]
-#[ignore = "bug: the files marked `# bug(...)` in tests/ui show known bugs (see each file)"]
-fn ui_known_bugs() {
-    let files: Vec<PathBuf> = ui_files()
-        .into_iter()
-        .filter(|f| {
-            let text = std::fs::read_to_string(f).unwrap_or_default();
-            parse_annotations(&text).is_ok_and(|a| !a.bugs.is_empty())
-        })
-        .collect();
-    assert!(!files.is_empty(), "no file is marked `# bug(...)`");
-    let failures: Vec<String> = files.iter().flat_map(|f| check_file(f, true)).collect();
     assert!(failures.is_empty(), "{}", report(&failures));
 }
 

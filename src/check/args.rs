@@ -122,25 +122,36 @@ pub fn bind_args(
     let mut slots: Vec<Option<(Value, &Expr)>> = vec![None; params.len()];
     let mut errors = Vec::new();
     let signature = signature(&call.name.name, params);
+    if params.is_empty() && !call.args.is_empty() {
+        return Err(vec![Diagnostic::new(
+            call.span.clone(),
+            format!("{what} takes no arguments"),
+        )
+        .with_label(format!("write just `{}`", call.name.name))]);
+    }
+    let positional = call.args.iter().filter(|a| a.name.is_none()).count();
+    if positional > params.len() {
+        let extra = call
+            .args
+            .iter()
+            .filter(|a| a.name.is_none())
+            .nth(params.len());
+        let span = extra.map_or(call.span.clone(), |a| a.span.clone());
+        return Err(vec![Diagnostic::new(
+            span,
+            format!(
+                "{what} takes {} argument{}, found {positional}",
+                params.len(),
+                if params.len() == 1 { "" } else { "s" }
+            ),
+        )
+        .with_label(format!("expected {signature}"))]);
+    }
     let mut position = 0;
     for arg in &call.args {
         let index = match &arg.name {
             None => {
                 position += 1;
-                if position > params.len() {
-                    errors.push(
-                        Diagnostic::new(
-                            arg.span.clone(),
-                            format!(
-                                "{what} takes {} argument{}, found more",
-                                params.len(),
-                                if params.len() == 1 { "" } else { "s" }
-                            ),
-                        )
-                        .with_label(format!("expected {signature}")),
-                    );
-                    continue;
-                }
                 position - 1
             }
             Some(name) => match params.iter().position(|p| p.name == name.name) {

@@ -13,7 +13,7 @@ use tables::{find, names, Choice, BACKWARDS, ESTIMATORS, FIELDS, PERTURBATIONS};
 use crate::diagnostic::Diagnostic;
 use crate::noise::Perturbation;
 use crate::plan::{Backward, Decision, Estimator, Formula, Plan};
-use crate::support::{self, call_syntax, Regularizer, SoftCall, SoftSolver, Support};
+use crate::support::{self, call_syntax, Regularizer, SoftCall, SoftSolver, Support, SupportRef};
 use crate::syntax::ast::{Call, Expr, ExprKind, Field, Item, Layer, Preset, Span, Spec};
 
 /// Checks a parsed spec against the built-in presets; returns one plan per layer, or every
@@ -49,10 +49,20 @@ pub fn check(spec: &Spec) -> Result<Vec<Plan>, Vec<Diagnostic>> {
             Err(errors) => checker.errors.extend(errors),
         }
     }
+    for item in &spec.items {
+        if let Item::Preset(preset) = item {
+            let errors = checker.preset_errors(preset);
+            checker.errors.extend(errors);
+        }
+    }
     if checker.errors.is_empty() {
         Ok(plans)
     } else {
-        checker.errors.sort_by_key(|d| d.span.start);
+        // A user preset's error is found once for the preset and once per layer using it.
+        checker
+            .errors
+            .sort_by(|a, b| (a.span.start, &a.message).cmp(&(b.span.start, &b.message)));
+        checker.errors.dedup();
         Err(checker.errors)
     }
 }
@@ -96,19 +106,21 @@ impl<'a> Checker<'a> {
         for item in &spec.items {
             match item {
                 Item::Const(c) => {
-                    if self.consts.contains_key(&c.name.name) || c.name.name == "step" {
-                        self.errors.push(Diagnostic::new(
-                            c.name.span.clone(),
-                            format!("`{}` is already defined", c.name.name),
-                        ));
-                        continue;
-                    }
-                    match eval_number(&c.value, &self.consts) {
-                        Ok(x) => {
-                            self.consts.insert(c.name.name.clone(), x);
+                    let message = if c.name.name == "step" {
+                        "`step` is reserved for the training step".to_string()
+                    } else if self.consts.contains_key(&c.name.name) {
+                        format!("`{}` is already defined", c.name.name)
+                    } else {
+                        match eval_number(&c.value, &self.consts) {
+                            Ok(x) => {
+                                self.consts.insert(c.name.name.clone(), x);
+                            }
+                            Err(d) => self.errors.push(d),
                         }
-                        Err(d) => self.errors.push(d),
-                    }
+                        continue;
+                    };
+                    self.errors
+                        .push(Diagnostic::new(c.name.span.clone(), message));
                 }
                 Item::Preset(p) => self.declare_preset(p),
                 Item::Layer(_) => {}
@@ -168,12 +180,57 @@ impl<'a> Checker<'a> {
                 }
             },
         };
+        // A wrong argument does not stop the check of the fields: they are resolved against
+        // a stand-in instance of the same support.
+        let mut errors = Vec::new();
         let what = format!("support `{}`", entry.name);
-        let values = bind_args(call, entry.params, &what, &self.consts)?;
-        let support = (entry.build)(&values).map_err(|e| {
-            let span = argument_span(call, entry.params[e.param].name, e.param);
-            vec![Diagnostic::new(span, e.message)]
-        })?;
+        let built = match bind_args(call, entry.params, &what, &self.consts) {
+            Ok(values) => (entry.build)(&values).map_err(|e| {
+                let span = argument_span(call, entry.params[e.param].name, e.param);
+                vec![Diagnostic::new(span, e.message)]
+            }),
+            Err(e) => Err(e),
+        };
+        let support = built.unwrap_or_else(|e| {
+            errors.extend(e);
+            (entry.random_instance)(0)
+        });
+        let plan = self.resolve_fields(layer, preset, support);
+        match plan {
+            Ok(plan) if errors.is_empty() => Ok(plan),
+            Ok(_) => Err(errors),
+            Err(e) => Err(errors.into_iter().chain(e).collect()),
+        }
+    }
+
+    /// The errors in the fields of a user preset, checked once whether or not a layer uses it
+    /// (against a stand-in instance of its support: a preset has no arguments).
+    fn preset_errors(&self, preset: &'a Preset) -> Vec<Diagnostic> {
+        let Some(entry) = support::entry(&preset.support.name) else {
+            return Vec::new();
+        };
+        let layer = Layer {
+            name: preset.name.clone(),
+            support: Call {
+                name: preset.support.clone(),
+                args: Vec::new(),
+                span: preset.support.span.clone(),
+            },
+            fields: preset.fields.clone(),
+            span: preset.span.clone(),
+        };
+        self.resolve_fields(&layer, None, (entry.random_instance)(0))
+            .err()
+            .unwrap_or_default()
+    }
+
+    /// Resolves the fields of a layer (on top of its preset's) for a support instance.
+    fn resolve_fields(
+        &self,
+        layer: &Layer,
+        preset: Option<PresetDef<'_>>,
+        support: SupportRef,
+    ) -> Result<Plan, Vec<Diagnostic>> {
         let (fields, errors) = merge_fields(layer, preset);
         let mut resolver = LayerResolver {
             consts: &self.consts,
@@ -535,20 +592,8 @@ impl<'a> LayerResolver<'a> {
             Some(given) => {
                 let call = self.as_call("solver", given)?;
                 if call.name.name != solver.name {
-                    self.errors.push(with_hint(
-                        Diagnostic::new(
-                            call.name.span.clone(),
-                            format!(
-                                "solver `{}` does not solve {} on {}",
-                                call.name.name,
-                                solver.regularizer.name(),
-                                support_keyword(&name)
-                            ),
-                        )
-                        .with_label(format!("expected `{}`", solver.name)),
-                        &call.name.name,
-                        [solver.name],
-                    ));
+                    self.errors
+                        .push(wrong_solver(&call, solver, offered, support_keyword(&name)));
                     return None;
                 }
                 let values =
@@ -651,6 +696,43 @@ impl<'a> LayerResolver<'a> {
         }
         self.decide("temperature", given.value.to_string(), given.why());
         Some(formula)
+    }
+}
+
+/// The error for a `solver` that is not the regularizer's: another regularizer's solver (with
+/// the hint to switch regularizer) or an unknown name.
+fn wrong_solver(
+    call: &Call,
+    solver: SoftSolver,
+    offered: &[SoftSolver],
+    support: &str,
+) -> Diagnostic {
+    let wanted = solver.regularizer.name();
+    let label = format!("the solver for {wanted} on {support} is `{}`", solver.name);
+    match offered.iter().find(|s| s.name == call.name.name) {
+        Some(other) => Diagnostic::new(
+            call.name.span.clone(),
+            format!(
+                "solver `{}` solves {}, not {wanted}",
+                other.name,
+                other.regularizer.name()
+            ),
+        )
+        .with_label(label)
+        .with_hint(format!(
+            "set `regularizer: {}` to use `{}`",
+            other.regularizer.name(),
+            other.name
+        )),
+        None => with_hint(
+            Diagnostic::new(
+                call.name.span.clone(),
+                format!("unknown solver `{}` for {support}", call.name.name),
+            )
+            .with_label(label),
+            &call.name.name,
+            offered.iter().map(|s| s.name),
+        ),
     }
 }
 

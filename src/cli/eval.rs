@@ -267,13 +267,27 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
         z: Nested(fwd.z.view()),
         grad_theta: grad.as_ref().map(|g| Nested(g.view())),
         w: request.with_w.then(|| Nested(fwd.w.view())),
-        plan: layer.plan().to_json(Some(fwd.temperature)),
+        plan: plan_for_request(layer, &request.options, fwd.temperature),
         diagnostics: Json::Object(diagnostics),
         warnings: &fwd.report.warnings,
     };
     let mut out = serde_json::to_string(&response).expect("numbers are finite");
     out.push('\n');
     Ok(out)
+}
+
+/// The layer's plan object with the temperature this request used (and why).
+fn plan_for_request(layer: &Layer, options: &Options, temperature: f64) -> Json {
+    let mut plan = layer.plan().to_json(Some(temperature));
+    let why = match (options.temperature, options.step) {
+        (Some(_), _) => Some("set by the request".to_string()),
+        (None, step) if step != 0.0 => Some(format!("the spec's schedule at step {step}")),
+        _ => None,
+    };
+    if let (Some(why), Some(reasons)) = (why, plan.get_mut("reasons")) {
+        reasons["temperature"] = json!(why);
+    }
+    plan
 }
 
 /// The array in precision `F`; a value that overflows it is an error.

@@ -24,10 +24,14 @@ pub fn finite_diff<F: Real>(
 ) -> Result<(), String> {
     let mut g: Vec<f64> = g.iter().map(|gi| gi.f64()).collect();
     support.fold_cotangent(&mut g);
-    let norm = g.iter().map(|gi| gi * gi).sum::<f64>().sqrt();
-    if norm == 0.0 {
+    // The rule is linear in g: difference along g / max|g| and scale back, so that cotangents of
+    // 1e±300 neither overflow nor vanish in ‖g‖.
+    let scale = g.iter().fold(0.0, |m: f64, gi| m.max(gi.abs()));
+    if scale == 0.0 || !scale.is_finite() {
         return Ok(());
     }
+    g.iter_mut().for_each(|gi| *gi /= scale);
+    let norm = g.iter().map(|gi| gi * gi).sum::<f64>().sqrt();
     let h = eps / norm;
     let solver = support.solve_f64();
     let solve_at = |sign: f64| -> Result<Vec<f64>, String> {
@@ -44,7 +48,7 @@ pub fn finite_diff<F: Real>(
     let mut diff: Vec<f64> = plus
         .iter()
         .zip(&minus)
-        .map(|(p, m)| (p - m) / (2.0 * h))
+        .map(|(p, m)| (p - m) / (2.0 * h) * scale)
         .collect();
     support.restrict_gradient(&mut diff);
     for (gw, d) in grad_w.iter_mut().zip(diff) {

@@ -346,6 +346,7 @@ fn lower_call(pair: Pair<'_, Rule>) -> Result<Call> {
 /// `(a, b, k = c)`: positional arguments first, then named ones.
 fn lower_args(pair: Pair<'_, Rule>) -> Result<Vec<Arg>> {
     let mut args: Vec<Arg> = Vec::new();
+    let mut first_named: Option<usize> = None;
     for child in Children::of(pair).remaining() {
         let arg = match child.as_rule() {
             Rule::named_arg => lower_named_arg(child)?,
@@ -357,23 +358,23 @@ fn lower_args(pair: Pair<'_, Rule>) -> Result<Vec<Arg>> {
                 ))
             }
         };
-        if arg.name.is_none() {
-            if let Some(named) = args.iter().find(|a| a.name.is_some()) {
-                let named_text = named.to_string();
-                return Err(Diagnostic::new(
-                    arg.span.clone(),
-                    format!(
-                        "expected a named argument such as `name = value`, found the positional \
+        if arg.name.is_some() {
+            first_named.get_or_insert(args.len());
+        } else if let Some(index) = first_named {
+            let named_text = args[index].to_string();
+            return Err(Diagnostic::new(
+                arg.span.clone(),
+                format!(
+                    "expected a named argument such as `name = value`, found the positional \
                          argument `{}`",
-                        arg.value
-                    ),
-                )
-                .with_label(format!("positional argument after `{named_text}`"))
-                .with_hint(format!(
-                    "positional arguments come first: move this one before `{named_text}` or \
+                    arg.value
+                ),
+            )
+            .with_label(format!("positional argument after `{named_text}`"))
+            .with_hint(format!(
+                "positional arguments come first: move this one before `{named_text}` or \
                      give it a name"
-                )));
-            }
+            )));
         }
         args.push(arg);
     }

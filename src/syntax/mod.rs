@@ -234,6 +234,19 @@ fn join_words(words: &[&str]) -> String {
     }
 }
 
+/// The end of the last token: trailing whitespace and comments (`#` starts a comment; the
+/// language has no strings) are not code.
+fn end_of_code(source: &str) -> usize {
+    let mut code = source.trim_end();
+    loop {
+        let line_start = code.rfind('\n').map_or(0, |i| i + 1);
+        match code[line_start..].find('#') {
+            Some(hash) => code = code[..line_start + hash].trim_end(),
+            None => return code.len(),
+        }
+    }
+}
+
 /// The offending token at `position` in words, and its span: a word, a number, a symbol,
 /// "end of line" or "end of file".
 fn found_token(source: &str, position: usize) -> (String, ast::Span) {
@@ -244,7 +257,7 @@ fn found_token(source: &str, position: usize) -> (String, ast::Span) {
     let rest = &source[start..];
     if rest.trim().is_empty() {
         // Point just after the last token, where the missing text belongs.
-        let end = source.trim_end().len();
+        let end = end_of_code(source);
         return ("end of file".to_string(), end..end);
     }
     let Some(first) = rest.chars().next() else {
