@@ -394,8 +394,8 @@ fn gengs_relaxed_counts_tend_to_the_pmf_as_t_vanishes() {
     let z: Vec<f64> = fwd.z.iter().copied().collect();
     let near = z.iter().filter(|x| (*x - x.round()).abs() < 1e-2).count() as f64 / n as f64;
     assert!(near > 0.99, "{near}");
-    for k in 0..6 {
-        let qk = pmf[k] / total;
+    for (k, p) in pmf.iter().enumerate().take(6) {
+        let qk = p / total;
         let freq = z.iter().filter(|x| x.round() == k as f64).count() as f64 / n as f64;
         assert!(
             (freq - qk).abs() <= 4.0 * (qk * (1.0 - qk) / n as f64).sqrt() + 0.01,
