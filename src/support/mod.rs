@@ -11,6 +11,8 @@
 
 pub mod bernoulli;
 pub mod categorical;
+pub mod correlated_subset;
+pub mod subset;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +21,12 @@ use crate::noise::Coordinates;
 use crate::real::Real;
 
 /// Every support the language knows, in the order `sst check` lists them.
-pub const REGISTRY: &[Entry] = &[categorical::ENTRY, bernoulli::ENTRY];
+pub const REGISTRY: &[Entry] = &[
+    categorical::ENTRY,
+    bernoulli::ENTRY,
+    subset::ENTRY,
+    correlated_subset::ENTRY,
+];
 
 /// Looks a support keyword up in [`REGISTRY`].
 pub fn entry(name: &str) -> Option<&'static Entry> {
