@@ -411,7 +411,11 @@ impl Layer {
         match x.iter().position(|xi| !xi.is_finite()) {
             Some(i) => Err(self.error(
                 "temperature",
-                format!("w / T overflows {} (w = {}, T = {t}); use a larger temperature", F::NAME, w[i]),
+                format!(
+                    "w / T overflows {} (w = {}, T = {t}); use a larger temperature",
+                    F::NAME,
+                    w[i]
+                ),
             )),
             None => Ok(x),
         }

@@ -4,7 +4,9 @@
 //! e_{j−1}(x_{<i})` runs in log space, forward for prefixes and backward for suffixes, O(nk)
 //! (the exponential-family k-subset relaxation of Paulus et al. 2020, "Gradient estimation with
 //! stochastic softmax tricks", Table 1). It runs on
-//! `min(k, n − k)`: `z ↦ 1 − z` maps k-subsets under `x` to `(n − k)`-subsets under `−x`.
+//! `min(k, n − k)`: `z ↦ 1 − z` maps k-subsets under `x` to `(n − k)`-subsets under `−x`; and in
+//! f64 whatever the precision (at `|x| = 1e8`, `w = ±1e4` over `T = 1e-4`, f32 log-partitions
+//! would be off by units).
 
 use super::logspace::{Dual, LogNum};
 use crate::real::Real;
@@ -19,9 +21,9 @@ pub fn esp_cells(n: usize, k: usize) -> usize {
 /// Allocates `(n + 1)(min(k, n − k) + 1)` numbers. Panics if the lengths differ or `k > n`.
 pub fn esp_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
     assert_eq!(x.len(), z.len(), "esp_marginals: x and z differ in length");
-    let (flip, weights) = lifted::<F, F>(x, x, k);
+    let (flip, weights) = lifted::<F, f64>(x, x, k);
     run(&weights, kept(x.len(), k), |i, mu, _| {
-        z[i] = if flip { F::one() - mu } else { mu };
+        z[i] = F::of(if flip { 1.0 - mu } else { mu });
     });
 }
 
@@ -34,9 +36,9 @@ pub fn esp_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]) 
         x.len() == g.len() && x.len() == grad_x.len(),
         "esp_marginals_jvp: length mismatch"
     );
-    let (flip, weights) = lifted::<F, Dual<F>>(x, g, k);
+    let (flip, weights) = lifted::<F, Dual<f64>>(x, g, k);
     run(&weights, kept(x.len(), k), |i, _, dmu| {
-        grad_x[i] = grad_x[i] + if flip { -dmu } else { dmu };
+        grad_x[i] = grad_x[i] + F::of(if flip { -dmu } else { dmu });
     });
 }
 
@@ -46,18 +48,22 @@ fn kept(n: usize, k: usize) -> usize {
     k.min(n - k)
 }
 
-/// The DP's weights: `(x_i, g_i)`, or `(−x_i, −g_i)` for the complement when `2k > n`.
-fn lifted<F: Real, N: LogNum<F>>(x: &[F], g: &[F], k: usize) -> (bool, Vec<N>) {
+/// The DP's weights in f64: `(x_i, g_i)`, or `(−x_i, −g_i)` for the complement when `2k > n`.
+fn lifted<F: Real, N: LogNum<f64>>(x: &[F], g: &[F], k: usize) -> (bool, Vec<N>) {
     let flip = 2 * k > x.len();
-    let s = if flip { -F::one() } else { F::one() };
-    let w = x.iter().zip(g).map(|(&xi, &gi)| N::lift(s * xi, s * gi)).collect();
+    let s = if flip { -1.0 } else { 1.0 };
+    let w = x
+        .iter()
+        .zip(g)
+        .map(|(xi, gi)| N::lift(s * xi.f64(), s * gi.f64()))
+        .collect();
     (flip, w)
 }
 
 /// Forward–backward over `α[i][j] = ln e_j(w_{<i})` (stored, `(n + 1) × (k + 1)`) and the
 /// suffix row `β[j] = ln e_j(w_{>i})` (rolled): `μ_i = exp(w_i + ln Σ_j e^{α[i][j] + β[k−1−j]}
 /// − α[n][k])`; calls `out(i, μ_i, μ̇_i)` for `i = n − 1, …, 0`.
-fn run<F: Real, N: LogNum<F>>(w: &[N], k: usize, mut out: impl FnMut(usize, F, F)) {
+fn run<N: LogNum<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) {
     let n = w.len();
     let row = k + 1;
     let mut alpha = vec![N::zero(); (n + 1) * row];
@@ -75,7 +81,7 @@ fn run<F: Real, N: LogNum<F>>(w: &[N], k: usize, mut out: impl FnMut(usize, F, F
     beta[0] = N::one();
     for (i, &wi) in w.iter().enumerate().rev() {
         if k == 0 {
-            out(i, F::zero(), F::zero());
+            out(i, 0.0, 0.0);
             continue;
         }
         let a = &alpha[i * row..(i + 1) * row];
@@ -84,7 +90,7 @@ fn run<F: Real, N: LogNum<F>>(w: &[N], k: usize, mut out: impl FnMut(usize, F, F
             m = m.plus(a[j].times(beta[k - 1 - j]));
         }
         let (mu, dmu) = m.times(wi).ratio(log_z);
-        out(i, mu.min(F::one()), dmu);
+        out(i, mu.min(1.0), dmu);
         for j in (1..=k.min(n - i)).rev() {
             beta[j] = beta[j].plus(beta[j - 1].times(wi));
         }

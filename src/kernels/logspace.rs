@@ -31,7 +31,11 @@ fn log_add_exp<F: Real>(a: F, b: F) -> (F, F, F) {
     }
     let e = (lo - hi).exp();
     let whi = (F::one() + e).recip();
-    let (wa, wb) = if swapped { (e * whi, whi) } else { (whi, e * whi) };
+    let (wa, wb) = if swapped {
+        (e * whi, whi)
+    } else {
+        (whi, e * whi)
+    };
     (hi + e.ln_1p(), wa, wb)
 }
 
@@ -46,7 +50,11 @@ impl<F: Real> LogNum<F> for F {
         v
     }
     fn plus(self, other: Self) -> Self {
-        let (hi, lo) = if self >= other { (self, other) } else { (other, self) };
+        let (hi, lo) = if self >= other {
+            (self, other)
+        } else {
+            (other, self)
+        };
         if hi == F::neg_infinity() {
             return hi;
         }
@@ -69,10 +77,16 @@ pub struct Dual<F> {
 
 impl<F: Real> LogNum<F> for Dual<F> {
     fn zero() -> Self {
-        Dual { v: F::neg_infinity(), d: F::zero() }
+        Dual {
+            v: F::neg_infinity(),
+            d: F::zero(),
+        }
     }
     fn one() -> Self {
-        Dual { v: F::zero(), d: F::zero() }
+        Dual {
+            v: F::zero(),
+            d: F::zero(),
+        }
     }
     fn lift(v: F, d: F) -> Self {
         Dual { v, d }
@@ -80,10 +94,16 @@ impl<F: Real> LogNum<F> for Dual<F> {
     /// `d(a ⊕ b) = e^{a−s} da + e^{b−s} db`.
     fn plus(self, other: Self) -> Self {
         let (v, wa, wb) = log_add_exp(self.v, other.v);
-        Dual { v, d: wa * self.d + wb * other.d }
+        Dual {
+            v,
+            d: wa * self.d + wb * other.d,
+        }
     }
     fn times(self, other: Self) -> Self {
-        Dual { v: self.v + other.v, d: self.d + other.d }
+        Dual {
+            v: self.v + other.v,
+            d: self.d + other.d,
+        }
     }
     fn ratio(self, b: Self) -> (F, F) {
         let r = (self.v - b.v).exp();
@@ -99,7 +119,10 @@ mod tests {
     fn semiring_by_hand() {
         let s = LogNum::<f64>::plus(2f64.ln(), 3f64.ln());
         assert!((s - 5f64.ln()).abs() < 1e-15);
-        assert_eq!(LogNum::<f64>::plus(f64::NEG_INFINITY, f64::NEG_INFINITY), f64::NEG_INFINITY);
+        assert_eq!(
+            LogNum::<f64>::plus(f64::NEG_INFINITY, f64::NEG_INFINITY),
+            f64::NEG_INFINITY
+        );
         assert_eq!(LogNum::<f64>::plus(1e8, f64::NEG_INFINITY), 1e8);
         // d/dε ln(e^{a + ε} + e^{b}) = eᵃ / (eᵃ + eᵇ).
         let a = Dual { v: 1.0f64, d: 1.0 };

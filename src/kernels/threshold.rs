@@ -77,37 +77,65 @@ pub struct Solved {
 /// (`rtsafe`, Press et al., Numerical Recipes §9.4): keep a bracket `[lo, hi]` around the root;
 /// take the Newton step `τ += (Σ z − k) / Σ h'` when it stays inside the bracket and shrinks
 /// fast enough, else bisect. Stops when `|Σ z − k| ≤ tol` or when `τ` can no longer move (the
-/// bracket has collapsed to machine precision). Runs in f64 whatever `F` is; O(n) per iteration.
+/// bracket has collapsed to machine precision). Runs in f64 whatever `F` is, on `x − max x`;
+/// O(n) per iteration.
 /// `k = 0` and `k = n` give zeros and ones. Panics if the lengths differ or `k > n`.
 pub fn solve_threshold<F: Real>(link: Link, x: &[F], k: usize, tol: f64, z: &mut [F]) -> Solved {
-    assert_eq!(x.len(), z.len(), "solve_threshold: x and z differ in length");
+    assert_eq!(
+        x.len(),
+        z.len(),
+        "solve_threshold: x and z differ in length"
+    );
     let n = x.len();
     assert!(k <= n, "solve_threshold: k = {k} > n = {n}");
     if k == 0 || k == n {
         z.fill(if k == n { F::one() } else { F::zero() });
-        let tau = if k == n { f64::NEG_INFINITY } else { f64::INFINITY };
-        return Solved { tau, iterations: 0, residual: 0.0, converged: true };
+        let tau = if k == n {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+        return Solved {
+            tau,
+            iterations: 0,
+            residual: 0.0,
+            converged: true,
+        };
     }
     let kf = k as f64;
+    // τ is solved relative to m = max x, so that its resolution near the root does not
+    // depend on the magnitude of x (±1e8 at w = ±1e4, T = 1e-4).
+    let (min, m) = x
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), xi| {
+            (lo.min(xi.f64()), hi.max(xi.f64()))
+        });
     let residual = |tau: f64| -> (f64, f64) {
         let (mut s, mut slope) = (0.0, 0.0);
         for &xi in x {
-            let (h, dh) = link.eval(xi.f64() - tau);
+            let (h, dh) = link.eval((xi.f64() - m) - tau);
             s += h;
             slope += dh;
         }
         (s - kf, slope)
     };
-    let (min, max) = x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), xi| {
-        (lo.min(xi.f64()), hi.max(xi.f64()))
-    });
-    let (mut lo, mut hi) = link.bracket(min, max, n as f64, kf);
+    let (mut lo, mut hi) = link.bracket(min - m, 0.0, n as f64, kf);
     let (mut dx_old, mut dx) = (hi - lo, hi - lo);
     let mut tau = lo + 0.5 * (hi - lo);
-    let mut solved = Solved { tau, iterations: 0, residual: f64::INFINITY, converged: false };
+    let mut solved = Solved {
+        tau,
+        iterations: 0,
+        residual: f64::INFINITY,
+        converged: false,
+    };
     while solved.iterations < MAX_ITERS {
         let (r, slope) = residual(tau);
-        solved = Solved { tau, iterations: solved.iterations + 1, residual: r.abs(), converged: r.abs() <= tol };
+        solved = Solved {
+            tau,
+            iterations: solved.iterations + 1,
+            residual: r.abs(),
+            converged: r.abs() <= tol,
+        };
         if solved.converged {
             break;
         }
@@ -135,9 +163,12 @@ pub fn solve_threshold<F: Real>(link: Link, x: &[F], k: usize, tol: f64, z: &mut
         tau = next;
     }
     for (zi, &xi) in z.iter_mut().zip(x) {
-        *zi = F::of(link.eval(xi.f64() - solved.tau).0);
+        *zi = F::of(link.eval((xi.f64() - m) - solved.tau).0);
     }
-    solved
+    Solved {
+        tau: solved.tau + m,
+        ..solved
+    }
 }
 
 /// Backward of [`solve_threshold`] by the implicit-function theorem on `Σ_i h(x_i − τ) = k`:

@@ -2,16 +2,15 @@
 //! `w` has `2n − 1` entries, `n` unary scores then `n − 1` pairwise scores of adjacent pairs;
 //! `Z = {z ∈ {0,1}^{2n−1} : Σ_{i<n} z_i = k, z_{n+i} = z_i z_{i+1}}` (DESIGN.md §2, §5).
 //!
-//! - hard: max-plus DP over (position, count, previous bit), O(nk);
+//! - hard: max-plus DP over (position, count, previous bit), O(n·min(k, n − k));
 //! - `expfamily` (the only regularizer): unary and pairwise marginals of `p(z) ∝ exp⟨x, z⟩`
-//!   by log-space forward–backward, O(nk); backward by forward-mode through the same DP.
+//!   by log-space forward–backward, O(n·min(k, n − k)); backward by forward mode through it.
 
 use std::sync::Arc;
 
 use super::subset::{sizes, small_sizes, too_large, K_PARAM, MAX_DP_CELLS};
 use super::{
-    ArgError, Entry, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure,
-    SIZE_PARAM,
+    ArgError, Entry, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure, SIZE_PARAM,
 };
 use crate::kernels::chain_subset::{
     chain_argmax, chain_cells, chain_marginals, chain_marginals_jvp,

@@ -101,7 +101,8 @@ const SOLVERS: &[SoftSolver] = &[
         name: "capped_simplex",
         params: &[],
         rules: &[Rule::ClosedForm],
-        why_rule: "the capped-simplex projection has an exact analytic VJP: g − mean(g) where 0 < z < 1",
+        why_rule:
+            "the capped-simplex projection has an exact analytic VJP: g − mean(g) where 0 < z < 1",
     },
     SoftSolver {
         regularizer: Regularizer::ExpFamily,
