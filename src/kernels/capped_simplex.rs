@@ -12,8 +12,10 @@ use crate::real::Real;
 /// `v`; sweep the breakpoints downwards keeping `c` (the top `c` are saturated) and `a` (the top
 /// `a` have entered); at the first breakpoint `b` with `s(b) = c + Σ_{c≤j<a} (v_j − b) ≥ k` the
 /// root is on the piece above `b`: `τ = r + (Σ_{c≤j<a} (v_j − r) − (k − c)) / (a − c)`, `r = v_c`
-/// (the sum is recomputed around `r`, so every term lies in `[−1, 1]`). Everything runs on
-/// `x − max x`. O(n log n); `z` is the sort's scratch. `k = n` gives ones, `k = 0` zeros.
+/// (the sum is recomputed around `r`, so every term lies in `[−1, 1]`). Everything runs in f64
+/// (in f32, `v − 1 = v` beyond 2²⁴, reached at `w = ±1e4`, `T = 1e-4`) on `x − max x`, so the
+/// sweep keeps its resolution while `|x − max x| < 2⁵²`. O(n log n); allocates a sorted copy.
+/// `k = n` gives ones, `k = 0` zeros.
 /// Panics if the lengths differ or `k > n`.
 pub fn capped_simplex<F: Real>(x: &[F], k: usize, z: &mut [F]) {
     assert_eq!(x.len(), z.len(), "capped_simplex: x and z differ in length");
@@ -23,43 +25,43 @@ pub fn capped_simplex<F: Real>(x: &[F], k: usize, z: &mut [F]) {
         z.fill(if k == n { F::one() } else { F::zero() });
         return;
     }
-    z.copy_from_slice(x);
-    z.sort_unstable_by(|a, b| b.f64().total_cmp(&a.f64()));
-    let m = z[0];
-    for v in z.iter_mut() {
-        *v = *v - m;
+    let mut v: Vec<f64> = x.iter().map(|xi| xi.f64()).collect();
+    v.sort_unstable_by(|a, b| b.total_cmp(a));
+    let m = v[0];
+    for vi in v.iter_mut() {
+        *vi -= m;
     }
-    let tau = threshold(z, k);
+    let tau = threshold(&v, k);
     for (zi, &xi) in z.iter_mut().zip(x) {
-        *zi = ((xi - m) - tau).max(F::zero()).min(F::one());
+        *zi = F::of(((xi.f64() - m) - tau).clamp(0.0, 1.0));
     }
 }
 
 /// The sweep of [`capped_simplex`] on `v` sorted descending (`1 ≤ k < n`): returns `τ`.
-fn threshold<F: Real>(v: &[F], k: usize) -> F {
+fn threshold(v: &[f64], k: usize) -> f64 {
     let n = v.len();
-    let kf = F::of(k as f64);
+    let kf = k as f64;
     let (mut a, mut c) = (0, 0);
-    let mut sum = F::zero(); // Σ_{c≤j<a} v_j
+    let mut sum = 0.0; // Σ_{c≤j<a} v_j
     loop {
         // The next breakpoint: `v_a` enters or `v_c − 1` saturates, whichever is larger.
-        let entering = a < n && (c == a || v[a] >= v[c] - F::one());
-        let b = if entering { v[a] } else { v[c] - F::one() };
-        let s = F::of(c as f64) + sum - F::of((a - c) as f64) * b;
+        let entering = a < n && (c == a || v[a] >= v[c] - 1.0);
+        let b = if entering { v[a] } else { v[c] - 1.0 };
+        let s = c as f64 + sum - (a - c) as f64 * b;
         if s >= kf {
             if a == c {
                 // A flat piece at height c = k (reached only through rounding): top c are ones.
                 return b;
             }
             let r = v[c];
-            let around: F = v[c..a].iter().map(|&vj| vj - r).sum();
-            return r + (around - F::of((k - c) as f64)) / F::of((a - c) as f64);
+            let around: f64 = v[c..a].iter().map(|&vj| vj - r).sum();
+            return r + (around - (k - c) as f64) / (a - c) as f64;
         }
         if entering {
-            sum = sum + v[a];
+            sum += v[a];
             a += 1;
         } else {
-            sum = sum - v[c];
+            sum -= v[c];
             c += 1;
         }
     }
