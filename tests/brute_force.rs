@@ -201,7 +201,12 @@ fn assert_brute_force_marginals(what: &str, vertices: &[Vec<f64>], x: &[f64], z:
     let weights: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
     let total: f64 = weights.iter().sum();
     for (i, &zi) in z.iter().enumerate() {
-        let want: f64 = vertices.iter().zip(&weights).map(|(v, wt)| v[i] * wt).sum::<f64>() / total;
+        let want: f64 = vertices
+            .iter()
+            .zip(&weights)
+            .map(|(v, wt)| v[i] * wt)
+            .sum::<f64>()
+            / total;
         assert!(
             (zi - want).abs() <= 1e-9,
             "{what}: z[{i}] = {zi}, brute-force marginal {want}"
