@@ -21,7 +21,7 @@
 //!     layer coins: binary_concrete(3) { temperature: 0.5 }
 //! "#).unwrap();
 //! let pick = spec.layer("pick");
-//! let theta = array![0.5, -1.0, 2.0, 0.0].into_dyn();
+//! let theta = array![0.5f64, -1.0, 2.0, 0.0].into_dyn();
 //! let fwd = pick.forward(theta.view(), &Options::default().seed(7));
 //! assert_eq!(fwd.mode, Mode::Hard);
 //! assert_eq!(fwd.z.sum(), 1.0);                        // a one-hot sample

@@ -11,6 +11,7 @@ pub const FILES: &[(&str, &str)] = &[
         "stdlib/estimators.sst",
         include_str!("../stdlib/estimators.sst"),
     ),
+    ("stdlib/subsets.sst", include_str!("../stdlib/subsets.sst")),
 ];
 
 /// Every built-in preset, parsed once. The stdlib is checked by the test suite, so a parse

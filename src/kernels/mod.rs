@@ -3,9 +3,15 @@
 //! Every forward kernel writes its output into a caller-provided slice; every backward kernel
 //! (`*_vjp`) ADDS its vector–Jacobian product into `grad_x` and never overwrites it, as in dfdx.
 
+pub mod capped_simplex;
+pub mod chain_subset;
+pub mod esp;
 pub mod logistic;
+pub mod logspace;
 pub mod softmax;
 pub mod sparsemax;
+pub mod threshold;
+pub mod top_k;
 
 use crate::real::Real;
 

@@ -11,7 +11,9 @@
 
 pub mod bernoulli;
 pub mod categorical;
+pub mod correlated_subset;
 pub mod counts;
+pub mod subset;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ use crate::real::Real;
 pub const REGISTRY: &[Entry] = &[
     categorical::ENTRY,
     bernoulli::ENTRY,
+    subset::ENTRY,
+    correlated_subset::ENTRY,
     counts::POISSON,
     counts::BINOMIAL,
     counts::GEOMETRIC,

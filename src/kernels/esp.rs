@@ -1,0 +1,98 @@
+//! Exponential-family marginals over k-subsets (DESIGN.md §2): for
+//! `p(z) ∝ exp⟨x, z⟩` on `{z ∈ {0,1}ⁿ : Σ z = k}`, `μ = E_p[z] = ∇A(x)`, `A(x) = ln e_k(eˣ)` with
+//! `e_k` the elementary symmetric polynomial. The DP `e_j(x_{<i+1}) = e_j(x_{<i}) + e^{x_i}
+//! e_{j−1}(x_{<i})` runs in log space, forward for prefixes and backward for suffixes, O(nk)
+//! (the exponential-family k-subset relaxation of Paulus et al. 2020, "Gradient estimation with
+//! stochastic softmax tricks", Table 1). It runs on
+//! `min(k, n − k)`: `z ↦ 1 − z` maps k-subsets under `x` to `(n − k)`-subsets under `−x`; and in
+//! f64 whatever the precision (at `|x| = 1e8`, `w = ±1e4` over `T = 1e-4`, f32 log-partitions
+//! would be off by units).
+
+use super::logspace::{Dual, LogNum};
+use crate::real::Real;
+
+/// The number of DP cells for `subset(n, k)`: `n · min(k, n − k)` (memory and time scale).
+pub fn esp_cells(n: usize, k: usize) -> usize {
+    n * k.min(n - k)
+}
+
+/// `z = μ(x)`, the marginals `P(z_i = 1)` of `p(z) ∝ exp⟨x, z⟩` over the k-subsets, in
+/// `[0, 1]` with `Σ z = k` up to rounding. Finite for any finite `x` (log space, max-shifted).
+/// Allocates `(n + 1)(min(k, n − k) + 1)` numbers. Panics if the lengths differ or `k > n`.
+pub fn esp_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
+    assert_eq!(x.len(), z.len(), "esp_marginals: x and z differ in length");
+    let (flip, weights) = lifted::<F, f64>(x, x, k);
+    run(&weights, kept(x.len(), k), |i, mu, _| {
+        z[i] = F::of(if flip { 1.0 - mu } else { mu });
+    });
+}
+
+/// Backward of [`esp_marginals`]: `grad_x += J g`, `J = ∂μ/∂x = Cov_p(z)` (the Hessian of `A`,
+/// symmetric, so `Jᵀ g = J g`), computed exactly as the directional derivative
+/// `d/dε μ(x + ε g)` by running the same DP on [`Dual`] numbers (forward mode); the complement
+/// `μ = 1 − μ'(−x)` has the same Jacobian `J'(−x)`. Adds into `grad_x`.
+pub fn esp_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]) {
+    assert!(
+        x.len() == g.len() && x.len() == grad_x.len(),
+        "esp_marginals_jvp: length mismatch"
+    );
+    let (flip, weights) = lifted::<F, Dual<f64>>(x, g, k);
+    run(&weights, kept(x.len(), k), |i, _, dmu| {
+        grad_x[i] = grad_x[i] + F::of(if flip { -dmu } else { dmu });
+    });
+}
+
+/// The subset size the DP runs on, `min(k, n − k)`.
+fn kept(n: usize, k: usize) -> usize {
+    assert!(k <= n, "esp: k = {k} > n = {n}");
+    k.min(n - k)
+}
+
+/// The DP's weights in f64: `(x_i, g_i)`, or `(−x_i, −g_i)` for the complement when `2k > n`.
+fn lifted<F: Real, N: LogNum<f64>>(x: &[F], g: &[F], k: usize) -> (bool, Vec<N>) {
+    let flip = 2 * k > x.len();
+    let s = if flip { -1.0 } else { 1.0 };
+    let w = x
+        .iter()
+        .zip(g)
+        .map(|(xi, gi)| N::lift(s * xi.f64(), s * gi.f64()))
+        .collect();
+    (flip, w)
+}
+
+/// Forward–backward over `α[i][j] = ln e_j(w_{<i})` (stored, `(n + 1) × (k + 1)`) and the
+/// suffix row `β[j] = ln e_j(w_{>i})` (rolled): `μ_i = exp(w_i + ln Σ_j e^{α[i][j] + β[k−1−j]}
+/// − α[n][k])`; calls `out(i, μ_i, μ̇_i)` for `i = n − 1, …, 0`.
+fn run<N: LogNum<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) {
+    let n = w.len();
+    let row = k + 1;
+    let mut alpha = vec![N::zero(); (n + 1) * row];
+    alpha[0] = N::one();
+    for (i, &wi) in w.iter().enumerate() {
+        let (done, rest) = alpha.split_at_mut((i + 1) * row);
+        let (prev, next) = (&done[i * row..], &mut rest[..row]);
+        next[0] = prev[0];
+        for j in 1..=k.min(i + 1) {
+            next[j] = prev[j].plus(prev[j - 1].times(wi));
+        }
+    }
+    let log_z = alpha[n * row + k];
+    let mut beta = vec![N::zero(); row];
+    beta[0] = N::one();
+    for (i, &wi) in w.iter().enumerate().rev() {
+        if k == 0 {
+            out(i, 0.0, 0.0);
+            continue;
+        }
+        let a = &alpha[i * row..(i + 1) * row];
+        let mut m = N::zero();
+        for j in (k + i).saturating_sub(n)..=i.min(k - 1) {
+            m = m.plus(a[j].times(beta[k - 1 - j]));
+        }
+        let (mu, dmu) = m.times(wi).ratio(log_z);
+        out(i, mu.min(1.0), dmu);
+        for j in (1..=k.min(n - i)).rev() {
+            beta[j] = beta[j].plus(beta[j - 1].times(wi));
+        }
+    }
+}

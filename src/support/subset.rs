@@ -1,0 +1,226 @@
+//! `subset(n, k)`: k-hot vectors `Z = {z ∈ {0,1}ⁿ : Σ z = k}`, `conv Z` the capped simplex
+//! `{z ∈ [0,1]ⁿ : Σ z = k}` (DESIGN.md §2; Paulus et al. 2020, Table 1, "top k").
+//!
+//! - hard: the top-k indicator by selection, O(n) (ties to the lowest index);
+//! - `binary_entropy` (the default): `z = sigmoid(x − τ)`, `Σ z = k` (threshold solver);
+//! - `entropy`: `z = min(1, exp(x − τ))`, `Σ z = k` (threshold solver);
+//! - `euclidean`: `z = clip(x − τ, 0, 1)`, the exact projection onto the capped simplex;
+//! - `expfamily`: the marginals of `p(z) ∝ exp⟨x, z⟩` over `Z` (elementary-symmetric-polynomial
+//!   DP in log space, O(n·min(k, n − k))).
+
+use std::sync::Arc;
+
+use super::{
+    ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
+    SoftSolver, Solve, Structure, Value, SIZE_PARAM,
+};
+use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
+use crate::kernels::esp::{esp_cells, esp_marginals, esp_marginals_jvp};
+use crate::kernels::threshold::{solve_threshold, threshold_vjp, Link};
+use crate::kernels::top_k::top_k;
+use crate::noise::{uniforms, Coordinates, NoiseKey};
+use crate::real::Real;
+
+/// The subset size `k ≥ 1` of `subset` and `correlated_subset`.
+pub const K_PARAM: Param = Param {
+    name: "k",
+    kind: ParamKind::Int { min: 1 },
+    default: None,
+};
+
+/// The most cells `n · min(k, n − k)` a dynamic program of this file or of
+/// `correlated_subset` may use (each cell one or two numbers, twice that in the backward pass).
+pub const MAX_DP_CELLS: usize = 1 << 25;
+
+pub const ENTRY: Entry = Entry {
+    name: "subset",
+    summary: "k of n items (k-hot vectors), top-k",
+    example: "subset(10, 3)",
+    params: &[SIZE_PARAM, K_PARAM],
+    build: |args| {
+        let (n, k) = sizes(args)?;
+        Ok(Arc::new(Subset { n, k }))
+    },
+    random_instance: |seed| {
+        let (n, k) = small_sizes(seed, 8);
+        Arc::new(Subset { n, k })
+    },
+};
+
+/// `(n, k)` from checked arguments, with `k ≤ n` checked.
+pub(crate) fn sizes(args: &[Value]) -> Result<(usize, usize), ArgError> {
+    let (n, k) = (args[0].int(), args[1].int());
+    if k > n {
+        return Err(ArgError {
+            param: 1,
+            message: format!("k must be at most n = {n}, found {k}"),
+        });
+    }
+    Ok((n as usize, k as usize))
+}
+
+/// `1 ≤ k ≤ n ≤ max_n` drawn from `seed`, for random test instances.
+pub(crate) fn small_sizes(seed: u64, max_n: usize) -> (usize, usize) {
+    let key = NoiseKey {
+        seed,
+        sample: 0,
+        batch: 0,
+    };
+    let [u, v] = uniforms::<f64>(key, 1);
+    let n = 1 + (u * max_n as f64) as usize;
+    (n, 1 + (v * n as f64) as usize)
+}
+
+/// The argument of the threshold solvers.
+const TOL_PARAM: Param = Param {
+    name: "tol",
+    kind: ParamKind::Positive,
+    default: Some(Value::Real(1e-12)),
+};
+
+const WHY_IMPLICIT: &str = "the implicit-function theorem on Σ z = k gives the exact VJP \
+     d ⊙ (g − ⟨d, g⟩/Σd), d = ∂z/∂τ, without replaying the iterations";
+
+const SOLVERS: &[SoftSolver] = &[
+    SoftSolver {
+        regularizer: Regularizer::BinaryEntropy,
+        name: "bisection",
+        params: &[TOL_PARAM],
+        rules: &[Rule::Implicit],
+        why_rule: WHY_IMPLICIT,
+    },
+    SoftSolver {
+        regularizer: Regularizer::Entropy,
+        name: "bisection",
+        params: &[TOL_PARAM],
+        rules: &[Rule::Implicit],
+        why_rule: WHY_IMPLICIT,
+    },
+    SoftSolver {
+        regularizer: Regularizer::Euclidean,
+        name: "capped_simplex",
+        params: &[],
+        rules: &[Rule::ClosedForm],
+        why_rule:
+            "the capped-simplex projection has an exact analytic VJP: g − mean(g) where 0 < z < 1",
+    },
+    SoftSolver {
+        regularizer: Regularizer::ExpFamily,
+        name: "esp_dp",
+        params: &[],
+        rules: &[Rule::ClosedForm],
+        why_rule: "the Jacobian is the covariance of z (symmetric); forward-mode differentiation \
+                   of the log-space DP applies it exactly",
+    },
+];
+
+#[derive(Clone, Debug)]
+pub struct Subset {
+    pub n: usize,
+    pub k: usize,
+}
+
+impl Structure for Subset {
+    fn describe(&self) -> String {
+        format!("subset(n = {}, k = {})", self.n, self.k)
+    }
+    fn shape(&self) -> Vec<usize> {
+        vec![self.n]
+    }
+    fn coordinates(&self) -> Coordinates {
+        Coordinates::Joint
+    }
+    fn hard_solver(&self) -> &'static str {
+        "top_k"
+    }
+    fn soft_solvers(&self) -> &'static [SoftSolver] {
+        SOLVERS
+    }
+    fn enumerate(&self) -> Vec<Vec<f64>> {
+        (0u64..1 << self.n)
+            .filter(|bits| bits.count_ones() as usize == self.k)
+            .map(|bits| (0..self.n).map(|i| ((bits >> i) & 1) as f64).collect())
+            .collect()
+    }
+}
+
+/// The link of a threshold solver's regularizer.
+fn link(regularizer: Regularizer) -> Link {
+    match regularizer {
+        Regularizer::Entropy => Link::CappedExp,
+        _ => Link::Sigmoid,
+    }
+}
+
+/// The error for an exponential-family DP beyond [`MAX_DP_CELLS`].
+pub(crate) fn too_large(what: &str, cells: usize) -> String {
+    format!(
+        "the {what} dynamic program needs {cells} cells, more than the {MAX_DP_CELLS} it allows; \
+         use a smaller n or k, or another regularizer"
+    )
+}
+
+impl<F: Real> Scores<F> for Subset {}
+
+impl<F: Real> Estimate<F> for Subset {}
+
+impl<F: Real> Solve<F> for Subset {
+    fn hard(&self, w: &[F], z: &mut [F]) {
+        top_k(w, self.k, z);
+    }
+
+    fn soft(
+        &self,
+        soft: &SoftCall,
+        x: &[F],
+        z: &mut [F],
+        report: &mut Report,
+    ) -> Result<(), String> {
+        match soft.solver.regularizer {
+            Regularizer::Euclidean => capped_simplex(x, self.k, z),
+            Regularizer::ExpFamily => {
+                let cells = esp_cells(self.n, self.k);
+                if cells > MAX_DP_CELLS {
+                    return Err(too_large("elementary-symmetric-polynomial", cells));
+                }
+                esp_marginals(x, self.k, z);
+            }
+            reg => {
+                let tol = soft.args[0].real();
+                let solved = solve_threshold(link(reg), x, self.k, tol, z);
+                report.record_max("tau_iterations", solved.iterations as f64);
+                report.record_max("tau_residual", solved.residual);
+                if !solved.converged {
+                    report.warn(format!(
+                        "bisection stopped after {} iterations with |Σz − k| = {:e} > tol = {tol:e}",
+                        solved.iterations, solved.residual
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn soft_vjp(
+        &self,
+        soft: &SoftCall,
+        _: Rule,
+        x: &[F],
+        z: &[F],
+        g: &[F],
+        grad_x: &mut [F],
+    ) -> Result<(), String> {
+        match soft.solver.regularizer {
+            Regularizer::Euclidean => capped_simplex_vjp(z, g, grad_x),
+            Regularizer::ExpFamily => {
+                let cells = esp_cells(self.n, self.k);
+                if cells > MAX_DP_CELLS {
+                    return Err(too_large("elementary-symmetric-polynomial", cells));
+                }
+                esp_marginals_jvp(x, self.k, g, grad_x);
+            }
+            reg => threshold_vjp(link(reg), z, g, grad_x),
+        }
+        Ok(())
+    }
+}
