@@ -4,6 +4,8 @@
 //! (`*_vjp`) ADDS its vector–Jacobian product into `grad_x` and never overwrites it, as in dfdx.
 
 pub mod logistic;
+pub mod matrix_tree;
+pub mod max_tree;
 pub mod softmax;
 pub mod sparsemax;
 

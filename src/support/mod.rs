@@ -9,8 +9,10 @@
 //!
 //! The checker, the runtime and the generic tests know supports only through this table.
 
+pub mod arborescence;
 pub mod bernoulli;
 pub mod categorical;
+pub mod spanning_tree;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +21,12 @@ use crate::noise::Coordinates;
 use crate::real::Real;
 
 /// Every support the language knows, in the order `sst check` lists them.
-pub const REGISTRY: &[Entry] = &[categorical::ENTRY, bernoulli::ENTRY];
+pub const REGISTRY: &[Entry] = &[
+    categorical::ENTRY,
+    bernoulli::ENTRY,
+    spanning_tree::ENTRY,
+    arborescence::ENTRY,
+];
 
 /// Looks a support keyword up in [`REGISTRY`].
 pub fn entry(name: &str) -> Option<&'static Entry> {
