@@ -10,22 +10,25 @@
 //!
 //! Numerics: every column `j` (the edges into `j`) is shifted by its maximum, which leaves `μ`
 //! and `∇²A` unchanged (every arborescence has exactly one edge into each non-root node), so
-//! `L̂_jj ≥ 1`. `L̂` is factored by LU with partial pivoting in f64. Where the factorisation is
-//! numerically singular (low temperatures: weights spanning more than f64 can resolve), the
-//! marginals come from a subtraction-free elimination in log space instead
-//! ([`log_space_marginals`]), which holds at any temperature; the Hessian–vector product needs
-//! the inverse and reports an error there.
+//! `L̂_jj ≥ 1`. `L̂` is factored by LU in f64 in its subtraction-free variant for M-matrices
+//! ([`m_matrix_inverse`]), so the inverse is accurate entrywise and the rounding error of the
+//! marginals can be estimated from it. Where `L̂` is singular in f64 or that estimate exceeds
+//! [`MAX_ERROR`] (low temperatures: weights spanning more than f64 can resolve), the marginals
+//! come from a subtraction-free elimination in log space instead ([`log_space_marginals`]),
+//! which holds at any temperature; the Hessian–vector product needs the inverse and reports an
+//! error there, suggesting a higher temperature.
 
 use ndarray::ArrayView2;
 
-/// Smallest pivot of the LU factorisation, relative to the largest diagonal entry of `L̂`, below
-/// which `L̂` counts as numerically singular: its inverse would carry no reliable digits.
-pub const PIVOT_FLOOR: f64 = 1e-11;
+/// The largest estimated rounding error of the LU marginals (and of the Hessian–vector product
+/// built from the same inverse) that is accepted; beyond it the marginals come from the log-space
+/// elimination and the backward reports an error.
+pub const MAX_ERROR: f64 = 1e-9;
 
 /// How [`marginals`] computed its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// LU with partial pivoting and the inverse of `L̂`.
+    /// LU and the inverse of `L̂`.
     Lu,
     /// The log-space elimination ([`log_space_marginals`]).
     LogSpace,
@@ -50,20 +53,19 @@ struct Factored {
 }
 
 /// `μ_ij = ∂A/∂x_ij` for every edge `i → j` (written into `mu`, which is `n × n`; other entries
-/// untouched). LU first; where `L̂` is numerically singular or the result leaves `[0, 1]`, the
-/// log-space elimination. Never fails for finite `x`.
+/// untouched). LU first; where `L̂` is numerically singular or the LU marginals would be
+/// inaccurate, the log-space elimination. Never fails for finite `x`.
 pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Method {
-    if let Ok(f) = factor(x, n, root) {
-        koo_marginals(&f, n, root, mu);
-        let sane = (0..n * n)
-            .filter(|&k| is_edge(k / n, k % n, root))
-            .all(|k| (-1e-9..=1.0 + 1e-9).contains(&mu[k]));
-        if sane {
-            return Method::Lu;
+    match factor(x, n, root) {
+        Ok(f) => {
+            koo_marginals(&f, n, root, mu);
+            Method::Lu
+        }
+        Err(_) => {
+            log_space_marginals(x, n, root, mu);
+            Method::LogSpace
         }
     }
-    log_space_marginals(x, n, root, mu);
-    Method::LogSpace
 }
 
 /// `out += ∇²A(x) v` on the edges: the exact Hessian–vector product (= the VJP of
@@ -131,11 +133,14 @@ fn koo_marginals(f: &Factored, n: usize, root: usize, mu: &mut [f64]) {
     }
 }
 
-/// Column-shifted weights, the reduced Laplacian, and its inverse by LU with partial pivoting.
+/// Column-shifted weights, the reduced Laplacian, and its inverse (see [`m_matrix_inverse`]);
+/// fails where `L̂` is singular in f64 or where the marginals' rounding error, estimated from
+/// the computed inverse, exceeds [`MAX_ERROR`].
 fn factor(x: &[f64], n: usize, root: usize) -> Result<Factored, String> {
     let m = n - 1;
     let mut a = vec![0.0; n * n];
     let mut lap = vec![0.0; m * m];
+    let mut excess = vec![0.0; m];
     for j in (0..n).filter(|&j| j != root) {
         let shift = (0..n)
             .filter(|&i| i != j)
@@ -146,65 +151,104 @@ fn factor(x: &[f64], n: usize, root: usize) -> Result<Factored, String> {
             let w = (x[i * n + j] - shift).exp();
             a[i * n + j] = w;
             lap[jj * m + jj] += w;
-            if i != root {
+            if i == root {
+                excess[jj] = w;
+            } else {
                 lap[reduced(i, root) * m + jj] = -w;
             }
         }
     }
-    let inv = lu_inverse(&mut lap, m).map_err(|pivot| {
-        format!(
-            "the matrix-tree Laplacian of exp(w/T) is numerically singular (relative pivot \
-             {pivot:.1e}): the logits w/T span more than f64 can resolve; use a higher temperature"
-        )
+    let inv = m_matrix_inverse(&mut lap, &mut excess, m).ok_or_else(|| {
+        "the matrix-tree Laplacian of exp(w/T) is singular in f64: the logits w/T span more \
+         than f64 can resolve; use a higher temperature"
+            .to_string()
     })?;
-    Ok(Factored { a, inv })
+    let f = Factored { a, inv };
+    let error = f.error_bound(n, root);
+    if error > MAX_ERROR {
+        return Err(format!(
+            "the matrix-tree marginals would lose their digits to cancellation (estimated \
+             error {error:.1e}): the logits w/T span more than f64 can resolve; use a higher \
+             temperature"
+        ));
+    }
+    Ok(f)
 }
 
-/// `A⁻¹` of a row-major `m × m` matrix by LU with partial pivoting (Doolittle; Golub & Van Loan,
-/// Algorithm 3.4.1), then forward and back substitution on the columns of the identity. `a` is
-/// overwritten by its factors. `Err(relative pivot)` when a pivot falls below `PIVOT_FLOOR` times
-/// the largest diagonal entry, or is not finite.
-fn lu_inverse(a: &mut [f64], m: usize) -> Result<Vec<f64>, f64> {
-    let scale = (0..m).map(|k| a[k * m + k].abs()).fold(0.0, f64::max);
-    let mut perm: Vec<usize> = (0..m).collect();
-    for k in 0..m {
-        let p = (k..m)
-            .max_by(|&r, &s| a[r * m + k].abs().total_cmp(&a[s * m + k].abs()))
-            .expect("k < m");
-        if p != k {
-            perm.swap(k, p);
-            for c in 0..m {
-                a.swap(k * m + c, p * m + c);
+impl Factored {
+    /// A first-order bound on the rounding error of `μ_ij = a_ij (M_jj − M_ji)`: the entries of
+    /// `M` carry relative errors of order `n·ε` ([`m_matrix_inverse`]), so the error is about
+    /// `n·ε·max_ij a_ij (M_jj + M_ji)`: small unless the difference cancels.
+    fn error_bound(&self, n: usize, root: usize) -> f64 {
+        let m = n - 1;
+        let mut worst: f64 = 0.0;
+        for i in 0..n {
+            for j in (0..n).filter(|&j| is_edge(i, j, root)) {
+                let jj = reduced(j, root);
+                let mut b = self.inv[jj * m + jj];
+                if i != root {
+                    b += self.inv[jj * m + reduced(i, root)];
+                }
+                worst = worst.max(self.a[i * n + j] * b);
             }
         }
+        4.0 * n as f64 * f64::EPSILON * worst
+    }
+}
+
+/// `L̂⁻¹` of a row-major `m × m` reduced Laplacian, a column diagonally dominant M-matrix whose
+/// column `j` sums to `excess[j] ≥ 0` (its edge from the root). Gaussian elimination in the
+/// variant of Grassmann, Taksar & Heyman (1985): the off-diagonal updates only add magnitudes,
+/// and each new pivot is recomputed as `excess + Σ |off-diagonals|` of its column (the excess
+/// itself updated as `s_j += |L_kj| s_k / L_kk`) instead of by a cancelling subtraction. No
+/// pivoting is needed: partial pivoting would keep the diagonal of such a matrix anyway. The
+/// factors then have signs that make both substitutions subtraction-free, so every entry of the
+/// (nonnegative) inverse has a relative error of order `m·ε` (Alfa, Xue & Ye 2002). `a` and
+/// `excess` are overwritten. `None` when a pivot is zero or not finite.
+fn m_matrix_inverse(a: &mut [f64], excess: &mut [f64], m: usize) -> Option<Vec<f64>> {
+    let mut colsum = vec![0.0; m];
+    for k in 0..m {
         let pivot = a[k * m + k];
-        if !(pivot.abs() >= PIVOT_FLOOR * scale) || !pivot.is_finite() {
-            return Err(pivot.abs() / scale);
+        if !(pivot > 0.0 && pivot.is_finite()) {
+            return None;
         }
         let (top, rest) = a.split_at_mut((k + 1) * m);
         let row_k = &top[k * m..];
-        for row in rest.chunks_exact_mut(m) {
+        colsum[k + 1..].fill(0.0);
+        for (r, row) in rest.chunks_exact_mut(m).enumerate() {
+            let i = k + 1 + r;
             let l = row[k] / pivot;
             row[k] = l;
             for (r, &u) in row[k + 1..].iter_mut().zip(&row_k[k + 1..]) {
                 *r -= l * u;
             }
+            for range in [k + 1..i, i + 1..m] {
+                for (c, &r) in colsum[range.clone()].iter_mut().zip(&row[range]) {
+                    *c -= r;
+                }
+            }
+        }
+        let sk = excess[k];
+        for j in k + 1..m {
+            excess[j] -= row_k[j] * sk / pivot;
+        }
+        for (r, row) in rest.chunks_exact_mut(m).enumerate() {
+            let j = k + 1 + r;
+            row[j] = colsum[j] + excess[j];
         }
     }
-    // X = P⁻¹… : solve L U X = P I row by row.
+    // M = U⁻¹ L⁻¹: solve L U M = I row by row (L unit lower, U upper).
     let mut x = vec![0.0; m * m];
-    for (i, &p) in perm.iter().enumerate() {
-        x[i * m + p] = 1.0;
+    for i in 0..m {
+        x[i * m + i] = 1.0;
     }
     for i in 1..m {
         let (done, rest) = x.split_at_mut(i * m);
         let row_i = &mut rest[..m];
         for k in 0..i {
             let l = a[i * m + k];
-            if l != 0.0 {
-                for (r, &y) in row_i.iter_mut().zip(&done[k * m..(k + 1) * m]) {
-                    *r -= l * y;
-                }
+            for (r, &y) in row_i.iter_mut().zip(&done[k * m..(k + 1) * m]) {
+                *r -= l * y;
             }
         }
     }
@@ -213,10 +257,8 @@ fn lu_inverse(a: &mut [f64], m: usize) -> Result<Vec<f64>, f64> {
         let row_i = &mut head[i * m..];
         for k in i + 1..m {
             let u = a[i * m + k];
-            if u != 0.0 {
-                for (r, &y) in row_i.iter_mut().zip(&tail[(k - i - 1) * m..(k - i) * m]) {
-                    *r -= u * y;
-                }
+            for (r, &y) in row_i.iter_mut().zip(&tail[(k - i - 1) * m..(k - i) * m]) {
+                *r -= u * y;
             }
         }
         let d = a[i * m + i];
@@ -224,7 +266,7 @@ fn lu_inverse(a: &mut [f64], m: usize) -> Result<Vec<f64>, f64> {
             *r /= d;
         }
     }
-    Ok(x)
+    Some(x)
 }
 
 /// `ln(eᵃ + eᵇ)` without overflow; `−∞` absorbs.

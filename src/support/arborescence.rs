@@ -72,7 +72,13 @@ impl Arborescence {
     fn edges<F: Real>(&self, x: &[F]) -> Vec<f64> {
         let n = self.n;
         (0..n * n)
-            .map(|k| if is_edge(k / n, k % n, self.root) { x[k].f64() } else { 0.0 })
+            .map(|k| {
+                if is_edge(k / n, k % n, self.root) {
+                    x[k].f64()
+                } else {
+                    0.0
+                }
+            })
             .collect()
     }
 }

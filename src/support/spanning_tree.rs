@@ -14,7 +14,9 @@
 use std::sync::Arc;
 
 use super::categorical::small_size;
-use super::{Entry, Param, ParamKind, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure};
+use super::{
+    Entry, Param, ParamKind, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure,
+};
 use crate::kernels::{matrix_tree, max_tree};
 use crate::noise::Coordinates;
 use crate::real::Real;
@@ -36,7 +38,11 @@ pub const ENTRY: Entry = Entry {
             n: args[0].int() as usize,
         }))
     },
-    random_instance: |seed| Arc::new(SpanningTree { n: small_nodes(seed) }),
+    random_instance: |seed| {
+        Arc::new(SpanningTree {
+            n: small_nodes(seed),
+        })
+    },
 };
 
 /// A node count in `2..=5` drawn from `seed`: at most 125 spanning trees and 125 arborescences.
@@ -107,7 +113,11 @@ impl Structure for SpanningTree {
         let n = self.n;
         for i in 0..n {
             for j in 0..n {
-                c[i * n + j] = if i < j { c[i * n + j] + c[j * n + i] } else { 0.0 };
+                c[i * n + j] = if i < j {
+                    c[i * n + j] + c[j * n + i]
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -154,12 +164,18 @@ impl<F: Real> Solve<F> for SpanningTree {
     fn soft(&self, _: &SoftCall, x: &[F], z: &mut [F], report: &mut Report) -> Result<(), String> {
         let n = self.n;
         let mut mu = vec![0.0; n * n];
-        if matrix_tree::marginals(&self.symmetric(x), n, 0, &mut mu) == matrix_tree::Method::LogSpace {
+        if matrix_tree::marginals(&self.symmetric(x), n, 0, &mut mu)
+            == matrix_tree::Method::LogSpace
+        {
             report.record_max("log_space_marginals", 1.0);
         }
         for i in 0..n {
             for j in 0..n {
-                z[i * n + j] = F::of(if i == j { 0.0 } else { mu[i * n + j] + mu[j * n + i] });
+                z[i * n + j] = F::of(if i == j {
+                    0.0
+                } else {
+                    mu[i * n + j] + mu[j * n + i]
+                });
             }
         }
         Ok(())
