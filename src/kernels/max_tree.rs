@@ -124,12 +124,19 @@ fn contract(g: &[f64], k: usize, root: usize, best: &[usize], cycle: &[usize]) -
             leave[u] = arg;
         }
     }
-    let new_root = outside.iter().position(|&v| v == root).expect("root outside");
+    let new_root = outside
+        .iter()
+        .position(|&v| v == root)
+        .expect("root outside");
     let sub = solve(&h, size, new_root);
     let mut parent = best.to_vec();
     for (a, &v) in outside.iter().enumerate() {
         if v != root {
-            parent[v] = if sub[a] == c { leave[v] } else { outside[sub[a]] };
+            parent[v] = if sub[a] == c {
+                leave[v]
+            } else {
+                outside[sub[a]]
+            };
         }
     }
     let from = outside[sub[c]];
