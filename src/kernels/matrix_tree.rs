@@ -13,17 +13,22 @@
 //! `L̂_jj ≥ 1`. `L̂` is factored by LU in f64 in its subtraction-free variant for M-matrices
 //! ([`m_matrix_inverse`]), so the inverse is accurate entrywise and the rounding error of the
 //! marginals can be estimated from it. Where `L̂` is singular in f64 or that estimate exceeds
-//! [`MAX_ERROR`] (low temperatures: weights spanning more than f64 can resolve), the marginals
-//! come from a subtraction-free elimination in log space instead ([`log_space_marginals`]),
-//! which holds at any temperature; the Hessian–vector product needs the inverse and reports an
-//! error there, suggesting a higher temperature.
+//! [`MAX_FORWARD_ERROR`] (low temperatures: weights spanning more than f64 can resolve), the
+//! marginals come from a subtraction-free elimination in log space instead
+//! ([`log_space_marginals`]), which holds at any temperature; the Hessian–vector product needs
+//! the inverse and reports an error, suggesting a higher temperature, where `L̂` is singular or
+//! the estimate exceeds [`MAX_BACKWARD_ERROR`].
 
 use ndarray::ArrayView2;
 
-/// The largest estimated rounding error of the LU marginals (and of the Hessian–vector product
-/// built from the same inverse) that is accepted; beyond it the marginals come from the log-space
-/// elimination and the backward reports an error.
-pub const MAX_ERROR: f64 = 1e-9;
+/// The largest estimated rounding error of the LU marginals that [`marginals`] accepts; beyond
+/// it the marginals come from the log-space elimination. The estimate is a worst case; typical
+/// errors are a few hundred times smaller.
+pub const MAX_FORWARD_ERROR: f64 = 1e-6;
+
+/// The largest estimated rounding error (of the marginals built from the same inverse) at which
+/// [`marginals_hvp`] still answers; beyond it the backward is an error.
+pub const MAX_BACKWARD_ERROR: f64 = 1e-5;
 
 /// How [`marginals`] computed its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,11 +62,11 @@ struct Factored {
 /// inaccurate, the log-space elimination. Never fails for finite `x`.
 pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Method {
     match factor(x, n, root) {
-        Ok(f) => {
+        Ok(f) if f.error_bound(n, root) <= MAX_FORWARD_ERROR => {
             koo_marginals(&f, n, root, mu);
             Method::Lu
         }
-        Err(_) => {
+        _ => {
             log_space_marginals(x, n, root, mu);
             Method::LogSpace
         }
@@ -82,6 +87,14 @@ pub fn marginals_hvp(
     out: &mut [f64],
 ) -> Result<(), String> {
     let f = factor(x, n, root)?;
+    let error = f.error_bound(n, root);
+    if error > MAX_BACKWARD_ERROR {
+        return Err(format!(
+            "the matrix-tree marginals lose their digits to cancellation here (estimated error \
+             {error:.1e}), and so would their gradient: the logits w/T span more than f64 can \
+             resolve; use a higher temperature"
+        ));
+    }
     let m = n - 1;
     let mut da = vec![0.0; n * n];
     let mut dl = vec![0.0; m * m];
@@ -134,8 +147,7 @@ fn koo_marginals(f: &Factored, n: usize, root: usize, mu: &mut [f64]) {
 }
 
 /// Column-shifted weights, the reduced Laplacian, and its inverse (see [`m_matrix_inverse`]);
-/// fails where `L̂` is singular in f64 or where the marginals' rounding error, estimated from
-/// the computed inverse, exceeds [`MAX_ERROR`].
+/// fails where `L̂` is singular in f64.
 fn factor(x: &[f64], n: usize, root: usize) -> Result<Factored, String> {
     let m = n - 1;
     let mut a = vec![0.0; n * n];
@@ -163,22 +175,14 @@ fn factor(x: &[f64], n: usize, root: usize) -> Result<Factored, String> {
          than f64 can resolve; use a higher temperature"
             .to_string()
     })?;
-    let f = Factored { a, inv };
-    let error = f.error_bound(n, root);
-    if error > MAX_ERROR {
-        return Err(format!(
-            "the matrix-tree marginals would lose their digits to cancellation (estimated \
-             error {error:.1e}): the logits w/T span more than f64 can resolve; use a higher \
-             temperature"
-        ));
-    }
-    Ok(f)
+    Ok(Factored { a, inv })
 }
 
 impl Factored {
     /// A first-order bound on the rounding error of `μ_ij = a_ij (M_jj − M_ji)`: the entries of
     /// `M` carry relative errors of order `n·ε` ([`m_matrix_inverse`]), so the error is about
-    /// `n·ε·max_ij a_ij (M_jj + M_ji)`: small unless the difference cancels.
+    /// `n·ε·max_ij a_ij (M_jj + M_ji)` (a worst case; typical errors are smaller): small unless
+    /// the difference cancels.
     fn error_bound(&self, n: usize, root: usize) -> f64 {
         let m = n - 1;
         let mut worst: f64 = 0.0;
@@ -192,7 +196,7 @@ impl Factored {
                 worst = worst.max(self.a[i * n + j] * b);
             }
         }
-        4.0 * n as f64 * f64::EPSILON * worst
+        n as f64 * f64::EPSILON * worst
     }
 }
 
@@ -246,8 +250,9 @@ fn m_matrix_inverse(a: &mut [f64], excess: &mut [f64], m: usize) -> Option<Vec<f
         let (done, rest) = x.split_at_mut(i * m);
         let row_i = &mut rest[..m];
         for k in 0..i {
+            // Row k of L⁻¹ vanishes beyond column k.
             let l = a[i * m + k];
-            for (r, &y) in row_i.iter_mut().zip(&done[k * m..(k + 1) * m]) {
+            for (r, &y) in row_i[..=k].iter_mut().zip(&done[k * m..=k * m + k]) {
                 *r -= l * y;
             }
         }

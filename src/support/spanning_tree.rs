@@ -9,7 +9,9 @@
 //!   through `L̂⁻¹` (`src/kernels/matrix_tree.rs`).
 //!
 //! The kernel is the directed one: with `x_ij = x_ji` the spanning trees are the arborescences
-//! rooted at node 0, and the marginal of `{i, j}` is `μ_{i→j} + μ_{j→i}`.
+//! rooted at any node, and the marginal of `{i, j}` is `μ_{i→j} + μ_{j→i}`. The root is the node
+//! of the largest weighted degree, which keeps the entries of `L̂⁻¹` (resistances to the root)
+//! and so the cancellation in the marginals small.
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use super::categorical::small_size;
 use super::{
     Entry, Param, ParamKind, Regularizer, Report, Rule, SoftCall, SoftSolver, Solve, Structure,
 };
-use crate::kernels::{matrix_tree, max_tree};
+use crate::kernels::{logsumexp, matrix_tree, max_tree};
 use crate::noise::Coordinates;
 use crate::real::Real;
 
@@ -62,6 +64,15 @@ const SOLVERS: &[SoftSolver] = &[SoftSolver {
 #[derive(Clone, Debug)]
 pub struct SpanningTree {
     pub n: usize,
+}
+
+/// The node of the largest weighted degree `log Σ_j exp(y_ij)` (the first on ties).
+fn best_root(y: &[f64], n: usize) -> usize {
+    let degree = |i: usize| {
+        let row: Vec<f64> = (0..n).filter(|&j| j != i).map(|j| y[i * n + j]).collect();
+        logsumexp(&row)
+    };
+    (1..n).fold(0, |b, i| if degree(i) > degree(b) { i } else { b })
 }
 
 impl SpanningTree {
@@ -197,7 +208,8 @@ impl<F: Real> Solve<F> for SpanningTree {
             .map(|k| fold[(k / n).min(k % n) * n + (k / n).max(k % n)])
             .collect();
         let mut hv = vec![0.0; n * n];
-        matrix_tree::marginals_hvp(&self.symmetric(x), n, 0, &v, &mut hv)?;
+        let y = self.symmetric(x);
+        matrix_tree::marginals_hvp(&y, n, best_root(&y, n), &v, &mut hv)?;
         for i in 0..n {
             for j in i + 1..n {
                 grad_x[i * n + j] = grad_x[i * n + j] + F::of(hv[i * n + j] + hv[j * n + i]);
