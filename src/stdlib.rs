@@ -12,6 +12,7 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../stdlib/estimators.sst"),
     ),
     ("stdlib/subsets.sst", include_str!("../stdlib/subsets.sst")),
+    ("stdlib/trees.sst", include_str!("../stdlib/trees.sst")),
 ];
 
 /// Every built-in preset, parsed once. The stdlib is checked by the test suite, so a parse

@@ -8,6 +8,8 @@ pub mod chain_subset;
 pub mod esp;
 pub mod logistic;
 pub mod logspace;
+pub mod matrix_tree;
+pub mod max_tree;
 pub mod softmax;
 pub mod sparsemax;
 pub mod threshold;

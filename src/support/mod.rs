@@ -9,10 +9,12 @@
 //!
 //! The checker, the runtime and the generic tests know supports only through this table.
 
+pub mod arborescence;
 pub mod bernoulli;
 pub mod categorical;
 pub mod correlated_subset;
 pub mod counts;
+pub mod spanning_tree;
 pub mod subset;
 
 use std::collections::BTreeMap;
@@ -31,6 +33,8 @@ pub const REGISTRY: &[Entry] = &[
     counts::BINOMIAL,
     counts::GEOMETRIC,
     counts::NEGATIVE_BINOMIAL,
+    spanning_tree::ENTRY,
+    arborescence::ENTRY,
 ];
 
 /// Looks a support keyword up in [`REGISTRY`].

@@ -1,0 +1,455 @@
+//! The directed matrix-tree theorem (Tutte 1948; Koo, Globerson, Carreras & Collins 2007):
+//! `x: n×n → μ = ∇A(x)`, `A(x) = log Σ_{arborescences 𝒯 rooted at r} exp(Σ_{(i→j)∈𝒯} x_ij)
+//! = log det L̂`, where `L̂` is the Laplacian of the weights `a_ij = exp(x_ij)` (edge `i → j`),
+//! `L̂_jj = Σ_i a_ij`, `L̂_ij = −a_ij`, with the root's row and column removed.
+//!
+//! Undirected spanning trees are the symmetric case (Kirchhoff): with `x_ij = x_ji` every spanning
+//! tree is one arborescence from any root, and the undirected marginal of `{i, j}` is
+//! `μ_ij + μ_ji`. Only the entries `i ≠ j`, `j ≠ r` (the edges) are read; the others of `μ` and
+//! of the gradients are left untouched.
+//!
+//! Numerics: every column `j` (the edges into `j`) is shifted by its maximum, which leaves `μ`
+//! and `∇²A` unchanged (every arborescence has exactly one edge into each non-root node), so
+//! `L̂_jj ≥ 1`. `L̂` is factored by LU in f64 in its subtraction-free variant for M-matrices
+//! ([`m_matrix_inverse`]), so the inverse is accurate entrywise and the rounding error of the
+//! marginals can be estimated from it. Where `L̂` is singular in f64 or that estimate exceeds
+//! [`MAX_FORWARD_ERROR`] (low temperatures: weights spanning more than f64 can resolve), the
+//! marginals come from a subtraction-free elimination in log space instead
+//! ([`log_space_marginals`]), which holds at any temperature; the Hessian–vector product needs
+//! the inverse and reports an error, suggesting a higher temperature, where `L̂` is singular or
+//! the estimate exceeds [`MAX_BACKWARD_ERROR`].
+
+use ndarray::ArrayView2;
+
+/// The largest estimated rounding error of the LU marginals that [`marginals`] accepts; beyond
+/// it the marginals come from the log-space elimination. The estimate is a worst case; typical
+/// errors are a few hundred times smaller.
+pub const MAX_FORWARD_ERROR: f64 = 1e-6;
+
+/// The largest estimated rounding error (of the marginals built from the same inverse) at which
+/// [`marginals_hvp`] still answers; beyond it the backward is an error.
+pub const MAX_BACKWARD_ERROR: f64 = 1e-5;
+
+/// How [`marginals`] computed its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// LU and the inverse of `L̂`.
+    Lu,
+    /// The log-space elimination ([`log_space_marginals`]).
+    LogSpace,
+}
+
+/// Whether entry `(i, j)` is an edge `i → j` of the complete digraph rooted at `root`.
+pub fn is_edge(i: usize, j: usize, root: usize) -> bool {
+    i != j && j != root
+}
+
+/// Index of a non-root node in the reduced Laplacian (the root's row and column removed).
+fn reduced(i: usize, root: usize) -> usize {
+    i - usize::from(i > root)
+}
+
+/// `L̂` factored: the column-shifted weights and the inverse `M = L̂⁻¹`.
+struct Factored {
+    /// `a_ij = exp(x_ij − max_k x_kj)` on edges, 0 elsewhere; `n × n`.
+    a: Vec<f64>,
+    /// `M = L̂⁻¹`, `(n−1) × (n−1)`.
+    inv: Vec<f64>,
+}
+
+/// `μ_ij = ∂A/∂x_ij` for every edge `i → j` (written into `mu`, which is `n × n`; other entries
+/// untouched). LU first; where `L̂` is numerically singular or the LU marginals would be
+/// inaccurate, the log-space elimination. Never fails for finite `x`.
+pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Method {
+    match factor(x, n, root) {
+        Ok(f) if f.error_bound(n, root) <= MAX_FORWARD_ERROR => {
+            koo_marginals(&f, n, root, mu);
+            Method::Lu
+        }
+        _ => {
+            log_space_marginals(x, n, root, mu);
+            Method::LogSpace
+        }
+    }
+}
+
+/// `out += ∇²A(x) v` on the edges: the exact Hessian–vector product (= the VJP of
+/// [`marginals`], the Hessian being symmetric). With `M = L̂⁻¹`, `B_ij = M_jj − M_ji`
+/// (`M_jj` for `i = r`), `μ_ij = a_ij B_ij`, `da = a ⊙ v`, `dL̂` built from `da` like `L̂` from
+/// `a`, `dM = −M dL̂ M`:  `dμ_ij = da_ij B_ij + a_ij (dM_jj − dM_ji)`. O(n³).
+///
+/// Fails where `L̂` is numerically singular (the sentence suggests a higher temperature).
+pub fn marginals_hvp(
+    x: &[f64],
+    n: usize,
+    root: usize,
+    v: &[f64],
+    out: &mut [f64],
+) -> Result<(), String> {
+    let f = factor(x, n, root)?;
+    let error = f.error_bound(n, root);
+    if error > MAX_BACKWARD_ERROR {
+        return Err(format!(
+            "the matrix-tree marginals lose their digits to cancellation here (estimated error \
+             {error:.1e}), and so would their gradient: the logits w/T span more than f64 can \
+             resolve; use a higher temperature"
+        ));
+    }
+    let m = n - 1;
+    let mut da = vec![0.0; n * n];
+    let mut dl = vec![0.0; m * m];
+    for i in 0..n {
+        for j in (0..n).filter(|&j| is_edge(i, j, root)) {
+            let d = f.a[i * n + j] * v[i * n + j];
+            da[i * n + j] = d;
+            let jj = reduced(j, root);
+            dl[jj * m + jj] += d;
+            if i != root {
+                dl[reduced(i, root) * m + jj] -= d;
+            }
+        }
+    }
+    let inv = ArrayView2::from_shape((m, m), &f.inv).expect("square");
+    let dl = ArrayView2::from_shape((m, m), &dl).expect("square");
+    // dM = −M (dL̂ M)
+    let dm = -inv.dot(&dl.dot(&inv));
+    for i in 0..n {
+        for j in (0..n).filter(|&j| is_edge(i, j, root)) {
+            let jj = reduced(j, root);
+            let (b, db) = if i == root {
+                (f.inv[jj * m + jj], dm[[jj, jj]])
+            } else {
+                let ii = reduced(i, root);
+                (
+                    f.inv[jj * m + jj] - f.inv[jj * m + ii],
+                    dm[[jj, jj]] - dm[[jj, ii]],
+                )
+            };
+            out[i * n + j] += da[i * n + j] * b + f.a[i * n + j] * db;
+        }
+    }
+    Ok(())
+}
+
+/// Koo et al. (2007), eq. 6: `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`.
+fn koo_marginals(f: &Factored, n: usize, root: usize, mu: &mut [f64]) {
+    let m = n - 1;
+    for i in 0..n {
+        for j in (0..n).filter(|&j| is_edge(i, j, root)) {
+            let jj = reduced(j, root);
+            let mut b = f.inv[jj * m + jj];
+            if i != root {
+                b -= f.inv[jj * m + reduced(i, root)];
+            }
+            mu[i * n + j] = f.a[i * n + j] * b;
+        }
+    }
+}
+
+/// Column-shifted weights, the reduced Laplacian, and its inverse (see [`m_matrix_inverse`]);
+/// fails where `L̂` is singular in f64.
+fn factor(x: &[f64], n: usize, root: usize) -> Result<Factored, String> {
+    let m = n - 1;
+    let mut a = vec![0.0; n * n];
+    let mut lap = vec![0.0; m * m];
+    let mut excess = vec![0.0; m];
+    for j in (0..n).filter(|&j| j != root) {
+        let shift = (0..n)
+            .filter(|&i| i != j)
+            .map(|i| x[i * n + j])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let jj = reduced(j, root);
+        for i in (0..n).filter(|&i| i != j) {
+            let w = (x[i * n + j] - shift).exp();
+            a[i * n + j] = w;
+            lap[jj * m + jj] += w;
+            if i == root {
+                excess[jj] = w;
+            } else {
+                lap[reduced(i, root) * m + jj] = -w;
+            }
+        }
+    }
+    let inv = m_matrix_inverse(&mut lap, &mut excess, m).ok_or_else(|| {
+        "the matrix-tree Laplacian of exp(w/T) is singular in f64: the logits w/T span more \
+         than f64 can resolve; use a higher temperature"
+            .to_string()
+    })?;
+    Ok(Factored { a, inv })
+}
+
+impl Factored {
+    /// A first-order bound on the rounding error of `μ_ij = a_ij (M_jj − M_ji)`: the entries of
+    /// `M` carry relative errors of order `n·ε` ([`m_matrix_inverse`]), so the error is about
+    /// `n·ε·max_ij a_ij (M_jj + M_ji)` (a worst case; typical errors are smaller): small unless
+    /// the difference cancels.
+    fn error_bound(&self, n: usize, root: usize) -> f64 {
+        let m = n - 1;
+        let mut worst: f64 = 0.0;
+        for i in 0..n {
+            for j in (0..n).filter(|&j| is_edge(i, j, root)) {
+                let jj = reduced(j, root);
+                let mut b = self.inv[jj * m + jj];
+                if i != root {
+                    b += self.inv[jj * m + reduced(i, root)];
+                }
+                worst = worst.max(self.a[i * n + j] * b);
+            }
+        }
+        n as f64 * f64::EPSILON * worst
+    }
+}
+
+/// `L̂⁻¹` of a row-major `m × m` reduced Laplacian, a column diagonally dominant M-matrix whose
+/// column `j` sums to `excess[j] ≥ 0` (its edge from the root). Gaussian elimination in the
+/// variant of Grassmann, Taksar & Heyman (1985): the off-diagonal updates only add magnitudes,
+/// and each new pivot is recomputed as `excess + Σ |off-diagonals|` of its column (the excess
+/// itself updated as `s_j += |L_kj| s_k / L_kk`) instead of by a cancelling subtraction. No
+/// pivoting is needed: partial pivoting would keep the diagonal of such a matrix anyway. The
+/// factors then have signs that make both substitutions subtraction-free, so every entry of the
+/// (nonnegative) inverse has a relative error of order `m·ε` (Alfa, Xue & Ye 2002). `a` and
+/// `excess` are overwritten. `None` when a pivot is zero or not finite.
+fn m_matrix_inverse(a: &mut [f64], excess: &mut [f64], m: usize) -> Option<Vec<f64>> {
+    let mut colsum = vec![0.0; m];
+    for k in 0..m {
+        let pivot = a[k * m + k];
+        if !(pivot > 0.0 && pivot.is_finite()) {
+            return None;
+        }
+        let (top, rest) = a.split_at_mut((k + 1) * m);
+        let row_k = &top[k * m..];
+        colsum[k + 1..].fill(0.0);
+        for (r, row) in rest.chunks_exact_mut(m).enumerate() {
+            let i = k + 1 + r;
+            let l = row[k] / pivot;
+            row[k] = l;
+            for (r, &u) in row[k + 1..].iter_mut().zip(&row_k[k + 1..]) {
+                *r -= l * u;
+            }
+            for range in [k + 1..i, i + 1..m] {
+                for (c, &r) in colsum[range.clone()].iter_mut().zip(&row[range]) {
+                    *c -= r;
+                }
+            }
+        }
+        let sk = excess[k];
+        for j in k + 1..m {
+            excess[j] -= row_k[j] * sk / pivot;
+        }
+        for (r, row) in rest.chunks_exact_mut(m).enumerate() {
+            let j = k + 1 + r;
+            row[j] = colsum[j] + excess[j];
+        }
+    }
+    // M = U⁻¹ L⁻¹: solve L U M = I row by row (L unit lower, U upper).
+    let mut x = vec![0.0; m * m];
+    for i in 0..m {
+        x[i * m + i] = 1.0;
+    }
+    for i in 1..m {
+        let (done, rest) = x.split_at_mut(i * m);
+        let row_i = &mut rest[..m];
+        for k in 0..i {
+            // Row k of L⁻¹ vanishes beyond column k.
+            let l = a[i * m + k];
+            for (r, &y) in row_i[..=k].iter_mut().zip(&done[k * m..=k * m + k]) {
+                *r -= l * y;
+            }
+        }
+    }
+    for i in (0..m).rev() {
+        let (head, tail) = x.split_at_mut((i + 1) * m);
+        let row_i = &mut head[i * m..];
+        for k in i + 1..m {
+            let u = a[i * m + k];
+            for (r, &y) in row_i.iter_mut().zip(&tail[(k - i - 1) * m..(k - i) * m]) {
+                *r -= u * y;
+            }
+        }
+        let d = a[i * m + i];
+        for r in row_i.iter_mut() {
+            *r /= d;
+        }
+    }
+    Some(x)
+}
+
+/// `ln(eᵃ + eᵇ)` without overflow; `−∞` absorbs.
+fn log_add(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo == f64::NEG_INFINITY {
+        hi
+    } else {
+        hi + (lo - hi).exp().ln_1p()
+    }
+}
+
+/// `μ = ∇A(x)` by Gaussian elimination of the non-root nodes in log space, subtraction-free
+/// (Grassmann, Taksar & Heyman 1985): eliminating node `v` of the current graph (pivot
+/// `D_v = log Σ_i a_iv`, its weighted in-degree) leaves the Laplacian of the graph with
+/// `a'_uw = a_uw + a_uv a_vw / e^{D_v}`, so `A = Σ_v D_v`. Every step adds positive terms, so the
+/// result has full relative accuracy at any spread of `x`. The marginals are the reverse-mode
+/// derivative of that program: each entry's final value is one log-sum over its contributions,
+/// and its adjoint is a marginal of the reduced graph (in `[0, 1]`). O(n³) `exp`.
+pub fn log_space_marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64]) {
+    // Node order: the non-root nodes, then the root (never eliminated).
+    let order: Vec<usize> = (0..n).filter(|&i| i != root).chain([root]).collect();
+    let last = n - 1;
+    let at = |i: usize, j: usize| x[order[i] * n + order[j]];
+    let mut f = vec![f64::NEG_INFINITY; n * n];
+    for i in 0..n {
+        for j in (0..last).filter(|&j| j != i) {
+            f[i * n + j] = at(i, j);
+        }
+    }
+    let mut d = vec![0.0; last];
+    for v in 0..last {
+        d[v] = (v + 1..n).fold(f64::NEG_INFINITY, |s, i| log_add(s, f[i * n + v]));
+        for u in v + 1..n {
+            let fuv = f[u * n + v] - d[v];
+            for w in (v + 1..last).filter(|&w| w != u) {
+                f[u * n + w] = log_add(f[u * n + w], fuv + f[v * n + w]);
+            }
+        }
+    }
+    let mut adj = vec![0.0; n * n];
+    for v in (0..last).rev() {
+        let mut dv = 1.0;
+        for u in v + 1..n {
+            let fuv = f[u * n + v] - d[v];
+            let mut col = 0.0;
+            for w in (v + 1..last).filter(|&w| w != u) {
+                let p = adj[u * n + w] * (fuv + f[v * n + w] - f[u * n + w]).exp();
+                col += p;
+                adj[v * n + w] += p;
+            }
+            adj[u * n + v] += col;
+            dv -= col;
+        }
+        for i in v + 1..n {
+            adj[i * n + v] += dv * (f[i * n + v] - d[v]).exp();
+        }
+    }
+    for i in 0..n {
+        for j in (0..last).filter(|&j| j != i) {
+            mu[order[i] * n + order[j]] = adj[i * n + j] * (at(i, j) - f[i * n + j]).exp();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::XorShift;
+
+    /// Every parent function of the non-root nodes that reaches the root: the arborescences.
+    fn arborescences(n: usize, root: usize) -> Vec<Vec<usize>> {
+        let nodes: Vec<usize> = (0..n).filter(|&i| i != root).collect();
+        let mut out = Vec::new();
+        let total = (n as u64).pow(nodes.len() as u32);
+        for code in 0..total {
+            let mut parent = vec![usize::MAX; n];
+            let mut c = code;
+            for &j in &nodes {
+                parent[j] = (c % n as u64) as usize;
+                c /= n as u64;
+            }
+            let ok = nodes.iter().all(|&j| {
+                let mut k = j;
+                for _ in 0..n {
+                    if k == root {
+                        return true;
+                    }
+                    if parent[k] == k {
+                        return false;
+                    }
+                    k = parent[k];
+                }
+                k == root
+            });
+            if ok {
+                out.push(parent);
+            }
+        }
+        out
+    }
+
+    fn brute(x: &[f64], n: usize, root: usize) -> Vec<f64> {
+        let trees = arborescences(n, root);
+        let scores: Vec<f64> = trees
+            .iter()
+            .map(|p| (0..n).filter(|&j| j != root).map(|j| x[p[j] * n + j]).sum())
+            .collect();
+        let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let weights: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        let mut mu = vec![0.0; n * n];
+        for (p, wt) in trees.iter().zip(&weights) {
+            for j in (0..n).filter(|&j| j != root) {
+                mu[p[j] * n + j] += wt / total;
+            }
+        }
+        mu
+    }
+
+    #[test]
+    fn both_methods_match_brute_force() {
+        for seed in 0..30 {
+            let mut r = XorShift::new(seed);
+            let n = 2 + (r.next_u64() % 4) as usize;
+            let root = (r.next_u64() % n as u64) as usize;
+            let x = r.vec(n * n, -3.0, 3.0);
+            let want = brute(&x, n, root);
+            let mut lu = vec![0.0; n * n];
+            assert_eq!(marginals(&x, n, root, &mut lu), Method::Lu);
+            let mut log = vec![0.0; n * n];
+            log_space_marginals(&x, n, root, &mut log);
+            for k in 0..n * n {
+                assert!((lu[k] - want[k]).abs() < 1e-12, "{lu:?} vs {want:?}");
+                assert!((log[k] - want[k]).abs() < 1e-12, "{log:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn hvp_matches_differences_of_marginals() {
+        for seed in 0..20 {
+            let mut r = XorShift::new(50 + seed);
+            let n = 2 + (r.next_u64() % 5) as usize;
+            let root = (r.next_u64() % n as u64) as usize;
+            let x = r.vec(n * n, -2.0, 2.0);
+            let v = r.vec(n * n, -1.0, 1.0);
+            let mut hv = vec![0.0; n * n];
+            marginals_hvp(&x, n, root, &v, &mut hv).unwrap();
+            let h = 1e-6;
+            let at = |s: f64| {
+                let xs: Vec<f64> = x.iter().zip(&v).map(|(a, b)| a + s * h * b).collect();
+                let mut mu = vec![0.0; n * n];
+                marginals(&xs, n, root, &mut mu);
+                mu
+            };
+            let (p, m) = (at(1.0), at(-1.0));
+            for k in 0..n * n {
+                let fd = (p[k] - m[k]) / (2.0 * h);
+                assert!((hv[k] - fd).abs() < 1e-7, "{k}: {} vs {fd}", hv[k]);
+            }
+        }
+    }
+
+    #[test]
+    fn log_space_holds_where_lu_is_singular() {
+        // A 2-cycle 1 ↔ 2 (weight 0) entered from the root at −5000 (into 1) or −6000 (into 2):
+        // the column-shifted Laplacian is [[1, −1], [−1, 1]] in f64, the tree 0 → 1 → 2 certain.
+        let n = 3;
+        let mut x = vec![0.0; n * n];
+        x[1] = -5000.0;
+        x[2] = -6000.0;
+        assert!(factor(&x, n, 0).is_err());
+        let mut mu = vec![0.0; n * n];
+        assert_eq!(marginals(&x, n, 0, &mut mu), Method::LogSpace);
+        let want = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        for k in 0..n * n {
+            assert!((mu[k] - want[k]).abs() < 1e-12, "{mu:?}");
+        }
+    }
+}

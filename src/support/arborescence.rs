@@ -1,0 +1,191 @@
+//! `arborescence(nodes, root = 0)`: the spanning arborescences of the complete digraph on `n`
+//! nodes rooted at `root` (every other node has exactly one parent, and all are reached from
+//! the root), as `n × n` 0/1 matrices with `z[i][j] = 1` for the tree edge `i → j`. `θ[i][j]` is
+//! the weight of `i → j`; the diagonal and the edges into the root are ignored (zero gradient).
+//!
+//! - hard: the maximum arborescence (Chu–Liu/Edmonds, O(n³));
+//! - `expfamily` (`f = A*`): edge marginals `μ = ∇A(x)`, `A = log det L̂` by the directed
+//!   matrix-tree theorem (Tutte 1948; Koo et al. 2007): `L̂` is the Laplacian of `exp(x)` with the
+//!   root's row and column removed, `μ_ij = exp(x_ij)(M_jj − M_ji)`, `M = L̂⁻¹`; backward: the exact
+//!   Hessian–vector product through `M` (`src/kernels/matrix_tree.rs`).
+
+use std::sync::Arc;
+
+use super::spanning_tree::{small_nodes, NODES_PARAM};
+use super::{
+    ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
+    SoftSolver, Solve, Structure, Value,
+};
+use crate::kernels::matrix_tree::{self, is_edge};
+use crate::kernels::max_tree;
+use crate::noise::Coordinates;
+use crate::real::Real;
+
+pub const ENTRY: Entry = Entry {
+    name: "arborescence",
+    summary: "arborescences (directed spanning trees) of the complete digraph, rooted at root",
+    example: "arborescence(5, root = 0)",
+    params: &[
+        NODES_PARAM,
+        Param {
+            name: "root",
+            kind: ParamKind::Int { min: 0 },
+            default: Some(Value::Int(0)),
+        },
+    ],
+    build: |args| {
+        let (n, root) = (args[0].int() as usize, args[1].int() as usize);
+        if root >= n {
+            return Err(ArgError {
+                param: 1,
+                message: format!(
+                    "root = {root} is not a node of a graph with {n} nodes (0 ≤ root < {n})"
+                ),
+            });
+        }
+        Ok(Arc::new(Arborescence { n, root }))
+    },
+    random_instance: |seed| {
+        let n = small_nodes(seed);
+        let root = small_nodes(seed.wrapping_add(0x5EED)) % n;
+        Arc::new(Arborescence { n, root })
+    },
+};
+
+const SOLVERS: &[SoftSolver] = &[SoftSolver {
+    regularizer: Regularizer::ExpFamily,
+    name: "matrix_tree",
+    params: &[],
+    rules: &[Rule::ClosedForm],
+    why_rule: "the Hessian–vector product of log det L̂ through the inverse Laplacian is exact \
+               (dM = −M dL̂ M), O(n³)",
+}];
+
+#[derive(Clone, Debug)]
+pub struct Arborescence {
+    pub n: usize,
+    pub root: usize,
+}
+
+impl Arborescence {
+    /// The f64 logits with the ignored entries zeroed.
+    fn edges<F: Real>(&self, x: &[F]) -> Vec<f64> {
+        let n = self.n;
+        (0..n * n)
+            .map(|k| {
+                if is_edge(k / n, k % n, self.root) {
+                    x[k].f64()
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+}
+
+impl Structure for Arborescence {
+    fn describe(&self) -> String {
+        format!("arborescence(nodes = {}, root = {})", self.n, self.root)
+    }
+    fn shape(&self) -> Vec<usize> {
+        vec![self.n, self.n]
+    }
+    fn coordinates(&self) -> Coordinates {
+        Coordinates::Joint
+    }
+    fn hard_solver(&self) -> &'static str {
+        "chu_liu_edmonds"
+    }
+    fn soft_solvers(&self) -> &'static [SoftSolver] {
+        SOLVERS
+    }
+    /// Every parent function of the non-root nodes (`n^(n−1)` of them) whose parent chains all
+    /// reach the root.
+    fn enumerate(&self) -> Vec<Vec<f64>> {
+        let (n, root) = (self.n, self.root);
+        let nodes: Vec<usize> = (0..n).filter(|&j| j != root).collect();
+        let count = n.pow(nodes.len() as u32);
+        (0..count)
+            .filter_map(|code| {
+                let mut parent = vec![root; n];
+                for (p, &j) in nodes.iter().enumerate() {
+                    parent[j] = code / n.pow(p as u32) % n;
+                }
+                let reaches_root = |j: usize| {
+                    let mut k = j;
+                    (0..n).any(|_| {
+                        k = parent[k];
+                        k == root
+                    })
+                };
+                let ok = nodes.iter().all(|&j| parent[j] != j && reaches_root(j));
+                ok.then(|| {
+                    let mut z = vec![0.0; n * n];
+                    for &j in &nodes {
+                        z[parent[j] * n + j] = 1.0;
+                    }
+                    z
+                })
+            })
+            .collect()
+    }
+    fn fold_cotangent(&self, c: &mut [f64]) {
+        self.restrict_gradient(c);
+    }
+    fn restrict_gradient(&self, grad: &mut [f64]) {
+        let n = self.n;
+        for (k, g) in grad.iter_mut().enumerate() {
+            if !is_edge(k / n, k % n, self.root) {
+                *g = 0.0;
+            }
+        }
+    }
+}
+
+impl<F: Real> Scores<F> for Arborescence {}
+
+impl<F: Real> Estimate<F> for Arborescence {}
+
+impl<F: Real> Solve<F> for Arborescence {
+    fn hard(&self, w: &[F], z: &mut [F]) {
+        let n = self.n;
+        let parent = max_tree::max_arborescence(&self.edges(w), n, self.root);
+        z.fill(F::zero());
+        for (j, &p) in parent.iter().enumerate().filter(|&(j, _)| j != self.root) {
+            z[p * n + j] = F::one();
+        }
+    }
+
+    fn soft(&self, _: &SoftCall, x: &[F], z: &mut [F], report: &mut Report) -> Result<(), String> {
+        let n = self.n;
+        let mut mu = vec![0.0; n * n];
+        if matrix_tree::marginals(&self.edges(x), n, self.root, &mut mu)
+            == matrix_tree::Method::LogSpace
+        {
+            report.record_max("log_space_marginals", 1.0);
+        }
+        for (zk, m) in z.iter_mut().zip(mu) {
+            *zk = F::of(m);
+        }
+        Ok(())
+    }
+
+    fn soft_vjp(
+        &self,
+        _: &SoftCall,
+        _: Rule,
+        x: &[F],
+        _: &[F],
+        g: &[F],
+        grad_x: &mut [F],
+    ) -> Result<(), String> {
+        let n = self.n;
+        let v = self.edges(g);
+        let mut hv = vec![0.0; n * n];
+        matrix_tree::marginals_hvp(&self.edges(x), n, self.root, &v, &mut hv)?;
+        for (gx, h) in grad_x.iter_mut().zip(hv) {
+            *gx = *gx + F::of(h);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,517 @@
+//! `spanning_tree` and `arborescence` against their own enumeration written here (Prüfer
+//! sequences, parent functions): exact maximum trees and exact marginals `Σ_𝒯 z_𝒯 e^{⟨x, z_𝒯⟩} / Σ_𝒯
+//! e^{⟨x, z_𝒯⟩}` for n ≤ 6; validity and optimality certificates of the hard trees for large n;
+//! zero gradients on the ignored entries; extreme logits; argument errors.
+
+use ndarray::{ArrayD, IxDyn};
+use sst::{Mode, Noise, Options};
+
+/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+    fn matrix(&mut self, n: usize, lo: f64, hi: f64) -> ArrayD<f64> {
+        ArrayD::from_shape_fn(IxDyn(&[n, n]), |_| self.uniform(lo, hi))
+    }
+}
+
+fn layer(spec: &str) -> sst::Layer {
+    let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));
+    m.layers()[0].clone()
+}
+
+/// A tree as its list of directed edges `(i, j)`; undirected trees store `i < j`.
+type Tree = Vec<(usize, usize)>;
+
+/// Every spanning tree of `K_n`, decoded from its Prüfer sequence.
+fn spanning_trees(n: usize) -> Vec<Tree> {
+    let len = n - 2;
+    (0..n.pow(len as u32))
+        .map(|code| {
+            let seq: Vec<usize> = (0..len).map(|p| code / n.pow(p as u32) % n).collect();
+            let mut degree = vec![1; n];
+            for &a in &seq {
+                degree[a] += 1;
+            }
+            let mut tree = Tree::new();
+            for &a in &seq {
+                let leaf = (0..n).find(|&b| degree[b] == 1).unwrap();
+                tree.push((leaf.min(a), leaf.max(a)));
+                degree[leaf] -= 1;
+                degree[a] -= 1;
+            }
+            let rest: Vec<usize> = (0..n).filter(|&b| degree[b] == 1).collect();
+            tree.push((rest[0], rest[1]));
+            tree
+        })
+        .collect()
+}
+
+/// Every arborescence rooted at `root`: the parent functions whose chains reach the root.
+fn arborescences(n: usize, root: usize) -> Vec<Tree> {
+    let nodes: Vec<usize> = (0..n).filter(|&j| j != root).collect();
+    (0..n.pow(nodes.len() as u32))
+        .filter_map(|code| {
+            let mut parent = vec![root; n];
+            for (p, &j) in nodes.iter().enumerate() {
+                parent[j] = code / n.pow(p as u32) % n;
+            }
+            let reaches = |j: usize| {
+                let mut k = j;
+                for _ in 0..n {
+                    if k == root {
+                        return true;
+                    }
+                    k = parent[k];
+                }
+                k == root
+            };
+            nodes
+                .iter()
+                .all(|&j| parent[j] != j && reaches(j))
+                .then(|| nodes.iter().map(|&j| (parent[j], j)).collect())
+        })
+        .collect()
+}
+
+fn score(tree: &Tree, w: &ArrayD<f64>) -> f64 {
+    tree.iter().map(|&(i, j)| w[[i, j]]).sum()
+}
+
+/// The tree as the support's `z`: both halves for undirected trees.
+fn as_z(tree: &Tree, n: usize, symmetric: bool) -> ArrayD<f64> {
+    let mut z = ArrayD::zeros(IxDyn(&[n, n]));
+    for &(i, j) in tree {
+        z[[i, j]] = 1.0;
+        if symmetric {
+            z[[j, i]] = 1.0;
+        }
+    }
+    z
+}
+
+/// The two supports at `n` nodes (the arborescence with a root drawn from `rng`): spec, the
+/// enumeration, whether `z` is symmetric.
+fn instances(n: usize, rng: &mut Rng) -> Vec<(String, Vec<Tree>, bool)> {
+    let root = (rng.next_u64() % n as u64) as usize;
+    vec![
+        (
+            format!("spanning_tree(nodes = {n})"),
+            spanning_trees(n),
+            true,
+        ),
+        (
+            format!("arborescence(nodes = {n}, root = {root})"),
+            arborescences(n, root),
+            false,
+        ),
+    ]
+}
+
+#[test]
+fn enumerations_have_cayley_and_tutte_counts() {
+    // n^(n−2) spanning trees; n^(n−2) arborescences per root of the complete digraph.
+    for n in 2..=6 {
+        assert_eq!(spanning_trees(n).len(), n.pow(n as u32 - 2));
+        assert_eq!(arborescences(n, n - 1).len(), n.pow(n as u32 - 2));
+    }
+}
+
+#[test]
+fn hard_trees_are_the_best_of_all_trees() {
+    let mut rng = Rng(11);
+    let mut checked = 0;
+    for seed in 0..60 {
+        let n = 2 + seed % 5;
+        for (support, trees, symmetric) in instances(n, &mut rng) {
+            let l = layer(&format!("layer l: {support} {{ }}"));
+            let w = rng.matrix(n, -3.0, 3.0);
+            let mut scores: Vec<(f64, usize)> = trees
+                .iter()
+                .enumerate()
+                .map(|(k, t)| (score(t, &w), k))
+                .collect();
+            scores.sort_by(|a, b| b.0.total_cmp(&a.0));
+            if scores.len() > 1 && scores[0].0 - scores[1].0 < 1e-9 {
+                continue;
+            }
+            let opts = Options::default().noise(Noise::None).mode(Mode::Hard);
+            let z = l.try_forward(w.view(), &opts).unwrap().z;
+            assert_eq!(
+                z,
+                as_z(&trees[scores[0].1], n, symmetric),
+                "{support}: w = {w}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked}");
+}
+
+/// `Σ_𝒯 z_𝒯 e^{⟨x, z_𝒯⟩} / Σ_𝒯 e^{⟨x, z_𝒯⟩}` over the listed trees.
+fn brute_marginals(trees: &[Tree], x: &ArrayD<f64>, n: usize, symmetric: bool) -> ArrayD<f64> {
+    let scores: Vec<f64> = trees.iter().map(|t| score(t, x)).collect();
+    let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut mu = ArrayD::zeros(IxDyn(&[n, n]));
+    for (t, wt) in trees.iter().zip(&weights) {
+        mu = mu + as_z(t, n, symmetric) * (wt / total);
+    }
+    mu
+}
+
+#[test]
+fn soft_marginals_are_the_brute_force_marginals() {
+    let mut rng = Rng(12);
+    for seed in 0..40 {
+        let n = 2 + seed % 5;
+        for (support, trees, symmetric) in instances(n, &mut rng) {
+            let l = layer(&format!("layer l: {support} {{ }}"));
+            for t in [0.3, 1.0, 4.0] {
+                let w = rng.matrix(n, -3.0, 3.0);
+                let opts = Options::default()
+                    .noise(Noise::None)
+                    .mode(Mode::Soft)
+                    .temperature(t);
+                let z = l.try_forward(w.view(), &opts).unwrap().z;
+                let x = w.mapv(|v| v / t);
+                // Only the used entries of x count: i < j for trees, i ≠ j, j ≠ root for arcs.
+                let want = brute_marginals(&trees, &x, n, symmetric);
+                let err = (&z - &want).mapv(f64::abs).fold(0.0, |a: f64, &b| a.max(b));
+                assert!(err < 1e-9, "{support} T {t}: z = {z}\nbrute force = {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn marginals_sum_like_trees() {
+    let mut rng = Rng(13);
+    for n in [2, 3, 7, 30, 100] {
+        let root = n - 1;
+        let specs = [
+            (format!("spanning_tree({n})"), true),
+            (format!("arborescence({n}, root = {root})"), false),
+        ];
+        for (support, symmetric) in specs {
+            let l = layer(&format!("layer l: {support} {{ }}"));
+            let theta = rng.matrix(n, -4.0, 4.0);
+            let z = l
+                .try_forward(theta.view(), &Options::default().seed(3))
+                .unwrap()
+                .z;
+            assert!(
+                z.iter().all(|&v| (-1e-12..=1.0 + 1e-12).contains(&v)),
+                "{support}"
+            );
+            if symmetric {
+                assert_eq!(z, z.t(), "{support}: not symmetric");
+                let edges: f64 = z.sum() / 2.0;
+                assert!((edges - (n - 1) as f64).abs() < 1e-9, "{support}: {edges}");
+            } else {
+                for j in (0..n).filter(|&j| j != root) {
+                    let incoming: f64 = (0..n).map(|i| z[[i, j]]).sum();
+                    assert!(
+                        (incoming - 1.0).abs() < 1e-10,
+                        "{support}: node {j} {incoming}"
+                    );
+                }
+                assert!(
+                    (0..n).all(|i| z[[i, root]] == 0.0),
+                    "{support}: into the root"
+                );
+            }
+            assert!((0..n).all(|i| z[[i, i]] == 0.0), "{support}: diagonal");
+        }
+    }
+}
+
+/// `parent` of every node from a hard `z`, checking validity on the way.
+fn parents(z: &ArrayD<f64>, n: usize, root: usize) -> Vec<usize> {
+    let mut parent = vec![usize::MAX; n];
+    for i in 0..n {
+        for j in 0..n {
+            if z[[i, j]] == 1.0 {
+                assert_eq!(parent[j], usize::MAX, "node {j} has two parents");
+                parent[j] = i;
+            } else {
+                assert_eq!(z[[i, j]], 0.0);
+            }
+        }
+    }
+    assert_eq!(parent[root], usize::MAX, "an edge into the root");
+    for j in 0..n {
+        let mut k = j;
+        for _ in 0..n {
+            if k == root {
+                break;
+            }
+            assert_ne!(parent[k], usize::MAX, "node {k} has no parent");
+            k = parent[k];
+        }
+        assert_eq!(k, root, "node {j} does not reach the root");
+    }
+    parent
+}
+
+/// Large n: the maximum spanning tree is a tree (n − 1 edges, connected) and satisfies the cycle
+/// property (no outside edge beats the lightest edge of the tree path it closes), which
+/// certifies optimality.
+#[test]
+fn large_spanning_trees_are_maximal_trees() {
+    let mut rng = Rng(14);
+    for n in [40, 120] {
+        let l = layer(&format!("layer l: spanning_tree({n}) {{ }}"));
+        let theta = rng.matrix(n, -2.0, 2.0);
+        let fwd = l
+            .try_forward(theta.view(), &Options::default().seed(5).mode(Mode::Hard))
+            .unwrap();
+        let (z, w) = (&fwd.z, &fwd.w);
+        assert_eq!(z, &z.t());
+        assert_eq!(z.sum(), 2.0 * (n - 1) as f64);
+        // Root the tree at 0: with n − 1 edges and every node reaching 0, it is a spanning tree.
+        let mut directed = ArrayD::zeros(IxDyn(&[n, n]));
+        let mut seen = vec![false; n];
+        let mut stack = vec![0];
+        seen[0] = true;
+        while let Some(u) = stack.pop() {
+            for v in 0..n {
+                if z[[u, v]] != 1.0 || seen[v] {
+                    continue;
+                }
+                seen[v] = true;
+                directed[[u, v]] = 1.0;
+                stack.push(v);
+            }
+        }
+        let parent = parents(&directed, n, 0);
+        let edge = |i: usize, j: usize| w[[i.min(j), i.max(j)]];
+        let path_min = |mut a: usize, mut b: usize| {
+            let depth = |mut k: usize| {
+                let mut d = 0;
+                while k != 0 {
+                    k = parent[k];
+                    d += 1;
+                }
+                d
+            };
+            let (mut da, mut db) = (depth(a), depth(b));
+            let mut low = f64::INFINITY;
+            while a != b {
+                if da >= db {
+                    low = low.min(edge(a, parent[a]));
+                    a = parent[a];
+                    da -= 1;
+                } else {
+                    low = low.min(edge(b, parent[b]));
+                    b = parent[b];
+                    db -= 1;
+                }
+            }
+            low
+        };
+        for i in 0..n {
+            for j in (i + 1..n).filter(|&j| z[[i, j]] == 0.0) {
+                assert!(
+                    edge(i, j) <= path_min(i, j),
+                    "edge {{{i}, {j}}} improves the tree"
+                );
+            }
+        }
+    }
+}
+
+/// Large n: the maximum arborescence is valid and no single re-parenting improves it.
+#[test]
+fn large_arborescences_are_valid_and_locally_optimal() {
+    let mut rng = Rng(15);
+    for (n, root) in [(40, 0), (120, 77)] {
+        let l = layer(&format!("layer l: arborescence({n}, root = {root}) {{ }}"));
+        let theta = rng.matrix(n, -2.0, 2.0);
+        let fwd = l
+            .try_forward(theta.view(), &Options::default().seed(6).mode(Mode::Hard))
+            .unwrap();
+        let w = &fwd.w;
+        let parent = parents(&fwd.z, n, root);
+        let descends = |mut k: usize, from: usize| {
+            while k != root {
+                if k == from {
+                    return true;
+                }
+                k = parent[k];
+            }
+            from == root
+        };
+        for j in (0..n).filter(|&j| j != root) {
+            for i in (0..n).filter(|&i| i != j && !descends(i, j)) {
+                assert!(
+                    w[[i, j]] <= w[[parent[j], j]],
+                    "re-parenting {j} under {i} improves the arborescence"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ignored_entries_get_zero_gradient() {
+    let mut rng = Rng(16);
+    for rule in ["closed_form", "finite_diff"] {
+        for (support, _, symmetric) in instances(5, &mut rng) {
+            let root = support
+                .split("root = ")
+                .nth(1)
+                .map_or(0, |r| r.trim_end_matches(')').parse().unwrap());
+            for noise in ["gumbel", "gaussian(sigma = 2)", "neg_exponential"] {
+                let l = layer(&format!(
+                    "layer l: {support} {{ noise: {noise}; backward: {rule}; temperature: 0.7 }}"
+                ));
+                let theta = ArrayD::from_shape_fn(IxDyn(&[3, 5, 5]), |_| rng.uniform(-2.0, 2.0));
+                let cot = ArrayD::from_shape_fn(IxDyn(&[3, 5, 5]), |_| rng.uniform(-1.0, 1.0));
+                let fwd = l
+                    .try_forward(theta.view(), &Options::default().seed(9))
+                    .unwrap();
+                let grad = l.try_backward(&fwd, cot.view()).unwrap();
+                for (idx, &g) in grad.indexed_iter() {
+                    let (i, j) = (idx[1], idx[2]);
+                    let ignored = if symmetric {
+                        i >= j
+                    } else {
+                        i == j || j == root
+                    };
+                    if ignored {
+                        assert_eq!(g, 0.0, "{support} {noise} {rule}: grad{idx:?}");
+                    } else {
+                        assert!(g.is_finite());
+                    }
+                }
+                assert!(grad.iter().any(|&g| g != 0.0), "{support}: all zero");
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_marginals_match_f64() {
+    let mut rng = Rng(17);
+    for (support, _, _) in instances(6, &mut rng) {
+        let l = layer(&format!("layer l: {support} {{ }}"));
+        let theta = rng.matrix(6, -3.0, 3.0);
+        let opts = Options::default().seed(4);
+        let z64 = l.try_forward(theta.view(), &opts).unwrap().z;
+        let z32 = l
+            .try_forward(theta.mapv(|v| v as f32).view(), &opts)
+            .unwrap()
+            .z;
+        let err = z64
+            .iter()
+            .zip(&z32)
+            .map(|(a, &b)| (a - b as f64).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-5, "{support}: {err}");
+    }
+}
+
+/// Logits `w/T` within ±50 at n = 200 give finite marginals and gradients by LU; far beyond,
+/// the marginals still come (log space) and the backward is a clear error, never NaN.
+#[test]
+fn extreme_logits() {
+    let mut rng = Rng(18);
+    let n = 200;
+    for support in [
+        format!("spanning_tree({n})"),
+        format!("arborescence({n}, root = 5)"),
+    ] {
+        let l = layer(&format!("layer l: {support} {{ temperature: 0.1 }}"));
+        let opts = Options::default().noise(Noise::None).mode(Mode::Soft);
+        let theta = rng.matrix(n, -5.0, 5.0);
+        let fwd = l.try_forward(theta.view(), &opts).unwrap();
+        assert!(fwd
+            .z
+            .iter()
+            .all(|v| v.is_finite() && (-1e-9..=1.0 + 1e-9).contains(v)));
+        assert!(
+            fwd.report.values.is_empty(),
+            "{support}: {:?}",
+            fwd.report.values
+        );
+        let grad = l.try_backward(&fwd, theta.view()).unwrap();
+        assert!(grad.iter().all(|v| v.is_finite()), "{support}");
+    }
+    // ±1e4 at T = 1e-4 (logits ±1e8) on the complete graph: log space forward.
+    let l = layer("layer l: spanning_tree(200) { temperature: 1e-4 }");
+    let theta = rng.matrix(n, -1e4, 1e4);
+    let fwd = l
+        .try_forward(theta.view(), &Options::default().seed(1))
+        .unwrap();
+    assert!(fwd
+        .z
+        .iter()
+        .all(|v| v.is_finite() && (-1e-9..=1.0 + 1e-9).contains(v)));
+    assert_eq!(fwd.report.values.get("log_space_marginals"), Some(&1.0));
+    let hard = l
+        .try_forward(theta.view(), &Options::default().seed(1).mode(Mode::Hard))
+        .unwrap();
+    let gap = (&fwd.z - &hard.z)
+        .mapv(f64::abs)
+        .fold(0.0, |a: f64, &b| a.max(b));
+    assert!(
+        gap < 1e-6,
+        "the soft tree should be the hard one at T = 1e-4: {gap}"
+    );
+    let err = l.try_backward(&fwd, theta.view()).unwrap_err().to_string();
+    assert!(
+        err.contains("layer `l`") && err.contains("theta") && err.contains("higher temperature"),
+        "{err}"
+    );
+}
+
+/// The compile error of a spec that must not compile.
+fn compile_error(spec: &str) -> String {
+    match sst::compile(spec) {
+        Ok(_) => panic!("{spec} compiles"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_arguments_and_shapes_are_clear_errors() {
+    let e = compile_error("layer l: spanning_tree(1) { }");
+    assert!(e.contains("≥ 2"), "{e}");
+    let e = compile_error("layer l: arborescence(nodes = 1) { }");
+    assert!(e.contains("≥ 2"), "{e}");
+    let e = compile_error("layer l: arborescence(4, root = 4) { }");
+    assert!(e.contains("root = 4 is not a node"), "{e}");
+    let l = layer("layer l: arborescence(4, root = 3) { }");
+    let theta = ArrayD::<f64>::zeros(IxDyn(&[4, 3]));
+    let e = l
+        .try_forward(theta.view(), &Options::default())
+        .unwrap_err();
+    assert_eq!(e.field, "theta");
+    assert!(e.message.contains("[4, 4]"), "{e}");
+}
+
+#[test]
+fn presets_compile_and_run() {
+    for (spec, n) in [
+        ("layer a: sst_spanning_tree(6) { temperature: 0.5 }", 6),
+        ("layer b: sst_arborescence(5, root = 2) { }", 5),
+    ] {
+        let l = layer(spec);
+        let theta = ArrayD::from_shape_fn(IxDyn(&[2, n, n]), |i| (i[1] * 3 + i[2]) as f64 * 0.1);
+        let fwd = l.try_forward(theta.view(), &Options::default()).unwrap();
+        assert_eq!(fwd.mode, Mode::Soft, "{spec}");
+        assert!(fwd.z.iter().all(|v| v.is_finite()));
+    }
+}
