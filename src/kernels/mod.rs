@@ -3,7 +3,9 @@
 //! Every forward kernel writes its output into a caller-provided slice; every backward kernel
 //! (`*_vjp`) ADDS its vector–Jacobian product into `grad_x` and never overwrites it, as in dfdx.
 
+pub mod assignment;
 pub mod logistic;
+pub mod sinkhorn;
 pub mod softmax;
 pub mod sparsemax;
 
