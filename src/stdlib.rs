@@ -5,7 +5,10 @@ use std::sync::OnceLock;
 use crate::syntax::ast::{Item, Preset};
 
 /// The stdlib files: name and text.
-pub const FILES: &[(&str, &str)] = &[("stdlib/papers.sst", include_str!("../stdlib/papers.sst"))];
+pub const FILES: &[(&str, &str)] = &[
+    ("stdlib/papers.sst", include_str!("../stdlib/papers.sst")),
+    ("stdlib/permutations.sst", include_str!("../stdlib/permutations.sst")),
+];
 
 /// Every built-in preset, parsed once. The stdlib is checked by the test suite, so a parse
 /// failure here is a bug in the build, not in the user's input.
