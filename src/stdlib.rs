@@ -7,7 +7,10 @@ use crate::syntax::ast::{Item, Preset};
 /// The stdlib files: name and text.
 pub const FILES: &[(&str, &str)] = &[
     ("stdlib/papers.sst", include_str!("../stdlib/papers.sst")),
-    ("stdlib/permutations.sst", include_str!("../stdlib/permutations.sst")),
+    (
+        "stdlib/permutations.sst",
+        include_str!("../stdlib/permutations.sst"),
+    ),
 ];
 
 /// Every built-in preset, parsed once. The stdlib is checked by the test suite, so a parse

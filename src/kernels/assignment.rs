@@ -199,7 +199,7 @@ mod tests {
             }
             for i in 0..k {
                 heap(k - 1, a, out);
-                let swap = if k % 2 == 0 { i } else { 0 };
+                let swap = if k.is_multiple_of(2) { i } else { 0 };
                 a.swap(swap, k - 1);
             }
         }

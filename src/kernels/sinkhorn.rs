@@ -440,7 +440,14 @@ mod tests {
             };
             let mut p = vec![0.0; n * n];
             sinkhorn(&x, n, s, &mut p);
-            let fd = fd_grad(|x, p| drop(sinkhorn(x, n, s, p)), &x, &g, 1e-6);
+            let fd = fd_grad(
+                |x, p| {
+                    sinkhorn(x, n, s, p);
+                },
+                &x,
+                &g,
+                1e-6,
+            );
             let prior = r.vec(n * n, -1.0, 1.0);
             let mut implicit = prior.clone();
             sinkhorn_implicit_vjp(&p, n, &g, &mut implicit);
@@ -473,7 +480,14 @@ mod tests {
             iters: 3,
             tol: 1e-15,
         };
-        let fd = fd_grad(|x, p| drop(sinkhorn(x, n, s, p)), &x, &g, 1e-6);
+        let fd = fd_grad(
+            |x, p| {
+                sinkhorn(x, n, s, p);
+            },
+            &x,
+            &g,
+            1e-6,
+        );
         let mut grad = vec![0.0; n * n];
         sinkhorn_unrolled_vjp(&x, n, s, &g, &mut grad);
         for k in 0..n * n {
