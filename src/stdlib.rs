@@ -13,6 +13,10 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     ("stdlib/subsets.sst", include_str!("../stdlib/subsets.sst")),
     ("stdlib/trees.sst", include_str!("../stdlib/trees.sst")),
+    (
+        "stdlib/permutations.sst",
+        include_str!("../stdlib/permutations.sst"),
+    ),
 ];
 
 /// Every built-in preset, parsed once. The stdlib is checked by the test suite, so a parse

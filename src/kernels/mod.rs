@@ -3,6 +3,7 @@
 //! Every forward kernel writes its output into a caller-provided slice; every backward kernel
 //! (`*_vjp`) ADDS its vector–Jacobian product into `grad_x` and never overwrites it, as in dfdx.
 
+pub mod assignment;
 pub mod capped_simplex;
 pub mod chain_subset;
 pub mod esp;
@@ -10,6 +11,7 @@ pub mod logistic;
 pub mod logspace;
 pub mod matrix_tree;
 pub mod max_tree;
+pub mod sinkhorn;
 pub mod softmax;
 pub mod sparsemax;
 pub mod threshold;

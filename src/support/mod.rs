@@ -14,6 +14,7 @@ pub mod bernoulli;
 pub mod categorical;
 pub mod correlated_subset;
 pub mod counts;
+pub mod permutation;
 pub mod spanning_tree;
 pub mod subset;
 
@@ -33,6 +34,7 @@ pub const REGISTRY: &[Entry] = &[
     counts::BINOMIAL,
     counts::GEOMETRIC,
     counts::NEGATIVE_BINOMIAL,
+    permutation::ENTRY,
     spanning_tree::ENTRY,
     arborescence::ENTRY,
 ];
