@@ -53,7 +53,8 @@ impl Vocabulary {
         let word = &before[start..];
         let command = line.split_whitespace().next().unwrap_or("");
         let candidates: Vec<String> = if start == 0 && word.starts_with(':') {
-            COMMANDS.iter().map(|c| c.0.to_string()).collect()
+            // With the space that the arguments follow.
+            COMMANDS.iter().map(|c| format!("{} ", c.0)).collect()
         } else if TAKES_LAYER.contains(&command) && before[..start].trim() == command {
             self.layers.clone()
         } else if command == ":set" && before[..start].ends_with('.') {
@@ -61,7 +62,7 @@ impl Vocabulary {
         } else if command.starts_with(':') {
             Vec::new()
         } else {
-            self.language()
+            self.declaration_words(&before[..start])
         };
         let mut found: Vec<String> = candidates
             .into_iter()
@@ -70,6 +71,35 @@ impl Vocabulary {
         found.sort();
         found.dedup();
         (start, found)
+    }
+
+    /// The words that fit after `head` in a declaration: a field's values after `field:`,
+    /// supports and presets after `layer NAME:`, any word of the language elsewhere.
+    fn declaration_words(&self, head: &str) -> Vec<String> {
+        let Some(head) = head.trim_end().strip_suffix(':') else {
+            return self.language();
+        };
+        let words: Vec<&str> = head.split_whitespace().collect();
+        let key = words
+            .last()
+            .map_or("", |w| w.trim_start_matches(['{', ';']));
+        let list: Vec<&str> = match key {
+            "regularizer" => Regularizer::ALL.iter().map(|r| r.name()).collect(),
+            "noise" => names(PERTURBATIONS),
+            "estimator" => names(ESTIMATORS),
+            "backward" => names(BACKWARDS),
+            "temperature" => ["step", "exp", "log", "sqrt", "abs", "min", "max"].to_vec(),
+            _ if words.len() >= 2 && words[words.len() - 2] == "layer" => {
+                let mut supports: Vec<&str> = REGISTRY.iter().map(|e| e.name).collect();
+                supports.extend(sst::stdlib::presets().iter().map(|p| p.name.name.as_str()));
+                supports
+            }
+            _ if words.len() >= 2 && words[words.len() - 2] == "preset" => {
+                REGISTRY.iter().map(|e| e.name).collect()
+            }
+            _ => return self.language(),
+        };
+        list.into_iter().map(str::to_string).collect()
     }
 }
 
@@ -127,7 +157,7 @@ mod tests {
     #[test]
     fn commands_layers_fields_and_words_complete() {
         let v = vocabulary();
-        assert_eq!(v.complete(":sa", 3), (0, vec![":sample".to_string()]));
+        assert_eq!(v.complete(":sa", 3), (0, vec![":sample ".to_string()]));
         assert_eq!(v.complete(":plan p", 7), (6, vec!["pick".to_string()]));
         assert_eq!(
             v.complete(":set pick.temp", 14),
@@ -146,5 +176,18 @@ mod tests {
             .1
             .contains(&"bernoulli".to_string()));
         assert!(v.complete(":sample pick [1, 2", 18).1.is_empty());
+        // After `field:` only that field's values; after `layer NAME:` supports and presets.
+        assert_eq!(
+            v.complete("layer x: bernoulli(2) { regularizer: binary_", 44)
+                .1,
+            vec!["binary_entropy".to_string()]
+        );
+        assert_eq!(
+            v.complete("layer x: c { noise: g", 21).1,
+            vec!["gaussian".to_string(), "gumbel".to_string()]
+        );
+        let supports = v.complete("layer x: b", 10).1;
+        assert!(supports.contains(&"binary_concrete".to_string()));
+        assert!(!supports.contains(&"binary_entropy".to_string()));
     }
 }

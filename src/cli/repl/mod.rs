@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
-use rustyline::Editor;
+use rustyline::{CompletionType, Config, Editor};
 
 pub use session::{Output, Session};
 
@@ -31,7 +31,10 @@ const CONTINUE: &str = "...  ";
 
 pub fn run(file: Option<&Path>) -> Result<String, CliError> {
     let interactive = std::io::stdin().is_terminal();
-    let mut editor = Editor::<ReplHelper, DefaultHistory>::new()
+    let config = Config::builder()
+        .completion_type(CompletionType::List)
+        .build();
+    let mut editor = Editor::<ReplHelper, DefaultHistory>::with_config(config)
         .map_err(|e| CliError::Usage(format!("cannot start the line editor: {e}")))?;
     editor.set_helper(Some(ReplHelper::default()));
     let history = history_path();
