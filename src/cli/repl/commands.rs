@@ -327,6 +327,7 @@ fn request<'a>(
             args.arrays.len()
         ));
     }
+    // Check the name before a seed is spent on it; then borrow the layer for good.
     find_layer(session, name)?;
     let seed = session.seed(args.seed);
     let layer = find_layer(session, name)?;
