@@ -1,4 +1,4 @@
-//! The `sst` command: `check`, `eval`, `demo` and `bench`.
+//! The `sst` command: `check`, `eval`, `demo`, `bench` and `repl`.
 //!
 //! Exit status: 0 success, 1 spec error (caret diagnostics on stderr), 2 usage error, 3 bad
 //! request (one line on stderr). On error nothing is written to stdout.
@@ -8,6 +8,7 @@ mod check;
 mod demo;
 mod eval;
 mod json;
+mod repl;
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Declare layers and try them interactively (reads a script when stdin is not a terminal).
+    Repl {
+        /// A spec to load first.
+        file: Option<PathBuf>,
+    },
 }
 
 /// A failure of a subcommand, with its exit status.
@@ -81,6 +87,7 @@ pub fn main() -> i32 {
         Command::Eval { file, layer } => eval::run(&file, layer.as_deref()),
         Command::Demo => demo::run(),
         Command::Bench { json } => bench::run(json),
+        Command::Repl { file } => repl::run(file.as_deref()),
     };
     match result {
         Ok(out) => {
