@@ -8,16 +8,14 @@ use sst::noise::{uniforms, NoiseKey};
 use sst::{Mode, Module, Options};
 
 use super::check::plan_table;
+use super::repl::show;
 use super::CliError;
 
 /// The example specs, embedded so that the demo runs from any directory.
-const EXAMPLES: &[(&str, &str)] = &[(
-    "examples/quickstart.sst",
-    include_str!("../../examples/quickstart.sst"),
-)];
-
-/// Columns shown before a long row is elided.
-const MAX_COLUMNS: usize = 10;
+const EXAMPLES: &[(&str, &str)] = &[
+    ("examples/quickstart.sst", include_str!("../../examples/quickstart.sst")),
+    ("examples/structures.sst", include_str!("../../examples/structures.sst")),
+];
 
 pub fn run() -> Result<String, CliError> {
     let mut out = String::from(
@@ -61,13 +59,26 @@ fn show(out: &mut String, name: &str, text: &str) -> Result<(), CliError> {
             .try_forward(theta.view(), &opts.mode(Mode::Soft))
             .map_err(|e| CliError::Request(e.to_string()))?;
         let _ = writeln!(out, "  T = {}", soft.temperature);
+        let pairs = show::pairs(&hard.z, show::Pairs::for_support(&layer.plan().support.describe()));
         for (label, values) in [
             ("theta", &theta),
             ("w", &hard.w),
             ("hard z", &hard.z),
             ("soft z", &soft.z),
         ] {
-            let _ = writeln!(out, "  {label:>8} │ {}", row(values));
+            let text = show::array(values, label == "soft z");
+            if values.ndim() <= 1 {
+                let line = text.trim_end();
+                let _ = writeln!(out, "  {label:>8} │ {}", line.strip_prefix("  ").unwrap_or(line));
+            } else {
+                let _ = writeln!(out, "  {label:>8} │");
+                for line in text.lines() {
+                    let _ = writeln!(out, "           │  {line}");
+                }
+            }
+        }
+        if let Some(pairs) = pairs {
+            let _ = writeln!(out, "  {:>8} │ {}", "pairs", pairs.trim());
         }
         out.push('\n');
     }
@@ -86,19 +97,4 @@ fn demo_theta(shape: &[usize]) -> ArrayD<f64> {
         .map(|i| 4.0 * uniforms::<f64>(key, i as u64)[0] - 2.0)
         .collect();
     ArrayD::from_shape_vec(shape.to_vec(), data).expect("sizes agree")
-}
-
-/// The flattened values in aligned columns, the middle elided beyond [`MAX_COLUMNS`].
-fn row(values: &ArrayD<f64>) -> String {
-    let cells: Vec<String> = values.iter().map(|x| format!("{x:>7.3}")).collect();
-    if cells.len() <= MAX_COLUMNS {
-        return cells.join(" ");
-    }
-    let half = MAX_COLUMNS / 2;
-    format!(
-        "{} {:>7} {}",
-        cells[..half].join(" "),
-        "…",
-        cells[cells.len() - half..].join(" ")
-    )
 }

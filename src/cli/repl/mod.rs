@@ -9,7 +9,7 @@
 mod commands;
 mod complete;
 mod session;
-mod show;
+pub(super) mod show;
 #[cfg(test)]
 mod tests;
 
