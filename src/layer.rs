@@ -6,6 +6,7 @@
 //! without the samples axis, and `∂L/∂θ` like `z`.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
@@ -265,48 +266,61 @@ impl Layer {
         let l = mapped.unwrap_or(m);
         let rows = batch.unwrap_or(1);
         let count = opts.samples * rows;
-        let mut w = vec![F::zero(); count * l];
-        let mut z = vec![F::zero(); count * m];
-        let mut solution = vec![F::zero(); if mapped.is_some() { count * l } else { 0 }];
-        let mut scores = vec![F::zero(); l];
         let t = F::of(temperature);
-        for s in 0..opts.samples {
-            for b in 0..rows {
-                let i = s * rows + b;
-                let key = NoiseKey {
-                    seed,
-                    sample: s as u32,
-                    batch: b as u32,
-                };
-                solver.scores(&theta[b * m..(b + 1) * m], &mut scores);
-                let w_row = &mut w[i * l..(i + 1) * l];
-                noise
-                    .perturb(support.coordinates(), &scores, key, w_row)
-                    .map_err(|e| self.error("theta", e))?;
-                if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
-                    return Err(self.error(
+        // One range of rows: its perturbed scores, its z, its solution in score coordinates
+        // (supports with score maps only) and what the solvers reported.
+        let run_rows =
+            |range: Range<usize>| -> Result<(Vec<F>, Vec<F>, Vec<F>, Report), RequestError> {
+                let n = range.len();
+                let mut w = vec![F::zero(); n * l];
+                let mut z = vec![F::zero(); n * m];
+                let mut solution = vec![F::zero(); if mapped.is_some() { n * l } else { 0 }];
+                let mut scores = vec![F::zero(); l];
+                let mut report = Report::default();
+                for (j, i) in range.enumerate() {
+                    let (s, b) = (i / rows, i % rows);
+                    let key = NoiseKey {
+                        seed,
+                        sample: s as u32,
+                        batch: b as u32,
+                    };
+                    solver.scores(&theta[b * m..(b + 1) * m], &mut scores);
+                    let w_row = &mut w[j * l..(j + 1) * l];
+                    noise
+                        .perturb(support.coordinates(), &scores, key, w_row)
+                        .map_err(|e| self.error("theta", e))?;
+                    if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
+                        return Err(self.error(
                         "theta",
                         format!("the perturbed parameters overflow {} ({bad:e}); use smaller theta or less noise", F::NAME),
                     ));
-                }
-                let z_row = &mut z[i * m..(i + 1) * m];
-                let s_row = match mapped {
-                    Some(_) => &mut solution[i * l..(i + 1) * l],
-                    None => &mut *z_row,
-                };
-                match mode {
-                    Mode::Hard => solver.hard(w_row, s_row),
-                    Mode::Soft => {
-                        let x = self.scaled(w_row, t)?;
-                        solver
-                            .soft(&self.plan.soft, &x, s_row, &mut report)
-                            .map_err(|e| self.error("theta", e))?;
+                    }
+                    let z_row = &mut z[j * m..(j + 1) * m];
+                    let s_row = match mapped {
+                        Some(_) => &mut solution[j * l..(j + 1) * l],
+                        None => &mut *z_row,
+                    };
+                    match mode {
+                        Mode::Hard => solver.hard(w_row, s_row),
+                        Mode::Soft => {
+                            let x = self.scaled(w_row, t)?;
+                            solver
+                                .soft(&self.plan.soft, &x, s_row, &mut report)
+                                .map_err(|e| self.error("theta", e))?;
+                        }
+                    }
+                    if mapped.is_some() {
+                        solver.decode(&solution[j * l..(j + 1) * l], z_row);
                     }
                 }
-                if mapped.is_some() {
-                    solver.decode(&solution[i * l..(i + 1) * l], z_row);
-                }
-            }
+                Ok((w, z, solution, report))
+            };
+        let (mut w, mut z, mut solution) = (Vec::new(), Vec::new(), Vec::new());
+        for (w_part, z_part, s_part, part_report) in split_rows(count, l, run_rows)? {
+            w.extend(w_part);
+            z.extend(z_part);
+            solution.extend(s_part);
+            report.merge(part_report);
         }
         let mut rows_shape = Vec::new();
         if opts.samples > 1 {
@@ -387,12 +401,13 @@ impl Layer {
         let solution = solution.as_slice().expect("built in standard layout");
         let theta = fwd.theta.as_slice().expect("built in standard layout");
         let l = w.len() / (fwd.samples * rows);
-        let mut grad = vec![F::zero(); z.len()];
-        let (mut g_l, mut grad_w, mut grad_l) =
-            (vec![F::zero(); l], vec![F::zero(); l], vec![F::zero(); l]);
-        for s in 0..fwd.samples {
-            for b in 0..rows {
-                let i = s * rows + b;
+        // One range of rows: their gradients, one row of `θ`'s shape each.
+        let run_rows = |range: Range<usize>| -> Result<Vec<F>, RequestError> {
+            let mut grad = vec![F::zero(); range.len() * m];
+            let (mut g_l, mut grad_w, mut grad_l) =
+                (vec![F::zero(); l], vec![F::zero(); l], vec![F::zero(); l]);
+            for (j, i) in range.enumerate() {
+                let (s, b) = (i / rows, i % rows);
                 let theta_row = &theta[b * m..(b + 1) * m];
                 let w_row = &w[i * l..(i + 1) * l];
                 solver.decode_vjp(&cotangent[b * m..(b + 1) * m], &mut g_l);
@@ -441,9 +456,11 @@ impl Layer {
                 grad_l.fill(F::zero());
                 fwd.noise
                     .chain(support.coordinates(), w_row, &grad_w, &mut grad_l);
-                solver.scores_vjp(theta_row, &grad_l, &mut grad[i * m..(i + 1) * m]);
+                solver.scores_vjp(theta_row, &grad_l, &mut grad[j * m..(j + 1) * m]);
             }
-        }
+            Ok(grad)
+        };
+        let grad: Vec<F> = split_rows(fwd.samples * rows, l, run_rows)?.concat();
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
     }
 
@@ -588,6 +605,41 @@ impl Layer {
             None => Ok(x),
         }
     }
+}
+
+/// Requests with fewer numbers than this run on one thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// Runs `work` on consecutive ranges of the rows `0..count` — on several threads when the
+/// request holds at least [`PARALLEL_MIN`] numbers (`row_len` per row) — and returns the results
+/// in row order. Noise is keyed by (seed, sample, batch row, element), so the split changes no
+/// number.
+fn split_rows<T: Send>(
+    count: usize,
+    row_len: usize,
+    work: impl Fn(Range<usize>) -> Result<T, RequestError> + Sync,
+) -> Result<Vec<T>, RequestError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(count);
+    if threads <= 1 || count * row_len < PARALLEL_MIN {
+        return Ok(vec![work(0..count)?]);
+    }
+    let per = count.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = (0..count)
+            .step_by(per)
+            .map(|start| scope.spawn(move || work(start..(start + per).min(count))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// `3, 3` from `[3, 3]`.

@@ -141,7 +141,12 @@ fn check_instance(support: &SupportRef, seed: u64, rng: &mut Rng, counts: &mut C
                         break;
                     }
                     let fwd = l.try_forward(theta.view(), &opts).unwrap();
-                    if !fwd.report.warnings.is_empty() {
+                    if fwd
+                        .report
+                        .warnings
+                        .iter()
+                        .any(|w| w.contains("did not converge"))
+                    {
                         counts.unconverged += 1;
                         break;
                     }

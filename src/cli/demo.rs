@@ -13,8 +13,14 @@ use super::CliError;
 
 /// The example specs, embedded so that the demo runs from any directory.
 const EXAMPLES: &[(&str, &str)] = &[
-    ("examples/quickstart.sst", include_str!("../../examples/quickstart.sst")),
-    ("examples/structures.sst", include_str!("../../examples/structures.sst")),
+    (
+        "examples/quickstart.sst",
+        include_str!("../../examples/quickstart.sst"),
+    ),
+    (
+        "examples/structures.sst",
+        include_str!("../../examples/structures.sst"),
+    ),
 ];
 
 pub fn run() -> Result<String, CliError> {
@@ -59,7 +65,10 @@ fn show(out: &mut String, name: &str, text: &str) -> Result<(), CliError> {
             .try_forward(theta.view(), &opts.mode(Mode::Soft))
             .map_err(|e| CliError::Request(e.to_string()))?;
         let _ = writeln!(out, "  T = {}", soft.temperature);
-        let pairs = show::pairs(&hard.z, show::Pairs::for_support(&layer.plan().support.describe()));
+        let pairs = show::pairs(
+            &hard.z,
+            show::Pairs::for_support(&layer.plan().support.describe()),
+        );
         for (label, values) in [
             ("theta", &theta),
             ("w", &hard.w),
@@ -69,7 +78,11 @@ fn show(out: &mut String, name: &str, text: &str) -> Result<(), CliError> {
             let text = show::array(values, label == "soft z");
             if values.ndim() <= 1 {
                 let line = text.trim_end();
-                let _ = writeln!(out, "  {label:>8} │ {}", line.strip_prefix("  ").unwrap_or(line));
+                let _ = writeln!(
+                    out,
+                    "  {label:>8} │ {}",
+                    line.strip_prefix("  ").unwrap_or(line)
+                );
             } else {
                 let _ = writeln!(out, "  {label:>8} │");
                 for line in text.lines() {
