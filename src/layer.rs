@@ -270,7 +270,7 @@ impl Layer {
         // One range of rows: its perturbed scores, its z, its solution in score coordinates
         // (supports with score maps only) and what the solvers reported.
         let run_rows =
-            |range: Range<usize>| -> Result<(Vec<F>, Vec<F>, Vec<F>, Report), RequestError> {
+            |range: Range<usize>| -> Result<ForwardRows<F>, RequestError> {
                 let n = range.len();
                 let mut w = vec![F::zero(); n * l];
                 let mut z = vec![F::zero(); n * m];
@@ -606,6 +606,10 @@ impl Layer {
         }
     }
 }
+
+/// What a range of rows of a forward pass produces: perturbed scores, `z`, the solution in
+/// score coordinates (supports with score maps only), and the solvers' report.
+type ForwardRows<F> = (Vec<F>, Vec<F>, Vec<F>, Report);
 
 /// Requests with fewer numbers than this run on one thread.
 const PARALLEL_MIN: usize = 1 << 16;
