@@ -2,7 +2,7 @@
 //! Gumbel-Rao, score functions and baselines for REINFORCE. Plain functions on slices; the
 //! supports that offer an estimator call them, the layer combines them.
 
-use crate::kernels::{logsumexp, softmax::softmax};
+use crate::kernels::{logaddexp, logsumexp, softmax::softmax};
 use crate::noise::{gumbel, uniforms, NoiseKey};
 use crate::plan::Baseline;
 use crate::real::Real;
@@ -11,12 +11,6 @@ use crate::real::Real;
 /// forward noise (which uses elements below 2³²).
 fn draw_uniforms<F: Real>(key: NoiseKey, draw: u32, element: usize) -> [F; 2] {
     uniforms(key, ((u64::from(draw) + 1) << 32) | element as u64)
-}
-
-/// `log(exp(a) + exp(b))` without overflow.
-fn logaddexp<F: Real>(a: F, b: F) -> F {
-    let m = a.max(b);
-    m + ((a - m).exp() + (b - m).exp()).ln()
 }
 
 /// Gumbel-max perturbations `w = θ + G` conditioned on `argmax w = d` (Paulus, Maddison,

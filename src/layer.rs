@@ -198,7 +198,7 @@ impl Layer {
         let dims = theta.shape();
         let batch = if dims == shape.as_slice() {
             None
-        } else if dims.len() == shape.len() + 1 && dims[1..] == shape[..] {
+        } else if dims.len() == shape.len() + 1 && dims[1..] == shape[..] && dims[0] > 0 {
             Some(dims[0])
         } else {
             return Err(self.error(
@@ -265,56 +265,61 @@ impl Layer {
         let m = self.row_len();
         let l = mapped.unwrap_or(m);
         let rows = batch.unwrap_or(1);
-        let count = opts.samples * rows;
+        let count = opts.samples.saturating_mul(rows);
+        if count.saturating_mul(l.max(m)) > MAX_NUMBERS || opts.samples > u32::MAX as usize {
+            return Err(self.error(
+                "samples",
+                format!("samples × batch × row length exceeds {MAX_NUMBERS} numbers"),
+            ));
+        }
         let t = F::of(temperature);
         // One range of rows: its perturbed scores, its z, its solution in score coordinates
         // (supports with score maps only) and what the solvers reported.
-        let run_rows =
-            |range: Range<usize>| -> Result<ForwardRows<F>, RequestError> {
-                let n = range.len();
-                let mut w = vec![F::zero(); n * l];
-                let mut z = vec![F::zero(); n * m];
-                let mut solution = vec![F::zero(); if mapped.is_some() { n * l } else { 0 }];
-                let mut scores = vec![F::zero(); l];
-                let mut report = Report::default();
-                for (j, i) in range.enumerate() {
-                    let (s, b) = (i / rows, i % rows);
-                    let key = NoiseKey {
-                        seed,
-                        sample: s as u32,
-                        batch: b as u32,
-                    };
-                    solver.scores(&theta[b * m..(b + 1) * m], &mut scores);
-                    let w_row = &mut w[j * l..(j + 1) * l];
-                    noise
-                        .perturb(support.coordinates(), &scores, key, w_row)
-                        .map_err(|e| self.error("theta", e))?;
-                    if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
-                        return Err(self.error(
+        let run_rows = |range: Range<usize>| -> Result<ForwardRows<F>, RequestError> {
+            let n = range.len();
+            let mut w = vec![F::zero(); n * l];
+            let mut z = vec![F::zero(); n * m];
+            let mut solution = vec![F::zero(); if mapped.is_some() { n * l } else { 0 }];
+            let mut scores = vec![F::zero(); l];
+            let mut report = Report::default();
+            for (j, i) in range.enumerate() {
+                let (s, b) = (i / rows, i % rows);
+                let key = NoiseKey {
+                    seed,
+                    sample: s as u32,
+                    batch: b as u32,
+                };
+                solver.scores(&theta[b * m..(b + 1) * m], &mut scores);
+                let w_row = &mut w[j * l..(j + 1) * l];
+                noise
+                    .perturb(support.coordinates(), &scores, key, w_row)
+                    .map_err(|e| self.error("theta", e))?;
+                if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
+                    return Err(self.error(
                         "theta",
                         format!("the perturbed parameters overflow {} ({bad:e}); use smaller theta or less noise", F::NAME),
                     ));
-                    }
-                    let z_row = &mut z[j * m..(j + 1) * m];
-                    let s_row = match mapped {
-                        Some(_) => &mut solution[j * l..(j + 1) * l],
-                        None => &mut *z_row,
-                    };
-                    match mode {
-                        Mode::Hard => solver.hard(w_row, s_row),
-                        Mode::Soft => {
-                            let x = self.scaled(w_row, t)?;
-                            solver
-                                .soft(&self.plan.soft, &x, s_row, &mut report)
-                                .map_err(|e| self.error("theta", e))?;
-                        }
-                    }
-                    if mapped.is_some() {
-                        solver.decode(&solution[j * l..(j + 1) * l], z_row);
+                }
+                let z_row = &mut z[j * m..(j + 1) * m];
+                let s_row = match mapped {
+                    Some(_) => &mut solution[j * l..(j + 1) * l],
+                    None => &mut *z_row,
+                };
+                match mode {
+                    Mode::Hard => solver.hard(w_row, s_row),
+                    Mode::Soft => {
+                        let x = self.scaled(w_row, t)?;
+                        solver
+                            .soft(&self.plan.soft, &x, s_row, &mut report)
+                            .map_err(|e| self.error("theta", e))?;
                     }
                 }
-                Ok((w, z, solution, report))
-            };
+                if mapped.is_some() {
+                    solver.decode(&solution[j * l..(j + 1) * l], z_row);
+                }
+            }
+            Ok((w, z, solution, report))
+        };
         let (mut w, mut z, mut solution) = (Vec::new(), Vec::new(), Vec::new());
         for (w_part, z_part, s_part, part_report) in split_rows(count, l, run_rows)? {
             w.extend(w_part);
@@ -610,6 +615,10 @@ impl Layer {
 /// What a range of rows of a forward pass produces: perturbed scores, `z`, the solution in
 /// score coordinates (supports with score maps only), and the solvers' report.
 type ForwardRows<F> = (Vec<F>, Vec<F>, Vec<F>, Report);
+
+/// The most numbers one forward pass may produce per output (`samples × batch × row`), so that
+/// a request cannot exhaust memory.
+const MAX_NUMBERS: usize = 1 << 28;
 
 /// Requests with fewer numbers than this run on one thread.
 const PARALLEL_MIN: usize = 1 << 16;

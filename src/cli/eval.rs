@@ -25,9 +25,6 @@ const FIELDS: &[&str] = &[
     "cotangent",
 ];
 
-/// The most numbers one response may hold (samples × θ), so a typo cannot exhaust memory.
-const MAX_OUTPUT: usize = 1 << 27;
-
 pub fn run(file: &Path, layer: Option<&str>) -> Result<String, CliError> {
     let module = load(file)?;
     let layer = match layer {
@@ -36,6 +33,12 @@ pub fn run(file: &Path, layer: Option<&str>) -> Result<String, CliError> {
             .map_err(|e| CliError::Usage(e.to_string()))?,
         None => match module.layers() {
             [only] => only,
+            [] => {
+                return Err(CliError::Usage(format!(
+                    "{} declares no layer",
+                    file.display()
+                )))
+            }
             layers => {
                 let names: Vec<&str> = layers.iter().map(Layer::name).collect();
                 return Err(CliError::Usage(format!(
@@ -157,12 +160,6 @@ impl Request {
         if options.samples == 0 {
             return Err(FieldError("samples", "must be at least 1".into()));
         }
-        if options.samples.saturating_mul(theta.len().max(1)) > MAX_OUTPUT {
-            return Err(FieldError(
-                "samples",
-                format!("samples × theta would hold more than {MAX_OUTPUT} numbers"),
-            ));
-        }
         let with_w = match fields.get("with_w") {
             None => false,
             Some(Json::Bool(b)) => *b,
@@ -255,6 +252,12 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
                 format!("the result holds {bad}; this is a bug in a solver, please report it"),
             ));
         }
+    }
+    if let Some((key, value)) = fwd.report.values.iter().find(|(_, v)| !v.is_finite()) {
+        return Err(error(
+            "diagnostics",
+            format!("{key} is {value}; this is a bug in a solver, please report it"),
+        ));
     }
     let mut diagnostics = Map::new();
     diagnostics.insert("mode".into(), json!(fwd.mode.name()));

@@ -50,15 +50,7 @@ impl<F: Real> LogNum<F> for F {
         v
     }
     fn plus(self, other: Self) -> Self {
-        let (hi, lo) = if self >= other {
-            (self, other)
-        } else {
-            (other, self)
-        };
-        if hi == F::neg_infinity() {
-            return hi;
-        }
-        hi + (lo - hi).exp().ln_1p()
+        super::logaddexp(self, other)
     }
     fn times(self, other: Self) -> Self {
         self + other

@@ -274,16 +274,6 @@ fn m_matrix_inverse(a: &mut [f64], excess: &mut [f64], m: usize) -> Option<Vec<f
     Some(x)
 }
 
-/// `ln(eᵃ + eᵇ)` without overflow; `−∞` absorbs.
-fn log_add(a: f64, b: f64) -> f64 {
-    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
-    if lo == f64::NEG_INFINITY {
-        hi
-    } else {
-        hi + (lo - hi).exp().ln_1p()
-    }
-}
-
 /// `μ = ∇A(x)` by Gaussian elimination of the non-root nodes in log space, subtraction-free
 /// (Grassmann, Taksar & Heyman 1985): eliminating node `v` of the current graph (pivot
 /// `D_v = log Σ_i a_iv`, its weighted in-degree) leaves the Laplacian of the graph with
@@ -304,11 +294,11 @@ pub fn log_space_marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64]) {
     }
     let mut d = vec![0.0; last];
     for v in 0..last {
-        d[v] = (v + 1..n).fold(f64::NEG_INFINITY, |s, i| log_add(s, f[i * n + v]));
+        d[v] = (v + 1..n).fold(f64::NEG_INFINITY, |s, i| super::logaddexp(s, f[i * n + v]));
         for u in v + 1..n {
             let fuv = f[u * n + v] - d[v];
             for w in (v + 1..last).filter(|&w| w != u) {
-                f[u * n + w] = log_add(f[u * n + w], fuv + f[v * n + w]);
+                f[u * n + w] = super::logaddexp(f[u * n + w], fuv + f[v * n + w]);
             }
         }
     }

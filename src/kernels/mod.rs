@@ -19,6 +19,15 @@ pub mod top_k;
 
 use crate::real::Real;
 
+/// `ln(eᵃ + eᵇ)` without overflow: `max + ln(1 + e^{min − max})`; `−∞` when both are `−∞`.
+pub fn logaddexp<F: Real>(a: F, b: F) -> F {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo == F::neg_infinity() {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
+}
+
 /// `logsumexp(x) = m + ln Σ_i exp(x_i − m)`, `m = max_i x_i` (max-shifted, so finite for any
 /// finite `x`). Returns `−∞` for an empty slice or when every entry is `−∞`, and `+∞` when some
 /// entry is `+∞`.

@@ -38,9 +38,24 @@ const MAX_PARAM: Param = Param {
     default: Some(Value::Name("auto")),
 };
 
-/// `Some(K)` for an integer `max`, `None` for `auto`.
-fn max_arg(v: Value) -> Option<usize> {
-    v.name().is_none().then(|| v.int() as usize)
+/// `Some(K)` for an integer `max`, `None` for `auto`; at most [`MAX_OUTCOMES`] outcomes.
+fn max_arg(v: Value, param: usize) -> Result<Option<usize>, ArgError> {
+    match v.name() {
+        Some(_) => Ok(None),
+        None => Ok(Some(outcomes(v, param)?)),
+    }
+}
+
+/// An integer argument that bounds the outcomes `{0..K}`: `K < MAX_OUTCOMES`.
+fn outcomes(v: Value, param: usize) -> Result<usize, ArgError> {
+    let k = v.int() as usize;
+    if k >= MAX_OUTCOMES {
+        return Err(ArgError {
+            param,
+            message: format!("at most {} outcomes are kept, found {k}", MAX_OUTCOMES - 1),
+        });
+    }
+    Ok(k)
 }
 
 pub const POISSON: Entry = Entry {
@@ -48,7 +63,7 @@ pub const POISSON: Entry = Entry {
     summary: "a Poisson count, θ = log-rate, truncated to {0..max}",
     example: "poisson(max = 8)",
     params: &[MAX_PARAM],
-    build: |a| Ok(count(Family::Poisson, max_arg(a[0]))),
+    build: |a| Ok(count(Family::Poisson, max_arg(a[0], 0)?)),
     random_instance: |seed| count(Family::Poisson, Some(small_size(seed) + 1)),
 };
 
@@ -64,7 +79,7 @@ pub const BINOMIAL: Entry = Entry {
     build: |a| {
         Ok(count(
             Family::Binomial {
-                trials: a[0].int() as usize,
+                trials: outcomes(a[0], 0)?,
             },
             None,
         ))
@@ -84,7 +99,7 @@ pub const GEOMETRIC: Entry = Entry {
     summary: "failures before the first success, θ = logit of p, truncated to {0..max}",
     example: "geometric(max = 8)",
     params: &[MAX_PARAM],
-    build: |a| Ok(count(Family::Geometric, max_arg(a[0]))),
+    build: |a| Ok(count(Family::Geometric, max_arg(a[0], 0)?)),
     random_instance: |seed| count(Family::Geometric, Some(small_size(seed) + 1)),
 };
 
@@ -108,7 +123,7 @@ pub const NEGATIVE_BINOMIAL: Entry = Entry {
                 message: format!("r must be at most 1e6, found {r}"),
             });
         }
-        Ok(count(Family::NegativeBinomial { r }, max_arg(a[1])))
+        Ok(count(Family::NegativeBinomial { r }, max_arg(a[1], 1)?))
     },
     random_instance: |seed| {
         let r = 0.5 + small_size(seed ^ 0x5eed) as f64 / 2.0;
@@ -221,6 +236,12 @@ impl Count {
 
     /// The truncation for one row: the family's end, the explicit `max`, or `auto`'s choice.
     fn truncation(&self, theta: f64) -> Result<usize, String> {
+        if !self.family.log_p0(theta).is_finite() {
+            return Err(format!(
+                "theta = {theta:e} is out of range for {}: its pmf underflows (|theta| must stay below about 700)",
+                self.name()
+            ));
+        }
         match (self.family, self.max) {
             (Family::Binomial { trials }, _) => Ok(trials),
             (_, Some(max)) => Ok(max),

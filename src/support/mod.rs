@@ -283,11 +283,15 @@ impl Report {
         *slot = slot.max(value);
     }
 
-    /// Adds a warning unless the same sentence is already there.
+    /// Adds a warning, replacing an earlier one of the same kind (the same words up to the
+    /// first number), so that a batch gives one sentence per problem; the worst values are in
+    /// [`Report::values`].
     pub fn warn(&mut self, sentence: String) {
-        if !self.warnings.contains(&sentence) {
-            self.warnings.push(sentence);
-        }
+        let kind =
+            |s: &str| s[..s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len())].to_string();
+        let new_kind = kind(&sentence);
+        self.warnings.retain(|w| kind(w) != new_kind);
+        self.warnings.push(sentence);
     }
 
     /// Merges another report into this one.

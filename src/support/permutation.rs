@@ -156,7 +156,6 @@ impl<F: Real> Solve<F> for Permutation {
         if !outcome.converged(settings) {
             // One warning per forward pass, with the worst residual over its rows.
             let worst = report.values["sinkhorn_residual"];
-            report.warnings.retain(|w| !w.starts_with(NOT_CONVERGED));
             report.warn(format!(
                 "{NOT_CONVERGED} in {} iterations (marginal residual {worst:.1e} > tol {:e})",
                 settings.iters, settings.tol

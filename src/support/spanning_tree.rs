@@ -180,8 +180,8 @@ impl<F: Real> Solve<F> for SpanningTree {
     fn soft(&self, _: &SoftCall, x: &[F], z: &mut [F], report: &mut Report) -> Result<(), String> {
         let n = self.n;
         let mut mu = vec![0.0; n * n];
-        if matrix_tree::marginals(&self.symmetric(x), n, 0, &mut mu)
-            == matrix_tree::Method::LogSpace
+        let y = self.symmetric(x);
+        if matrix_tree::marginals(&y, n, best_root(&y, n), &mut mu) == matrix_tree::Method::LogSpace
         {
             report.record_max("log_space_marginals", 1.0);
         }

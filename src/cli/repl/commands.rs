@@ -434,7 +434,12 @@ fn grad(session: &mut Session, rest: &str) -> Result<Output, String> {
 /// The solver's diagnostics and warnings, when it reported any.
 fn report(out: &mut String, report: &sst::support::Report) {
     for (key, value) in &report.values {
-        let _ = writeln!(out, "{key} = {value}");
+        // Counts print as integers, residuals and masses in scientific notation.
+        if value.fract() == 0.0 && value.abs() < 1e15 {
+            let _ = writeln!(out, "{key} = {value}");
+        } else {
+            let _ = writeln!(out, "{key} = {value:.3e}");
+        }
     }
     for warning in &report.warnings {
         let _ = writeln!(out, "warning: {warning}");
