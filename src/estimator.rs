@@ -2,6 +2,7 @@
 //! Gumbel-Rao, score functions and baselines for REINFORCE. Plain functions on slices; the
 //! supports that offer an estimator call them, the layer combines them.
 
+use crate::kernels::logistic::log_sigmoid;
 use crate::kernels::{logaddexp, logsumexp, softmax::softmax};
 use crate::noise::{gumbel, uniforms, NoiseKey};
 use crate::plan::Baseline;
@@ -32,15 +33,6 @@ pub fn conditional_gumbel_max<F: Real>(
             let u = draw_uniforms::<F>(key, draw, j)[0];
             -logaddexp(-top, -tj + (-u.ln()).ln())
         };
-    }
-}
-
-/// `log σ(x) = −log(1 + exp(−x))`, stable for both signs.
-pub fn log_sigmoid<F: Real>(x: F) -> F {
-    if x >= F::zero() {
-        -(-x).exp().ln_1p()
-    } else {
-        x - x.exp().ln_1p()
     }
 }
 

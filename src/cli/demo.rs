@@ -3,11 +3,10 @@
 
 use std::fmt::Write;
 
-use ndarray::ArrayD;
-use sst::noise::{uniforms, NoiseKey};
 use sst::{Mode, Module, Options};
 
 use super::check::plan_table;
+use super::repl::commands::random;
 use super::repl::show;
 use super::CliError;
 
@@ -56,7 +55,7 @@ fn show(out: &mut String, name: &str, text: &str) -> Result<(), CliError> {
     for layer in module.layers() {
         out.push_str(&plan_table(layer.plan()));
         let shape = layer.plan().support.shape();
-        let theta = demo_theta(&shape);
+        let theta = random(&shape, 2026, 0, 2.0).map_err(CliError::Request)?;
         let opts = Options::default().seed(1);
         let hard = layer
             .try_forward(theta.view(), &opts.mode(Mode::Hard))
@@ -96,18 +95,4 @@ fn show(out: &mut String, name: &str, text: &str) -> Result<(), CliError> {
         out.push('\n');
     }
     Ok(())
-}
-
-/// A fixed `θ` with entries in [−2, 2], the same on every run.
-fn demo_theta(shape: &[usize]) -> ArrayD<f64> {
-    let key = NoiseKey {
-        seed: 2026,
-        sample: 0,
-        batch: 0,
-    };
-    let n: usize = shape.iter().product();
-    let data = (0..n)
-        .map(|i| 4.0 * uniforms::<f64>(key, i as u64)[0] - 2.0)
-        .collect();
-    ArrayD::from_shape_vec(shape.to_vec(), data).expect("sizes agree")
 }

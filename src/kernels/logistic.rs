@@ -4,6 +4,15 @@
 
 use crate::real::Real;
 
+/// `log σ(x) = −log(1 + exp(−x))`, stable for both signs.
+pub fn log_sigmoid<F: Real>(x: F) -> F {
+    if x >= F::zero() {
+        -(-x).exp().ln_1p()
+    } else {
+        x - x.exp().ln_1p()
+    }
+}
+
 /// `z_i = σ(x_i) = 1 / (1 + exp(−x_i))`, computed as `exp(x_i) / (1 + exp(x_i))` for `x_i < 0`, so
 /// `exp` never overflows for either sign. Panics if the lengths differ.
 pub fn sigmoid<F: Real>(x: &[F], z: &mut [F]) {

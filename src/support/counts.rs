@@ -17,7 +17,7 @@ use super::{
     ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
     SoftSolver, Solve, Structure, SupportRef, Value,
 };
-use crate::estimator::log_sigmoid;
+use crate::kernels::logistic::log_sigmoid;
 use crate::kernels::{argmax, logsumexp, softmax};
 use crate::noise::Coordinates;
 use crate::real::Real;

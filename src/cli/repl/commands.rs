@@ -11,6 +11,8 @@ use sst::{Layer, Mode, Options};
 use super::session::{Output, Session};
 use super::show::{self, Pairs};
 use crate::cli::check::plan_table;
+use crate::cli::json::nested_array;
+use sst::diagnostic::did_you_mean;
 
 /// Every command with its arguments and what it does, for `:help` and completion.
 pub const COMMANDS: &[(&str, &str, &str)] = &[
@@ -83,12 +85,7 @@ fn split_word(text: &str) -> (&str, &str) {
 
 fn unknown_command(name: &str) -> String {
     let typed = format!(":{name}");
-    let near = COMMANDS
-        .iter()
-        .map(|c| c.0)
-        .min_by_key(|c| strsim::levenshtein(c, &typed))
-        .filter(|c| strsim::levenshtein(c, &typed) <= 2);
-    match near {
+    match did_you_mean(&typed, COMMANDS.iter().map(|c| c.0)) {
         Some(c) => format!("unknown command `{typed}`; did you mean `{c}`? (:help lists them)"),
         None => format!("unknown command `{typed}` (:help lists them)"),
     }
@@ -252,39 +249,17 @@ fn parse_args(words: &[&str]) -> Result<Args, String> {
 pub fn parse_array(text: &str) -> Result<ArrayD<f64>, String> {
     let json: Json =
         serde_json::from_str(text).map_err(|e| format!("malformed array `{text}`: {e}"))?;
-    let mut shape = Vec::new();
-    let mut probe = &json;
-    while let Json::Array(items) = probe {
-        shape.push(items.len());
-        match items.first() {
-            Some(first) => probe = first,
-            None => break,
-        }
-    }
-    let mut data = Vec::new();
-    flatten(&json, &shape, &mut data)?;
-    ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| format!("array `{text}`: {e}"))
-}
-
-fn flatten(json: &Json, shape: &[usize], out: &mut Vec<f64>) -> Result<(), String> {
-    match (json, shape.split_first()) {
-        (Json::Number(n), None) => {
-            out.push(n.as_f64().ok_or("a number out of range")?);
-            Ok(())
-        }
-        (Json::Array(items), Some((&len, inner))) if items.len() == len => {
-            items.iter().try_for_each(|item| flatten(item, inner, out))
-        }
-        (Json::Array(_), Some(_)) => {
-            Err("the array is not rectangular (rows of different lengths)".into())
-        }
-        _ => Err("an array holds only numbers, nested to the same depth".into()),
-    }
+    nested_array(&json).map_err(|e| format!("array `{text}`: {e}"))
 }
 
 /// Uniform numbers in `[-scale, scale]` of `shape`, from `seed` (on a stream of its own, apart
 /// from the layer's noise).
-fn random(shape: &[usize], seed: u64, stream: u32, scale: f64) -> Result<ArrayD<f64>, String> {
+pub(in crate::cli) fn random(
+    shape: &[usize],
+    seed: u64,
+    stream: u32,
+    scale: f64,
+) -> Result<ArrayD<f64>, String> {
     let key = NoiseKey {
         seed,
         sample: u32::MAX - stream,

@@ -6,7 +6,7 @@
 //! the compiled module. When stdin is not a terminal the same loop reads a script line by line,
 //! without prompts.
 
-mod commands;
+pub(super) mod commands;
 mod complete;
 mod session;
 pub(super) mod show;
