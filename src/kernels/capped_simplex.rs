@@ -71,25 +71,5 @@ fn threshold(v: &[f64], k: usize) -> f64 {
 /// `grad_x_i += g_i − (1/|L|) Σ_{j∈L} g_j` for `i ∈ L`, nothing elsewhere
 /// (`J = diag(1_L) − 1_L 1_Lᵀ/|L|`, symmetric; 0 when `L` is empty). Adds into `grad_x`.
 pub fn capped_simplex_vjp<F: Real>(z: &[F], g: &[F], grad_x: &mut [F]) {
-    assert!(
-        z.len() == g.len() && z.len() == grad_x.len(),
-        "capped_simplex_vjp: length mismatch"
-    );
-    let inside = |zi: F| zi > F::zero() && zi < F::one();
-    let (mut sum, mut count) = (F::zero(), 0usize);
-    for (&zi, &gi) in z.iter().zip(g) {
-        if inside(zi) {
-            sum = sum + gi;
-            count += 1;
-        }
-    }
-    if count == 0 {
-        return;
-    }
-    let mean = sum / F::of(count as f64);
-    for ((gx, &zi), &gi) in grad_x.iter_mut().zip(z).zip(g) {
-        if inside(zi) {
-            *gx = *gx + (gi - mean);
-        }
-    }
+    super::centered_on_free_vjp(|zi: F| zi > F::zero() && zi < F::one(), z, g, grad_x);
 }

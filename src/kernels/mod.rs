@@ -19,6 +19,33 @@ pub mod top_k;
 
 use crate::real::Real;
 
+/// The VJP of a Euclidean projection whose free coordinates are `S = {i : free(z_i)}` and
+/// whose active constraint is `Σ_S z = const`: `grad_x_i += g_i − mean_{j∈S} g_j` for `i ∈ S`,
+/// nothing elsewhere (Martins & Astudillo 2016 for the simplex; the same for the capped simplex).
+/// Adds into `grad_x`.
+pub fn centered_on_free_vjp<F: Real>(free: impl Fn(F) -> bool, z: &[F], g: &[F], grad_x: &mut [F]) {
+    assert!(
+        z.len() == g.len() && z.len() == grad_x.len(),
+        "centered_on_free_vjp: length mismatch"
+    );
+    let (mut sum, mut count) = (F::zero(), 0usize);
+    for (&zi, &gi) in z.iter().zip(g) {
+        if free(zi) {
+            sum = sum + gi;
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return;
+    }
+    let mean = sum / F::of(count as f64);
+    for ((gx, &zi), &gi) in grad_x.iter_mut().zip(z).zip(g) {
+        if free(zi) {
+            *gx = *gx + (gi - mean);
+        }
+    }
+}
+
 /// `ln(eᵃ + eᵇ)` without overflow: `max + ln(1 + e^{min − max})`; `−∞` when both are `−∞`.
 pub fn logaddexp<F: Real>(a: F, b: F) -> F {
     let (hi, lo) = if a >= b { (a, b) } else { (b, a) };

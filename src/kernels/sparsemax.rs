@@ -45,26 +45,7 @@ pub fn sparsemax<F: Real>(x: &[F], z: &mut [F]) {
 /// `grad_x_i += g_i − (1/|S|) Σ_{j∈S} g_j` for `i ∈ S`, nothing elsewhere
 /// (`J = diag(s) − s sᵀ/|S|`, `s` the support indicator; symmetric). Adds into `grad_x`.
 pub fn sparsemax_vjp<F: Real>(z: &[F], g: &[F], grad_x: &mut [F]) {
-    assert!(
-        z.len() == g.len() && z.len() == grad_x.len(),
-        "sparsemax_vjp: length mismatch"
-    );
-    let (mut sum, mut count) = (F::zero(), 0usize);
-    for (&zi, &gi) in z.iter().zip(g) {
-        if zi > F::zero() {
-            sum = sum + gi;
-            count += 1;
-        }
-    }
-    if count == 0 {
-        return;
-    }
-    let mean = sum / F::of(count as f64);
-    for ((gx, &zi), &gi) in grad_x.iter_mut().zip(z).zip(g) {
-        if zi > F::zero() {
-            *gx = *gx + (gi - mean);
-        }
-    }
+    super::centered_on_free_vjp(|zi: F| zi > F::zero(), z, g, grad_x);
 }
 
 #[cfg(test)]
