@@ -5,43 +5,16 @@
 //!
 //! Generic: no support is named here.
 
-use ndarray::{ArrayD, IxDyn};
+mod common;
+
+// SplitMix64 with uniforms at the cell centres: the sequence these tests were written with.
+use common::CenteredRng as Rng;
+use common::{layer, scores_are_theta};
+use ndarray::ArrayD;
 use sst::support::{Regularizer, SupportRef, REGISTRY};
 use sst::{Mode, Noise, Options};
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    fn array(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
-        let len = shape.iter().product();
-        let v = (0..len).map(|_| self.uniform(lo, hi)).collect();
-        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
-    }
-}
-
 const INSTANCES: u64 = 40;
-
-fn layer(spec: &str) -> sst::Layer {
-    let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));
-    m.layer("l").clone()
-}
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -157,14 +130,9 @@ fn assert_in_hull(what: &str, vertices: &[Vec<f64>], z: &[f64]) {
 /// `enumerate()` is the objective. Supports with derived scores (the counts, whose solvers pick
 /// one of K + 1 outcomes of a log-pmf) are checked against their pmf in tests/estimators.rs.
 fn direct_supports() -> impl Iterator<Item = &'static sst::support::Entry> {
-    REGISTRY.iter().filter(|entry| {
-        let support = (entry.random_instance)(0);
-        let theta = vec![0.0; support.shape().iter().product()];
-        matches!(
-            support.score_len(&mut theta.into_iter(), &mut Default::default()),
-            Ok(None)
-        )
-    })
+    REGISTRY
+        .iter()
+        .filter(|entry| scores_are_theta(&(entry.random_instance)(0)))
 }
 
 #[test]

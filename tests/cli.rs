@@ -2,12 +2,16 @@
 //! response shapes, and numbers checked against formulas computed here (softmax, sigmoid and
 //! their vector–Jacobian products by hand).
 
+mod common;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
+
+use common::sigmoid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sst");
 
@@ -196,10 +200,6 @@ fn softmax_grad(theta: &[f64], c: &[f64], t: f64) -> Vec<f64> {
         .zip(c)
         .map(|(zi, ci)| zi * (ci - dot) / t)
         .collect()
-}
-
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {

@@ -7,6 +7,9 @@
 //! Expected numbers never come from the code under test: only the uniforms of the counter-based
 //! generator are taken from `sst::noise::uniforms` (their known answers are unit-tested there).
 
+mod common;
+
+use common::{layer, loss, softmax, Rng};
 use ndarray::{ArrayD, IxDyn};
 use sst::noise::{uniforms, NoiseKey};
 use sst::{Forward, Mode, Noise, Options};
@@ -14,27 +17,6 @@ use sst::{Forward, Mode, Noise, Options};
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-    fn array(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
-        let len = shape.iter().product();
-        let v = (0..len).map(|_| self.uniform(lo, hi)).collect();
-        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Support {
@@ -55,19 +37,6 @@ impl Support {
             Support::Bernoulli => ["binary_entropy", "euclidean"],
         }
     }
-}
-
-fn layer(spec: &str) -> sst::Layer {
-    let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));
-    m.layer("l").clone()
-}
-
-/// Naive softmax `exp(x_i) / Σ exp(x_j)` (max-shifted so that `x/T` with noise never overflows).
-fn softmax(x: &[f64]) -> Vec<f64> {
-    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
 }
 
 /// Sparsemax by trying every support `S`: `τ = (Σ_S x − 1)/|S|` is the answer when
@@ -557,12 +526,6 @@ fn gaussian_sigma_scales_the_noise() {
             }
         }
     }
-}
-
-/// `⟨c, z_soft(θ)⟩` for a layer at a fixed seed (same seed ⇒ same noise).
-fn loss(l: &sst::Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: &Options) -> f64 {
-    let z = l.try_forward(theta.view(), opts).unwrap().z;
-    z.iter().zip(cot.iter()).map(|(a, b)| a * b).sum()
 }
 
 /// The exponential race `w = −E·exp(−θ)` contributes `∂w_i/∂θ_i = −w_i`: the gradient of the

@@ -2,6 +2,11 @@
 //! computed by enumeration, variance orderings, and the truncated pmfs — fixed seeds, tolerances
 //! from the sample size (4 standard errors).
 
+mod common;
+
+// A SplitMix64 generator for the test's own Gumbel noise (uniforms at the cell centres).
+use common::CenteredRng as Rng;
+use common::{sigmoid, softmax};
 use ndarray::{array, ArrayD};
 use sst::{Layer, Mode, Noise, Options};
 
@@ -39,17 +44,6 @@ fn moments(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
         .map(|j| rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / (n - 1.0))
         .collect();
     (mean, var)
-}
-
-fn softmax(x: &[f64]) -> Vec<f64> {
-    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
-}
-
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// Asserts `|a − b| ≤ 4·√(va/na + vb/nb)` coordinate-wise.
@@ -268,20 +262,6 @@ fn gengs_hard_poisson_samples_follow_the_truncated_pmf() {
             (freq - qk).abs() <= 4.0 * (qk * (1.0 - qk) / n as f64).sqrt(),
             "P({count}) {freq} vs {qk}"
         );
-    }
-}
-
-/// A SplitMix64 generator for the test's own Gumbel noise.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut x = self.0;
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 }
 

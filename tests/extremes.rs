@@ -3,31 +3,13 @@
 //! requests (non-finite θ, cotangent or temperature), which must be errors naming the field and
 //! never panics or non-finite outputs.
 
+mod common;
+
+use common::{layer, Rng};
 use ndarray::{ArrayD, IxDyn};
 use sst::{Forward, Mode, Noise, Options, Real, RequestError};
 
 const BIG: usize = 100_000;
-
-fn layer(spec: &str) -> sst::Layer {
-    let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));
-    m.layer("l").clone()
-}
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-}
 
 /// Rows of θ with extreme logits, as f64 (converted per precision by the caller).
 fn extreme_rows(n: usize, rng: &mut Rng) -> Vec<(&'static str, Vec<f64>)> {

@@ -5,30 +5,12 @@
 //! Generic: no support is named here. A new support in `REGISTRY` is picked up through
 //! `random_instance`, `describe` and `soft_solvers`.
 
-use ndarray::{ArrayD, IxDyn};
+mod common;
+
+use common::{loss, scores_are_theta, Rng};
+use ndarray::ArrayD;
 use sst::support::{SupportRef, REGISTRY};
 use sst::{Mode, Options};
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-    fn array(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
-        let len = shape.iter().product();
-        let v = (0..len).map(|_| self.uniform(lo, hi)).collect();
-        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
-    }
-}
 
 const SEEDS: u64 = 20;
 const TEMPERATURES: [f64; 2] = [0.5, 1.5];
@@ -42,12 +24,6 @@ fn compile(spec: &str) -> Result<sst::Layer, String> {
     sst::compile(spec)
         .map(|m| m.layer("l").clone())
         .map_err(|e| e.to_string())
-}
-
-/// `⟨c, z_soft(θ)⟩` at the options' seed and temperature.
-fn loss(l: &sst::Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: &Options) -> f64 {
-    let z = l.try_forward(theta.view(), opts).unwrap().z;
-    z.iter().zip(cot.iter()).map(|(a, b)| a * b).sum()
 }
 
 /// Central differences of `loss` at step `h`, one coordinate of θ at a time.
@@ -211,16 +187,6 @@ fn every_rule_matches_central_differences() {
         );
         assert!(counts.checked > 0, "{}: nothing checked", entry.name);
     }
-}
-
-/// Whether the support's noise and solvers act on `θ` itself (not on derived scores, as the
-/// counts do with their log-pmf).
-fn scores_are_theta(support: &sst::support::SupportRef) -> bool {
-    let theta = vec![0.0; support.shape().iter().product()];
-    matches!(
-        support.score_len(&mut theta.into_iter(), &mut Default::default()),
-        Ok(None)
-    )
 }
 
 /// Every rule also runs with `Noise::None` (w = θ): the gradient is the solver's alone.

@@ -3,32 +3,12 @@
 //! against an independent log-domain implementation, its marginals, its diagnostics and warning;
 //! the three backward rules on larger converged instances; n = 1; bad arguments and shapes.
 
+mod common;
+
+use common::{compile_error, layer, Rng};
 use ndarray::{Array2, ArrayD, IxDyn};
 use sst::kernels::assignment::max_weight_assignment;
 use sst::{Mode, Noise, Options};
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-    fn vec(&mut self, len: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..len).map(|_| self.uniform(lo, hi)).collect()
-    }
-    /// Integers in `0..k`, as f64: many ties.
-    fn ints(&mut self, len: usize, k: u64) -> Vec<f64> {
-        (0..len).map(|_| (self.next_u64() % k) as f64).collect()
-    }
-}
 
 /// The Hungarian algorithm in its textbook O(n³) form (Kuhn 1955, Munkres 1957; the
 /// potentials-and-`way` formulation of e-maxx), on the costs `−w`: an independent reference.
@@ -210,13 +190,6 @@ fn reference_sinkhorn(x: &Array2<f64>) -> Array2<f64> {
         }
     }
     Array2::from_shape_fn((n, n), |(i, j)| (x[[i, j]] + a[i] + b[j]).exp())
-}
-
-fn layer(spec: &str) -> sst::Layer {
-    sst::compile(spec)
-        .unwrap_or_else(|e| panic!("{spec}\n{e}"))
-        .layer("l")
-        .clone()
 }
 
 fn soft(t: f64) -> Options {
@@ -414,14 +387,6 @@ fn one_item_is_the_identity() {
         assert!(fwd.z.iter().all(|&z| (z - 1.0).abs() < 1e-15), "{}", fwd.z);
         let grad = l.try_backward(&fwd, theta.view()).unwrap();
         assert!(grad.iter().all(|&g| g.abs() < 1e-12), "{grad}");
-    }
-}
-
-/// The checker's message for a spec that must not compile.
-fn compile_error(spec: &str) -> String {
-    match sst::compile(spec) {
-        Ok(_) => panic!("{spec} compiled"),
-        Err(e) => e.to_string(),
     }
 }
 

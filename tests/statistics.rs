@@ -8,15 +8,13 @@
 //! - the noise key `(seed, sample, batch row, element)`: determinism, independence of rows,
 //!   sample `s` of a call with `N` samples is sample `s` of any other call with the same seed.
 
+mod common;
+
+use common::{layer, sigmoid, softmax};
 use ndarray::{Array1, ArrayD, Axis, IxDyn};
 use sst::{Mode, Noise, Options};
 
 const N: usize = 100_000;
-
-fn layer(spec: &str) -> sst::Layer {
-    let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));
-    m.layer("l").clone()
-}
 
 fn arr(v: &[f64]) -> ArrayD<f64> {
     Array1::from(v.to_vec()).into_dyn()
@@ -58,17 +56,6 @@ fn phi(x: f64) -> f64 {
         }
     }
     0.5 * (1.0 + 2.0 / std::f64::consts::PI.sqrt() * sum)
-}
-
-fn softmax(x: &[f64]) -> Vec<f64> {
-    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
-}
-
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 #[test]

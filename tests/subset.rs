@@ -5,34 +5,13 @@
 //! seed, soft outputs in the capped simplex, the T → 0 limit at n = 100, extreme inputs
 //! (±1e4, T = 1e-4, k = 1, k = n − 1, n = 10⁵, f64 and f32), presets, and clear errors.
 
+mod common;
+
+use common::{compile_error, layer, sigmoid, Rng};
 use ndarray::{ArrayD, IxDyn};
 use sst::{Mode, Noise, Options, Real};
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
-
 const REGULARIZERS: [&str; 4] = ["binary_entropy", "entropy", "euclidean", "expfamily"];
-
-fn layer(spec: &str) -> sst::Layer {
-    let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));
-    m.layer("l").clone()
-}
 
 fn arr<F: Real>(v: &[f64]) -> ArrayD<F> {
     ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.iter().map(|&x| F::of(x)).collect()).unwrap()
@@ -118,9 +97,6 @@ fn bisect(x: &[f64], k: usize, h: fn(f64) -> f64) -> Vec<f64> {
 
 fn clip01(t: f64) -> f64 {
     t.clamp(0.0, 1.0)
-}
-fn sigmoid(t: f64) -> f64 {
-    1.0 / (1.0 + (-t).exp())
 }
 fn capped_exp(t: f64) -> f64 {
     t.exp().min(1.0)
@@ -564,13 +540,6 @@ fn defaults_are_binary_entropy_and_bisection() {
     assert_eq!(plan.soft.args, vec![sst::support::Value::Real(1e-12)]);
     let l = layer("layer l: correlated_subset(10, 3) { }");
     assert_eq!(l.plan().soft.solver.regularizer.name(), "expfamily");
-}
-
-fn compile_error(spec: &str) -> String {
-    match sst::compile(spec) {
-        Ok(_) => panic!("{spec} compiled"),
-        Err(e) => e.to_string(),
-    }
 }
 
 #[test]

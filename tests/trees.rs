@@ -3,27 +3,11 @@
 //! e^{⟨x, z_𝒯⟩}` for n ≤ 6; validity and optimality certificates of the hard trees for large n;
 //! zero gradients on the ignored entries; extreme logits; argument errors.
 
+mod common;
+
+use common::Rng;
 use ndarray::{ArrayD, IxDyn};
 use sst::{Mode, Noise, Options};
-
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    }
-    fn matrix(&mut self, n: usize, lo: f64, hi: f64) -> ArrayD<f64> {
-        ArrayD::from_shape_fn(IxDyn(&[n, n]), |_| self.uniform(lo, hi))
-    }
-}
 
 fn layer(spec: &str) -> sst::Layer {
     let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));

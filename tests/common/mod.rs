@@ -1,0 +1,118 @@
+//! Helpers shared by the integration tests: deterministic generators for test inputs, naive
+//! reference formulas and spec compilation. Each test binary uses a subset of them.
+#![allow(dead_code)]
+
+use ndarray::{ArrayD, IxDyn};
+use sst::support::SupportRef;
+use sst::Options;
+
+/// One step of SplitMix64 (Steele, Lea & Flood 2014) on `state`.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An array of `shape` filled in row-major order by `f`.
+fn array_from(shape: &[usize], f: impl FnMut() -> f64) -> ArrayD<f64> {
+    let len = shape.iter().product();
+    let v = std::iter::repeat_with(f).take(len).collect();
+    ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
+}
+
+/// SplitMix64 (Steele, Lea & Flood 2014): a tiny deterministic generator for test inputs.
+/// Uniforms are `k / 2⁵³` on `[0, 1)`.
+///
+/// Not the same sequence of uniforms as [`CenteredRng`] (which adds ½ before scaling): the two
+/// are kept apart so that every test keeps the inputs it was written with.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        splitmix64(&mut self.0)
+    }
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+    pub fn array(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
+        array_from(shape, || self.uniform(lo, hi))
+    }
+    pub fn vec(&mut self, len: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..len).map(|_| self.uniform(lo, hi)).collect()
+    }
+    /// Integers in `0..k`, as f64: many ties.
+    pub fn ints(&mut self, len: usize, k: u64) -> Vec<f64> {
+        (0..len).map(|_| (self.next_u64() % k) as f64).collect()
+    }
+    /// An `n × n` matrix of uniforms in `[lo, hi)`, row-major.
+    pub fn matrix(&mut self, n: usize, lo: f64, hi: f64) -> ArrayD<f64> {
+        ArrayD::from_shape_fn(IxDyn(&[n, n]), |_| self.uniform(lo, hi))
+    }
+}
+
+/// SplitMix64 with uniforms at the centres of the cells, `(k + ½) / 2⁵³` on `(0, 1)` (never 0,
+/// so `ln(unit)` is finite). Not the same sequence as [`Rng`]; see there.
+pub struct CenteredRng(pub u64);
+
+impl CenteredRng {
+    pub fn next_u64(&mut self) -> u64 {
+        splitmix64(&mut self.0)
+    }
+    pub fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    pub fn array(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
+        array_from(shape, || self.uniform(lo, hi))
+    }
+}
+
+/// The layer named `l` of a spec that must compile.
+pub fn layer(spec: &str) -> sst::Layer {
+    let m = sst::compile(spec).unwrap_or_else(|e| panic!("{spec}\n{e}"));
+    m.layer("l").clone()
+}
+
+/// The checker's message for a spec that must not compile.
+pub fn compile_error(spec: &str) -> String {
+    match sst::compile(spec) {
+        Ok(_) => panic!("{spec} compiled"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `⟨c, z_soft(θ)⟩` at the options' seed and temperature (same seed ⇒ same noise).
+pub fn loss(l: &sst::Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: &Options) -> f64 {
+    let z = l.try_forward(theta.view(), opts).unwrap().z;
+    z.iter().zip(cot.iter()).map(|(a, b)| a * b).sum()
+}
+
+/// Naive softmax `exp(x_i) / Σ exp(x_j)` (max-shifted so that `x/T` with noise never overflows).
+pub fn softmax(x: &[f64]) -> Vec<f64> {
+    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+/// The logistic function `1 / (1 + e^{−x})`.
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Whether the support's noise and solvers act on `θ` itself (not on derived scores, as the
+/// counts do with their log-pmf).
+pub fn scores_are_theta(support: &SupportRef) -> bool {
+    let theta = vec![0.0; support.shape().iter().product()];
+    matches!(
+        support.score_len(&mut theta.into_iter(), &mut Default::default()),
+        Ok(None)
+    )
+}
