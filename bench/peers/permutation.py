@@ -1,7 +1,8 @@
 """Peers of `cargo bench --bench permutation`, single thread: SciPy's `linear_sum_assignment`
 (maximize=True) on uniform [0, 1) n×n weights, and Gumbel-Sinkhorn forward + backward (batch 32,
 20 log-domain iterations, T = 1, loss <c, P>) in JAX (jit, reverse mode through the iterations)
-and NumPy (forward + hand-written unrolled backward). Prints median milliseconds."""
+NumPy (forward + hand-written unrolled backward) and, when installed, PyTorch (autograd through
+the log-domain iterations, one thread). Prints median milliseconds."""
 import os
 import statistics
 import time
@@ -88,7 +89,33 @@ def sinkhorn_peers():
         jt, jc, key = jnp.asarray(theta), jnp.asarray(c), jax.random.PRNGKey(0)
         jax_ms = median_ms(lambda: jax_fwd_bwd(jt, jc, key).block_until_ready())
         np_ms = median_ms(lambda: numpy_sinkhorn(theta + gumbel, c), repeats=3)
-        print(f"gumbel_sinkhorn fwd+bwd b={BATCH} n={n} {ITERS} it: jax {jax_ms:.2f} ms, numpy {np_ms:.2f} ms")
+        torch_ms = torch_sinkhorn_ms(theta, gumbel, c)
+        print(f"gumbel_sinkhorn fwd+bwd b={BATCH} n={n} {ITERS} it: jax {jax_ms:.2f} ms, numpy {np_ms:.2f} ms, torch {torch_ms}")
+
+
+def torch_sinkhorn_ms(theta, gumbel, c):
+    """Forward + backward of <c, P> through the log-domain iterations in PyTorch (autograd), or
+    "-" when PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return "-"
+    torch.set_num_threads(1)
+    th = torch.tensor(theta, requires_grad=True)
+    g, cc = torch.tensor(gumbel), torch.tensor(c)
+
+    def run():
+        th.grad = None
+        x = th + g
+        a = torch.zeros(x.shape[:2], dtype=x.dtype)
+        b = torch.zeros((x.shape[0], x.shape[2]), dtype=x.dtype)
+        for _ in range(ITERS):
+            a = -torch.logsumexp(x + b[:, None, :], dim=2)
+            b = -torch.logsumexp(x + a[:, :, None], dim=1)
+        (cc * torch.exp(x + a[:, :, None] + b[:, None, :])).sum().backward()
+        return th.grad
+
+    return f"{median_ms(run, repeats=5):.2f} ms"
 
 
 if __name__ == "__main__":
