@@ -89,6 +89,42 @@ def jax_fwd_bwd(z_fn):
     return jax.jit(jax.vmap(one))
 
 
+# ---- PyTorch (when installed): logdet + autograd marginals, backward by double backward ----
+
+def torch_fwd_bwd(support):
+    """A function (x, cot) -> grad for the batch, or None when PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+
+    def run(x, cot):
+        x = torch.tensor(x, requires_grad=True)
+        b, n, _ = x.shape
+        if support == "arborescence":
+            mask = 1.0 - torch.eye(n, dtype=x.dtype)
+            mask[:, 0] = 0.0
+            xm = x.masked_fill(mask == 0, float("-inf"))
+            shift = xm.amax(dim=1, keepdim=True).detach().nan_to_num(neginf=0.0)
+            a = torch.exp(x - shift) * mask
+        else:
+            upper = torch.triu(torch.ones(n, n, dtype=x.dtype), 1)
+            sym = upper + upper.T
+            xs = x * upper
+            xs = xs + xs.transpose(1, 2)
+            shift = x.masked_fill(upper == 0, float("-inf")).amax(dim=(1, 2), keepdim=True).detach()
+            a = torch.exp(xs - shift) * sym
+        lap = torch.diag_embed(a.sum(dim=1)) - a
+        logdet = torch.logdet(lap[:, 1:, 1:]).sum()
+        (mu,) = torch.autograd.grad(logdet, x, create_graph=True)
+        z = mu if support == "arborescence" else mu + mu.transpose(1, 2)
+        (grad,) = torch.autograd.grad((z * torch.tensor(cot)).sum(), x)
+        return grad
+
+    return run
+
+
 # ---- NumPy: LU inverse and the closed forms (the directed kernel, root 0) ----
 
 def np_directed(x, v):
@@ -201,6 +237,11 @@ def main():
                          median_ms(jax_run, reps), sst_soft))
             rows.append((f"{group} soft_fwd_bwd n={n}", "NumPy LU + closed forms",
                          median_ms(np_run, reps), sst_soft))
+            torch_step = torch_fwd_bwd(support)
+            if torch_step is not None:
+                rows.append((f"{group} soft_fwd_bwd n={n}", "PyTorch logdet + double backward",
+                             median_ms(lambda: torch_step((th + gumbel(th.shape, rng)) / T, cot), reps),
+                             sst_soft))
             if support == "spanning_tree":
                 rows.append((f"{group} hard n={n}", "SciPy minimum_spanning_tree",
                              median_ms(lambda: scipy_mst(th + gumbel(th.shape, rng)), reps),
