@@ -343,24 +343,25 @@ impl Request<'_> {
     }
 }
 
+/// `NAME: WHAT, MODE, T = …, seed …` and the θ used, the first lines of `:sample` and `:grad`.
+fn heading(req: &Request<'_>, fwd: &sst::Forward<f64>, what: &str) -> String {
+    format!(
+        "{}: {what}, {}, T = {}, seed {}\ntheta {}\n{}",
+        req.layer.name(),
+        fwd.mode.name(),
+        fwd.temperature,
+        req.seed,
+        req.theta_label,
+        show::array(&req.theta, false)
+    )
+}
+
 fn sample(session: &mut Session, rest: &str) -> Result<Output, String> {
     let req = request(session, rest, 1)?;
     let fwd = req.forward()?;
     let plan = req.layer.plan();
     let describe = plan.support.describe();
-    let mut out = format!(
-        "{}: {describe}, {}, T = {}, seed {}\n",
-        req.layer.name(),
-        fwd.mode.name(),
-        fwd.temperature,
-        req.seed
-    );
-    let _ = write!(
-        out,
-        "theta {}\n{}",
-        req.theta_label,
-        show::array(&req.theta, false)
-    );
+    let mut out = heading(&req, &fwd, &describe);
     let _ = write!(out, "w\n{}", show::array(&fwd.w, false));
     let _ = write!(out, "z\n{}", show::array(&fwd.z, fwd.mode == Mode::Soft));
     if plan.support.shape().len() >= 2 {
@@ -386,19 +387,7 @@ fn grad(session: &mut Session, rest: &str) -> Result<Output, String> {
         .layer
         .try_backward(&fwd, cotangent.view())
         .map_err(|e| e.to_string())?;
-    let mut out = format!(
-        "{}: d<cotangent, z>/dtheta, {}, T = {}, seed {}\n",
-        req.layer.name(),
-        fwd.mode.name(),
-        fwd.temperature,
-        req.seed
-    );
-    let _ = write!(
-        out,
-        "theta {}\n{}",
-        req.theta_label,
-        show::array(&req.theta, false)
-    );
+    let mut out = heading(&req, &fwd, "d<cotangent, z>/dtheta");
     let _ = write!(out, "z\n{}", show::array(&fwd.z, fwd.mode == Mode::Soft));
     let _ = write!(out, "cotangent {label}\n{}", show::array(&cotangent, false));
     let _ = write!(out, "grad theta\n{}", show::array(&grad, false));
