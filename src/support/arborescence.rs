@@ -18,7 +18,6 @@ use super::{
 };
 use crate::kernels::matrix_tree::{self, is_edge};
 use crate::kernels::max_tree;
-use crate::noise::Coordinates;
 use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
@@ -89,9 +88,6 @@ impl Structure for Arborescence {
     }
     fn shape(&self) -> Vec<usize> {
         vec![self.n, self.n]
-    }
-    fn coordinates(&self) -> Coordinates {
-        Coordinates::Joint
     }
     fn hard_solver(&self) -> &'static str {
         "chu_liu_edmonds"

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::estimator;
 use crate::kernels::{argmax, softmax, sparsemax};
-use crate::noise::{uniforms, Coordinates, NoiseKey};
+use crate::noise::{uniforms, NoiseKey};
 use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
@@ -75,9 +75,6 @@ impl Structure for Categorical {
     }
     fn shape(&self) -> Vec<usize> {
         vec![self.n]
-    }
-    fn coordinates(&self) -> Coordinates {
-        Coordinates::Joint
     }
     fn hard_solver(&self) -> &'static str {
         "argmax"

@@ -16,7 +16,6 @@ use super::{
 use crate::kernels::chain_subset::{
     chain_argmax, chain_cells, chain_marginals, chain_marginals_jvp,
 };
-use crate::noise::Coordinates;
 use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
@@ -62,9 +61,6 @@ impl Structure for CorrelatedSubset {
     }
     fn shape(&self) -> Vec<usize> {
         vec![2 * self.n - 1]
-    }
-    fn coordinates(&self) -> Coordinates {
-        Coordinates::Joint
     }
     fn hard_solver(&self) -> &'static str {
         "viterbi"

@@ -19,7 +19,6 @@ use super::{
 };
 use crate::kernels::logistic::log_sigmoid;
 use crate::kernels::{argmax, logsumexp, softmax};
-use crate::noise::Coordinates;
 use crate::real::Real;
 
 /// The dropped tail mass `max = auto` aims below.
@@ -261,9 +260,6 @@ impl Structure for Count {
     }
     fn shape(&self) -> Vec<usize> {
         vec![1]
-    }
-    fn coordinates(&self) -> Coordinates {
-        Coordinates::Joint
     }
     fn hard_solver(&self) -> &'static str {
         "argmax"

@@ -311,8 +311,10 @@ pub trait Structure: Send + Sync {
     fn describe(&self) -> String;
     /// The shape of `θ` and of `z` (without batch or samples axes).
     fn shape(&self) -> Vec<usize>;
-    /// How `gumbel` and `neg_exponential` act on the coordinates.
-    fn coordinates(&self) -> Coordinates;
+    /// How `gumbel` and `neg_exponential` act on the coordinates: one joint argmax by default.
+    fn coordinates(&self) -> Coordinates {
+        Coordinates::Joint
+    }
     /// The exact solver's name, e.g. `argmax`.
     fn hard_solver(&self) -> &'static str;
     /// The relaxations this support offers, its default regularizer first.

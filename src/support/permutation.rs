@@ -18,7 +18,6 @@ use super::{
 };
 use crate::kernels::assignment::max_weight_assignment;
 use crate::kernels::sinkhorn::{self, Settings};
-use crate::noise::Coordinates;
 use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
@@ -82,9 +81,6 @@ impl Structure for Permutation {
     }
     fn shape(&self) -> Vec<usize> {
         vec![self.n, self.n]
-    }
-    fn coordinates(&self) -> Coordinates {
-        Coordinates::Joint
     }
     fn hard_solver(&self) -> &'static str {
         "assignment"

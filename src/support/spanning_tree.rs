@@ -21,7 +21,6 @@ use super::{
     Solve, Structure,
 };
 use crate::kernels::{logsumexp, matrix_tree, max_tree};
-use crate::noise::Coordinates;
 use crate::real::Real;
 
 /// The `nodes` argument of the tree supports: at least two nodes.
@@ -95,9 +94,6 @@ impl Structure for SpanningTree {
     }
     fn shape(&self) -> Vec<usize> {
         vec![self.n, self.n]
-    }
-    fn coordinates(&self) -> Coordinates {
-        Coordinates::Joint
     }
     fn hard_solver(&self) -> &'static str {
         "prim"

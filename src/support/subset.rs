@@ -18,7 +18,7 @@ use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
 use crate::kernels::esp::{esp_cells, esp_marginals, esp_marginals_jvp};
 use crate::kernels::threshold::{solve_threshold, threshold_vjp, Link};
 use crate::kernels::top_k::top_k;
-use crate::noise::{uniforms, Coordinates, NoiseKey};
+use crate::noise::{uniforms, NoiseKey};
 use crate::real::Real;
 
 /// The subset size `k ≥ 1` of `subset` and `correlated_subset`.
@@ -126,9 +126,6 @@ impl Structure for Subset {
     }
     fn shape(&self) -> Vec<usize> {
         vec![self.n]
-    }
-    fn coordinates(&self) -> Coordinates {
-        Coordinates::Joint
     }
     fn hard_solver(&self) -> &'static str {
         "top_k"
