@@ -1,9 +1,9 @@
 """Times the workloads of `sst bench` in NumPy, JAX and (if installed) PyTorch and prints each
 peer's median next to sst's, as the ratio peer / sst (> 1: sst is faster)."""
 import json
-import statistics
 import sys
-import time
+
+import timing
 
 import numpy as np
 
@@ -12,13 +12,7 @@ BATCH, N, T = 1024, 1000, 0.5
 
 
 def median_ms(f):
-    f()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return timing.median_ms(f, REPEATS)
 
 
 def theta(dtype):

@@ -4,8 +4,8 @@
 NumPy (forward + hand-written unrolled backward) and, when installed, PyTorch (autograd through
 the log-domain iterations, one thread). Prints median milliseconds."""
 import os
-import statistics
-import time
+
+import timing
 
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[var] = "1"
@@ -19,13 +19,7 @@ BATCH, ITERS = 32, 20
 
 
 def median_ms(f, repeats=10):
-    f()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return timing.median_ms(f, repeats)
 
 
 def scipy_assignment():

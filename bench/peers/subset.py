@@ -12,8 +12,8 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
-import statistics
-import time
+
+import timing
 
 import numpy as np
 
@@ -22,13 +22,7 @@ ITERS = 60
 
 
 def median_ms(f):
-    f()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return timing.median_ms(f, REPEATS)
 
 
 def theta(n):

@@ -11,9 +11,8 @@ Workloads (f64, batch 16, T = 0.5, Gumbel noise; θ as in benches/trees.rs):
 """
 import json
 import os
-import statistics
-import sys
-import time
+
+import timing
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +29,7 @@ ROOT = "target/criterion"
 
 
 def median_ms(f, repeats=REPEATS):
-    f()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return timing.median_ms(f, repeats)
 
 
 def theta(n):
