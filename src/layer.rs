@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
@@ -23,6 +24,9 @@ use crate::support::{Report, Solve};
 #[derive(Clone)]
 pub struct Layer {
     plan: Plan,
+    /// Which layer this is, so that a [`Forward`] is only taken back by the layer that made it
+    /// (clones share it).
+    id: u64,
     /// The running baseline of `reinforce(baseline = ema)`, shared by clones of the layer.
     ema: Arc<Mutex<Option<f64>>>,
 }
@@ -144,12 +148,16 @@ pub struct Forward<F> {
     /// `θ` as given (flattened rows), for the estimators that resample noise from it.
     theta: ArrayD<F>,
     seed: u64,
+    /// The [`Layer`] that made it.
+    layer_id: u64,
 }
 
 impl Layer {
     pub(crate) fn new(plan: Plan) -> Layer {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Layer {
             plan,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             ema: Arc::default(),
         }
     }
@@ -272,6 +280,7 @@ impl Layer {
                 format!("samples × batch × row length exceeds {MAX_NUMBERS} numbers"),
             ));
         }
+        self.check_budget::<F>(opts.samples, count, theta.len(), l, mapped.is_some())?;
         let t = F::of(temperature);
         // One range of rows: its perturbed scores, its z, its solution in score coordinates
         // (supports with score maps only) and what the solvers reported.
@@ -312,6 +321,7 @@ impl Layer {
                         solver
                             .soft(&self.plan.soft, &x, s_row, &mut report)
                             .map_err(|e| self.error("theta", e))?;
+                        clamp_unit(s_row);
                     }
                 }
                 if mapped.is_some() {
@@ -354,6 +364,7 @@ impl Layer {
             samples: opts.samples,
             theta: theta_array,
             seed,
+            layer_id: self.id,
         })
     }
 
@@ -373,6 +384,7 @@ impl Layer {
         fwd: &Forward<F>,
         cotangent: ArrayViewD<F>,
     ) -> Result<ArrayD<F>, RequestError> {
+        self.check_made_here(fwd)?;
         if cotangent.shape() != fwd.cotangent_shape.as_slice() {
             return Err(self.error(
                 "cotangent",
@@ -478,6 +490,7 @@ impl Layer {
         fwd: &Forward<F>,
         losses: ArrayViewD<f64>,
     ) -> Result<ArrayD<F>, RequestError> {
+        self.check_made_here(fwd)?;
         let Estimator::Reinforce { baseline } = self.plan.estimator else {
             return Err(self.error("estimator", "losses are only taken by `reinforce`"));
         };
@@ -530,6 +543,67 @@ impl Layer {
             }
         }
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
+    }
+
+    /// Refuses up front a request whose arrays (θ, `w`, `z`, the solution in score coordinates,
+    /// and the gradient a backward pass would allocate) exceed [`MEMORY_BUDGET`] bytes, or whose
+    /// work (numbers × solver iterations × Gumbel-Rao draws) exceeds [`WORK_BUDGET`]. `count` is
+    /// samples × rows, `l` the score row length.
+    fn check_budget<F>(
+        &self,
+        samples: usize,
+        count: usize,
+        theta_len: usize,
+        l: usize,
+        mapped: bool,
+    ) -> Result<(), RequestError> {
+        let field = if samples > 1 { "samples" } else { "theta" };
+        let m = self.row_len();
+        let per_row = 2 * m + l + if mapped { l } else { 0 };
+        let bytes = (count as u128 * per_row as u128 + theta_len as u128)
+            * std::mem::size_of::<F>() as u128;
+        if bytes > MEMORY_BUDGET as u128 {
+            return Err(self.error(
+                field,
+                format!(
+                    "the request needs about {:.1} GiB for its outputs and gradient, more than the \
+                     budget of {} GiB; split it into smaller requests",
+                    bytes as f64 / (1u64 << 30) as f64,
+                    MEMORY_BUDGET >> 30
+                ),
+            ));
+        }
+        let draws = match self.plan.estimator {
+            Estimator::GumbelRao { draws } => draws,
+            _ => 1,
+        };
+        let iterations = self.plan.support.iterations(&self.plan.soft);
+        let work = count as u128 * l as u128 * iterations as u128 * draws as u128;
+        if work > WORK_BUDGET as u128 {
+            return Err(self.error(
+                field,
+                format!(
+                    "the request may take up to {:.2e} number-iterations (samples × rows × \
+                     row length × solver iterations × draws), more than the budget of {:.0e}; \
+                     split it into smaller requests",
+                    work as f64, WORK_BUDGET as f64
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A forward pass is taken back only by the layer that made it (its shapes, noise and
+    /// solutions belong to that layer's plan).
+    fn check_made_here<F>(&self, fwd: &Forward<F>) -> Result<(), RequestError> {
+        if fwd.layer_id == self.id {
+            Ok(())
+        } else {
+            Err(self.error(
+                "forward",
+                "this forward pass was made by another layer; pass it back to that layer",
+            ))
+        }
     }
 
     /// The number of entries of one `θ` row.
@@ -620,6 +694,14 @@ type ForwardRows<F> = (Vec<F>, Vec<F>, Vec<F>, Report);
 /// a request cannot exhaust memory.
 const MAX_NUMBERS: usize = 1 << 28;
 
+/// The most bytes the arrays of one request may take (θ, `w`, `z`, solutions and the gradient):
+/// 4 GiB.
+pub const MEMORY_BUDGET: usize = 1 << 32;
+
+/// The most work one request may ask for, in number-iterations (samples × rows × row length ×
+/// the soft solver's iteration cap × Gumbel-Rao draws): 10¹², minutes on one core.
+pub const WORK_BUDGET: u64 = 1_000_000_000_000;
+
 /// Requests with fewer numbers than this run on one thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -653,6 +735,15 @@ fn split_rows<T: Send>(
             })
             .collect()
     })
+}
+
+/// Clamps a soft solution into `[0, 1]`, where every support's solution lies in score
+/// coordinates (probabilities, marginals, doubly stochastic entries): a rounding error of
+/// 1e-15 outside it would make `log z` in a loss NaN.
+fn clamp_unit<F: Real>(s: &mut [F]) {
+    for x in s {
+        *x = x.max(F::zero()).min(F::one());
+    }
 }
 
 /// `3, 3` from `[3, 3]`.

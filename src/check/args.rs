@@ -219,10 +219,6 @@ pub fn signature(name: &str, params: &[Param]) -> String {
     format!("`{name}({})`", parts.join(", "))
 }
 
-/// The largest integer argument: sizes beyond it are no request anyone can run, and products of
-/// two of them stay within `usize`.
-const MAX_INT: i64 = i32::MAX as i64;
-
 fn check_value(expr: &Expr, param: Param, consts: &Consts) -> Result<Value, Diagnostic> {
     let names = param.kind.names();
     if let (Some(word), false) = (expr.as_ident(), names.is_empty()) {
@@ -249,17 +245,18 @@ fn check_value(expr: &Expr, param: Param, consts: &Consts) -> Result<Value, Diag
         .with_label(format!("expected {expected}"))
     };
     match param.kind {
-        ParamKind::Int { .. } | ParamKind::IntOrName { .. } if x > MAX_INT as f64 => {
+        ParamKind::Int { .. } | ParamKind::IntOrName { .. } if x > param.kind.max() as f64 => {
             Err(Diagnostic::new(
                 expr.span.clone(),
                 format!(
-                    "argument `{}` must be at most {MAX_INT}, found {x}",
-                    param.name
+                    "argument `{}` must be at most {}, found {x}",
+                    param.name,
+                    param.kind.max()
                 ),
             )
             .with_label(format!("expected {}", param.kind.expected())))
         }
-        ParamKind::Int { min } | ParamKind::IntOrName { min, .. } => {
+        ParamKind::Int { min, .. } | ParamKind::IntOrName { min, .. } => {
             if x.fract() != 0.0 || (x as i64) < min {
                 Err(fail())
             } else {

@@ -6,6 +6,10 @@ use crate::noise::Perturbation;
 use crate::plan::{Backward, Baseline, Estimator};
 use crate::support::{Param, ParamKind, Rule, Value};
 
+/// The most conditional draws `gumbel_rao(draws)` may ask for: each costs one soft backward per
+/// sample and row.
+pub const MAX_DRAWS: i64 = 10_000;
+
 /// A named choice with arguments, e.g. `gaussian(sigma = 1)`.
 pub struct Choice<T: 'static> {
     pub name: &'static str,
@@ -85,7 +89,10 @@ pub const ESTIMATORS: &[Choice<Estimator>] = &[
         name: "gumbel_rao",
         params: &[Param {
             name: "draws",
-            kind: ParamKind::Int { min: 1 },
+            kind: ParamKind::Int {
+                min: 1,
+                max: MAX_DRAWS,
+            },
             default: Some(Value::Int(10)),
         }],
         make: |v| Estimator::GumbelRao {

@@ -1,14 +1,14 @@
 //! `sst eval FILE [--layer NAME]`: one JSON request on stdin, one JSON response on stdout
 //! (the contract of DESIGN.md §5).
 
-use std::io::Read;
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 use ndarray::ArrayD;
 use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
 
-use super::json::{kind, nested_array, Nested};
+use super::json::{kind, nested_array, parse_strict, Nested};
 use super::{load, CliError};
 use sst::{Layer, Mode, Noise, Options, Real, RequestError};
 
@@ -25,7 +25,7 @@ const FIELDS: &[&str] = &[
     "cotangent",
 ];
 
-pub fn run(file: &Path, layer: Option<&str>) -> Result<String, CliError> {
+pub fn run(file: &Path, layer: Option<&str>, serve: bool) -> Result<String, CliError> {
     let module = load(file)?;
     let layer = match layer {
         Some(name) => module
@@ -50,16 +50,49 @@ pub fn run(file: &Path, layer: Option<&str>) -> Result<String, CliError> {
             }
         },
     };
+    if serve {
+        return serve_lines(layer);
+    }
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
         .map_err(|e| CliError::Request(format!("cannot read stdin: {e}")))?;
-    let request = Request::parse(&input).map_err(|e| CliError::Request(format!("{e}")))?;
+    answer(layer, &input).map_err(|(_, message)| CliError::Request(message))
+}
+
+/// `--serve`: one request per line of stdin, one response per line of stdout, flushed after
+/// each; a bad request answers `{"error": {"field": …, "message": …}}` on its line and the
+/// process goes on (the layer, and the running baseline of `reinforce(baseline = ema)`, are
+/// kept across requests). Blank lines are skipped; the process ends at the end of its input.
+fn serve_lines(layer: &Layer) -> Result<String, CliError> {
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let reply = match line {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => answer(layer, &line),
+            Err(e) => Err(("request", format!("cannot read stdin: {e}"))),
+        };
+        let reply = reply.unwrap_or_else(|(field, message)| {
+            let error = json!({"error": {"field": field, "message": message}});
+            format!("{error}\n")
+        });
+        // A reader that went away ends the session.
+        if out.write_all(reply.as_bytes()).and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    Ok(String::new())
+}
+
+/// The response to one request (a line of JSON text), or what is wrong with it: the field and a
+/// one-line message.
+fn answer(layer: &Layer, input: &str) -> Result<String, (&'static str, String)> {
+    let request = Request::parse(input).map_err(|e| (e.0, e.to_string()))?;
     let result = match request.dtype {
         Dtype::F64 => respond::<f64>(layer, &request),
         Dtype::F32 => respond::<f32>(layer, &request),
     };
-    result.map_err(|e| CliError::Request(e.to_string()))
+    result.map_err(|e| (e.field, e.to_string()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,7 +121,7 @@ impl std::fmt::Display for FieldError {
 
 impl Request {
     fn parse(input: &str) -> Result<Request, FieldError> {
-        let value: Json = serde_json::from_str(input)
+        let value = parse_strict(input)
             .map_err(|e| FieldError("request", format!("malformed JSON: {e}")))?;
         let Json::Object(fields) = value else {
             return Err(FieldError(
@@ -233,7 +266,15 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
         message,
     };
     let theta = to_precision::<F>(&request.theta).map_err(|m| error("theta", m))?;
+    let outputs = 1 + usize::from(request.cotangent.is_some()) + usize::from(request.with_w);
+    let numbers = request.options.samples as u128 * theta.len() as u128 * outputs as u128;
+    check_text_size(numbers, &request.options).map_err(|(f, m)| error(f, m))?;
     let fwd = layer.try_forward(theta.view(), &request.options)?;
+    if request.with_w {
+        // Counts' `w` rows hold K + 1 numbers: known only now.
+        let numbers = numbers + fwd.w.len() as u128;
+        check_text_size(numbers, &request.options).map_err(|(f, m)| error(f, m))?;
+    }
     let grad = match &request.cotangent {
         Some(c) => {
             let c = to_precision::<F>(c).map_err(|m| error("cotangent", m))?;
@@ -263,8 +304,8 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
     diagnostics.insert("mode".into(), json!(fwd.mode.name()));
     diagnostics.insert("dtype".into(), json!(F::NAME));
     diagnostics.insert("samples".into(), json!(request.options.samples));
-    for (key, value) in &fwd.report.values {
-        diagnostics.insert((*key).into(), json!(value));
+    for (key, &value) in &fwd.report.values {
+        diagnostics.insert((*key).into(), json_number(value));
     }
     let response = Response {
         z: Nested(fwd.z.view()),
@@ -277,6 +318,37 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
     let mut out = serde_json::to_string(&response).expect("numbers are finite");
     out.push('\n');
     Ok(out)
+}
+
+/// A diagnostic as JSON: whole numbers (counts, iterations, `K`) as integers.
+fn json_number(x: f64) -> Json {
+    if x.fract() == 0.0 && x.abs() < 2f64.powi(53) {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+/// The most bytes of JSON text a response may take: 1 GiB.
+pub const TEXT_BUDGET: u128 = 1 << 30;
+/// The longest a number is written in JSON (`-1.2345678901234567e-300,`).
+const BYTES_PER_NUMBER: u128 = 25;
+
+/// Refuses up front a response of `numbers` numbers whose text may exceed [`TEXT_BUDGET`].
+fn check_text_size(numbers: u128, options: &Options) -> Result<(), (&'static str, String)> {
+    if numbers * BYTES_PER_NUMBER <= TEXT_BUDGET {
+        return Ok(());
+    }
+    let field = if options.samples > 1 { "samples" } else { "theta" };
+    Err((
+        field,
+        format!(
+            "the response would hold {numbers} numbers, more than {} GiB of JSON text \
+             ({} numbers); split the request",
+            TEXT_BUDGET >> 30,
+            TEXT_BUDGET / BYTES_PER_NUMBER
+        ),
+    ))
 }
 
 /// The layer's plan object with the temperature this request used (and why).

@@ -90,3 +90,68 @@ impl<F: Serialize + Copy> Serialize for Nested<'_, F> {
         seq.end()
     }
 }
+
+/// Parses JSON text like `serde_json::from_str`, but refuses an object that names a key twice
+/// (at any depth): a request is data a program wrote, and a duplicate is a bug in it that the
+/// last-one-wins rule would hide.
+pub fn parse_strict(text: &str) -> Result<Json, serde_json::Error> {
+    let Strict(value) = serde_json::from_str(text)?;
+    Ok(value)
+}
+
+/// A JSON value read with duplicate keys refused.
+struct Strict(Json);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Strict, E> {
+        Ok(Strict(Json::Bool(b)))
+    }
+    fn visit_i64<E>(self, x: i64) -> Result<Strict, E> {
+        Ok(Strict(Json::from(x)))
+    }
+    fn visit_u64<E>(self, x: u64) -> Result<Strict, E> {
+        Ok(Strict(Json::from(x)))
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Strict, E> {
+        Ok(Strict(Json::from(x)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Strict, E> {
+        Ok(Strict(Json::String(s.to_string())))
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Json::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Strict(Json::Array(items)))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{key}` appears twice"
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Strict(Json::Object(object)))
+    }
+}

@@ -40,6 +40,11 @@ enum Command {
         /// The layer to run; may be omitted when the spec declares one layer.
         #[arg(long)]
         layer: Option<String>,
+        /// Serve many requests: one JSON request per line of stdin, one JSON response per line
+        /// of stdout; a bad request answers {"error": {"field", "message"}} and the process
+        /// goes on.
+        #[arg(long)]
+        serve: bool,
     },
     /// Compile the bundled presets and examples and sample every layer.
     Demo,
@@ -84,7 +89,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Check { file, json } => check::run(&file, json),
-        Command::Eval { file, layer } => eval::run(&file, layer.as_deref()),
+        Command::Eval { file, layer, serve } => eval::run(&file, layer.as_deref(), serve),
         Command::Demo => demo::run(),
         Command::Bench { json } => bench::run(json),
         Command::Repl { file } => repl::run(file.as_deref()),

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::spanning_tree::{small_nodes, NODES_PARAM};
-use super::{
+use super::{MAX_INT, 
     ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
     SoftSolver, Solve, Structure, Value,
 };
@@ -28,7 +28,7 @@ pub const ENTRY: Entry = Entry {
         NODES_PARAM,
         Param {
             name: "root",
-            kind: ParamKind::Int { min: 0 },
+            kind: ParamKind::Int { min: 0, max: MAX_INT },
             default: Some(Value::Int(0)),
         },
     ],

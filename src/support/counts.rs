@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use super::categorical::small_size;
-use super::{
+use super::{MAX_INT, 
     ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
     SoftSolver, Solve, Structure, SupportRef, Value,
 };
@@ -72,7 +72,7 @@ pub const BINOMIAL: Entry = Entry {
     example: "binomial(trials = 6)",
     params: &[Param {
         name: "trials",
-        kind: ParamKind::Int { min: 1 },
+        kind: ParamKind::Int { min: 1, max: MAX_INT },
         default: None,
     }],
     build: |a| {
@@ -156,10 +156,20 @@ pub enum Family {
 }
 
 impl Family {
-    /// `log p_0`.
+    /// `log p_0`, the true log-probability of the count 0 (Poisson: `−e^θ`, `−∞` past θ ≈ 709).
     fn log_p0(self, theta: f64) -> f64 {
         match self {
             Family::Poisson => -theta.exp(),
+            _ => self.log_weight0(theta),
+        }
+    }
+
+    /// The start of the log-weight recurrence, `log p_0` up to a factor that does not depend
+    /// on `k`: Poisson drops `e^{−λ}` (it would swamp every `kθ − log k!` at large rates),
+    /// the others keep `log p_0`, finite for every finite θ.
+    fn log_weight0(self, theta: f64) -> f64 {
+        match self {
+            Family::Poisson => 0.0,
             Family::Binomial { trials } => trials as f64 * log_sigmoid(-theta),
             Family::Geometric => log_sigmoid(theta),
             Family::NegativeBinomial { r } => r * log_sigmoid(theta),
@@ -187,27 +197,37 @@ impl Family {
         }
     }
 
-    /// `log p_k` for `k = 0..=max`.
-    fn log_pmf(self, theta: f64, max: usize) -> Vec<f64> {
+    /// `log p_k + c` for `k = 0..=max`, with `c = log_weight0 − log_p0` the same for every `k`:
+    /// Poisson `kθ − log k!`; normalised on `{0..K}` these give the truncated log-pmf `ℓ`.
+    fn log_weights(self, theta: f64, max: usize) -> Vec<f64> {
         let mut out = Vec::with_capacity(max + 1);
-        let mut lp = self.log_p0(theta);
+        let mut lw = self.log_weight0(theta);
         for k in 0..=max {
-            out.push(lp);
-            lp += self.log_ratio(theta, k);
+            out.push(lw);
+            lw += self.log_ratio(theta, k);
         }
         out
     }
 
-    /// The smallest `K` with `P(X > K) < AUTO_TAIL`, or an error past [`MAX_OUTCOMES`].
+    /// `P(X ≤ K) = Σ_{k≤K} p_k`, the mass a truncation at `K = max` keeps (in [0, 1]).
+    fn kept_mass(self, theta: f64, max: usize) -> f64 {
+        let log_kept = logsumexp(&self.log_weights(theta, max)) + self.log_p0(theta)
+            - self.log_weight0(theta);
+        log_kept.exp().clamp(0.0, 1.0)
+    }
+
+    /// The smallest `K ≥ 1` with `P(X > K) < AUTO_TAIL`, or an error past [`MAX_OUTCOMES`].
     fn auto_max(self, theta: f64) -> Result<usize, String> {
         let mut lp = self.log_p0(theta);
         let mut cdf = 0.0;
         for k in 0..MAX_OUTCOMES {
             cdf += lp.exp();
-            if 1.0 - cdf < AUTO_TAIL || lp == f64::NEG_INFINITY {
+            let ratio = self.log_ratio(theta, k);
+            // The tail is below the aim, or the support ends at k (binomial).
+            if 1.0 - cdf < AUTO_TAIL || ratio == f64::NEG_INFINITY {
                 return Ok(k.max(1));
             }
-            lp += self.log_ratio(theta, k);
+            lp += ratio;
         }
         Err(format!(
             "theta = {theta} needs more than {MAX_OUTCOMES} outcomes to drop less than {AUTO_TAIL:e} \
@@ -235,12 +255,6 @@ impl Count {
 
     /// The truncation for one row: the family's end, the explicit `max`, or `auto`'s choice.
     fn truncation(&self, theta: f64) -> Result<usize, String> {
-        if !self.family.log_p0(theta).is_finite() {
-            return Err(format!(
-                "theta = {theta:e} is out of range for {}: its pmf underflows (|theta| must stay below about 700)",
-                self.name()
-            ));
-        }
         match (self.family, self.max) {
             (Family::Binomial { trials }, _) => Ok(trials),
             (_, Some(max)) => Ok(max),
@@ -287,8 +301,13 @@ impl Structure for Count {
         }
         report.record_max("truncation_k", max as f64);
         for &t in &theta {
-            let kept = logsumexp(&self.family.log_pmf(t, max)).exp();
-            let dropped = (1.0 - kept).max(0.0);
+            if self.family.log_weights(t, max).iter().any(|w| !w.is_finite()) {
+                return Err(format!(
+                    "theta = {t:e} is out of range for {} truncated at K = {max}: its log-pmf overflows",
+                    self.name()
+                ));
+            }
+            let dropped = 1.0 - self.family.kept_mass(t, max);
             report.record_max("dropped_mass", dropped);
             if dropped > WARN_TAIL {
                 report.warn(format!(
@@ -304,17 +323,17 @@ impl Structure for Count {
 impl<F: Real> Scores<F> for Count {
     /// `ℓ_k = log p_k(θ) − log Σ_{j≤K} p_j(θ)`, `K + 1 = scores.len()`.
     fn scores(&self, theta: &[F], scores: &mut [F]) {
-        let log_pmf = self.family.log_pmf(theta[0].f64(), scores.len() - 1);
-        let norm = logsumexp(&log_pmf);
-        for (s, lp) in scores.iter_mut().zip(log_pmf) {
+        let log_weights = self.family.log_weights(theta[0].f64(), scores.len() - 1);
+        let norm = logsumexp(&log_weights);
+        for (s, lp) in scores.iter_mut().zip(log_weights) {
             *s = F::of(lp - norm);
         }
     }
     /// `∂ℓ_k/∂θ = c·(k − E_q[k])`, `q = exp ℓ` the truncated pmf (see [`Family::slope`]).
     fn scores_vjp(&self, theta: &[F], grad_scores: &[F], grad_theta: &mut [F]) {
         let mut q = vec![0.0; grad_scores.len()];
-        let log_pmf = self.family.log_pmf(theta[0].f64(), q.len() - 1);
-        softmax::softmax(&log_pmf, &mut q);
+        let log_weights = self.family.log_weights(theta[0].f64(), q.len() - 1);
+        softmax::softmax(&log_weights, &mut q);
         let mean: f64 = q.iter().enumerate().map(|(k, qk)| k as f64 * qk).sum();
         let slope = self.family.slope(theta[0].f64());
         let dot: f64 = grad_scores

@@ -64,6 +64,10 @@ pub struct Entry {
 /// A shared support instance.
 pub type SupportRef = Arc<dyn Support>;
 
+/// The largest integer argument unless a parameter sets a smaller one: sizes beyond it are no
+/// request anyone can run, and products of two of them stay within `usize`.
+pub const MAX_INT: i64 = i32::MAX as i64;
+
 /// A declared argument of a support, perturbation, solver, backward rule or estimator.
 #[derive(Clone, Copy, Debug)]
 pub struct Param {
@@ -76,8 +80,8 @@ pub struct Param {
 /// What values an argument accepts.
 #[derive(Clone, Copy, Debug)]
 pub enum ParamKind {
-    /// An integer `≥ min`.
-    Int { min: i64 },
+    /// An integer in `min..=max`.
+    Int { min: i64, max: i64 },
     /// A finite real number `> 0`.
     Positive,
     /// One of these names, e.g. `baseline = leave_one_out`.
@@ -98,6 +102,14 @@ impl ParamKind {
         }
     }
 
+    /// The largest integer this kind accepts.
+    pub fn max(self) -> i64 {
+        match self {
+            ParamKind::Int { max, .. } => max,
+            ParamKind::IntOrName { .. } | ParamKind::Positive | ParamKind::Name(_) => MAX_INT,
+        }
+    }
+
     /// What is expected, for messages: "an integer ≥ 1 or `auto`".
     pub fn expected(self) -> String {
         let names = || {
@@ -105,7 +117,8 @@ impl ParamKind {
             quoted.join(", ")
         };
         match self {
-            ParamKind::Int { min } => format!("an integer ≥ {min}"),
+            ParamKind::Int { min, max: MAX_INT } => format!("an integer ≥ {min}"),
+            ParamKind::Int { min, max } => format!("an integer from {min} to {max}"),
             ParamKind::Positive => "a number > 0".into(),
             ParamKind::Name(_) => format!("one of {}", names()),
             ParamKind::IntOrName { min, .. } => format!("an integer ≥ {min} or {}", names()),
@@ -343,6 +356,11 @@ pub trait Structure: Send + Sync {
     ) -> Result<Option<usize>, String> {
         Ok(None)
     }
+    /// The most passes over a row the soft solver `soft` may make (its iteration cap), for the
+    /// work budget of a request; 1 for solvers that finish in a fixed number of passes.
+    fn iterations(&self, _soft: &SoftCall) -> usize {
+        1
+    }
     /// Whether [`Solve::conditional_gumbel`] is implemented (the `gumbel_rao` estimator).
     fn has_conditional_gumbel(&self) -> bool {
         false
@@ -435,6 +453,6 @@ impl<T: Structure + Solve<f64> + Solve<f32>> Support for T {
 /// The integer argument `n` of the one-argument supports, `n ≥ 1`.
 pub const SIZE_PARAM: Param = Param {
     name: "n",
-    kind: ParamKind::Int { min: 1 },
+    kind: ParamKind::Int { min: 1, max: MAX_INT },
     default: None,
 };

@@ -43,7 +43,10 @@ const SOLVERS: &[SoftSolver] = &[SoftSolver {
     params: &[
         Param {
             name: "iters",
-            kind: ParamKind::Int { min: 1 },
+            kind: ParamKind::Int {
+                min: 1,
+                max: MAX_ITERS,
+            },
             default: Some(Value::Int(1000)),
         },
         Param {
@@ -57,6 +60,10 @@ const SOLVERS: &[SoftSolver] = &[SoftSolver {
                dual variables, no replay of the iterations, memory independent of `iters` \
                (`unrolled` replays them and keeps every iteration's duals)",
 }];
+
+/// The most Sinkhorn iterations a spec may ask for: each costs O(n²) per row, and `unrolled`
+/// keeps every iteration's duals.
+pub const MAX_ITERS: i64 = 100_000;
 
 /// The start of the non-convergence warning; one such warning is kept per forward pass.
 const NOT_CONVERGED: &str = "Sinkhorn did not converge";
@@ -84,6 +91,9 @@ impl Structure for Permutation {
     }
     fn hard_solver(&self) -> &'static str {
         "assignment"
+    }
+    fn iterations(&self, soft: &SoftCall) -> usize {
+        Self::settings(soft).iters
     }
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS

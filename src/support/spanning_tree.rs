@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use super::categorical::small_size;
-use super::{
+use super::{MAX_INT, 
     Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver,
     Solve, Structure,
 };
@@ -26,7 +26,7 @@ use crate::real::Real;
 /// The `nodes` argument of the tree supports: at least two nodes.
 pub(crate) const NODES_PARAM: Param = Param {
     name: "nodes",
-    kind: ParamKind::Int { min: 2 },
+    kind: ParamKind::Int { min: 2, max: MAX_INT },
     default: None,
 };
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use super::{
+use super::{MAX_INT, 
     ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
     SoftSolver, Solve, Structure, Value, SIZE_PARAM,
 };
@@ -24,7 +24,7 @@ use crate::real::Real;
 /// The subset size `k ≥ 1` of `subset` and `correlated_subset`.
 pub const K_PARAM: Param = Param {
     name: "k",
-    kind: ParamKind::Int { min: 1 },
+    kind: ParamKind::Int { min: 1, max: MAX_INT },
     default: None,
 };
 
