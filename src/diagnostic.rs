@@ -5,6 +5,17 @@ use std::ops::Range;
 
 use ariadne::{CharSet, Config, IndexType, Label, Report, ReportKind, Source};
 
+/// A number as messages show it: plainly where that is short (`2.5`, `1000`), in scientific
+/// notation where plain digits would run long (`1e-320`, `3e300`).
+pub fn number(x: f64) -> String {
+    let magnitude = x.abs();
+    if magnitude == 0.0 || !x.is_finite() || (1e-4..1e15).contains(&magnitude) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// Byte offsets into the source.
 pub type Span = Range<usize>;
 

@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 
+use crate::diagnostic::number;
 use crate::estimator::{baseline_weights, updated_ema};
 use crate::grad::finite_diff;
 use crate::kernels::dot;
 use crate::noise::{NoiseKey, Perturbation};
-use crate::plan::{Backward, Estimator, Mode, Plan};
+use crate::plan::{Backward, Baseline, Estimator, Mode, Plan};
 use crate::real::Real;
 use crate::support::{Report, Solve};
 
@@ -194,7 +195,7 @@ impl Layer {
             };
             Err(self.error(
                 "temperature",
-                format!("must be a finite number > 0, found {t}{source}"),
+                format!("must be a finite number > 0, found {}{source}", number(t)),
             ))
         }
     }
@@ -336,6 +337,16 @@ impl Layer {
             z.extend(z_part);
             solution.extend(s_part);
             report.merge(part_report);
+        }
+        if let (Mode::Hard, 1, Estimator::Reinforce { baseline: Baseline::LeaveOneOut }) =
+            (mode, opts.samples, self.plan.estimator)
+        {
+            report.warn(
+                "reinforce(baseline = leave_one_out) needs several samples: with one there is no \
+                 other sample to form the baseline, so the plain score function is used; ask for \
+                 samples ≥ 2"
+                    .to_string(),
+            );
         }
         let mut rows_shape = Vec::new();
         if opts.samples > 1 {
@@ -676,9 +687,10 @@ impl Layer {
             Some(i) => Err(self.error(
                 "temperature",
                 format!(
-                    "w / T overflows {} (w = {}, T = {t}); use a larger temperature",
+                    "w / T overflows {} (w = {}, T = {}); use a larger temperature",
                     F::NAME,
-                    w[i]
+                    number(w[i].f64()),
+                    number(t.f64())
                 ),
             )),
             None => Ok(x),

@@ -136,12 +136,34 @@ pub struct CompileError {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// How many diagnostics a compile error shows unless asked for more (`sst check --max-errors`).
+pub const MAX_ERRORS: usize = 20;
+
+impl CompileError {
+    /// The first `max_errors` diagnostics rendered against the source, then "and N more
+    /// errors" for the rest (each rendering reads the source, so a spec with thousands of
+    /// errors is not rendered whole).
+    pub fn render(&self, max_errors: usize) -> String {
+        let mut out = String::new();
+        for d in self.diagnostics.iter().take(max_errors) {
+            out.push_str(&d.render(&self.file, &self.source));
+        }
+        let more = self.diagnostics.len().saturating_sub(max_errors);
+        if more > 0 {
+            let s = if more == 1 { "" } else { "s" };
+            out.push_str(&format!(
+                "... and {more} more error{s} (show them with --max-errors {})\n",
+                self.diagnostics.len()
+            ));
+        }
+        out
+    }
+}
+
+/// The first [`MAX_ERRORS`] diagnostics, see [`CompileError::render`].
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.diagnostics {
-            write!(f, "{}", d.render(&self.file, &self.source))?;
-        }
-        Ok(())
+        f.write_str(&self.render(MAX_ERRORS))
     }
 }
 

@@ -19,20 +19,37 @@ pub const FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The stdlib file that defines the built-in preset `name`.
+pub fn file_of(name: &str) -> Option<&'static str> {
+    FILES
+        .iter()
+        .zip(presets_by_file())
+        .find(|(_, presets)| presets.iter().any(|p| p.name.name == name))
+        .map(|((file, _), _)| *file)
+}
+
 /// Every built-in preset, parsed once. The stdlib is checked by the test suite, so a parse
 /// failure here is a bug in the build, not in the user's input.
-pub fn presets() -> &'static [Preset] {
-    static PRESETS: OnceLock<Vec<Preset>> = OnceLock::new();
+pub fn presets() -> impl Iterator<Item = &'static Preset> {
+    presets_by_file().iter().flatten()
+}
+
+/// The presets of each of [`FILES`], in order, parsed once.
+fn presets_by_file() -> &'static [Vec<Preset>] {
+    static PRESETS: OnceLock<Vec<Vec<Preset>>> = OnceLock::new();
     PRESETS.get_or_init(|| {
         FILES
             .iter()
-            .flat_map(|(name, text)| {
+            .map(|(name, text)| {
                 let spec = crate::syntax::parse(text)
                     .unwrap_or_else(|d| panic!("{}", d.render(name, text)));
-                spec.items.into_iter().filter_map(|item| match item {
-                    Item::Preset(p) => Some(p),
-                    _ => None,
-                })
+                spec.items
+                    .into_iter()
+                    .filter_map(|item| match item {
+                        Item::Preset(p) => Some(p),
+                        _ => None,
+                    })
+                    .collect()
             })
             .collect()
     })

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 
-use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::diagnostic::{did_you_mean, number, Diagnostic};
 use crate::plan::{Formula, FUNCTIONS};
 use crate::support::{Param, ParamKind, Value};
 use crate::syntax::ast::{Call, Expr, ExprKind};
 
 /// The consts of a spec, by name.
+/// The spec's consts by name; a const whose declaration failed is kept as NaN, so that its uses
+/// point back at it instead of calling the name unknown.
 pub type Consts = HashMap<String, f64>;
 
 /// Compiles an expression into a [`Formula`], folding consts; `step` stays a variable.
@@ -17,6 +19,13 @@ pub fn compile_formula(expr: &Expr, consts: &Consts) -> Result<Formula, Diagnost
         ExprKind::Number(x) => Formula::Num(*x),
         ExprKind::Ident(name) if name == "step" => Formula::Step,
         ExprKind::Ident(name) => match consts.get(name) {
+            Some(&x) if x.is_nan() => {
+                return Err(Diagnostic::new(
+                    expr.span.clone(),
+                    format!("the const `{name}` has no value: its declaration is an error"),
+                )
+                .with_label("see the error at its declaration"))
+            }
             Some(&x) => Formula::Num(x),
             None => return Err(unknown_name(expr.span.clone(), name, consts)),
         },
@@ -104,7 +113,7 @@ pub fn eval_number(expr: &Expr, consts: &Consts) -> Result<f64, Diagnostic> {
     if !x.is_finite() {
         return Err(Diagnostic::new(
             expr.span.clone(),
-            format!("this expression evaluates to {x}"),
+            format!("this expression evaluates to {}", number(x)),
         )
         .with_label("expected a finite number"));
     }
@@ -240,7 +249,11 @@ fn check_value(expr: &Expr, param: Param, consts: &Consts) -> Result<Value, Diag
         let expected = param.kind.expected();
         Diagnostic::new(
             expr.span.clone(),
-            format!("argument `{}` must be {expected}, found {x}", param.name),
+            format!(
+                "argument `{}` must be {expected}, found {}",
+                param.name,
+                number(x)
+            ),
         )
         .with_label(format!("expected {expected}"))
     };
@@ -249,9 +262,10 @@ fn check_value(expr: &Expr, param: Param, consts: &Consts) -> Result<Value, Diag
             Err(Diagnostic::new(
                 expr.span.clone(),
                 format!(
-                    "argument `{}` must be at most {}, found {x}",
+                    "argument `{}` must be at most {}, found {}",
                     param.name,
-                    param.kind.max()
+                    param.kind.max(),
+                    number(x)
                 ),
             )
             .with_label(format!("expected {}", param.kind.expected())))

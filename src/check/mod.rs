@@ -10,7 +10,7 @@ use std::sync::Arc;
 use args::{bind_args, compile_formula, eval_number, with_hint, Consts};
 use tables::{find, names, Choice, BACKWARDS, ESTIMATORS, FIELDS, PERTURBATIONS};
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{number, Diagnostic};
 use crate::noise::Perturbation;
 use crate::plan::{Backward, Decision, Estimator, Formula, Plan};
 use crate::support::{self, call_syntax, Regularizer, SoftCall, SoftSolver, Support, SupportRef};
@@ -111,12 +111,11 @@ impl<'a> Checker<'a> {
                     } else if self.consts.contains_key(&c.name.name) {
                         format!("`{}` is already defined", c.name.name)
                     } else {
-                        match eval_number(&c.value, &self.consts) {
-                            Ok(x) => {
-                                self.consts.insert(c.name.name.clone(), x);
-                            }
-                            Err(d) => self.errors.push(d),
-                        }
+                        let value = eval_number(&c.value, &self.consts).unwrap_or_else(|d| {
+                            self.errors.push(d);
+                            f64::NAN
+                        });
+                        self.consts.insert(c.name.name.clone(), value);
                         continue;
                     };
                     self.errors
@@ -130,6 +129,20 @@ impl<'a> Checker<'a> {
 
     fn declare_preset(&mut self, preset: &'a Preset) {
         let name = preset.name.name.as_str();
+        if let Some(file) = crate::stdlib::file_of(name) {
+            self.errors.push(
+                Diagnostic::new(
+                    preset.name.span.clone(),
+                    format!("`{name}` is a built-in preset, defined in {file}"),
+                )
+                .with_label("already declared by the standard library")
+                .with_hint(
+                    "built-in presets are available in every spec without a declaration; \
+                     give your own preset another name",
+                ),
+            );
+            return;
+        }
         let taken = support::entry(name).is_some()
             || Regularizer::ALL.iter().any(|r| r.name() == name)
             || find(ESTIMATORS, name).is_some()
@@ -687,7 +700,7 @@ impl<'a> LayerResolver<'a> {
                 self.errors.push(
                     Diagnostic::new(
                         given.span.clone(),
-                        format!("temperature must be > 0, found {t}"),
+                        format!("temperature must be > 0, found {}", number(t)),
                     )
                     .with_label("expected a positive number or a schedule of `step`"),
                 );

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{load, CliError};
+use super::{load_showing, CliError};
 
-pub fn run(file: &Path, as_json: bool) -> Result<String, CliError> {
-    let module = load(file)?;
+pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliError> {
+    let module = load_showing(file, max_errors)?;
     if as_json {
         let layers: Vec<_> = module
             .layers()

@@ -33,6 +33,9 @@ enum Command {
         /// Print the plans as JSON.
         #[arg(long)]
         json: bool,
+        /// Show at most this many errors (the rest are counted).
+        #[arg(long, default_value_t = sst::MAX_ERRORS)]
+        max_errors: usize,
     },
     /// Read one JSON request on stdin, write one JSON response on stdout.
     Eval {
@@ -88,7 +91,11 @@ pub fn main() -> i32 {
         Err(e) => e.exit(),
     };
     let result = match cli.command {
-        Command::Check { file, json } => check::run(&file, json),
+        Command::Check {
+            file,
+            json,
+            max_errors,
+        } => check::run(&file, json, max_errors),
         Command::Eval { file, layer, serve } => eval::run(&file, layer.as_deref(), serve),
         Command::Demo => demo::run(),
         Command::Bench { json } => bench::run(json),
@@ -111,11 +118,17 @@ pub fn main() -> i32 {
     }
 }
 
-/// Reads and compiles a spec file: a missing file is a usage error, a bad spec a spec error.
+/// Reads and compiles a spec file: a missing file is a usage error, a bad spec a spec error
+/// (showing the first [`sst::MAX_ERRORS`] diagnostics).
 fn load(path: &Path) -> Result<sst::Module, CliError> {
+    load_showing(path, sst::MAX_ERRORS)
+}
+
+/// [`load`], showing at most `max_errors` diagnostics.
+fn load_showing(path: &Path, max_errors: usize) -> Result<sst::Module, CliError> {
     match sst::compile_file(path) {
         Ok(m) => Ok(m),
-        Err(sst::Error::Compile(e)) => Err(CliError::Spec(e.to_string())),
+        Err(sst::Error::Compile(e)) => Err(CliError::Spec(e.render(max_errors))),
         Err(e) => Err(CliError::Usage(e.to_string())),
     }
 }

@@ -17,8 +17,9 @@ use crate::diagnostic::Diagnostic;
 pub const MAX_DEPTH: usize = 64;
 /// The largest source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 1 << 20;
-/// The deepest expression tree accepted (a chain `1 + 1 + ...` is as deep as it is long).
-pub const MAX_EXPR_DEPTH: usize = 256;
+/// The deepest expression tree accepted (a chain `1 + 1 + ...` is as deep as it is long, so a
+/// flat sum may have this many terms).
+pub const MAX_EXPR_DEPTH: usize = 1024;
 
 mod grammar {
     // pest_derive resolves the path against the crate root first (then `src/`): this is

@@ -1,6 +1,8 @@
 //! The `:` commands: parsing their arguments and running them on a [`Session`].
 
 use std::fmt::Write;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ndarray::{ArrayD, IxDyn};
@@ -46,6 +48,9 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (":help", "", "this list"),
     (":quit", "", "leave (Ctrl-D too)"),
 ];
+
+/// Set by Ctrl-C while a command runs; long commands check it between steps and stop.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The batch size of `:bench`.
 const BENCH_BATCH: usize = 256;
@@ -427,14 +432,25 @@ fn bench(session: &mut Session, rest: &str) -> Result<Output, String> {
         let fwd = layer.try_forward(theta.view(), &opts)?;
         layer.try_backward(&fwd, cotangent.view())
     };
-    run().map_err(|e| e.to_string())?;
-    let mut times: Vec<f64> = (0..BENCH_RUNS)
-        .map(|_| {
-            let start = Instant::now();
-            let _ = std::hint::black_box(run());
-            start.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let progress = std::io::stderr().is_terminal();
+    let mut times = Vec::with_capacity(BENCH_RUNS);
+    // One warm-up run, then the timed ones; Ctrl-C stops between runs.
+    for i in 0..=BENCH_RUNS {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(format!("{name}: :bench interrupted"));
+        }
+        if progress {
+            eprint!("\r:bench {name}: run {i}/{BENCH_RUNS}");
+        }
+        let start = Instant::now();
+        std::hint::black_box(run()).map_err(|e| e.to_string())?;
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    if progress {
+        eprint!("\r\x1b[K");
+    }
     times.sort_by(f64::total_cmp);
     Ok(Output::Text(format!(
         "{name}: forward + backward, theta {shape:?}: {:.3} ms (median of {BENCH_RUNS})\n",

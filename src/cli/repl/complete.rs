@@ -29,7 +29,7 @@ impl Vocabulary {
             .map(|w| w.to_string())
             .collect();
         words.extend(REGISTRY.iter().map(|e| e.name.to_string()));
-        words.extend(sst::stdlib::presets().iter().map(|p| p.name.name.clone()));
+        words.extend(sst::stdlib::presets().map(|p| p.name.name.clone()));
         words.extend(Regularizer::ALL.iter().map(|r| r.name().to_string()));
         for table in [names(PERTURBATIONS), names(ESTIMATORS), names(BACKWARDS)] {
             words.extend(table.iter().map(|w| w.to_string()));
@@ -91,7 +91,7 @@ impl Vocabulary {
             "temperature" => ["step", "exp", "log", "sqrt", "abs", "min", "max"].to_vec(),
             _ if words.len() >= 2 && words[words.len() - 2] == "layer" => {
                 let mut supports: Vec<&str> = REGISTRY.iter().map(|e| e.name).collect();
-                supports.extend(sst::stdlib::presets().iter().map(|p| p.name.name.as_str()));
+                supports.extend(sst::stdlib::presets().map(|p| p.name.name.as_str()));
                 supports
             }
             _ if words.len() >= 2 && words[words.len() - 2] == "preset" => {

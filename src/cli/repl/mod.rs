@@ -4,7 +4,8 @@
 //! Ctrl-D leaves) and hands each to [`Session::handle`], which knows nothing of terminals: a
 //! declaration is added to the session's text and the text recompiled, a `:` command runs on
 //! the compiled module. When stdin is not a terminal the same loop reads a script line by line,
-//! without prompts.
+//! without prompts; a script exits 1 when a line failed (or it ended inside a declaration).
+//! Ctrl-C while a long command runs (`:bench`) cancels that command and keeps the session.
 
 pub(super) mod commands;
 mod complete;
@@ -15,6 +16,7 @@ mod tests;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
@@ -45,9 +47,16 @@ pub fn run(file: Option<&Path>) -> Result<String, CliError> {
     let mut session = Session::new();
     if interactive {
         println!("sst repl: type a declaration such as `layer pick: categorical(4)`, or :help. Ctrl-D leaves.");
+        // Ctrl-C while a command runs cancels the command, not the session (rustyline reads
+        // Ctrl-C at the prompt itself, as a key).
+        if let Err(e) = ctrlc::set_handler(|| commands::INTERRUPTED.store(true, Ordering::SeqCst)) {
+            eprintln!("warning: Ctrl-C will end the session: {e}");
+        }
     }
+    // Script mode: how many lines failed, for the exit status.
+    let mut errors = 0;
     if let Some(file) = file {
-        print(session.declare_file(file));
+        errors += usize::from(print(session.declare_file(file)) == Printed::Error);
     }
     loop {
         if let Some(helper) = editor.helper_mut() {
@@ -63,8 +72,11 @@ pub fn run(file: Option<&Path>) -> Result<String, CliError> {
                 if interactive && !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                if print(session.handle(&line)) {
-                    break;
+                commands::INTERRUPTED.store(false, Ordering::SeqCst);
+                match print(session.handle(&line)) {
+                    Printed::Quit => break,
+                    Printed::Error => errors += 1,
+                    Printed::Text => {}
                 }
             }
             Err(ReadlineError::Interrupted) => {
@@ -72,7 +84,13 @@ pub fn run(file: Option<&Path>) -> Result<String, CliError> {
                     println!("(declaration dropped)");
                 }
             }
-            Err(ReadlineError::Eof) => break,
+            Err(ReadlineError::Eof) => {
+                if session.cancel() {
+                    eprintln!("error: the input ended inside a declaration (a brace or parenthesis is not closed); it was dropped");
+                    errors += 1;
+                }
+                break;
+            }
             Err(e) => {
                 save_history(&mut editor, history.as_deref());
                 return Err(CliError::Usage(format!("cannot read input: {e}")));
@@ -80,11 +98,26 @@ pub fn run(file: Option<&Path>) -> Result<String, CliError> {
         }
     }
     save_history(&mut editor, history.as_deref());
+    if !interactive && errors > 0 {
+        // A script that failed somewhere exits 1, like a spec that does not compile.
+        let s = if errors == 1 { "" } else { "s" };
+        return Err(CliError::Spec(format!(
+            "error: the script had {errors} failing line{s}\n"
+        )));
+    }
     Ok(String::new())
 }
 
-/// Prints an output (results on stdout, errors on stderr); says whether it was `:quit`.
-fn print(output: Output) -> bool {
+/// What [`print`] printed.
+#[derive(PartialEq, Eq)]
+enum Printed {
+    Text,
+    Error,
+    Quit,
+}
+
+/// Prints an output (results on stdout, errors on stderr).
+fn print(output: Output) -> Printed {
     let newline = |s: &str| if s.ends_with('\n') { "" } else { "\n" };
     match output {
         Output::Nothing => {}
@@ -93,10 +126,13 @@ fn print(output: Output) -> bool {
             let _ = write!(out, "{text}{}", newline(&text));
             let _ = out.flush();
         }
-        Output::Error(text) => eprint!("{text}{}", newline(&text)),
-        Output::Quit => return true,
+        Output::Error(text) => {
+            eprint!("{text}{}", newline(&text));
+            return Printed::Error;
+        }
+        Output::Quit => return Printed::Quit,
     }
-    false
+    Printed::Text
 }
 
 /// `$SST_HISTORY` (a file, or a folder to hold `history`), else `sst/history` in the
