@@ -38,6 +38,7 @@ enum Command {
         max_errors: usize,
     },
     /// Read one JSON request on stdin, write one JSON response on stdout.
+    #[command(after_help = EVAL_FIELDS)]
     Eval {
         file: PathBuf,
         /// The layer to run; may be omitted when the spec declares one layer.
@@ -63,6 +64,22 @@ enum Command {
         file: Option<PathBuf>,
     },
 }
+
+/// The request fields, for `sst eval --help` (the contract: DESIGN.md §5 and the README).
+const EVAL_FIELDS: &str = "\
+Request fields (a JSON object; unknown or repeated keys are an error):
+  theta        required: nested array, the layer's shape with optional leading batch axis
+  dtype        \"f64\" (default) or \"f32\"
+  mode         \"hard\" or \"soft\" (default from the estimator)
+  noise        \"none\" or {\"seed\": <u64>} (default {\"seed\": 0})
+  with_w       true adds the perturbed parameters \"w\" to the response
+  temperature  a number > 0, overrides the spec
+  step         integer training step for temperature schedules (default 0)
+  samples      integer N >= 1 (default 1); N > 1 adds a leading samples axis
+  cotangent    nested array shaped like z without the samples axis; adds \"grad_theta\"
+
+Response: {\"z\", \"grad_theta\"?, \"w\"?, \"plan\", \"diagnostics\", \"warnings\"}.
+Exit status: 0 ok, 1 spec error, 2 usage error, 3 bad request (one line naming the field).";
 
 /// A failure of a subcommand, with its exit status.
 pub enum CliError {

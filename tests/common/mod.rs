@@ -2,6 +2,8 @@
 //! reference formulas and spec compilation. Each test binary uses a subset of them.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use ndarray::{ArrayD, IxDyn};
 use sst::support::SupportRef;
 use sst::Options;
