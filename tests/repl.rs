@@ -116,7 +116,8 @@ fn a_script_on_stdin_runs_line_by_line() {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success());
+    // One line failed: the script runs on and exits 1.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stdout.contains("a: categorical(n = 3), hard, T = 1"),
         "{stdout}"
@@ -126,4 +127,26 @@ fn a_script_on_stdin_runs_line_by_line() {
         "no prompts in a script: {stdout}"
     );
     assert!(stderr.contains("missing its closing `]`"), "{stderr}");
+}
+
+/// Ctrl-C while `:bench` runs cancels the command (it stops between runs) and keeps the
+/// session with its declarations.
+#[test]
+fn ctrl_c_cancels_a_long_command_and_keeps_the_session() {
+    let history = temp_dir("ctrl-c");
+    let mut p = spawn(&history);
+    p.expect("sst> ").unwrap();
+    p.send_line("layer slow: permutation(48) { temperature: 0.3 }")
+        .unwrap();
+    p.expect("defined layer slow").unwrap();
+    p.send_line(":bench slow").unwrap();
+    // Progress: one warm-up run, then the timed ones.
+    p.expect(":bench slow: run 1/7").unwrap();
+    p.send("\x03").unwrap();
+    p.expect("slow: :bench interrupted").unwrap();
+    p.send_line(":list").unwrap();
+    p.expect("slow  permutation(n = 48)").unwrap();
+    p.send_line(":quit").unwrap();
+    p.expect(Eof).unwrap();
+    let _ = std::fs::remove_dir_all(&history);
 }
