@@ -429,3 +429,44 @@ fn repl_scripts_fail_on_errors_and_on_an_unclosed_declaration() {
         text(&out.stderr)
     );
 }
+
+/// The training-loop case: spanning_tree(10) at θ = 0 with Gumbel noise and T = 0.1 or
+/// 0.05 refused its backward for some seeds. Now every seed answers, and the gradient keeps the
+/// identity the marginals impose: a tree has n − 1 edges (Σ_e μ_e constant, so the gradient of
+/// ⟨c, z⟩ sums to zero over the edges `i < j`), an arborescence one edge into each non-root node
+/// (so each column of the gradient sums to zero) — the identity that the inverse's cancellation
+/// broke. (Accuracy against enumeration at low temperature: tests/gradients.rs; against the
+/// log-space route: the matrix_tree unit tests.)
+#[test]
+fn tree_gradients_hold_at_low_temperature() {
+    let mut rng = Rng(0x7EE5);
+    for (support, n) in [("spanning_tree(nodes = 10)", 10), ("arborescence(nodes = 8)", 8)] {
+        for t in [0.1, 0.05] {
+            let l = layer(&format!("layer l: {support} {{ temperature: {t} }}"));
+            let theta = ArrayD::<f64>::zeros(IxDyn(&[n, n]));
+            for seed in 0..60 {
+                let cot = rng.array(&[n, n], -1.0, 1.0);
+                let opts = Options::default().seed(seed).mode(Mode::Soft);
+                let fwd = l.try_forward(theta.view(), &opts).unwrap();
+                let grad = l
+                    .try_backward(&fwd, cot.view())
+                    .unwrap_or_else(|e| panic!("{support} T {t} seed {seed}: {e}"));
+                let size: f64 = grad.iter().map(|g| g.abs()).sum();
+                let sums: Vec<f64> = if support.starts_with("spanning") {
+                    vec![(0..n)
+                        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+                        .map(|(i, j)| grad[[i, j]])
+                        .sum()]
+                } else {
+                    (1..n).map(|j| (0..n).map(|i| grad[[i, j]]).sum()).collect()
+                };
+                for s in sums {
+                    assert!(
+                        s.abs() <= 1e-8 * (1.0 + size),
+                        "{support} T {t} seed {seed}: gradient sum {s:e} (Σ|g| = {size:e})"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -178,7 +178,7 @@ impl<F: Real> Solve<F> for Arborescence {
         let n = self.n;
         let v = self.edges(g);
         let mut hv = vec![0.0; n * n];
-        matrix_tree::marginals_hvp(&self.edges(x), n, self.root, &v, &mut hv)?;
+        matrix_tree::marginals_hvp(&self.edges(x), n, self.root, &v, &mut hv);
         for (gx, h) in grad_x.iter_mut().zip(hv) {
             *gx = *gx + F::of(h);
         }
