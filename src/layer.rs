@@ -57,6 +57,13 @@ pub struct Options {
     pub step: f64,
     /// Number of independent samples `N ≥ 1`.
     pub samples: usize,
+    /// How many threads the rows (`samples × batch`) are split over. `None`: automatic (one
+    /// thread below 2¹⁶ numbers, otherwise one per available core). `Some(n)`: exactly
+    /// `min(n, rows)` consecutive ranges of rows, each on its own thread, whatever the request's
+    /// size and the machine's core count (`Some(1)`: the calling thread only). `Some(0)` and
+    /// more than 1024 are request errors (field `threads`). The split changes no number: noise
+    /// is keyed by (seed, sample, batch row, element) and reports merge in row order.
+    pub threads: Option<usize>,
 }
 
 impl Default for Options {
@@ -67,6 +74,7 @@ impl Default for Options {
             temperature: None,
             step: 0.0,
             samples: 1,
+            threads: None,
         }
     }
 }
@@ -98,6 +106,13 @@ impl Options {
     }
     pub fn samples(self, samples: usize) -> Self {
         Options { samples, ..self }
+    }
+    /// Forces the row split into `threads` ranges (see [`Options::threads`]).
+    pub fn threads(self, threads: usize) -> Self {
+        Options {
+            threads: Some(threads),
+            ..self
+        }
     }
 }
 
@@ -141,6 +156,8 @@ pub struct Forward<F> {
     /// The shape of the cotangent a backward pass takes: `[B?, …shape]`.
     pub cotangent_shape: Vec<usize>,
     samples: usize,
+    /// The request's thread count, reused by the backward pass.
+    threads: Option<usize>,
     /// `θ` as given (flattened rows), for the estimators that resample noise from it.
     theta: ArrayD<F>,
     seed: u64,
@@ -242,6 +259,14 @@ impl Layer {
         if opts.samples == 0 {
             return Err(self.error("samples", "must be at least 1"));
         }
+        if let Some(n) = opts.threads {
+            if n == 0 || n > MAX_THREADS {
+                return Err(self.error(
+                    "threads",
+                    format!("must be between 1 and {MAX_THREADS} (or unset: automatic), found {n}"),
+                ));
+            }
+        }
         let temperature = self.try_temperature(opts)?;
         let mode = opts.mode.unwrap_or(self.plan.estimator.default_mode());
         let (noise, seed) = match opts.noise {
@@ -321,7 +346,7 @@ impl Layer {
             Ok((w, z, solution, report))
         };
         let (mut w, mut z, mut solution) = (Vec::new(), Vec::new(), Vec::new());
-        for (w_part, z_part, s_part, part_report) in split_rows(count, l, run_rows)? {
+        for (w_part, z_part, s_part, part_report) in split_rows(count, l, opts.threads, run_rows)? {
             w.extend(w_part);
             z.extend(z_part);
             solution.extend(s_part);
@@ -352,6 +377,7 @@ impl Layer {
             noise,
             cotangent_shape,
             samples: opts.samples,
+            threads: opts.threads,
             theta: theta_array,
             seed,
         })
@@ -465,7 +491,7 @@ impl Layer {
             }
             Ok(grad)
         };
-        let grad: Vec<F> = split_rows(fwd.samples * rows, l, run_rows)?.concat();
+        let grad: Vec<F> = split_rows(fwd.samples * rows, l, fwd.threads, run_rows)?.concat();
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
     }
 
@@ -620,30 +646,40 @@ type ForwardRows<F> = (Vec<F>, Vec<F>, Vec<F>, Report);
 /// a request cannot exhaust memory.
 const MAX_NUMBERS: usize = 1 << 28;
 
+/// The most threads a request may ask for ([`Options::threads`]).
+const MAX_THREADS: usize = 1024;
+
 /// Requests with fewer numbers than this run on one thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
-/// Runs `work` on consecutive ranges of the rows `0..count` — on several threads when the
-/// request holds at least [`PARALLEL_MIN`] numbers (`row_len` per row) — and returns the results
-/// in row order. Noise is keyed by (seed, sample, batch row, element), so the split changes no
-/// number.
+/// Runs `work` on consecutive ranges of the rows `0..count` and returns the results in row
+/// order. `threads = None`: several threads (one per available core) only when the request holds
+/// at least [`PARALLEL_MIN`] numbers (`row_len` per row), else one range on the calling thread.
+/// `Some(n)`: exactly `min(n, count)` ranges of near-equal length, each on its own thread (a
+/// single range runs on the calling thread). Noise is keyed by (seed, sample, batch row,
+/// element), so the split changes no number.
 fn split_rows<T: Send>(
     count: usize,
     row_len: usize,
+    threads: Option<usize>,
     work: impl Fn(Range<usize>) -> Result<T, RequestError> + Sync,
 ) -> Result<Vec<T>, RequestError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(count);
-    if threads <= 1 || count * row_len < PARALLEL_MIN {
+    let threads = match threads {
+        Some(n) => n.min(count),
+        None if count.saturating_mul(row_len) < PARALLEL_MIN => 1,
+        None => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(count),
+    };
+    if threads <= 1 {
         return Ok(vec![work(0..count)?]);
     }
-    let per = count.div_ceil(threads);
+    // Range `i` is `[i·count/threads, (i+1)·count/threads)`: none empty since threads ≤ count.
+    let bound = |i: usize| i * count / threads;
     std::thread::scope(|scope| {
         let work = &work;
-        let handles: Vec<_> = (0..count)
-            .step_by(per)
-            .map(|start| scope.spawn(move || work(start..(start + per).min(count))))
+        let handles: Vec<_> = (0..threads)
+            .map(|i| scope.spawn(move || work(bound(i)..bound(i + 1))))
             .collect();
         handles
             .into_iter()

@@ -35,6 +35,7 @@ pub const ENTRY: Entry = Entry {
             n: small_size(seed).min(5),
         })
     },
+    gradient_instance: |_| Arc::new(Permutation { n: 6 }),
 };
 
 const SOLVERS: &[SoftSolver] = &[SoftSolver {
