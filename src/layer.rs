@@ -699,3 +699,33 @@ fn dims_list(shape: &[usize]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ranges `split_rows` runs and the threads it runs them on.
+    fn ranges(count: usize, row_len: usize, threads: Option<usize>) -> Vec<(Range<usize>, bool)> {
+        let caller = std::thread::current().id();
+        split_rows(count, row_len, threads, |r| {
+            Ok((r, std::thread::current().id() != caller))
+        })
+        .unwrap()
+    }
+
+    /// `Some(n)` splits into exactly `min(n, count)` consecutive, near-equal ranges, each on a
+    /// thread of its own, even for a tiny request on a one-core machine; `Some(1)` and small
+    /// automatic requests stay on the calling thread.
+    #[test]
+    fn forced_split_runs_every_range_on_its_own_thread() {
+        let got = ranges(18, 1, Some(4));
+        let bounds: Vec<Range<usize>> = got.iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(bounds, [0..4, 4..9, 9..13, 13..18]);
+        assert!(got.iter().all(|&(_, spawned)| spawned));
+        let one_each = ranges(3, 1, Some(64));
+        assert_eq!(one_each.len(), 3);
+        assert!(one_each.iter().all(|(r, spawned)| r.len() == 1 && *spawned));
+        assert_eq!(ranges(18, 1, Some(1)), [(0..18, false)]);
+        assert_eq!(ranges(18, 1, None), [(0..18, false)]);
+    }
+}
