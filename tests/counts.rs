@@ -242,8 +242,8 @@ fn hard_counts_follow_the_truncated_pmf_for_every_law() {
 /// With `noise: none` the soft count is exactly `Σ_k k·softmax(log q(θ)/T)_k`, and its gradient
 /// is that formula's derivative (central differences, h = 1e-5: truncation error ~h² ≈ 1e-10,
 /// rounding ~1e-16/h ≈ 1e-11), for every law, on a batch of rows with different θ and
-/// cotangents, at three temperatures. A wrong slope of the score map (its sign for the
-/// logit-parametrised laws, or a forgotten centring `k − E_q[k]`) or a missing `1/T` fails.
+/// cotangents, at three temperatures. A wrong slope of the score map `∂ log p_k/∂θ` (its sign
+/// for the logit-parametrised laws: `−σ(θ)·k`), a wrong pmf or a missing `1/T` fails.
 #[test]
 fn soft_count_without_noise_and_its_gradient_match_the_formula() {
     let cot = [1.0, -0.5, 2.0];
