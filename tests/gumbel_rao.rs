@@ -371,6 +371,7 @@ fn conditional_draws_are_independent_of_the_forward_noise() {
         let bound = 4.5 / (forward.len() as f64).sqrt();
         for (name, a, b) in [
             ("forward, draw 0", forward, first),
+            ("forward, draw 1", forward, second),
             ("draw 0, draw 1", first, second),
         ] {
             for j in 0..3 {
