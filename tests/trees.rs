@@ -596,16 +596,33 @@ fn bad_arguments_and_shapes_are_clear_errors() {
     assert!(e.message.contains("[4, 4]"), "{e}");
 }
 
+/// A preset is its expansion (docs/language.md: `noise: gumbel; regularizer: expfamily;
+/// estimator: relaxed`): the plan takes those three fields from the preset (they are also the
+/// defaults, so the plan's record of where they came from is what tells the preset was read),
+/// and gives the same soft marginals at the same seed as the spelled-out layer.
 #[test]
-fn presets_compile_and_run() {
-    for (spec, n) in [
-        ("layer l: sst_spanning_tree(6) { temperature: 0.5 }", 6),
-        ("layer l: sst_arborescence(5, root = 2) { }", 5),
+fn presets_are_their_expansions() {
+    let expansion = "noise: gumbel; regularizer: expfamily; estimator: relaxed";
+    for (name, args, support, n) in [
+        ("sst_spanning_tree", "6", "spanning_tree", 6),
+        ("sst_arborescence", "5, root = 2", "arborescence", 5),
     ] {
-        let l = layer(spec);
+        let preset = format!("{name}({args})");
+        let l = layer(&format!("layer l: {preset} {{ temperature: 0.5 }}"));
+        assert_eq!(l.plan().preset.as_deref(), Some(name));
+        for field in ["noise", "regularizer", "estimator"] {
+            let why = &l.plan().decision(field).why;
+            assert!(why.contains(name), "{preset}: {field} {why}");
+        }
+        let spelled = layer(&format!(
+            "layer l: {support}({args}) {{ {expansion}; temperature: 0.5 }}"
+        ));
         let theta = ArrayD::from_shape_fn(IxDyn(&[2, n, n]), |i| (i[1] * 3 + i[2]) as f64 * 0.1);
         let fwd = l.try_forward(theta.view(), &Options::default()).unwrap();
-        assert_eq!(fwd.mode, Mode::Soft, "{spec}");
-        assert!(fwd.z.iter().all(|v| v.is_finite()));
+        let want = spelled
+            .try_forward(theta.view(), &Options::default())
+            .unwrap();
+        assert_eq!(fwd.mode, Mode::Soft, "{preset}");
+        assert_eq!(fwd.z, want.z, "{preset}");
     }
 }
