@@ -6,14 +6,14 @@
 //! support in `sst::support::REGISTRY` (its random instance), every soft solver, hard and soft,
 //! every estimator the support accepts, a batch of [`ROWS`] rows × [`SAMPLES`] samples gives
 //! bit-identical `z`, `w`, `∂L/∂θ` and an identical report (diagnostic values and warnings) at
-//! 1, 2, 3 threads and at more threads than rows.
+//! 1, 2, 3, 4 threads and at more threads than rows, in f64 and in f32.
 
 mod common;
 
 use common::{layer, Rng};
 use ndarray::{Array1, ArrayD, Axis, IxDyn};
 use sst::support::{Report, SupportRef, REGISTRY};
-use sst::{Layer, Mode, Options};
+use sst::{Layer, Mode, Options, Real};
 
 /// Thread counts compared with one thread: uneven ranges (18 rows over 2 and 3 threads are
 /// even; over 4 they are 4, 5, 4, 5), and more threads than rows (one row per thread).
@@ -22,7 +22,8 @@ const ROWS: usize = 6;
 const SAMPLES: usize = 3;
 const SEEDS: u64 = 3;
 
-/// What a request produces: `z`, `w`, the gradient of `⟨cotangent, z⟩` and the report.
+/// What a request produces: `z`, `w`, the gradient of `⟨cotangent, z⟩` (widened to f64, which
+/// is exact and keeps every bit of an f32) and the report.
 struct Run {
     z: ArrayD<f64>,
     w: ArrayD<f64>,
@@ -30,15 +31,22 @@ struct Run {
     report: Report,
 }
 
-fn run(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: &Options) -> Run {
+/// One request in precision `F` (θ and the cotangent rounded to it).
+fn run_in<F: Real>(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: &Options) -> Run {
+    let (theta, cot) = (theta.mapv(F::of), cot.mapv(F::of));
     let fwd = l.try_forward(theta.view(), opts).unwrap();
     let grad = l.try_backward(&fwd, cot.view()).unwrap();
+    let widen = |a: &ArrayD<F>| a.mapv(|x| x.f64());
     Run {
-        z: fwd.z,
-        w: fwd.w,
-        grad,
+        z: widen(&fwd.z),
+        w: widen(&fwd.w),
+        grad: widen(&grad),
         report: fwd.report,
     }
+}
+
+fn run(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: &Options) -> Run {
+    run_in::<f64>(l, theta, cot, opts)
 }
 
 /// The bit patterns of an array, so that `-0.0` and `0.0` (and any last-bit change) differ.
@@ -102,7 +110,8 @@ fn specs(support: &SupportRef) -> Vec<String> {
     out
 }
 
-/// Compares 1 thread with each of [`THREADS`] on one layer, one `θ` batch, in `modes`.
+/// Compares 1 thread with each of [`THREADS`] on one layer, one `θ` batch, in `modes` and in
+/// both precisions.
 fn compare_splits(l: &Layer, spec: &str, theta: &ArrayD<f64>, cot: &ArrayD<f64>, modes: &[Mode]) {
     for &mode in modes {
         let opts = Options::default()
@@ -110,13 +119,19 @@ fn compare_splits(l: &Layer, spec: &str, theta: &ArrayD<f64>, cot: &ArrayD<f64>,
             .samples(SAMPLES)
             .temperature(0.7)
             .mode(mode);
-        let one = run(l, theta, cot, &opts.threads(1));
-        for n in THREADS {
-            let split = run(l, theta, cot, &opts.threads(n));
-            assert_identical(&format!("{spec} | {mode:?}, {n} threads"), &one, &split);
+        for (dtype, run) in [("f64", run_in::<f64> as RunIn), ("f32", run_in::<f32>)] {
+            let one = run(l, theta, cot, &opts.threads(1));
+            for n in THREADS {
+                let split = run(l, theta, cot, &opts.threads(n));
+                let what = format!("{spec} | {mode:?}, {dtype}, {n} threads");
+                assert_identical(&what, &one, &split);
+            }
         }
     }
 }
+
+/// [`run_in`] at one precision.
+type RunIn = fn(&Layer, &ArrayD<f64>, &ArrayD<f64>, &Options) -> Run;
 
 /// Every registered support, every solver and estimator: 1 thread against 2, 3, 4 and 64.
 #[test]
