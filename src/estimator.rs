@@ -38,20 +38,23 @@ pub fn conditional_gumbel_max<F: Real>(
 
 /// Logistic perturbations `w_i = θ_i + logit(u_i)` conditioned on `[w_i > 0] = z_i`: the
 /// uniform is drawn on the side of `1 − σ(θ_i)` that gives `z_i` — `u ~ U(1 − σ(θ_i), 1)` for
-/// `z_i = 1`, `u ~ U(0, 1 − σ(θ_i))` for `z_i = 0` — with `logit(u)` in log space.
+/// `z_i = 1`, `u ~ U(0, 1 − σ(θ_i))` for `z_i = 0` — with `v ~ U(0, 1)`:
+/// - `z_i = 1`: `u = σ(−θ) + σ(θ)·v`, so `e^w = (1 + v·e^θ)/(1 − v)` and
+///   `w = softplus(θ + ln v) − ln(1 − v)`;
+/// - `z_i = 0`: `u = σ(−θ)·v`, so `e^w = v/(1 + (1 − v)·e^{−θ})` and
+///   `w = ln v − softplus(ln(1 − v) − θ)`.
+///
+/// Each is a sum of terms of one sign, so the sign of `w` is exact and nothing cancels at
+/// logits of ±1e4 (`θ + logit(u)` would round to 0 there in f32).
 pub fn conditional_logistic<F: Real>(theta: &[F], z: &[F], key: NoiseKey, draw: u32, w: &mut [F]) {
+    let softplus = |x: F| logaddexp(F::zero(), x);
     for (i, ((wi, &ti), &zi)) in w.iter_mut().zip(theta).zip(z).enumerate() {
         let v = draw_uniforms::<F>(key, draw, i)[0];
-        let (log_u, log_1mu) = if zi > F::zero() {
-            // u = σ(−θ) + σ(θ)·v, 1 − u = σ(θ)·(1 − v)
-            let log_u = logaddexp(log_sigmoid(-ti), log_sigmoid(ti) + v.ln());
-            (log_u, log_sigmoid(ti) + (-v).ln_1p())
+        *wi = if zi > F::zero() {
+            softplus(ti + v.ln()) - (-v).ln_1p()
         } else {
-            // u = σ(−θ)·v, 1 − u = 1 − σ(−θ)·v
-            let log_u = log_sigmoid(-ti) + v.ln();
-            (log_u, (-(log_u.exp())).ln_1p())
+            v.ln() - softplus((-v).ln_1p() - ti)
         };
-        *wi = ti + log_u - log_1mu;
     }
 }
 

@@ -62,6 +62,13 @@ pub struct Options {
     pub step: f64,
     /// Number of independent samples `N ≥ 1`.
     pub samples: usize,
+    /// How many threads the rows (`samples × batch`) are split over. `None`: automatic (one
+    /// thread below 2¹⁶ numbers, otherwise one per available core). `Some(n)`: exactly
+    /// `min(n, rows)` consecutive ranges of rows, each on its own thread, whatever the request's
+    /// size and the machine's core count (`Some(1)`: the calling thread only). `Some(0)` and
+    /// more than 1024 are request errors (field `threads`). The split changes no number: noise
+    /// is keyed by (seed, sample, batch row, element) and reports merge in row order.
+    pub threads: Option<usize>,
 }
 
 impl Default for Options {
@@ -72,6 +79,7 @@ impl Default for Options {
             temperature: None,
             step: 0.0,
             samples: 1,
+            threads: None,
         }
     }
 }
@@ -103,6 +111,13 @@ impl Options {
     }
     pub fn samples(self, samples: usize) -> Self {
         Options { samples, ..self }
+    }
+    /// Forces the row split into `threads` ranges (see [`Options::threads`]).
+    pub fn threads(self, threads: usize) -> Self {
+        Options {
+            threads: Some(threads),
+            ..self
+        }
     }
 }
 
@@ -146,6 +161,8 @@ pub struct Forward<F> {
     /// The shape of the cotangent a backward pass takes: `[B?, …shape]`.
     pub cotangent_shape: Vec<usize>,
     samples: usize,
+    /// The request's thread count, reused by the backward pass.
+    threads: Option<usize>,
     /// `θ` as given (flattened rows), for the estimators that resample noise from it.
     theta: ArrayD<F>,
     seed: u64,
@@ -251,6 +268,14 @@ impl Layer {
         if opts.samples == 0 {
             return Err(self.error("samples", "must be at least 1"));
         }
+        if let Some(n) = opts.threads {
+            if n == 0 || n > MAX_THREADS {
+                return Err(self.error(
+                    "threads",
+                    format!("must be between 1 and {MAX_THREADS} (or unset: automatic), found {n}"),
+                ));
+            }
+        }
         let temperature = self.try_temperature(opts)?;
         let mode = opts.mode.unwrap_or(self.plan.estimator.default_mode());
         let (noise, seed) = match opts.noise {
@@ -332,7 +357,7 @@ impl Layer {
             Ok((w, z, solution, report))
         };
         let (mut w, mut z, mut solution) = (Vec::new(), Vec::new(), Vec::new());
-        for (w_part, z_part, s_part, part_report) in split_rows(count, l, run_rows)? {
+        for (w_part, z_part, s_part, part_report) in split_rows(count, l, opts.threads, run_rows)? {
             w.extend(w_part);
             z.extend(z_part);
             solution.extend(s_part);
@@ -373,6 +398,7 @@ impl Layer {
             noise,
             cotangent_shape,
             samples: opts.samples,
+            threads: opts.threads,
             theta: theta_array,
             seed,
             layer_id: self.id,
@@ -488,7 +514,7 @@ impl Layer {
             }
             Ok(grad)
         };
-        let grad: Vec<F> = split_rows(fwd.samples * rows, l, run_rows)?.concat();
+        let grad: Vec<F> = split_rows(fwd.samples * rows, l, fwd.threads, run_rows)?.concat();
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
     }
 
@@ -714,30 +740,40 @@ pub const MEMORY_BUDGET: usize = 1 << 32;
 /// the soft solver's iteration cap × Gumbel-Rao draws): 10¹², minutes on one core.
 pub const WORK_BUDGET: u64 = 1_000_000_000_000;
 
+/// The most threads a request may ask for ([`Options::threads`]).
+const MAX_THREADS: usize = 1024;
+
 /// Requests with fewer numbers than this run on one thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
-/// Runs `work` on consecutive ranges of the rows `0..count` — on several threads when the
-/// request holds at least [`PARALLEL_MIN`] numbers (`row_len` per row) — and returns the results
-/// in row order. Noise is keyed by (seed, sample, batch row, element), so the split changes no
-/// number.
+/// Runs `work` on consecutive ranges of the rows `0..count` and returns the results in row
+/// order. `threads = None`: several threads (one per available core) only when the request holds
+/// at least [`PARALLEL_MIN`] numbers (`row_len` per row), else one range on the calling thread.
+/// `Some(n)`: exactly `min(n, count)` ranges of near-equal length, each on its own thread (a
+/// single range runs on the calling thread). Noise is keyed by (seed, sample, batch row,
+/// element), so the split changes no number.
 fn split_rows<T: Send>(
     count: usize,
     row_len: usize,
+    threads: Option<usize>,
     work: impl Fn(Range<usize>) -> Result<T, RequestError> + Sync,
 ) -> Result<Vec<T>, RequestError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(count);
-    if threads <= 1 || count * row_len < PARALLEL_MIN {
+    let threads = match threads {
+        Some(n) => n.min(count),
+        None if count.saturating_mul(row_len) < PARALLEL_MIN => 1,
+        None => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(count),
+    };
+    if threads <= 1 {
         return Ok(vec![work(0..count)?]);
     }
-    let per = count.div_ceil(threads);
+    // Range `i` is `[i·count/threads, (i+1)·count/threads)`: none empty since threads ≤ count.
+    let bound = |i: usize| i * count / threads;
     std::thread::scope(|scope| {
         let work = &work;
-        let handles: Vec<_> = (0..count)
-            .step_by(per)
-            .map(|start| scope.spawn(move || work(start..(start + per).min(count))))
+        let handles: Vec<_> = (0..threads)
+            .map(|i| scope.spawn(move || work(bound(i)..bound(i + 1))))
             .collect();
         handles
             .into_iter()
@@ -765,4 +801,34 @@ fn dims_list(shape: &[usize]) -> String {
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ranges `split_rows` runs and the threads it runs them on.
+    fn ranges(count: usize, row_len: usize, threads: Option<usize>) -> Vec<(Range<usize>, bool)> {
+        let caller = std::thread::current().id();
+        split_rows(count, row_len, threads, |r| {
+            Ok((r, std::thread::current().id() != caller))
+        })
+        .unwrap()
+    }
+
+    /// `Some(n)` splits into exactly `min(n, count)` consecutive, near-equal ranges, each on a
+    /// thread of its own, even for a tiny request on a one-core machine; `Some(1)` and small
+    /// automatic requests stay on the calling thread.
+    #[test]
+    fn forced_split_runs_every_range_on_its_own_thread() {
+        let got = ranges(18, 1, Some(4));
+        let bounds: Vec<Range<usize>> = got.iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(bounds, [0..4, 4..9, 9..13, 13..18]);
+        assert!(got.iter().all(|&(_, spawned)| spawned));
+        let one_each = ranges(3, 1, Some(64));
+        assert_eq!(one_each.len(), 3);
+        assert!(one_each.iter().all(|(r, spawned)| r.len() == 1 && *spawned));
+        assert_eq!(ranges(18, 1, Some(1)), [(0..18, false)]);
+        assert_eq!(ranges(18, 1, None), [(0..18, false)]);
+    }
 }

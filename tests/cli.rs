@@ -141,7 +141,22 @@ fn all_finite_numbers(v: &Value, at: &str) {
     }
 }
 
-/// A request that must fail with exit 3: nothing on stdout, one line on stderr naming `field`.
+/// The field a bad-request line names: `error: bad request: [layer `NAME`: ]FIELD: message`
+/// (src/cli/eval.rs `FieldError` and src/layer.rs `RequestError`), and the message after it.
+fn named_field(stderr: &str) -> (&str, &str) {
+    let rest = stderr
+        .strip_prefix("error: bad request: ")
+        .unwrap_or_else(|| panic!("not a bad-request line: {stderr}"));
+    let rest = match rest.strip_prefix("layer `") {
+        Some(after) => after.split_once("`: ").expect("layer `NAME`: ").1,
+        None => rest,
+    };
+    rest.split_once(": ")
+        .unwrap_or_else(|| panic!("no `FIELD: ` in {stderr}"))
+}
+
+/// A request that must fail with exit 3: nothing on stdout, one line on stderr whose field is
+/// `field` (the word before the message, not just anywhere in the line); returns the message.
 fn eval_bad(path: &Path, request: &str, field: &str) -> String {
     let out = eval_raw(path, None, request);
     let stderr = text(&out.stderr);
@@ -157,11 +172,12 @@ fn eval_bad(path: &Path, request: &str, field: &str) -> String {
         "stderr is not one line: {stderr:?}"
     );
     assert!(stderr.ends_with('\n'), "{stderr:?}");
-    assert!(
-        stderr.contains(field),
-        "stderr does not name `{field}`: {stderr}"
+    let (named, message) = named_field(stderr.trim_end());
+    assert_eq!(
+        named, field,
+        "request {request}: stderr names the wrong field: {stderr}"
     );
-    stderr
+    message.to_string()
 }
 
 fn shape(v: &Value) -> Vec<usize> {
@@ -583,13 +599,26 @@ fn usage_errors_exit_2() {
 fn bad_requests_exit_3_naming_the_field() {
     let s = spec(CATEGORICAL);
     let p = &s.path;
+    // Faults of the request as a whole: the field is `request`, so the message must say which.
+    let whole: &[(&str, &str)] = &[
+        ("", "malformed JSON"),
+        ("{", "malformed JSON"),
+        (
+            r#"{"theta": [0, 1, 2]} {"theta": [0, 1, 2]}"#,
+            "malformed JSON",
+        ),
+        (r#"{"theta": [NaN, 1, 2]}"#, "malformed JSON"),
+        ("[0, 1, 2]", "expected a JSON object"),
+        (
+            r#"{"theta": [0, 1, 2], "tempreature": 1}"#,
+            "unknown field `tempreature`",
+        ),
+    ];
+    for (request, says) in whole {
+        let message = eval_bad(p, request, "request");
+        assert!(message.contains(says), "{request}: {message}");
+    }
     let cases: &[(&str, &str)] = &[
-        ("", "request"),
-        ("{", "request"),
-        (r#"{"theta": [0, 1, 2]} {"theta": [0, 1, 2]}"#, "request"),
-        (r#"{"theta": [NaN, 1, 2]}"#, "request"),
-        ("[0, 1, 2]", "request"),
-        (r#"{"theta": [0, 1, 2], "tempreature": 1}"#, "tempreature"),
         (r#"{}"#, "theta"),
         (r#"{"theta": [0, 1]}"#, "theta"),
         (r#"{"theta": [0, 1, 2, 3]}"#, "theta"),
@@ -813,5 +842,584 @@ fn finite_diff_with_huge_and_tiny_cotangents() {
                 "cotangent scale {scale}: got {got:?}, want {want:?}"
             );
         }
+    }
+}
+
+// REQUEST CAPS (README: "Requests are capped at 2²⁸ numbers per output, integer arguments at
+// 2³¹ − 1")
+
+/// A request whose output would exceed 2²⁸ = 268435456 numbers (samples × batch × row length,
+/// where a count's row is its K + 1 scores) is a bad request naming `samples` and the cap; the
+/// same count layer with few samples runs.
+#[test]
+fn requests_over_two_to_the_28_numbers_are_refused_naming_samples() {
+    let cap: u64 = 1 << 28;
+    let cat = spec(CATEGORICAL);
+    // One row of 3: ⌊2²⁸/3⌋ + 1 samples is just over the cap.
+    let over = cap / 3 + 1;
+    let message = eval_bad(
+        &cat.path,
+        &json!({"theta": [0, 1, 2], "samples": over}).to_string(),
+        "samples",
+    );
+    assert!(message.contains(&cap.to_string()), "{message}");
+    // The batch counts: two rows of 3 reach the cap with half as many samples.
+    eval_bad(
+        &cat.path,
+        &json!({"theta": [[0, 1, 2], [2, 1, 0]], "samples": cap / 6 + 1}).to_string(),
+        "samples",
+    );
+    // Beyond every size type: the largest u64.
+    eval_bad(
+        &cat.path,
+        &json!({"theta": [0, 1, 2], "samples": u64::MAX}).to_string(),
+        "samples",
+    );
+    // A count's output row is one number, but its scores are K + 1 = 10⁵: 2700 samples hold
+    // 2.7·10⁸ > 2²⁸ scores, while 2700 numbers of z alone would be far below the cap.
+    let count = spec("layer c: poisson(max = 99999)\n");
+    eval_bad(
+        &count.path,
+        &json!({"theta": [0.5], "samples": 2700}).to_string(),
+        "samples",
+    );
+    let r = eval_ok(&count.path, None, &json!({"theta": [0.5], "samples": 2}));
+    assert_eq!(shape(&r["z"]), [2, 1]);
+}
+
+/// An integer argument above 2³¹ − 1 is a spec error (exit 1) with a caret under the argument,
+/// written directly or reached through a const; 2³¹ − 1 itself is accepted.
+#[test]
+fn integer_arguments_over_two_to_the_31_are_spec_errors() {
+    let dir = TempDir::new();
+    let cases = [
+        ("direct.sst", "layer l: categorical(2147483648)\n", "1:22"),
+        (
+            "const.sst",
+            "const n = 65536 * 32768\nlayer l: subset(n = 10, k = n)\n",
+            "2:29",
+        ),
+    ];
+    for (name, source, at) in cases {
+        let path = dir.write(name, source);
+        let p = path.to_str().unwrap();
+        for args in [vec!["check", p], vec!["eval", p]] {
+            let out = run(&args, r#"{"theta": [0, 1, 2]}"#);
+            let stderr = text(&out.stderr);
+            assert_eq!(code(&out), 1, "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+            assert!(stderr.contains(&format!("{p}:{at}")), "{stderr}");
+            assert!(stderr.contains('^'), "{stderr}");
+            assert!(
+                stderr.contains("must be at most 2147483647, found 2147483648"),
+                "{stderr}"
+            );
+        }
+    }
+    let largest = dir.write("largest.sst", "layer l: categorical(2147483647)\n");
+    let out = run(&["check", largest.to_str().unwrap()], "");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("categorical(n = 2147483647)"));
+}
+
+// COUNTS, PERMUTATIONS, TREES AND REINFORCE THROUGH `sst eval`
+
+/// `log p_k = k·θ − e^θ − ln k!` (Poisson, θ = log λ), by the test's log-gamma.
+fn poisson_log_pmf(theta: f64, k: usize) -> f64 {
+    k as f64 * theta - theta.exp() - common::ln_gamma(k as f64 + 1.0)
+}
+
+/// `log q_k` of the Poisson pmf truncated to `{0..max}` and renormalised.
+fn truncated_poisson_log_pmf(theta: f64, max: usize) -> Vec<f64> {
+    let lp: Vec<f64> = (0..=max).map(|k| poisson_log_pmf(theta, k)).collect();
+    let log_total = lp.iter().map(|x| x.exp()).sum::<f64>().ln();
+    lp.iter().map(|x| x - log_total).collect()
+}
+
+/// `P(X > max)` summed directly over the next 200 outcomes (λ ≤ 10 here: the rest is < 1e-100).
+fn poisson_tail(theta: f64, max: usize) -> f64 {
+    (max + 1..max + 200)
+        .map(|k| poisson_log_pmf(theta, k).exp())
+        .sum()
+}
+
+/// The relaxed count `Σ_k k·softmax(w/T)_k`.
+fn relaxed_count(w: &[f64], t: f64) -> f64 {
+    softmax(w, t)
+        .iter()
+        .enumerate()
+        .map(|(k, s)| k as f64 * s)
+        .sum()
+}
+
+/// A count layer through `sst eval` (DESIGN.md §5: `θ` `[B, 1]`, `z` `[B, 1]`): with `max = auto`
+/// the response's `diagnostics.truncation_k` is the smallest K keeping every row's tail below
+/// 1e-6, `dropped_mass` the largest row tail, `w` (with `with_w`) has K + 1 entries per row — the
+/// closed-form truncated log-pmf without noise — and `z`, `grad_theta` are the relaxed count
+/// `Σ k·softmax(log q(θ)/T)_k` and `c·dz/dθ` (central differences of that formula). With seeded
+/// samples `w` gains the samples axis and `z` is the relaxed count of each perturbed row; an
+/// explicit `max` that drops more than 1e-3 of the mass is reported in `warnings`.
+#[test]
+fn eval_counts_reports_the_truncation_and_w_of_length_k_plus_one() {
+    let t = 0.5;
+    let s = spec(&format!(
+        "layer c: poisson(max = auto) {{ temperature: {t} }}\n"
+    ));
+    let thetas = [2f64.ln(), 6f64.ln()];
+    let cot = [1.0, -2.0];
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": [[thetas[0]], [thetas[1]]], "noise": "none", "with_w": true,
+                "cotangent": [[cot[0]], [cot[1]]]}),
+    );
+    assert_eq!(r["plan"]["support"], "poisson(max = auto)");
+    let k = r["diagnostics"]["truncation_k"]
+        .as_f64()
+        .expect("truncation_k") as usize;
+    let smallest = (1..)
+        .find(|&k| thetas.iter().all(|&th| poisson_tail(th, k) < 1e-6))
+        .unwrap();
+    assert_eq!(k, smallest);
+    let worst = poisson_tail(thetas[1], k).max(poisson_tail(thetas[0], k));
+    let dropped = r["diagnostics"]["dropped_mass"].as_f64().unwrap();
+    assert!((dropped - worst).abs() <= 1e-13, "{dropped} vs {worst}");
+    assert_eq!(shape(&r["w"]), [2, k + 1]);
+    assert_eq!(shape(&r["z"]), [2, 1]);
+    assert_eq!(shape(&r["grad_theta"]), [2, 1]);
+    let (w, z, g) = (flat(&r["w"]), flat(&r["z"]), flat(&r["grad_theta"]));
+    for (b, &theta) in thetas.iter().enumerate() {
+        let log_q = truncated_poisson_log_pmf(theta, k);
+        assert_close(&w[b * (k + 1)..(b + 1) * (k + 1)], &log_q, 1e-10, "w");
+        assert_close(&z[b..=b], &[relaxed_count(&log_q, t)], 1e-12, "z");
+        let h = 1e-5;
+        let at = |th: f64| relaxed_count(&truncated_poisson_log_pmf(th, k), t);
+        let want = cot[b] * (at(theta + h) - at(theta - h)) / (2.0 * h);
+        assert_close(&g[b..=b], &[want], 1e-7, "grad_theta");
+    }
+    // Seeded samples: w [N, B, K + 1], each z the relaxed count of its own perturbed row.
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": [[thetas[0]], [thetas[1]]], "noise": {"seed": 3}, "samples": 3,
+                "with_w": true, "cotangent": [[1.0], [1.0]]}),
+    );
+    assert_eq!(shape(&r["w"]), [3, 2, k + 1]);
+    assert_eq!(shape(&r["z"]), [3, 2, 1]);
+    assert_eq!(shape(&r["grad_theta"]), [3, 2, 1]);
+    let (w, z) = (flat(&r["w"]), flat(&r["z"]));
+    for (row, zi) in w.chunks(k + 1).zip(&z) {
+        assert_close(&[*zi], &[relaxed_count(row, t)], 1e-12, "seeded z");
+    }
+    // An explicit truncation that cuts 73 % of Poisson(5): a warning, the output still given.
+    let cut = spec("layer c: poisson(max = 4)\n");
+    let r = eval_ok(
+        &cut.path,
+        None,
+        &json!({"theta": [5f64.ln()], "with_w": true}),
+    );
+    assert_eq!(shape(&r["w"]), [5]);
+    let warnings = r["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("K = 4")),
+        "{warnings:?}"
+    );
+}
+
+/// Nested JSON rows of a row-major `n × n` matrix.
+fn rows(m: &[f64], n: usize) -> Value {
+    json!(m.chunks(n).map(<[f64]>::to_vec).collect::<Vec<_>>())
+}
+
+/// Every permutation of `0..n` (as `perm[item] = position`), by recursion.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for p in permutations(n - 1) {
+        for at in 0..n {
+            let mut q = p.clone();
+            q.insert(at, n - 1);
+            out.push(q);
+        }
+    }
+    out
+}
+
+/// The permutation matrix (rows = items, columns = positions) of largest `Σ_i w[i][perm(i)]`,
+/// by enumeration.
+fn best_permutation(w: &[f64], n: usize) -> Vec<f64> {
+    let score = |p: &Vec<usize>| (0..n).map(|i| w[i * n + p[i]]).sum::<f64>();
+    let best = permutations(n)
+        .into_iter()
+        .max_by(|a, b| score(a).total_cmp(&score(b)))
+        .unwrap();
+    let mut z = vec![0.0; n * n];
+    for (i, &j) in best.iter().enumerate() {
+        z[i * n + j] = 1.0;
+    }
+    z
+}
+
+/// Row sums and column sums of a row-major `n × n` matrix.
+fn row_and_column_sums(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let rows = (0..n).map(|i| m[i * n..(i + 1) * n].iter().sum()).collect();
+    let cols = (0..n).map(|j| (0..n).map(|i| m[i * n + j]).sum()).collect();
+    (rows, cols)
+}
+
+/// `permutation(4)` through `sst eval`: hard `z` is the permutation matrix of the best
+/// assignment of `w` (enumerating all 24, with and without noise, per sample); soft `z` is doubly
+/// stochastic and satisfies the entropic optimality condition `log z_ij − w_ij/T = a_i + b_j`
+/// (its double differences vanish); `grad_theta` has `z`'s shape with the samples axis, and its
+/// rows and columns sum to zero because adding a constant to a row or a column of `θ` leaves
+/// `z` unchanged.
+#[test]
+fn eval_permutation_hard_soft_and_gradient() {
+    let (n, t) = (4, 0.5);
+    let s = spec(&format!(
+        "layer p: permutation({n}) {{ temperature: {t} }}\n"
+    ));
+    let theta: Vec<f64> = common::Rng(5).vec(n * n, -1.0, 1.0);
+    let cot: Vec<f64> = common::Rng(6).vec(n * n, -1.0, 1.0);
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": rows(&theta, n), "noise": "none", "mode": "hard"}),
+    );
+    assert_eq!(shape(&r["z"]), [n, n]);
+    assert_eq!(flat(&r["z"]), best_permutation(&theta, n));
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": rows(&theta, n), "noise": {"seed": 9}, "mode": "hard", "samples": 3,
+                "with_w": true}),
+    );
+    assert_eq!(shape(&r["z"]), [3, n, n]);
+    for (z, w) in flat(&r["z"]).chunks(n * n).zip(flat(&r["w"]).chunks(n * n)) {
+        assert_eq!(z, best_permutation(w, n), "hard z of the perturbed w");
+    }
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": rows(&theta, n), "noise": {"seed": 9}, "samples": 2, "with_w": true,
+                "cotangent": rows(&cot, n)}),
+    );
+    assert_eq!(shape(&r["z"]), [2, n, n]);
+    assert_eq!(shape(&r["grad_theta"]), [2, n, n]);
+    let (z, w, g) = (flat(&r["z"]), flat(&r["w"]), flat(&r["grad_theta"]));
+    for sample in 0..2 {
+        let at = sample * n * n..(sample + 1) * n * n;
+        let (z, w, g) = (&z[at.clone()], &w[at.clone()], &g[at]);
+        let (zr, zc) = row_and_column_sums(z, n);
+        assert_close(&zr, &[1.0; 4], 1e-8, "row sums of z");
+        assert_close(&zc, &[1.0; 4], 1e-8, "column sums of z");
+        assert!(z.iter().all(|&x| x > 0.0 && x < 1.0), "{z:?}");
+        let dual = |i: usize, j: usize| z[i * n + j].ln() - w[i * n + j] / t;
+        for i in 1..n {
+            for j in 1..n {
+                let dd = dual(i, j) - dual(i, 0) - dual(0, j) + dual(0, 0);
+                assert!(dd.abs() < 1e-6, "double difference at ({i}, {j}): {dd}");
+            }
+        }
+        let scale = g.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert!(
+            scale > 1e-3,
+            "a gradient that vanishes proves nothing: {g:?}"
+        );
+        let (gr, gc) = row_and_column_sums(g, n);
+        for x in gr.iter().chain(&gc) {
+            assert!(
+                x.abs() <= 1e-6 * scale,
+                "gradient row/column sums {gr:?} {gc:?}"
+            );
+        }
+    }
+}
+
+/// Every spanning tree (undirected, `z[i][j] = z[j][i] = 1` on its edges) or every arborescence
+/// rooted at `root` (`z[i][j] = 1` for the edge `i → j`) of the complete graph on `n` nodes, as
+/// row-major `n × n` matrices: the edge sets of size n − 1 without a cycle, or the parent maps
+/// under which every node reaches the root.
+fn trees(n: usize, directed: Option<usize>) -> Vec<Vec<f64>> {
+    let mut out = Vec::new();
+    match directed {
+        None => {
+            let edges: Vec<(usize, usize)> = (0..n)
+                .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+                .collect();
+            for mask in 0u32..1 << edges.len() {
+                if mask.count_ones() as usize != n - 1 {
+                    continue;
+                }
+                let mut component: Vec<usize> = (0..n).collect();
+                let mut z = vec![0.0; n * n];
+                let mut acyclic = true;
+                for (e, &(i, j)) in edges.iter().enumerate() {
+                    if mask & 1 << e == 0 {
+                        continue;
+                    }
+                    let (ci, cj) = (component[i], component[j]);
+                    acyclic &= ci != cj;
+                    component.iter_mut().for_each(|c| {
+                        if *c == cj {
+                            *c = ci
+                        }
+                    });
+                    z[i * n + j] = 1.0;
+                    z[j * n + i] = 1.0;
+                }
+                if acyclic {
+                    out.push(z);
+                }
+            }
+        }
+        Some(root) => {
+            let others: Vec<usize> = (0..n).filter(|&v| v != root).collect();
+            for code in 0..n.pow(others.len() as u32) {
+                let mut parent = vec![root; n];
+                let mut c = code;
+                for &v in &others {
+                    parent[v] = c % n;
+                    c /= n;
+                }
+                let reaches_root = |mut v: usize| {
+                    for _ in 0..n {
+                        if v == root {
+                            return true;
+                        }
+                        v = parent[v];
+                    }
+                    false
+                };
+                if others.iter().any(|&v| parent[v] == v) || !(0..n).all(reaches_root) {
+                    continue;
+                }
+                let mut z = vec![0.0; n * n];
+                for &v in &others {
+                    z[parent[v] * n + v] = 1.0;
+                }
+                out.push(z);
+            }
+        }
+    }
+    out
+}
+
+/// `Σ_τ P(τ)·z_τ` with `P(τ) ∝ exp(Σ_{(i,j) read} θ_ij z_τij / T)`: the edge marginals of the Gibbs
+/// distribution over `trees`; `read(i, j)` says which entries of θ weigh an edge.
+fn tree_marginals(
+    trees: &[Vec<f64>],
+    theta: &[f64],
+    read: &dyn Fn(usize) -> bool,
+    t: f64,
+) -> Vec<f64> {
+    let scores: Vec<f64> = trees
+        .iter()
+        .map(|z| {
+            (0..z.len())
+                .filter(|&e| read(e))
+                .map(|e| theta[e] * z[e])
+                .sum()
+        })
+        .collect();
+    let p = softmax(&scores, t);
+    let mut mu = vec![0.0; theta.len()];
+    for (z, pk) in trees.iter().zip(p) {
+        mu.iter_mut().zip(z).for_each(|(m, x)| *m += pk * x);
+    }
+    mu
+}
+
+/// `∂⟨c, μ(θ)⟩/∂θ` by central differences of the enumerated marginals (h = 1e-5).
+fn tree_marginals_gradient(
+    trees: &[Vec<f64>],
+    theta: &[f64],
+    read: &dyn Fn(usize) -> bool,
+    t: f64,
+    c: &[f64],
+) -> Vec<f64> {
+    let h = 1e-5;
+    let loss = |th: &[f64]| -> f64 {
+        let mu = tree_marginals(trees, th, read, t);
+        mu.iter().zip(c).map(|(m, c)| m * c).sum()
+    };
+    (0..theta.len())
+        .map(|e| {
+            let (mut up, mut down) = (theta.to_vec(), theta.to_vec());
+            up[e] += h;
+            down[e] -= h;
+            (loss(&up) - loss(&down)) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// `spanning_tree(4)` and `arborescence(4, root = 0)` through `sst eval`, against enumeration of
+/// all 16 spanning trees / 16 arborescences of the complete graph: hard `z` (no noise) is the
+/// maximum-weight tree; soft `z` is the Gibbs edge marginals (the spanning tree's symmetric with
+/// a zero diagonal); `grad_theta` is the central-difference gradient of `⟨c, marginals⟩`, exactly
+/// zero on the entries the support ignores (below the diagonal and the diagonal for the spanning
+/// tree; the diagonal and the edges into the root for the arborescence), which hold large
+/// values here to show they are ignored.
+#[test]
+fn eval_trees_against_enumeration() {
+    let (n, t) = (4, 0.7);
+    let cot = common::Rng(12).vec(n * n, -1.0, 1.0);
+    let upper = |e: usize| e / n < e % n;
+    // Off the diagonal and not into the root 0.
+    let arborescence_reads = |e: usize| {
+        let (i, j) = (e / n, e % n);
+        i != j && j != 0
+    };
+    type Read<'a> = &'a dyn Fn(usize) -> bool;
+    let cases: [(&str, Option<usize>, Read); 2] = [
+        ("spanning_tree(4)", None, &upper),
+        ("arborescence(4, root = 0)", Some(0), &arborescence_reads),
+    ];
+    for (support, root, read) in cases {
+        let mut theta = common::Rng(11).vec(n * n, -1.0, 1.0);
+        for (e, x) in theta.iter_mut().enumerate() {
+            if !read(e) {
+                *x = 50.0;
+            }
+        }
+        let s = spec(&format!("layer t: {support} {{ temperature: {t} }}\n"));
+        let all = trees(n, root);
+        assert_eq!(all.len(), 16, "{support}: Cayley, n^(n−2) = 16 for n = 4");
+        let r = eval_ok(
+            &s.path,
+            None,
+            &json!({"theta": rows(&theta, n), "noise": "none", "mode": "hard"}),
+        );
+        let weight = |z: &Vec<f64>| {
+            (0..n * n)
+                .filter(|&e| read(e))
+                .map(|e| theta[e] * z[e])
+                .sum::<f64>()
+        };
+        let best = all
+            .iter()
+            .max_by(|a, b| weight(a).total_cmp(&weight(b)))
+            .unwrap();
+        assert_eq!(&flat(&r["z"]), best, "{support}: hard z");
+        let r = eval_ok(
+            &s.path,
+            None,
+            &json!({"theta": rows(&theta, n), "noise": "none", "cotangent": rows(&cot, n)}),
+        );
+        assert_eq!(shape(&r["z"]), [n, n]);
+        assert_eq!(shape(&r["grad_theta"]), [n, n]);
+        let z = flat(&r["z"]);
+        assert_close(&z, &tree_marginals(&all, &theta, read, t), 1e-10, support);
+        if root.is_none() {
+            for i in 0..n {
+                assert_eq!(z[i * n + i], 0.0, "diagonal");
+                for j in 0..n {
+                    assert_eq!(z[i * n + j], z[j * n + i], "symmetric");
+                }
+            }
+        }
+        let g = flat(&r["grad_theta"]);
+        let want = tree_marginals_gradient(&all, &theta, read, t, &cot);
+        assert_close(&g, &want, 1e-7, support);
+        for (e, &ge) in g.iter().enumerate() {
+            if !read(e) {
+                assert_eq!(ge, 0.0, "{support}: entry {e} is ignored");
+            }
+        }
+    }
+}
+
+/// `reinforce(baseline = none)` on a batch of categoricals through `sst eval`: `z` is hard
+/// (one-hot) and `grad_theta` is the score-function estimate per sample, computed here from its
+/// formula: `f(z)·∇_θ log q(z|θ)` with `f(z) = ⟨c_b, z⟩` and, for a categorical with Gumbel
+/// noise, `log q(e_k|θ) = θ_k − logsumexp θ`, so `∇_θ log q = e_k − softmax(θ)`.
+#[test]
+fn eval_reinforce_is_the_score_function_of_each_sample() {
+    let s = spec("layer r: categorical(4) { estimator: reinforce(baseline = none) }\n");
+    let theta = [[0.5, -1.0, 2.0, 0.0], [0.0, 0.3, -0.2, 0.1]];
+    let cot = [[1.0, -2.0, 0.5, 3.0], [0.2, 0.0, -1.0, 1.0]];
+    let n = 8;
+    let r = eval_ok(
+        &s.path,
+        None,
+        &json!({"theta": theta, "samples": n, "noise": {"seed": 4}, "cotangent": cot}),
+    );
+    assert_eq!(r["diagnostics"]["mode"], "hard");
+    assert_eq!(shape(&r["z"]), [n, 2, 4]);
+    assert_eq!(shape(&r["grad_theta"]), [n, 2, 4]);
+    let (z, g) = (flat(&r["z"]), flat(&r["grad_theta"]));
+    let mut picked = Vec::new();
+    for (i, (zi, gi)) in z.chunks(4).zip(g.chunks(4)).enumerate() {
+        let b = i % 2;
+        assert_eq!(
+            zi.iter().filter(|&&x| x == 1.0).count(),
+            1,
+            "one-hot: {zi:?}"
+        );
+        assert_eq!(
+            zi.iter().filter(|&&x| x == 0.0).count(),
+            3,
+            "one-hot: {zi:?}"
+        );
+        let f: f64 = zi.iter().zip(&cot[b]).map(|(a, c)| a * c).sum();
+        let q = softmax(&theta[b], 1.0);
+        let want: Vec<f64> = zi.iter().zip(&q).map(|(zk, qk)| f * (zk - qk)).collect();
+        assert_close(gi, &want, 1e-12, "score function");
+        picked.push(zi.iter().position(|&x| x == 1.0).unwrap());
+    }
+    picked.sort_unstable();
+    picked.dedup();
+    assert!(
+        picked.len() > 1,
+        "every sample picked the same outcome: {picked:?}"
+    );
+}
+
+// `sst bench`
+
+/// `sst bench` has no option that limits its size (it times fixed 1024 × 1000 workloads, about
+/// 10 s on two cores), so the default test run only checks its usage; the full smoke test is
+/// ignored (`cargo test --release --test cli -- --ignored`).
+#[test]
+fn bench_usage_names_its_json_option() {
+    let out = run(&["bench", "--help"], "");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("--json"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// `sst bench --json` runs and prints a JSON list of workloads, each named and timed.
+#[test]
+#[ignore = "sst bench has no size option: its fixed workloads take about 10 s"]
+fn bench_json_lists_named_workloads() {
+    let out = run(&["bench", "--json"], "");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bench --json is JSON");
+    let rows = v.as_array().expect("a list of workloads");
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for want in [
+        "gumbel_softmax_fwd_bwd",
+        "gumbel_max_hard",
+        "gumbel_sparsemax_fwd_bwd",
+    ] {
+        for dtype in ["f32", "f64"] {
+            assert!(
+                names
+                    .iter()
+                    .any(|n| n.starts_with(want) && n.ends_with(dtype)),
+                "no {want} … {dtype} in {names:?}"
+            );
+        }
+    }
+    for r in rows {
+        let ms = r["median_ms"].as_f64().expect("median_ms");
+        assert!(ms.is_finite() && ms > 0.0, "{r}");
     }
 }

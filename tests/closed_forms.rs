@@ -286,24 +286,23 @@ fn check_case(
             let theta_r = &theta[b * n..(b + 1) * n];
             let c_r = &cot[b * n..(b + 1) * n];
             let at = format!("{case} sample {s} row {b}");
-            // w: θ itself, or the noise formula on the generator's uniforms.
-            let want_w: Vec<f64> = match pert {
-                None => theta_r.to_vec(),
-                Some(p) => (0..n)
-                    .map(|i| {
-                        let key = NoiseKey {
-                            seed,
-                            sample: s as u32,
-                            batch: b as u32,
-                        };
-                        let [u1, u2] = uniforms::<f64>(key, i as u64);
-                        p.w(support, theta_r[i], u1, u2)
-                    })
-                    .collect(),
-            };
-            assert_close(&format!("w, {at}"), &w_r, &want_w, 1e-12);
-            if pert.is_none() {
-                assert_eq!(w_r, theta_r, "Noise::None must give w = θ exactly, {at}");
+            // w: θ itself exactly, or the noise formula on the generator's uniforms.
+            match pert {
+                None => assert_eq!(w_r, theta_r, "Noise::None must give w = θ exactly, {at}"),
+                Some(p) => {
+                    let key = NoiseKey {
+                        seed,
+                        sample: s as u32,
+                        batch: b as u32,
+                    };
+                    let want_w: Vec<f64> = (0..n)
+                        .map(|i| {
+                            let [u1, u2] = uniforms::<f64>(key, i as u64);
+                            p.w(support, theta_r[i], u1, u2)
+                        })
+                        .collect();
+                    assert_close(&format!("w, {at}"), &w_r, &want_w, 1e-12);
+                }
             }
             // z: hard or soft closed form at the returned w.
             let x: Vec<f64> = w_r.iter().map(|v| v / t).collect();
@@ -416,12 +415,14 @@ fn near_kink(support: Support, reg: &str, x: &[f64], d: &[f64]) -> bool {
 }
 
 /// `backward: finite_diff` agrees with `backward: closed_form` to 1e-6 at T ∈ {0.5, 1, 2}.
+/// Draws whose finite-difference step crosses a kink are skipped: at most 1 in 20 of each
+/// support × regularizer (only the piecewise-linear Euclidean ones can skip).
 #[test]
 fn finite_diff_agrees_with_closed_form() {
     let mut rng = Rng(77);
-    let (mut checked, mut skipped) = (0, 0);
     for support in [Support::Categorical, Support::Bernoulli] {
         for reg in support.regularizers() {
+            let (mut checked, mut skipped) = (0, 0);
             for pert in ["gumbel", "neg_exponential", "gaussian(sigma = 2)"] {
                 for t in [0.5, 1.0, 2.0] {
                     for mode in [Mode::Hard, Mode::Soft] {
@@ -479,18 +480,18 @@ fn finite_diff_agrees_with_closed_form() {
                     }
                 }
             }
+            assert!(
+                skipped * 20 < checked,
+                "{support:?} {reg}: {skipped} skipped, {checked} checked"
+            );
         }
     }
-    assert!(
-        skipped * 20 < checked,
-        "{skipped} skipped, {checked} checked"
-    );
 }
 
 /// With the same uniforms, `gaussian(sigma = 2)` gives exactly twice the noise of
 /// `gaussian(sigma = 1)`: `w − θ = σ·√(−2 ln u₁)·cos(2π u₂)` is linear in σ, and doubling is
 /// exact in binary floating point. At θ = 0 the equality is bit-exact; at θ ≠ 0 up to the
-/// rounding of `θ + noise`. The sample spread over many elements is then 2 and 1.
+/// rounding of `θ + noise`. The sample spread of σ = 1 over many elements is 1.
 #[test]
 fn gaussian_sigma_scales_the_noise() {
     for support in ["categorical", "bernoulli"] {
@@ -511,14 +512,15 @@ fn gaussian_sigma_scales_the_noise() {
                     "{support} seed {seed}: σ = 2 must be exactly 2× σ = 1"
                 );
             }
-            // Spread: the sample standard deviations are ≈ 1 and ≈ 2 (5 SE: √(1/(2N)) each).
-            let sd = |w: &ArrayD<f64>| {
-                let m = w.mean().unwrap();
-                (w.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (w.len() - 1) as f64).sqrt()
-            };
-            let se = (1.0 / (2.0 * 2000.0f64)).sqrt();
-            assert!((sd(&w1) - 1.0).abs() < 5.0 * se, "sd {}", sd(&w1));
-            assert!((sd(&w2) - 2.0).abs() < 10.0 * se, "sd {}", sd(&w2));
+            // Spread: the sample standard deviation of σ = 1 is ≈ 1, within 5 SE, the SE of a
+            // normal sample's sd being σ/√(2(N − 1)). (That of σ = 2 is then exactly twice it.)
+            let m = w1.mean().unwrap();
+            let sd = (w1.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 1999.0).sqrt();
+            let se = (1.0 / (2.0 * 1999.0f64)).sqrt();
+            assert!(
+                (sd - 1.0).abs() < 5.0 * se,
+                "{support} seed {seed}: sd {sd}"
+            );
             let v1 = one.try_forward(theta.view(), &opts).unwrap().w;
             let v2 = two.try_forward(theta.view(), &opts).unwrap().w;
             for ((a, b), t) in v1.iter().zip(v2.iter()).zip(theta.iter()) {

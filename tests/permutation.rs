@@ -7,7 +7,7 @@ mod common;
 
 use common::{compile_error, layer, Rng};
 use ndarray::{Array2, ArrayD, IxDyn};
-use sst::kernels::assignment::max_weight_assignment;
+use sst::kernels::assignment::{max_weight_assignment, Assignment};
 use sst::{Mode, Noise, Options};
 
 /// The Hungarian algorithm in its textbook O(n³) form (Kuhn 1955, Munkres 1957; the
@@ -84,7 +84,11 @@ fn brute_force_max(w: &[f64], n: usize) -> f64 {
 
 /// Checks that `σ` is a permutation and returns the objective of the solver's assignment.
 fn solve(w: &[f64], n: usize) -> f64 {
-    let a = max_weight_assignment(w, n);
+    objective(&max_weight_assignment(w, n), w, n)
+}
+
+/// Checks that the assignment's `σ` is a permutation and returns its objective.
+fn objective(a: &Assignment, w: &[f64], n: usize) -> f64 {
     let mut seen = vec![false; n];
     for &j in &a.col_of_row {
         assert!(j < n && !seen[j], "not a permutation: {:?}", a.col_of_row);
@@ -96,7 +100,6 @@ fn solve(w: &[f64], n: usize) -> f64 {
 #[test]
 fn assignment_equals_brute_force_with_ties_and_large_weights() {
     let mut rng = Rng(1);
-    let mut checked = 0;
     for n in 1..=8 {
         for trial in 0..6 {
             let w = match trial % 3 {
@@ -110,10 +113,8 @@ fn assignment_equals_brute_force_with_ties_and_large_weights() {
             };
             let best = brute_force_max(&w, n);
             assert_eq!(solve(&w, n), best, "n {n} trial {trial}: w = {w:?}");
-            checked += 1;
         }
     }
-    assert_eq!(checked, 48);
 }
 
 #[test]
@@ -149,7 +150,7 @@ fn assignment_is_certified_optimal_at_n_1000() {
     let n = 1000;
     for w in [rng.vec(n * n, -1e6, 1e6), rng.ints(n * n, 10)] {
         let a = max_weight_assignment(&w, n);
-        let objective = solve(&w, n);
+        let objective = objective(&a, &w, n);
         let scale = w.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1.0);
         let slack = 1e-12 * scale;
         for i in 0..n {
@@ -276,10 +277,12 @@ fn twenty_iterations_warn_and_still_return() {
     assert!(residual > 1e-9);
     assert_eq!(
         fwd.report.warnings,
-        vec![format!(
-            "Sinkhorn did not converge in 20 iterations (marginal residual {residual:.1e} > tol 1e-9)"
-        )],
-        "one warning for the whole batch, with its worst residual"
+        vec![
+            "Sinkhorn did not converge in 20 iterations (tol 1e-9); the worst marginal residual \
+             is diagnostics.sinkhorn_residual"
+                .to_string()
+        ],
+        "one warning for the whole batch, naming where its worst residual is"
     );
     assert!(fwd.z.iter().all(|v| v.is_finite()));
     let cotangent = ArrayD::from_elem(IxDyn(&[8, 30, 30]), 0.5);
@@ -344,10 +347,7 @@ fn extreme_weights_give_finite_answers() {
     ));
     for t in [1e-4, 1.0] {
         let fwd = l.try_forward((&theta * t * 1e4).view(), &soft(t)).unwrap();
-        assert!(fwd
-            .z
-            .iter()
-            .all(|v| v.is_finite() && (0.0..=1.0 + 1e-12).contains(v)));
+        assert!(fwd.z.iter().all(|v| (0.0..=1.0 + 1e-12).contains(v)));
         let grad = l.try_backward(&fwd, theta.view()).unwrap();
         assert!(grad.iter().all(|v| v.is_finite()));
     }
@@ -360,19 +360,45 @@ fn extreme_weights_give_finite_answers() {
     assert!((got - expected).abs() <= 1e-6, "{got} vs {expected}");
 }
 
+/// f32 requests follow f64 on the same (f32) θ, forward and gradient, both backward rules.
 #[test]
 fn f32_layers_are_accurate() {
     let mut rng = Rng(9);
-    let l = layer("layer l: permutation(12) { }");
     let theta: Vec<f32> = rng.vec(144, -2.0, 2.0).iter().map(|&v| v as f32).collect();
     let theta = ArrayD::from_shape_vec(IxDyn(&[12, 12]), theta).unwrap();
-    let fwd = l.try_forward(theta.view(), &soft(0.5)).unwrap();
-    assert!(
-        fwd.report.warnings.is_empty(),
-        "Sinkhorn runs in f64 inside"
-    );
-    for s in fwd.z.sum_axis(ndarray::Axis(1)) {
-        assert!((s - 1.0).abs() < 1e-5);
+    let cot = ArrayD::from_shape_vec(IxDyn(&[12, 12]), rng.vec(144, -1.0, 1.0)).unwrap();
+    for rule in ["implicit", "unrolled"] {
+        let l = layer(&format!("layer l: permutation(12) {{ backward: {rule} }}"));
+        let fwd32 = l.try_forward(theta.view(), &soft(0.5)).unwrap();
+        let fwd64 = l
+            .try_forward(theta.mapv(f64::from).view(), &soft(0.5))
+            .unwrap();
+        assert!(fwd32.report.warnings.is_empty(), "{:?}", fwd32.report);
+        let g32 = l
+            .try_backward(&fwd32, cot.mapv(|c| c as f32).view())
+            .unwrap();
+        let g64 = l.try_backward(&fwd64, cot.view()).unwrap();
+        let gap = |a: &ArrayD<f32>, b: &ArrayD<f64>| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (f64::from(*x) - y).abs())
+                .fold(0.0, f64::max)
+        };
+        // x = w/0.5 is exact in f32, and Sinkhorn and its backward run in f64 inside: only the
+        // rounding of z, of the cotangent and of the gradient to f32 (half an ulp, ε₃₂/2 of
+        // values ≤ 1), amplified by the backward's well-conditioned solve at T = 0.5, remains.
+        // Measured: 3e-8 on z, 2e-8 on the gradient (|g| ≤ 0.4).
+        let tol = 8.0 * f64::from(f32::EPSILON);
+        assert!(
+            gap(&fwd32.z, &fwd64.z) <= tol,
+            "{rule}: z off by {:e}",
+            gap(&fwd32.z, &fwd64.z)
+        );
+        assert!(
+            gap(&g32, &g64) <= tol,
+            "{rule}: gradient off by {:e}",
+            gap(&g32, &g64)
+        );
     }
 }
 

@@ -246,38 +246,3 @@ fn batch_rows_are_independent_draws() {
         .unwrap();
     assert_frequencies("batch", &frequencies(&fwd.z), &softmax(&theta), rows);
 }
-
-/// Large requests are split across threads by rows; the split must not change any number:
-/// a request big enough to be split (40 samples × 2048) agrees, sample for sample and in its
-/// gradient, with smaller requests that run on one thread.
-#[test]
-fn thread_split_changes_no_number() {
-    let l = layer("layer l: categorical(2048) { temperature: 0.7 }");
-    let theta = ArrayD::from_shape_fn(IxDyn(&[2048]), |i| ((i[0] * 37) % 101) as f64 / 25.0 - 2.0);
-    let cot = theta.mapv(|x| (x * 3.0).sin());
-    let big = l
-        .try_forward(theta.view(), &Options::default().seed(9).samples(40))
-        .unwrap();
-    let small = l
-        .try_forward(theta.view(), &Options::default().seed(9).samples(21))
-        .unwrap();
-    let big_grad = l.try_backward(&big, cot.view()).unwrap();
-    let small_grad = l.try_backward(&small, cot.view()).unwrap();
-    for s in 0..21 {
-        assert_eq!(
-            big.z.index_axis(Axis(0), s),
-            small.z.index_axis(Axis(0), s),
-            "z of sample {s}"
-        );
-        assert_eq!(
-            big.w.index_axis(Axis(0), s),
-            small.w.index_axis(Axis(0), s),
-            "w of sample {s}"
-        );
-        assert_eq!(
-            big_grad.index_axis(Axis(0), s),
-            small_grad.index_axis(Axis(0), s),
-            "grad of sample {s}"
-        );
-    }
-}

@@ -10,6 +10,7 @@ mod common;
 use common::{compile_error, layer, sigmoid, Rng};
 use ndarray::{ArrayD, IxDyn};
 use sst::{Mode, Noise, Options, Real};
+use std::collections::BTreeMap;
 
 const REGULARIZERS: [&str; 4] = ["binary_entropy", "entropy", "euclidean", "expfamily"];
 
@@ -114,7 +115,6 @@ fn ks(n: usize) -> Vec<usize> {
 #[test]
 fn soft_solvers_match_independent_computations_up_to_n_12() {
     let mut rng = Rng(11);
-    let mut checked = 0;
     for n in 1..=12 {
         for k in ks(n) {
             let vertices: Vec<Vec<f64>> = subsets(n, k)
@@ -145,12 +145,10 @@ fn soft_solvers_match_independent_computations_up_to_n_12() {
                         (sum - k as f64).abs() <= 1e-12 * n as f64,
                         "{reg}: Σz = {sum}"
                     );
-                    checked += 1;
                 }
             }
         }
     }
-    assert!(checked > 400, "{checked}");
 }
 
 #[test]
@@ -198,15 +196,22 @@ fn loss(l: &sst::Layer, theta: &[f64], cot: &[f64], t: f64) -> f64 {
 fn gradients_at_n_12_match_central_differences() {
     let mut rng = Rng(13);
     let h = 1e-6;
-    let (mut checked, mut kinks) = (0, 0);
+    // (checked, skipped at a kink) per support and regularizer.
+    let mut counts: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
     let mut specs = Vec::new();
     for k in [1, 5, 9, 11] {
         for reg in REGULARIZERS {
-            specs.push((format!("subset(12, {k})"), reg, 12));
+            specs.push(("subset", format!("subset(12, {k})"), reg, 12));
         }
-        specs.push((format!("correlated_subset(12, {k})"), "expfamily", 23));
+        specs.push((
+            "correlated_subset",
+            format!("correlated_subset(12, {k})"),
+            "expfamily",
+            23,
+        ));
     }
-    for (support, reg, m) in specs {
+    for (family, support, reg, m) in specs {
+        let (checked, kinks) = counts.entry((family, reg)).or_default();
         for rule in ["default", "finite_diff"] {
             let backward = match rule {
                 "default" => String::new(),
@@ -233,10 +238,10 @@ fn gradients_at_n_12_match_central_differences() {
                 let fd = (at(h) - at(-h)) / (2.0 * h);
                 let fd2 = (at(2.0 * h) - at(-2.0 * h)) / (4.0 * h);
                 if (fd - fd2).abs() > 1e-7 {
-                    kinks += 1; // a kink of the piecewise-linear projection
+                    *kinks += 1; // a kink of the piecewise-linear projection
                     continue;
                 }
-                checked += 1;
+                *checked += 1;
                 assert!(
                     (grad[i] - fd).abs() <= 1e-6,
                     "{support} {reg} {rule}: ∂/∂θ_{i} = {} vs central {fd}",
@@ -245,7 +250,12 @@ fn gradients_at_n_12_match_central_differences() {
             }
         }
     }
-    assert!(kinks * 20 <= checked, "{kinks} kinks, {checked} checked");
+    for ((family, reg), (checked, kinks)) in counts {
+        assert!(
+            kinks * 20 <= checked,
+            "{family} {reg}: {kinks} kinks, {checked} checked"
+        );
+    }
 }
 
 /// Hard samples have exactly k ones, the top k of the `w` used (ties to the lowest index); the
@@ -448,7 +458,7 @@ fn run_extremes<F: Real>(sum_tol: f64) {
                                 .unwrap_or_else(|e| panic!("{what}: {e}"));
                             let z: Vec<f64> = fwd.z.iter().map(|v| v.f64()).collect();
                             assert!(
-                                z.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)),
+                                z.iter().all(|v| (0.0..=1.0).contains(v)),
                                 "{what}: z outside [0, 1]"
                             );
                             let sum: f64 = z[..n].iter().sum();

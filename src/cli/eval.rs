@@ -189,6 +189,7 @@ impl Request {
                 .map(|v| integer(v, "samples"))
                 .transpose()?
                 .unwrap_or(1) as usize,
+            ..Options::default()
         };
         if options.samples == 0 {
             return Err(FieldError("samples", "must be at least 1".into()));

@@ -49,6 +49,12 @@ pub const ENTRY: Entry = Entry {
         let root = small_nodes(seed.wrapping_add(0x5EED)) % n;
         Arc::new(Arborescence { n, root })
     },
+    gradient_instance: |seed| {
+        Arc::new(Arborescence {
+            n: 6,
+            root: (seed % 6) as usize,
+        })
+    },
 };
 
 const SOLVERS: &[SoftSolver] = &[SoftSolver {

@@ -34,6 +34,11 @@ pub const ENTRY: Entry = Entry {
             n: small_size(seed).min(5),
         })
     },
+    gradient_instance: |seed| {
+        Arc::new(Bernoulli {
+            n: 6 + (seed % 3) as usize,
+        })
+    },
 };
 
 const SOLVERS: &[SoftSolver] = &[

@@ -32,6 +32,11 @@ pub const ENTRY: Entry = Entry {
             n: small_size(seed),
         })
     },
+    gradient_instance: |seed| {
+        Arc::new(Categorical {
+            n: 6 + (seed % 3) as usize,
+        })
+    },
 };
 
 const SOLVERS: &[SoftSolver] = &[

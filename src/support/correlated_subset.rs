@@ -38,6 +38,12 @@ pub const ENTRY: Entry = Entry {
         let (n, k) = small_sizes(seed, 7);
         Arc::new(CorrelatedSubset { n, k })
     },
+    gradient_instance: |seed| {
+        Arc::new(CorrelatedSubset {
+            n: 7,
+            k: 2 + (seed % 4) as usize,
+        })
+    },
 };
 
 const SOLVERS: &[SoftSolver] = &[SoftSolver {

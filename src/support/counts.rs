@@ -64,6 +64,7 @@ pub const POISSON: Entry = Entry {
     params: &[MAX_PARAM],
     build: |a| Ok(count(Family::Poisson, max_arg(a[0], 0)?)),
     random_instance: |seed| count(Family::Poisson, Some(small_size(seed) + 1)),
+    gradient_instance: |seed| count(Family::Poisson, Some(moderate_max(seed))),
 };
 
 pub const BINOMIAL: Entry = Entry {
@@ -91,6 +92,14 @@ pub const BINOMIAL: Entry = Entry {
             None,
         )
     },
+    gradient_instance: |seed| {
+        count(
+            Family::Binomial {
+                trials: moderate_max(seed),
+            },
+            None,
+        )
+    },
 };
 
 pub const GEOMETRIC: Entry = Entry {
@@ -100,6 +109,7 @@ pub const GEOMETRIC: Entry = Entry {
     params: &[MAX_PARAM],
     build: |a| Ok(count(Family::Geometric, max_arg(a[0], 0)?)),
     random_instance: |seed| count(Family::Geometric, Some(small_size(seed) + 1)),
+    gradient_instance: |seed| count(Family::Geometric, Some(moderate_max(seed))),
 };
 
 pub const NEGATIVE_BINOMIAL: Entry = Entry {
@@ -128,7 +138,16 @@ pub const NEGATIVE_BINOMIAL: Entry = Entry {
         let r = 0.5 + small_size(seed ^ 0x5eed) as f64 / 2.0;
         count(Family::NegativeBinomial { r }, Some(small_size(seed) + 1))
     },
+    gradient_instance: |seed| {
+        let r = 0.5 + (seed % 6) as f64 / 2.0;
+        count(Family::NegativeBinomial { r }, Some(moderate_max(seed)))
+    },
 };
+
+/// A truncation `K` in `6..=9` for the gradient instances.
+fn moderate_max(seed: u64) -> usize {
+    6 + (seed % 4) as usize
+}
 
 const SOLVERS: &[SoftSolver] = &[SoftSolver {
     regularizer: Regularizer::Entropy,

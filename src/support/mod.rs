@@ -59,6 +59,11 @@ pub struct Entry {
     pub build: fn(&[Value]) -> Result<SupportRef, ArgError>,
     /// A random instance small enough for [`Structure::enumerate`], for the generic tests.
     pub random_instance: fn(seed: u64) -> SupportRef,
+    /// A moderate instance (n ≥ 6 where the support allows; some sizes vary with `seed`) whose
+    /// soft solution depends on every entry of `θ` that the support reads, so that gradients are
+    /// not identically zero: for the generic f64 gradient checks, which cost 2·len(θ) forward
+    /// passes per check. Too large for [`Structure::enumerate`].
+    pub gradient_instance: fn(seed: u64) -> SupportRef,
 }
 
 /// A shared support instance.

@@ -45,6 +45,12 @@ pub const ENTRY: Entry = Entry {
         let (n, k) = small_sizes(seed, 8);
         Arc::new(Subset { n, k })
     },
+    gradient_instance: |seed| {
+        Arc::new(Subset {
+            n: 8,
+            k: 2 + (seed % 5) as usize,
+        })
+    },
 };
 
 /// `(n, k)` from checked arguments, with `k ≤ n` checked.
