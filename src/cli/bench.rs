@@ -15,13 +15,13 @@ struct Timing {
     median_ms: f64,
 }
 
-/// Repetitions per workload; the median is reported.
-const REPEATS: usize = 15;
+/// Repetitions per workload unless asked otherwise; the median is reported.
+pub const REPEATS: u16 = 15;
 
-pub fn run(as_json: bool) -> Result<String, CliError> {
+pub fn run(as_json: bool, repeats: usize) -> Result<String, CliError> {
     let mut timings = Vec::new();
-    timings.extend(categorical::<f32>()?);
-    timings.extend(categorical::<f64>()?);
+    timings.extend(categorical::<f32>(repeats)?);
+    timings.extend(categorical::<f64>(repeats)?);
     if as_json {
         let rows: Vec<_> = timings
             .iter()
@@ -39,10 +39,10 @@ pub fn run(as_json: bool) -> Result<String, CliError> {
         .collect())
 }
 
-/// Median wall time of `f` over [`REPEATS`] runs after one warm-up, in milliseconds.
-fn median_ms<T>(mut f: impl FnMut() -> T) -> f64 {
+/// Median wall time of `f` over `repeats` runs after one warm-up, in milliseconds.
+fn median_ms<T>(repeats: usize, mut f: impl FnMut() -> T) -> f64 {
     std::hint::black_box(f());
-    let mut times: Vec<f64> = (0..REPEATS)
+    let mut times: Vec<f64> = (0..repeats)
         .map(|_| {
             let start = Instant::now();
             std::hint::black_box(f());
@@ -50,11 +50,11 @@ fn median_ms<T>(mut f: impl FnMut() -> T) -> f64 {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    times[REPEATS / 2]
+    times[repeats / 2]
 }
 
 /// Gumbel-softmax / sparsemax forward + backward and hard sampling on a (1024, 1000) batch.
-fn categorical<F: Real>() -> Result<Vec<Timing>, CliError> {
+fn categorical<F: Real>(repeats: usize) -> Result<Vec<Timing>, CliError> {
     let (batch, n) = (1024, 1000);
     let theta = ArrayD::from_shape_fn(vec![batch, n], |i| {
         F::of(((i[0] * 31 + i[1] * 17) % 97) as f64 / 25.0 - 2.0)
@@ -77,13 +77,13 @@ fn categorical<F: Real>() -> Result<Vec<Timing>, CliError> {
         run().map_err(|e| CliError::Request(e.to_string()))?;
         out.push(Timing {
             name: format!("{label}_fwd_bwd_1024x1000_{}", F::NAME),
-            median_ms: median_ms(run),
+            median_ms: median_ms(repeats, run),
         });
         if regularizer == "entropy" {
             let hard = Options::default().seed(1).mode(Mode::Hard);
             out.push(Timing {
                 name: format!("gumbel_max_hard_1024x1000_{}", F::NAME),
-                median_ms: median_ms(|| layer.try_forward(theta.view(), &hard)),
+                median_ms: median_ms(repeats, || layer.try_forward(theta.view(), &hard)),
             });
         }
     }

@@ -57,6 +57,9 @@ enum Command {
         /// Print the timings as JSON.
         #[arg(long)]
         json: bool,
+        /// Timed runs per workload (after one warm-up); the median is reported.
+        #[arg(long, default_value_t = bench::REPEATS, value_parser = clap::value_parser!(u16).range(1..))]
+        repeats: u16,
     },
     /// Declare layers and try them interactively (reads a script when stdin is not a terminal).
     Repl {
@@ -115,7 +118,7 @@ pub fn main() -> i32 {
         } => check::run(&file, json, max_errors),
         Command::Eval { file, layer, serve } => eval::run(&file, layer.as_deref(), serve),
         Command::Demo => demo::run(),
-        Command::Bench { json } => bench::run(json),
+        Command::Bench { json, repeats } => bench::run(json, repeats.into()),
         Command::Repl { file } => repl::run(file.as_deref()),
     };
     match result {
