@@ -147,10 +147,13 @@ pub struct Forward<F> {
     /// The output: hard `z` or soft `z_T`, `[N?, B?, …shape]`.
     pub z: ArrayD<F>,
     /// The perturbed scores that were used, shaped like `z` (counts: `[N?, B?, K + 1]`, the
-    /// perturbed truncated log-pmf).
+    /// perturbed truncated log-pmf, with `K` the largest row's truncation; a row truncated at a
+    /// smaller `K_b` holds `−∞` past `K_b`: outcomes it does not have).
     pub w: ArrayD<F>,
     /// The solvers' output in score coordinates, for supports that decode it into `z`.
     solution: Option<ArrayD<F>>,
+    /// Each batch row's score length (supports with score maps), see `w`.
+    score_lens: Option<Vec<usize>>,
     pub mode: Mode,
     /// The temperature used.
     pub temperature: f64,
@@ -293,11 +296,13 @@ impl Layer {
         let theta_array = theta.as_standard_layout().into_owned();
         let theta = theta_array.as_slice().expect("standard layout");
         let mut report = Report::default();
-        let mapped = support
-            .score_len(&mut theta.iter().map(|x| x.f64()), &mut report)
+        let lens = support
+            .score_lens(&mut theta.iter().map(|x| x.f64()), &mut report)
             .map_err(|e| self.error("theta", e))?;
         let m = self.row_len();
-        let l = mapped.unwrap_or(m);
+        // The stored width of a score row: the longest row's (shorter rows are padded).
+        let l = lens.as_ref().map_or(m, |lens| lens.iter().copied().max().unwrap_or(m));
+        let mapped = lens.is_some();
         let rows = batch.unwrap_or(1);
         let count = opts.samples.saturating_mul(rows);
         if count.saturating_mul(l.max(m)) > MAX_NUMBERS || opts.samples > u32::MAX as usize {
@@ -306,7 +311,7 @@ impl Layer {
                 format!("samples × batch × row length exceeds {MAX_NUMBERS} numbers"),
             ));
         }
-        self.check_budget::<F>(opts.samples, count, theta.len(), l, mapped.is_some())?;
+        self.check_budget::<F>(opts.samples, count, theta.len(), l, mapped)?;
         let t = F::of(temperature);
         // One range of rows: its perturbed scores, its z, its solution in score coordinates
         // (supports with score maps only) and what the solvers reported.
@@ -314,7 +319,7 @@ impl Layer {
             let n = range.len();
             let mut w = vec![F::zero(); n * l];
             let mut z = vec![F::zero(); n * m];
-            let mut solution = vec![F::zero(); if mapped.is_some() { n * l } else { 0 }];
+            let mut solution = vec![F::zero(); if mapped { n * l } else { 0 }];
             let mut scores = vec![F::zero(); l];
             let mut report = Report::default();
             for (j, i) in range.enumerate() {
@@ -324,10 +329,14 @@ impl Layer {
                     sample: s as u32,
                     batch: b as u32,
                 };
-                solver.scores(&theta[b * m..(b + 1) * m], &mut scores);
-                let w_row = &mut w[j * l..(j + 1) * l];
+                let lb = score_len(&lens, b, m);
+                let scores = &mut scores[..lb];
+                solver.scores(&theta[b * m..(b + 1) * m], scores);
+                // Past a row's own length, its scores are outcomes it does not have.
+                w[j * l + lb..(j + 1) * l].fill(F::neg_infinity());
+                let w_row = &mut w[j * l..j * l + lb];
                 noise
-                    .perturb(support.coordinates(), &scores, key, w_row)
+                    .perturb(support.coordinates(), scores, key, w_row)
                     .map_err(|e| self.error("theta", e))?;
                 if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
                     return Err(self.error(
@@ -337,8 +346,8 @@ impl Layer {
                 }
                 let z_row = &mut z[j * m..(j + 1) * m];
                 let s_row = match mapped {
-                    Some(_) => &mut solution[j * l..(j + 1) * l],
-                    None => &mut *z_row,
+                    true => &mut solution[j * l..j * l + lb],
+                    false => &mut *z_row,
                 };
                 match mode {
                     Mode::Hard => solver.hard(w_row, s_row),
@@ -350,8 +359,8 @@ impl Layer {
                         clamp_unit(s_row);
                     }
                 }
-                if mapped.is_some() {
-                    solver.decode(&solution[j * l..(j + 1) * l], z_row);
+                if mapped {
+                    solver.decode(&solution[j * l..j * l + lb], z_row);
                 }
             }
             Ok((w, z, solution, report))
@@ -383,15 +392,16 @@ impl Layer {
             ArrayD::from_shape_vec(IxDyn(&dims), v).expect("sizes agree")
         };
         let score_shape = match mapped {
-            Some(l) => vec![l],
-            None => support.shape(),
+            true => vec![l],
+            false => support.shape(),
         };
         let mut cotangent_shape: Vec<usize> = batch.into_iter().collect();
         cotangent_shape.extend(support.shape());
         Ok(Forward {
             z: shaped(z, &support.shape()),
             w: shaped(w, &score_shape),
-            solution: mapped.map(|_| shaped(solution, &score_shape)),
+            solution: mapped.then(|| shaped(solution, &score_shape)),
+            score_lens: lens,
             mode,
             temperature,
             report,
@@ -462,9 +472,12 @@ impl Layer {
                 (vec![F::zero(); l], vec![F::zero(); l], vec![F::zero(); l]);
             for (j, i) in range.enumerate() {
                 let (s, b) = (i / rows, i % rows);
+                let lb = score_len(&fwd.score_lens, b, m);
+                let (g_l, grad_w, grad_l) = (&mut g_l[..lb], &mut grad_w[..lb], &mut grad_l[..lb]);
                 let theta_row = &theta[b * m..(b + 1) * m];
-                let w_row = &w[i * l..(i + 1) * l];
-                solver.decode_vjp(&cotangent[b * m..(b + 1) * m], &mut g_l);
+                let w_row = &w[i * l..i * l + lb];
+                let solution_row = &solution[i * l..i * l + lb];
+                solver.decode_vjp(&cotangent[b * m..(b + 1) * m], g_l);
                 grad_w.fill(F::zero());
                 match (fwd.mode, self.plan.estimator) {
                     (Mode::Hard, Estimator::GumbelRao { draws }) => {
@@ -473,44 +486,31 @@ impl Layer {
                             sample: s as u32,
                             batch: b as u32,
                         };
-                        let (mut scores, mut w_draw) = (vec![F::zero(); l], vec![F::zero(); l]);
+                        let (mut scores, mut w_draw) = (vec![F::zero(); lb], vec![F::zero(); lb]);
                         solver.scores(theta_row, &mut scores);
                         for draw in 0..draws as u32 {
-                            solver.conditional_gumbel(
-                                &scores,
-                                &solution[i * l..(i + 1) * l],
-                                key,
-                                draw,
-                                &mut w_draw,
-                            );
+                            solver.conditional_gumbel(&scores, solution_row, key, draw, &mut w_draw);
                             self.soft_backward(
                                 solver,
                                 &w_draw,
                                 None,
                                 fwd.temperature,
-                                &g_l,
-                                &mut grad_w,
+                                g_l,
+                                grad_w,
                             )?;
                         }
                         let scale = F::of(draws as f64).recip();
                         grad_w.iter_mut().for_each(|x| *x = *x * scale);
                     }
                     _ => {
-                        let soft = (fwd.mode == Mode::Soft).then(|| &solution[i * l..(i + 1) * l]);
-                        self.soft_backward(
-                            solver,
-                            w_row,
-                            soft,
-                            fwd.temperature,
-                            &g_l,
-                            &mut grad_w,
-                        )?;
+                        let soft = (fwd.mode == Mode::Soft).then_some(solution_row);
+                        self.soft_backward(solver, w_row, soft, fwd.temperature, g_l, grad_w)?;
                     }
                 }
                 grad_l.fill(F::zero());
                 fwd.noise
-                    .chain(support.coordinates(), w_row, &grad_w, &mut grad_l);
-                solver.scores_vjp(theta_row, &grad_l, &mut grad[j * m..(j + 1) * m]);
+                    .chain(support.coordinates(), w_row, grad_w, grad_l);
+                solver.scores_vjp(theta_row, grad_l, &mut grad[j * m..(j + 1) * m]);
             }
             Ok(grad)
         };
@@ -792,6 +792,11 @@ fn clamp_unit<F: Real>(s: &mut [F]) {
     for x in s {
         *x = x.max(F::zero()).min(F::one());
     }
+}
+
+/// The score length of batch row `b`: its own (`lens`, supports with score maps) or `m`.
+fn score_len(lens: &Option<Vec<usize>>, b: usize, m: usize) -> usize {
+    lens.as_ref().map_or(m, |lens| lens[b])
 }
 
 /// `3, 3` from `[3, 3]`.

@@ -396,10 +396,10 @@ fn auto_batches() -> [(Law, [f64; 3]); 3] {
     ]
 }
 
-/// `max = auto` on a batch chooses one `K` for the request: the largest of the rows' smallest
-/// truncations with tail `P(X > K) < 1e-6` (so every row's tail is below 1e-6 and the row that
-/// needs the most outcomes could not do with one fewer); `dropped_mass` is the largest row tail;
-/// `w` has `K + 1` scores; and each row's hard counts follow that row's own truncated pmf.
+/// `max = auto` on a batch truncates each row on its own: at the smallest `K_b` with tail
+/// `P(X > K_b) < 1e-6`; `truncation_k` is the largest `K_b`, `dropped_mass` the largest row tail;
+/// `w` has `K + 1` scores per row (a row's entries past its `K_b` are `−∞`); and each row's hard
+/// counts follow that row's own truncated pmf.
 #[test]
 fn auto_truncation_on_a_batch_keeps_every_row_within_its_tail_and_pmf() {
     let n = 30_000;
@@ -422,7 +422,11 @@ fn auto_truncation_on_a_batch_keeps_every_row_within_its_tail_and_pmf() {
             "{law:?}: K vs the rows' own {own:?}"
         );
         assert!(own.iter().min() < own.iter().max(), "{law:?}: {own:?}");
-        let tails: Vec<f64> = thetas.iter().map(|&t| law.tail(t, k)).collect();
+        let tails: Vec<f64> = thetas
+            .iter()
+            .zip(&own)
+            .map(|(&t, &kb)| law.tail(t, kb))
+            .collect();
         assert!(tails.iter().all(|&x| x < 1e-6), "{law:?}: {tails:?}");
         let worst = tails.iter().copied().fold(0.0, f64::max);
         let dropped = fwd.report.values["dropped_mass"];
@@ -432,8 +436,14 @@ fn auto_truncation_on_a_batch_keeps_every_row_within_its_tail_and_pmf() {
         );
         assert_eq!(fwd.w.shape(), [n, 3, k + 1], "{law:?}");
         for (b, (z, &theta)) in counts_by_row(&fwd).iter().zip(&thetas).enumerate() {
-            let what = format!("{law:?} row {b} (θ = {theta}, K = {k})");
-            assert_frequencies(&what, z, &law.truncated_pmf(theta, k));
+            let kb = own[b];
+            let what = format!("{law:?} row {b} (θ = {theta}, K = {kb})");
+            assert_frequencies(&what, z, &law.truncated_pmf(theta, kb));
+            // Past its own K, a row's scores are −∞ (outcomes it does not have).
+            let w_row = fwd.w.index_axis(ndarray::Axis(0), 0);
+            let w_row = w_row.index_axis(ndarray::Axis(0), b);
+            assert!(w_row.iter().skip(kb + 1).all(|&x| x == f64::NEG_INFINITY));
+            assert!(w_row.iter().take(kb + 1).all(|x| x.is_finite()));
         }
     }
 }

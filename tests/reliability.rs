@@ -33,6 +33,18 @@ fn spec_controlled_work_is_capped_at_check_time() {
     layer("layer l: permutation(4) { solver: sinkhorn(iters = 100000); backward: unrolled }");
 }
 
+/// The per-output cap of the library: samples × batch × row length at most 2²⁸ numbers.
+#[test]
+fn a_request_beyond_the_output_cap_is_refused() {
+    let l = layer("layer l: categorical(3)");
+    let theta = array![0.0, 1.0, 2.0].into_dyn();
+    let err = l
+        .try_forward(theta.view(), &Options::default().samples((1 << 28) / 3 + 1))
+        .unwrap_err();
+    assert_eq!(err.field, "samples");
+    assert!(err.message.contains("268435456"), "{err}");
+}
+
 /// 2²⁶ samples of categorical(4) are 2²⁸ numbers per output, within the per-output cap, but `w`,
 /// `z` and the gradient in f64 need 6 GiB: refused before anything is allocated.
 #[test]
@@ -466,6 +478,30 @@ fn tree_gradients_hold_at_low_temperature() {
                         "{support} T {t} seed {seed}: gradient sum {s:e} (Σ|g| = {size:e})"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// `max = auto` truncates each row on its own: row 0 of a batch whose other row has a large
+/// rate is exactly the request of row 0 alone (the noise of row 0 is the unbatched call's), in
+/// soft and hard mode and in its gradient; before, the batch's largest K applied to every row.
+#[test]
+fn a_count_row_depends_on_that_row_alone() {
+    let l = layer("layer l: poisson(max = auto) { temperature: 0.5 }");
+    let alone = array![[0.3]].into_dyn();
+    let batch = array![[0.3], [6.0]].into_dyn();
+    let cot = array![[1.0], [1.0]].into_dyn();
+    for mode in [Mode::Soft, Mode::Hard] {
+        for seed in 0..10 {
+            let opts = Options::default().seed(seed).mode(mode).samples(3);
+            let one = l.try_forward(alone.view(), &opts).unwrap();
+            let two = l.try_forward(batch.view(), &opts).unwrap();
+            let g1 = l.try_backward(&one, cot.slice(ndarray::s![..1, ..]).into_dyn()).unwrap();
+            let g2 = l.try_backward(&two, cot.view()).unwrap();
+            for s in 0..3 {
+                assert_eq!(one.z[[s, 0, 0]], two.z[[s, 0, 0]], "{mode:?} seed {seed}");
+                assert_eq!(g1[[s, 0, 0]], g2[[s, 0, 0]], "{mode:?} seed {seed}");
             }
         }
     }

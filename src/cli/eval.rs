@@ -8,7 +8,7 @@ use ndarray::ArrayD;
 use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
 
-use super::json::{kind, nested_array, parse_strict, Nested};
+use super::json::{kind, nested_array, parse_strict, Nested, Ragged};
 use super::{load, CliError};
 use sst::{Layer, Mode, Noise, Options, Real, RequestError};
 
@@ -248,12 +248,12 @@ fn integer(value: &Json, field: &'static str) -> Result<u64, FieldError> {
 }
 
 #[derive(Serialize)]
-struct Response<'a, F: Serialize + Copy> {
+struct Response<'a, F: Real> {
     z: Nested<'a, F>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grad_theta: Option<Nested<'a, F>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    w: Option<Nested<'a, F>>,
+    w: Option<Ragged<'a, F>>,
     plan: Json,
     diagnostics: Json,
     warnings: &'a [String],
@@ -288,7 +288,9 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
         ("grad_theta", grad.as_ref()),
         ("w", Some(&fwd.w)),
     ] {
-        if let Some(bad) = array.and_then(|a| a.iter().find(|x| !x.is_finite())) {
+        // `−∞` in `w` pads rows truncated at a smaller `K` (dropped in the response).
+        let wrong = |x: &&F| !x.is_finite() && !(field == "w" && **x == F::neg_infinity());
+        if let Some(bad) = array.and_then(|a| a.iter().find(wrong)) {
             return Err(error(
                 field,
                 format!("the result holds {bad}; this is a bug in a solver, please report it"),
@@ -311,7 +313,7 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
     let response = Response {
         z: Nested(fwd.z.view()),
         grad_theta: grad.as_ref().map(|g| Nested(g.view())),
-        w: request.with_w.then(|| Nested(fwd.w.view())),
+        w: request.with_w.then(|| Ragged(fwd.w.view())),
         plan: plan_for_request(layer, &request.options, fwd.temperature),
         diagnostics: Json::Object(diagnostics),
         warnings: &fwd.report.warnings,

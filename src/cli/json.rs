@@ -84,8 +84,34 @@ impl<F: Serialize + Copy> Serialize for Nested<'_, F> {
         }
         let len = self.0.len_of(Axis(0));
         let mut seq = serializer.serialize_seq(Some(len))?;
+        if self.0.ndim() == 1 {
+            for x in &self.0 {
+                seq.serialize_element(x)?;
+            }
+        } else {
+            for row in self.0.axis_iter(Axis(0)) {
+                seq.serialize_element(&Nested(row))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// An array whose innermost rows may be padded with `−∞` at their ends (counts' `w`, each row
+/// truncated at its own `K`): serialized as nested JSON arrays with the padding dropped, so
+/// rows of different lengths come out as lists of different lengths.
+pub struct Ragged<'a, F>(pub ArrayViewD<'a, F>);
+
+impl<F: Serialize + num_traits::Float> Serialize for Ragged<'_, F> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.ndim() <= 1 {
+            let kept = self.0.iter().take_while(|x| **x != F::neg_infinity());
+            return serializer.collect_seq(kept);
+        }
+        let len = self.0.len_of(Axis(0));
+        let mut seq = serializer.serialize_seq(Some(len))?;
         for row in self.0.axis_iter(Axis(0)) {
-            seq.serialize_element(&Nested(row))?;
+            seq.serialize_element(&Ragged(row))?;
         }
         seq.end()
     }

@@ -7,7 +7,8 @@
 //! (hard: `argmax`, soft: `softmax(w/T)`), and the count is the linear map `z = Σ_k k·s_k`.
 //!
 //! `K` is the `max` argument, or with `max = auto` the smallest `K` whose dropped tail mass
-//! `P(X > K)` is below 1e-6 for every row of the request (reported as `truncation_k`).
+//! `P(X > K)` is below 1e-6, chosen for each row on its own (the largest is reported as
+//! `truncation_k`), so that a row's sample never depends on the rows that share its batch.
 //! Binomial counts need no truncation: `K = trials`.
 
 use std::sync::Arc;
@@ -308,34 +309,34 @@ impl Structure for Count {
     fn regularizer_value(&self, _: Regularizer, _: &[f64]) -> Option<f64> {
         None
     }
-    fn score_len(
+    /// `K + 1` per row, each row truncated on its own (`max = auto`: its own tail below 1e-6);
+    /// `truncation_k` and `dropped_mass` report the largest over the rows.
+    fn score_lens(
         &self,
         theta: &mut dyn Iterator<Item = f64>,
         report: &mut Report,
-    ) -> Result<Option<usize>, String> {
-        let theta: Vec<f64> = theta.collect();
-        let mut max = 1;
-        for &t in &theta {
-            max = max.max(self.truncation(t)?);
-        }
-        report.record_max("truncation_k", max as f64);
-        for &t in &theta {
-            if self.family.log_weights(t, max).iter().any(|w| !w.is_finite()) {
+    ) -> Result<Option<Vec<usize>>, String> {
+        let mut lens = Vec::new();
+        for t in theta {
+            let k = self.truncation(t)?.max(1);
+            if self.family.log_weights(t, k).iter().any(|w| !w.is_finite()) {
                 return Err(format!(
-                    "theta = {t:e} is out of range for {} truncated at K = {max}: its log-pmf overflows",
+                    "theta = {t:e} is out of range for {} truncated at K = {k}: its log-pmf overflows",
                     self.name()
                 ));
             }
-            let dropped = 1.0 - self.family.kept_mass(t, max);
+            report.record_max("truncation_k", k as f64);
+            let dropped = 1.0 - self.family.kept_mass(t, k);
             report.record_max("dropped_mass", dropped);
             if dropped > WARN_TAIL {
                 report.warn(format!(
-                    "the truncation at K = {max} drops {dropped:.3e} of the mass of {} at theta = {t}; raise `max`",
+                    "the truncation at K = {k} drops {dropped:.3e} of the mass of {} at theta = {t}; raise `max`",
                     self.name()
                 ));
             }
+            lens.push(k + 1);
         }
-        Ok(Some(max + 1))
+        Ok(Some(lens))
     }
 }
 

@@ -351,14 +351,15 @@ pub trait Structure: Send + Sync {
     /// diagonal, edges into the root). Nothing by default.
     fn restrict_gradient(&self, _grad: &mut [f64]) {}
     /// For supports whose noise and solvers act on scores derived from `θ` rather than on `θ`
-    /// itself (counts: the truncated log-pmf over `{0..K}`): the length of a score row for this
-    /// request's `θ` (all rows' entries, in order), reporting choices such as `K`. `None`, the
-    /// default: the scores are `θ` and the solution is `z` (and `θ` is not read).
-    fn score_len(
+    /// itself (counts: the truncated log-pmf over `{0..K}`): the length of each row's scores
+    /// for this request's `θ` (all rows' entries, in order; one length per row, so that a row's
+    /// result depends on that row alone), reporting choices such as `K`. `None`, the default:
+    /// the scores are `θ` and the solution is `z` (and `θ` is not read).
+    fn score_lens(
         &self,
         _theta: &mut dyn Iterator<Item = f64>,
         _report: &mut Report,
-    ) -> Result<Option<usize>, String> {
+    ) -> Result<Option<Vec<usize>>, String> {
         Ok(None)
     }
     /// The most passes over a row the soft solver `soft` may make (its iteration cap), for the
@@ -416,7 +417,7 @@ pub trait Estimate<F: Real> {
     }
 }
 
-/// The maps between `θ`, the solvers' scores and `z` (see [`Structure::score_len`]):
+/// The maps between `θ`, the solvers' scores and `z` (see [`Structure::score_lens`]):
 /// `θ → ℓ(θ)`, noise and solvers on `ℓ`, solution `s ↦ z = E s` (linear). The identity by
 /// default.
 pub trait Scores<F: Real> {

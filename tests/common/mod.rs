@@ -114,7 +114,7 @@ pub fn sigmoid(x: f64) -> f64 {
 pub fn scores_are_theta(support: &SupportRef) -> bool {
     let theta = vec![0.0; support.shape().iter().product()];
     matches!(
-        support.score_len(&mut theta.into_iter(), &mut Default::default()),
+        support.score_lens(&mut theta.into_iter(), &mut Default::default()),
         Ok(None)
     )
 }
