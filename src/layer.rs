@@ -301,7 +301,9 @@ impl Layer {
             .map_err(|e| self.error("theta", e))?;
         let m = self.row_len();
         // The stored width of a score row: the longest row's (shorter rows are padded).
-        let l = lens.as_ref().map_or(m, |lens| lens.iter().copied().max().unwrap_or(m));
+        let l = lens
+            .as_ref()
+            .map_or(m, |lens| lens.iter().copied().max().unwrap_or(m));
         let mapped = lens.is_some();
         let rows = batch.unwrap_or(1);
         let count = opts.samples.saturating_mul(rows);
@@ -372,8 +374,13 @@ impl Layer {
             solution.extend(s_part);
             report.merge(part_report);
         }
-        if let (Mode::Hard, 1, Estimator::Reinforce { baseline: Baseline::LeaveOneOut }) =
-            (mode, opts.samples, self.plan.estimator)
+        if let (
+            Mode::Hard,
+            1,
+            Estimator::Reinforce {
+                baseline: Baseline::LeaveOneOut,
+            },
+        ) = (mode, opts.samples, self.plan.estimator)
         {
             report.warn(
                 "reinforce(baseline = leave_one_out) needs several samples: with one there is no \
@@ -489,7 +496,13 @@ impl Layer {
                         let (mut scores, mut w_draw) = (vec![F::zero(); lb], vec![F::zero(); lb]);
                         solver.scores(theta_row, &mut scores);
                         for draw in 0..draws as u32 {
-                            solver.conditional_gumbel(&scores, solution_row, key, draw, &mut w_draw);
+                            solver.conditional_gumbel(
+                                &scores,
+                                solution_row,
+                                key,
+                                draw,
+                                &mut w_draw,
+                            );
                             self.soft_backward(
                                 solver,
                                 &w_draw,

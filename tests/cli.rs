@@ -982,7 +982,10 @@ fn eval_counts_reports_the_truncation_and_w_of_length_k_plus_one() {
         .iter()
         .map(|&th| (1..).find(|&k| poisson_tail(th, k) < 1e-6).unwrap())
         .collect();
-    assert!(ks[0] < ks[1], "the rates need truncations of their own: {ks:?}");
+    assert!(
+        ks[0] < ks[1],
+        "the rates need truncations of their own: {ks:?}"
+    );
     let k = r["diagnostics"]["truncation_k"]
         .as_u64()
         .expect("truncation_k") as usize;

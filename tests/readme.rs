@@ -34,7 +34,13 @@ fn the_readme_spec_and_eval_example_run() {
     let file = dir.write("pick.sst", spec);
     let args: Vec<&str> = args
         .split_whitespace()
-        .map(|a| if a == "pick.sst" { file.to_str().unwrap() } else { a })
+        .map(|a| {
+            if a == "pick.sst" {
+                file.to_str().unwrap()
+            } else {
+                a
+            }
+        })
         .collect();
     let out = run(&args, request);
     assert_eq!(code(&out), 0, "{args:?} {request}\n{}", text(&out.stderr));

@@ -582,7 +582,10 @@ fn extreme_logits() {
         .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
         .map(|(i, j)| grad[[i, j]])
         .sum();
-    assert!(sum.abs() <= 1e-8 * (1.0 + size), "{sum:e} vs Σ|g| = {size:e}");
+    assert!(
+        sum.abs() <= 1e-8 * (1.0 + size),
+        "{sum:e} vs Σ|g| = {size:e}"
+    );
 }
 
 #[test]

@@ -77,7 +77,11 @@ fn serve_lines(layer: &Layer) -> Result<String, CliError> {
             format!("{error}\n")
         });
         // A reader that went away ends the session.
-        if out.write_all(reply.as_bytes()).and_then(|()| out.flush()).is_err() {
+        if out
+            .write_all(reply.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             break;
         }
     }
@@ -342,7 +346,11 @@ fn check_text_size(numbers: u128, options: &Options) -> Result<(), (&'static str
     if numbers * BYTES_PER_NUMBER <= TEXT_BUDGET {
         return Ok(());
     }
-    let field = if options.samples > 1 { "samples" } else { "theta" };
+    let field = if options.samples > 1 {
+        "samples"
+    } else {
+        "theta"
+    };
     Err((
         field,
         format!(

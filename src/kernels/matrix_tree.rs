@@ -434,7 +434,10 @@ impl Num for Dual {
     }
     fn exp(self) -> Dual {
         let e = self.x.exp();
-        Dual { x: e, d: e * self.d }
+        Dual {
+            x: e,
+            d: e * self.d,
+        }
     }
     /// `hi + log(1 + t)`, `t = e^{lo − hi}`; derivative `(ḣi + t·l̇o) / (1 + t)`.
     fn logaddexp(self, other: Dual) -> Dual {
@@ -568,7 +571,12 @@ mod tests {
             marginals_hvp(&x, n, root, &v, &mut lu);
             log_space_hvp(&x, n, root, &v, &mut log);
             for k in 0..n * n {
-                assert!((lu[k] - log[k]).abs() < 1e-10, "{k}: {} vs {}", lu[k], log[k]);
+                assert!(
+                    (lu[k] - log[k]).abs() < 1e-10,
+                    "{k}: {} vs {}",
+                    lu[k],
+                    log[k]
+                );
             }
             // x/T at T = 0.002: weights spanning e^2000.
             let cold: Vec<f64> = x.iter().map(|a| a / 0.002).collect();
@@ -584,7 +592,11 @@ mod tests {
             let (p, m) = (at(1.0), at(-1.0));
             for k in 0..n * n {
                 let fd = (p[k] - m[k]) / (2.0 * h);
-                assert!(hv[k].is_finite() && (hv[k] - fd).abs() < 1e-6, "{k}: {} vs {fd}", hv[k]);
+                assert!(
+                    hv[k].is_finite() && (hv[k] - fd).abs() < 1e-6,
+                    "{k}: {} vs {fd}",
+                    hv[k]
+                );
             }
         }
     }

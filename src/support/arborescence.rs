@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use super::spanning_tree::{small_nodes, NODES_PARAM};
-use super::{MAX_INT, 
+use super::{
     ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
-    SoftSolver, Solve, Structure, Value,
+    SoftSolver, Solve, Structure, Value, MAX_INT,
 };
 use crate::kernels::matrix_tree::{self, is_edge};
 use crate::kernels::max_tree;
@@ -28,7 +28,10 @@ pub const ENTRY: Entry = Entry {
         NODES_PARAM,
         Param {
             name: "root",
-            kind: ParamKind::Int { min: 0, max: MAX_INT },
+            kind: ParamKind::Int {
+                min: 0,
+                max: MAX_INT,
+            },
             default: Some(Value::Int(0)),
         },
     ],

@@ -14,9 +14,9 @@
 use std::sync::Arc;
 
 use super::categorical::small_size;
-use super::{MAX_INT, 
+use super::{
     ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
-    SoftSolver, Solve, Structure, SupportRef, Value,
+    SoftSolver, Solve, Structure, SupportRef, Value, MAX_INT,
 };
 use crate::kernels::logistic::log_sigmoid;
 use crate::kernels::{argmax, logsumexp, softmax};
@@ -74,7 +74,10 @@ pub const BINOMIAL: Entry = Entry {
     example: "binomial(trials = 6)",
     params: &[Param {
         name: "trials",
-        kind: ParamKind::Int { min: 1, max: MAX_INT },
+        kind: ParamKind::Int {
+            min: 1,
+            max: MAX_INT,
+        },
         default: None,
     }],
     build: |a| {
@@ -231,8 +234,8 @@ impl Family {
 
     /// `P(X ≤ K) = Σ_{k≤K} p_k`, the mass a truncation at `K = max` keeps (in [0, 1]).
     fn kept_mass(self, theta: f64, max: usize) -> f64 {
-        let log_kept = logsumexp(&self.log_weights(theta, max)) + self.log_p0(theta)
-            - self.log_weight0(theta);
+        let log_kept =
+            logsumexp(&self.log_weights(theta, max)) + self.log_p0(theta) - self.log_weight0(theta);
         log_kept.exp().clamp(0.0, 1.0)
     }
 

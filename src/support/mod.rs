@@ -459,6 +459,9 @@ impl<T: Structure + Solve<f64> + Solve<f32>> Support for T {
 /// The integer argument `n` of the one-argument supports, `n ≥ 1`.
 pub const SIZE_PARAM: Param = Param {
     name: "n",
-    kind: ParamKind::Int { min: 1, max: MAX_INT },
+    kind: ParamKind::Int {
+        min: 1,
+        max: MAX_INT,
+    },
     default: None,
 };

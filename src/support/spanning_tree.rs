@@ -16,9 +16,9 @@
 use std::sync::Arc;
 
 use super::categorical::small_size;
-use super::{MAX_INT, 
+use super::{
     Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver,
-    Solve, Structure,
+    Solve, Structure, MAX_INT,
 };
 use crate::kernels::{logsumexp, matrix_tree, max_tree};
 use crate::real::Real;
@@ -26,7 +26,10 @@ use crate::real::Real;
 /// The `nodes` argument of the tree supports: at least two nodes.
 pub(crate) const NODES_PARAM: Param = Param {
     name: "nodes",
-    kind: ParamKind::Int { min: 2, max: MAX_INT },
+    kind: ParamKind::Int {
+        min: 2,
+        max: MAX_INT,
+    },
     default: None,
 };
 

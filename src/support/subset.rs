@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use super::{MAX_INT, 
+use super::{
     ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
-    SoftSolver, Solve, Structure, Value, SIZE_PARAM,
+    SoftSolver, Solve, Structure, Value, MAX_INT, SIZE_PARAM,
 };
 use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
 use crate::kernels::esp::{esp_cells, esp_marginals, esp_marginals_jvp};
@@ -24,7 +24,10 @@ use crate::real::Real;
 /// The subset size `k ≥ 1` of `subset` and `correlated_subset`.
 pub const K_PARAM: Param = Param {
     name: "k",
-    kind: ParamKind::Int { min: 1, max: MAX_INT },
+    kind: ParamKind::Int {
+        min: 1,
+        max: MAX_INT,
+    },
     default: None,
 };
 
