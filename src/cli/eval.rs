@@ -293,7 +293,7 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
         ("w", Some(&fwd.w)),
     ] {
         // `−∞` in `w` pads rows truncated at a smaller `K` (dropped in the response).
-        let wrong = |x: &&F| !x.is_finite() && !(field == "w" && **x == F::neg_infinity());
+        let wrong = |x: &&F| !(x.is_finite() || (field == "w" && **x == F::neg_infinity()));
         if let Some(bad) = array.and_then(|a| a.iter().find(wrong)) {
             return Err(error(
                 field,
