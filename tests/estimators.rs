@@ -173,13 +173,14 @@ fn reinforce_is_unbiased_on_batches_in_both_precisions_and_leave_one_out_lowers_
             }
             totals.push(row_totals);
         }
-        for r in 0..theta.len() {
-            for p in 0..2 {
-                let ((none, none_se), (loo, loo_se)) = (totals[0][r][p], totals[1][r][p]);
+        for (r, (nones, loos)) in totals[0].iter().zip(&totals[1]).enumerate() {
+            for (precision, (&(none, none_se), &(loo, loo_se))) in
+                ["f64", "f32"].iter().zip(nones.iter().zip(loos))
+            {
                 let se = (none_se.powi(2) + loo_se.powi(2)).sqrt();
                 assert!(
                     none - loo > 4.0 * se,
-                    "{support} row {r}: LOO {loo} vs none {none} (4 SE = {})",
+                    "{support} {precision} row {r}: LOO {loo} vs none {none} (4 SE = {})",
                     4.0 * se
                 );
             }

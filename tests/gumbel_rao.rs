@@ -407,6 +407,12 @@ fn sigmoid_jvp(w: &[f64], t: f64, c: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// A sample's per-coordinate means and variances, as [`moments`] returns them.
+type Moments = (Vec<f64>, Vec<f64>);
+
+/// Numbers per sample, batch row and entry: `[N][B][n]`.
+type PerSample = Vec<Vec<Vec<f64>>>;
+
 /// A forward pass and its backward for the cotangent rows `cot` (`[B, n]`), in precision `F`;
 /// returns `z` and the gradients, widened, as `[N][B][n]`.
 fn hard_pass<F: Real>(
@@ -415,7 +421,7 @@ fn hard_pass<F: Real>(
     cot: impl Fn(&Forward<F>) -> Vec<Vec<f64>>,
     samples: usize,
     seed: u64,
-) -> (Vec<Vec<Vec<f64>>>, Vec<Vec<Vec<f64>>>) {
+) -> (PerSample, PerSample) {
     let (b, n) = (theta.len(), theta[0].len());
     let flat = |rows: &[Vec<f64>]| {
         let v: Vec<F> = rows.iter().flatten().map(|&x| F::of(x)).collect();
@@ -427,7 +433,7 @@ fn hard_pass<F: Real>(
         .mode(Mode::Hard);
     let fwd = l.try_forward(flat(theta).view(), &opts).unwrap();
     let grad = l.try_backward(&fwd, flat(&cot(&fwd)).view()).unwrap();
-    let nested = |a: &ArrayD<F>| -> Vec<Vec<Vec<f64>>> {
+    let nested = |a: &ArrayD<F>| -> PerSample {
         let v = widen(a.as_slice().unwrap());
         v.chunks(b * n)
             .map(|s| s.chunks(n).map(<[f64]>::to_vec).collect())
@@ -461,7 +467,7 @@ fn gumbel_rao_gradient_is_the_conditional_expectation_of_the_soft_jacobian() {
     let (samples, m) = (30_000, 20_000);
     let mut rng = Rng(4);
     // Per row: the rejection references E[J c | D] for D = 0, 1, 2 as (mean, var, m).
-    let reference: Vec<Vec<(Vec<f64>, Vec<f64>)>> = theta
+    let reference: Vec<Vec<Moments>> = theta
         .iter()
         .zip(&cot)
         .map(|(th, c)| {
@@ -543,7 +549,7 @@ fn gumbel_rao_bernoulli_gradient_is_the_conditional_expectation_of_the_soft_jaco
     let (samples, m) = (30_000, 20_000);
     let mut rng = Rng(5);
     // reference[b][i][z]: (mean, var) of the rejection draws' (1/T)·σ′(w/T)·c.
-    let reference: Vec<Vec<Vec<(Vec<f64>, Vec<f64>)>>> = theta
+    let reference: Vec<Vec<Vec<Moments>>> = theta
         .iter()
         .zip(&cot)
         .map(|(th, c)| {
