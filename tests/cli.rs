@@ -10,7 +10,7 @@ use std::process::Output;
 use serde_json::{json, Value};
 
 use common::cli::{code, run, text, TempDir};
-use common::sigmoid;
+use common::{expected_count, sigmoid};
 
 /// A spec with one layer, written to a fresh directory.
 struct Spec {
@@ -891,11 +891,8 @@ fn poisson_tail(theta: f64, max: usize) -> f64 {
 
 /// The relaxed count `Σ_k k·softmax(w/T)_k`.
 fn relaxed_count(w: &[f64], t: f64) -> f64 {
-    softmax(w, t)
-        .iter()
-        .enumerate()
-        .map(|(k, s)| k as f64 * s)
-        .sum()
+    let x: Vec<f64> = w.iter().map(|x| x / t).collect();
+    expected_count(&x)
 }
 
 /// A count layer through `sst eval` (DESIGN.md §5: `θ` `[B, 1]`, `z` `[B, 1]`): with `max = auto`

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{layer, ln_gamma, loss, sigmoid, softmax, CenteredRng};
+use common::{expected_count, layer, ln_gamma, loss, sigmoid, CenteredRng};
 use ndarray::{ArrayD, IxDyn};
 use sst::{Forward, Layer, Mode, Noise, Options};
 
@@ -109,11 +109,7 @@ fn relaxed_count(log_q: &[f64], gumbels: &[f64], t: f64) -> f64 {
         .zip(gumbels)
         .map(|(l, g)| (l + g) / t)
         .collect();
-    softmax(&x)
-        .iter()
-        .enumerate()
-        .map(|(k, s)| k as f64 * s)
-        .sum()
+    expected_count(&x)
 }
 
 /// `g ↦ d/dθ Σ_k k·softmax((log q(θ) + g)/T)_k`, by central differences of the closed form

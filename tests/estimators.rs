@@ -10,7 +10,9 @@ mod common;
 
 // A SplitMix64 generator for the test's own noise and inputs (uniforms at the cell centres).
 use common::CenteredRng as Rng;
-use common::{assert_means_agree, layer, moments, sigmoid, softmax, total_variance};
+use common::{
+    assert_means_agree, expected_count, layer, moments, sigmoid, softmax, total_variance,
+};
 use ndarray::{array, ArrayD, IxDyn};
 use sst::estimator::{baseline_weights, score_bernoulli, score_categorical, updated_ema};
 use sst::plan::Baseline;
@@ -592,11 +594,7 @@ fn relaxed_count(theta: f64, max: usize, gumbels: &[f64], t: f64) -> f64 {
         .zip(gumbels)
         .map(|(p, g)| ((p / total).ln() + g) / t)
         .collect();
-    softmax(&x)
-        .iter()
-        .enumerate()
-        .map(|(k, s)| k as f64 * s)
-        .sum()
+    expected_count(&x)
 }
 
 #[test]

@@ -24,7 +24,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{loss, scores_are_theta, Rng};
+use common::{loss, rules, scores_are_theta, Rng};
 use ndarray::ArrayD;
 use sst::support::{Entry, Regularizer, SoftSolver, SupportRef, REGISTRY};
 use sst::{Mode, Noise, Options};
@@ -76,16 +76,6 @@ fn max_abs_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
 
 fn max_abs(a: &ArrayD<f64>) -> f64 {
     a.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
-
-/// The backward rules of a solver, by spec name: its native rules, then `finite_diff`.
-fn rules(solver: &SoftSolver) -> Vec<&'static str> {
-    solver
-        .rules
-        .iter()
-        .map(|r| r.name())
-        .chain(["finite_diff"])
-        .collect()
 }
 
 /// What became of one draw (see the module's documentation).

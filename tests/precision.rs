@@ -35,7 +35,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{CenteredRng, Rng};
+use common::{rules, CenteredRng, Rng};
 use ndarray::ArrayD;
 use sst::noise::Coordinates;
 use sst::support::{Entry, SoftSolver, SupportRef, REGISTRY};
@@ -82,16 +82,6 @@ fn perturbed_theta(shape: &[usize], rng: &mut CenteredRng) -> ArrayD<f64> {
 /// A cotangent in [−1, 1], rounded to f32.
 fn cotangent(shape: &[usize], rng: &mut Rng) -> ArrayD<f64> {
     rng.array(shape, -1.0, 1.0).mapv(|c| f64::from(c as f32))
-}
-
-/// The backward rules of a solver, by spec name: its native rules, then `finite_diff`.
-fn rules(solver: &SoftSolver) -> Vec<&'static str> {
-    solver
-        .rules
-        .iter()
-        .map(|r| r.name())
-        .chain(["finite_diff"])
-        .collect()
 }
 
 fn spec(support: &SupportRef, solver: &SoftSolver, rule: &str) -> String {

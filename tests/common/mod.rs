@@ -109,6 +109,25 @@ pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// The relaxed count of GenGS, `Σ_k k·softmax(x)_k`, for scores `x = (ℓ + g)/T` over `{0..K}`.
+pub fn expected_count(x: &[f64]) -> f64 {
+    softmax(x)
+        .iter()
+        .enumerate()
+        .map(|(k, s)| k as f64 * s)
+        .sum()
+}
+
+/// The backward rules of a solver, by spec name: its native rules, then `finite_diff`.
+pub fn rules(solver: &sst::support::SoftSolver) -> Vec<&'static str> {
+    solver
+        .rules
+        .iter()
+        .map(|r| r.name())
+        .chain(["finite_diff"])
+        .collect()
+}
+
 /// Whether the support's noise and solvers act on `θ` itself (not on derived scores, as the
 /// counts do with their log-pmf).
 pub fn scores_are_theta(support: &SupportRef) -> bool {
