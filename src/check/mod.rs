@@ -459,11 +459,7 @@ impl<'a> LayerResolver<'a> {
                     "estimator `{name}` is not available for {}",
                     support_keyword(&support)
                 ),
-                format!(
-                    "valid for {}: {}",
-                    support_keyword(&support),
-                    valid.join(", ")
-                ),
+                valid_for(support_keyword(&support), &valid),
             ))
         } else if noise.is_some_and(|n| n != Perturbation::Gumbel) {
             Some((
@@ -566,11 +562,8 @@ impl<'a> LayerResolver<'a> {
                     };
                     let all: Vec<&str> = Regularizer::ALL.iter().map(|r| r.name()).collect();
                     self.errors.push(with_hint(
-                        Diagnostic::new(call.name.span.clone(), message).with_label(format!(
-                            "valid for {}: {}",
-                            support_keyword(&name),
-                            valid.join(", ")
-                        )),
+                        Diagnostic::new(call.name.span.clone(), message)
+                            .with_label(valid_for(support_keyword(&name), &valid)),
                         &call.name.name,
                         if known { valid.clone() } else { all },
                     ));
@@ -642,11 +635,7 @@ impl<'a> LayerResolver<'a> {
                     call.name.span.clone(),
                     format!("unknown backward rule `{}`", call.name.name),
                 )
-                .with_label(format!(
-                    "valid for {}: {}",
-                    solver.name,
-                    valid.join(", ")
-                )),
+                .with_label(valid_for(solver.name, &valid)),
                 &call.name.name,
                 names(BACKWARDS),
             ));
@@ -661,11 +650,7 @@ impl<'a> LayerResolver<'a> {
                         choice.name, solver.name
                     ),
                 )
-                .with_label(format!(
-                    "valid for {}: {}",
-                    solver.name,
-                    valid.join(", ")
-                )),
+                .with_label(valid_for(solver.name, &valid)),
             );
             return None;
         }
@@ -747,6 +732,11 @@ fn wrong_solver(
             offered.iter().map(|s| s.name),
         ),
     }
+}
+
+/// The label listing the valid choices: `valid for {owner}: a, b, c`.
+fn valid_for(owner: &str, valid: &[&str]) -> String {
+    format!("valid for {owner}: {}", valid.join(", "))
 }
 
 /// `categorical` from `categorical(n = 10)`.
