@@ -1,20 +1,17 @@
 //! Correlated top-k (Paulus et al. 2020, "Corr. Top k"): `score(z) = Σ_i u_i z_i +
 //! Σ_i p_i z_i z_{i+1}` over `z ∈ {0,1}ⁿ` with `Σ z = k`. A row `w = (u_0…u_{n−1},
 //! p_0…p_{n−2})` has `2n − 1` entries and so has the layer's `z = (z_i, z_i z_{i+1})`, whose
-//! score is `⟨w, z⟩`. Both solvers are dynamic programs over (position, count, previous bit),
-//! O(nk) time: max-plus for the exact solver, log-space forward–backward for the marginals of
+//! score is `⟨w, z⟩`. Both solvers are one dynamic program over (position, count, previous
+//! bit), O(nk) time, its suffix recursion written once over a [`Semiring`]: max-plus with
+//! backpointers for the exact solver, log-space forward–backward for the marginals of
 //! `p(z) ∝ exp⟨x, z⟩` (the exponential-family soft solver, DESIGN.md §2). They run in f64
 //! whatever the precision, on `min(k, n − k)`: with `z' = 1 − z` the score becomes
 //! `const + Σ u'_i z'_i + Σ p_i z'_i z'_{i+1}`, `u'_i = −u_i − p_{i−1} − p_i`, over the
 //! `(n − k)`-subsets, so `k = n − 1` costs what `k = 1` costs.
 
-use super::logspace::{Dual, LogNum};
+use super::logspace::{Dual, LogSemiring, MaxPlus, Semiring};
+use super::{add_narrowed, narrow, widen};
 use crate::real::Real;
-
-/// The number of DP cells of `correlated_subset(n, k)`: `n · min(k, n − k)` (memory and time).
-pub fn chain_cells(n: usize, k: usize) -> usize {
-    n * k.min(n - k)
-}
 
 /// A row in f64 and the subset size the DPs run on: `(w, k)`, or the complement `(A w, n − k)`
 /// when `2k > n`, `A` the linear map `u'_i = −u_i − p_{i−1} − p_i`, `p' = p` (applied to
@@ -22,7 +19,7 @@ pub fn chain_cells(n: usize, k: usize) -> usize {
 fn kept<F: Real>(w: &[F], k: usize) -> (Vec<f64>, usize, bool) {
     let n = items(w.len());
     assert!(k <= n, "correlated top-k: k = {k} > n = {n}");
-    let mut v: Vec<f64> = w.iter().map(|wi| wi.f64()).collect();
+    let mut v = widen(w);
     if 2 * k <= n {
         return (v, k, false);
     }
@@ -59,10 +56,11 @@ fn items(len: usize) -> usize {
 /// `z = argmax ⟨w, z⟩` over the correlated k-subsets, ties to ones at the lowest indices (to
 /// zeros at the lowest indices when the complement is taken, `2k > n`).
 ///
-/// Suffix Viterbi: `V_i[j][b]` = best score of items `i..n` holding `j` ones after a previous
-/// bit `b`, `V_i[j][b] = max(V_{i+1}[j][0], u_i + b·p_{i−1} + V_{i+1}[j−1][1])`; the decisions
-/// (one per cell, `2n(k + 1)` bytes) are traced forward from `(i, j, b) = (0, k, 0)`, taking a
-/// one on ties. Panics if `k > n` or the lengths differ.
+/// Suffix Viterbi: the recursion of [`suffix_step`] in max-plus, `V_i[j][b]` = best score of
+/// items `i..n` holding `j` ones after a previous bit `b`, `V_i[j][b] = max(V_{i+1}[j][0],
+/// u_i + b·p_{i−1} + V_{i+1}[j−1][1])`; the backpointers (one decision per cell, `2n(k + 1)`
+/// bytes) are traced forward from `(i, j, b) = (0, k, 0)`, taking a one on ties. Panics if
+/// `k > n` or the lengths differ.
 pub fn chain_argmax<F: Real>(w: &[F], k: usize, z: &mut [F]) {
     assert_eq!(w.len(), z.len(), "chain_argmax: w and z differ in length");
     let n = items(w.len());
@@ -71,33 +69,23 @@ pub fn chain_argmax<F: Real>(w: &[F], k: usize, z: &mut [F]) {
     if flipped {
         uncomplement(&mut bits, n, 1.0);
     }
-    for (zi, b) in z.iter_mut().zip(bits) {
-        *zi = F::of(b);
-    }
+    narrow(bits, z);
 }
 
 /// The suffix Viterbi of [`chain_argmax`] on `w` in f64: `(z_i, z_i z_{i+1})`.
 fn viterbi(w: &[f64], n: usize, k: usize) -> Vec<f64> {
+    let w: Vec<MaxPlus<f64>> = w.iter().map(|&v| MaxPlus(v)).collect();
     let row = 2 * (k + 1);
     let mut take_one = vec![false; n * row];
-    let mut next = vec![f64::NEG_INFINITY; row];
-    next[0] = 0.0;
-    next[1] = 0.0;
+    let mut next = vec![MaxPlus::zero(); row];
+    next[0] = MaxPlus::one();
+    next[1] = MaxPlus::one();
     let mut cur = next.clone();
     for i in (0..n).rev() {
-        cur.fill(f64::NEG_INFINITY);
-        for j in 0..=k.min(n - i) {
-            for b in 0..2 {
-                let zero = next[2 * j];
-                let one = match j {
-                    0 => f64::NEG_INFINITY,
-                    _ => w[i] + pair_bonus(w, n, i, b) + next[2 * (j - 1) + 1],
-                };
-                let pick = one > f64::NEG_INFINITY && one >= zero;
-                take_one[i * row + 2 * j + b] = pick;
-                cur[2 * j + b] = if pick { one } else { zero };
-            }
-        }
+        let picks = &mut take_one[i * row..(i + 1) * row];
+        suffix_step(&w, k, i, &next, &mut cur, |cell, zero, one| {
+            picks[cell] = one.0 > f64::NEG_INFINITY && one.0 >= zero.0;
+        });
         std::mem::swap(&mut cur, &mut next);
     }
     let mut z = vec![0.0; w.len()];
@@ -114,12 +102,45 @@ fn viterbi(w: &[f64], n: usize, k: usize) -> Vec<f64> {
     z
 }
 
-/// `b · p_{i−1}`: the pairwise score earned by a one at item `i` after a bit `b`.
-fn pair_bonus(w: &[f64], n: usize, i: usize, b: usize) -> f64 {
+/// `b ⊗ p_{i−1}`: the pairwise weight earned by a one at item `i` after a bit `b` (`1̸` when
+/// `b = 0` or `i = 0`).
+fn pair<N: Semiring<f64>>(w: &[N], i: usize, b: usize) -> N {
     if b == 1 && i >= 1 {
-        w[n + i - 1]
+        w[items(w.len()) + i - 1]
     } else {
-        0.0
+        N::one()
+    }
+}
+
+/// The suffix weight of a one at item `i` after a bit `b`, with `j` ones in items `i..n`:
+/// `u_i ⊗ (b·p_{i−1}) ⊗ β_{i+1}[j−1][1]` (`0̸` when `j = 0`), `after = β_{i+1}`.
+fn with_one<N: Semiring<f64>>(w: &[N], i: usize, j: usize, b: usize, after: &[N]) -> N {
+    match j {
+        0 => N::zero(),
+        _ => w[i].times(pair(w, i, b)).times(after[2 * (j - 1) + 1]),
+    }
+}
+
+/// One step of the suffix recursion shared by both solvers: `β_i[j][b] = β_{i+1}[j][0] ⊕
+/// u_i ⊗ (b·p_{i−1}) ⊗ β_{i+1}[j−1][1]` for `j ≤ min(k, n − i)`, `b ∈ {0, 1}`, from
+/// `after = β_{i+1}` into `here = β_i` (the other entries of `here` are left as they are).
+/// `note(2j + b, zero, one)` sees the two terms of each cell before they are added (the
+/// Viterbi records its backpointers there).
+fn suffix_step<N: Semiring<f64>>(
+    w: &[N],
+    k: usize,
+    i: usize,
+    after: &[N],
+    here: &mut [N],
+    mut note: impl FnMut(usize, N, N),
+) {
+    let n = items(w.len());
+    for j in 0..=k.min(n - i) {
+        for b in 0..2 {
+            let (zero, one) = (after[2 * j], with_one(w, i, j, b, after));
+            note(2 * j + b, zero, one);
+            here[2 * j + b] = zero.plus(one);
+        }
     }
 }
 
@@ -139,9 +160,7 @@ pub fn chain_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
     if flipped {
         uncomplement(&mut mu, n, 1.0);
     }
-    for (zi, m) in z.iter_mut().zip(mu) {
-        *zi = F::of(m.clamp(0.0, 1.0));
-    }
+    narrow(mu.into_iter().map(|m| m.clamp(0.0, 1.0)), z);
 }
 
 /// Backward of [`chain_marginals`]: `grad_x += J g`, `J = Cov_p((z_i, z_i z_{i+1}))` (the
@@ -166,9 +185,7 @@ pub fn chain_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]
     if flipped {
         uncomplement(&mut dmu, n, 0.0);
     }
-    for (gx, d) in grad_x.iter_mut().zip(dmu) {
-        *gx = *gx + F::of(d);
-    }
+    add_narrowed(dmu, grad_x);
 }
 
 /// Forward–backward in log space. `α[i][j][b]` (stored): log-sum of the scores of items `< i`
@@ -177,17 +194,10 @@ pub fn chain_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]
 /// `P(z_i = 1) ∝ Σ_j α[i+1][j][1] β_{i+1}[k−j][1]` and
 /// `P(z_i z_{i+1} = 1) ∝ Σ_j α[i+1][j][1] e^{u_{i+1} + p_i} β_{i+2}[k−j−1][1]`, each over the
 /// partition function `Σ_b α[n][k][b]`. Calls `out(index in z, μ, μ̇)`.
-fn run<N: LogNum<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) {
+fn run<N: LogSemiring<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) {
     let n = items(w.len());
     assert!(k <= n, "chain_marginals: k = {k} > n = {n}");
     let row = 2 * (k + 1);
-    let pair = |i: usize, b: usize| {
-        if b == 1 && i >= 1 {
-            w[n + i - 1]
-        } else {
-            N::one()
-        }
-    };
     let mut alpha = vec![N::zero(); (n + 1) * row];
     alpha[0] = N::one();
     for i in 0..n {
@@ -196,7 +206,7 @@ fn run<N: LogNum<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) 
         for j in 0..=k.min(i + 1) {
             next[2 * j] = prev[2 * j].plus(prev[2 * j + 1]);
             if j >= 1 {
-                let from = prev[2 * (j - 1)].plus(prev[2 * (j - 1) + 1].times(pair(i, 1)));
+                let from = prev[2 * (j - 1)].plus(prev[2 * (j - 1) + 1].times(pair(w, i, 1)));
                 next[2 * j + 1] = from.times(w[i]);
             }
         }
@@ -224,15 +234,7 @@ fn run<N: LogNum<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) 
             let (mu, dmu) = both.ratio(log_z);
             out(n + i, mu, dmu);
         }
-        for j in 0..=k.min(n - i) {
-            for b in 0..2 {
-                let one = match j {
-                    0 => N::zero(),
-                    _ => w[i].times(pair(i, b)).times(cur[2 * (j - 1) + 1]),
-                };
-                fresh[2 * j + b] = cur[2 * j].plus(one);
-            }
-        }
+        suffix_step(w, k, i, &cur, &mut fresh, |_, _, _| {});
         std::mem::swap(&mut after, &mut cur);
         std::mem::swap(&mut cur, &mut fresh);
     }

@@ -8,13 +8,8 @@
 //! f64 whatever the precision (at `|x| = 1e8`, `w = ±1e4` over `T = 1e-4`, f32 log-partitions
 //! would be off by units).
 
-use super::logspace::{Dual, LogNum};
+use super::logspace::{Dual, LogSemiring};
 use crate::real::Real;
-
-/// The number of DP cells for `subset(n, k)`: `n · min(k, n − k)` (memory and time scale).
-pub fn esp_cells(n: usize, k: usize) -> usize {
-    n * k.min(n - k)
-}
 
 /// `z = μ(x)`, the marginals `P(z_i = 1)` of `p(z) ∝ exp⟨x, z⟩` over the k-subsets, in
 /// `[0, 1]` with `Σ z = k` up to rounding. Finite for any finite `x` (log space, max-shifted).
@@ -49,7 +44,7 @@ fn kept(n: usize, k: usize) -> usize {
 }
 
 /// The DP's weights in f64: `(x_i, g_i)`, or `(−x_i, −g_i)` for the complement when `2k > n`.
-fn lifted<F: Real, N: LogNum<f64>>(x: &[F], g: &[F], k: usize) -> (bool, Vec<N>) {
+fn lifted<F: Real, N: LogSemiring<f64>>(x: &[F], g: &[F], k: usize) -> (bool, Vec<N>) {
     let flip = 2 * k > x.len();
     let s = if flip { -1.0 } else { 1.0 };
     let w = x
@@ -63,7 +58,7 @@ fn lifted<F: Real, N: LogNum<f64>>(x: &[F], g: &[F], k: usize) -> (bool, Vec<N>)
 /// Forward–backward over `α[i][j] = ln e_j(w_{<i})` (stored, `(n + 1) × (k + 1)`) and the
 /// suffix row `β[j] = ln e_j(w_{>i})` (rolled): `μ_i = exp(w_i + ln Σ_j e^{α[i][j] + β[k−1−j]}
 /// − α[n][k])`; calls `out(i, μ_i, μ̇_i)` for `i = n − 1, …, 0`.
-fn run<N: LogNum<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) {
+fn run<N: LogSemiring<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) {
     let n = w.len();
     let row = k + 1;
     let mut alpha = vec![N::zero(); (n + 1) * row];

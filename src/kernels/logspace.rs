@@ -1,25 +1,42 @@
-//! Numbers of the log semiring for the dynamic programs (`esp`, `chain_subset`):
-//! `a ⊕ b = ln(eᵃ + eᵇ)`, `a ⊗ b = a + b`, `0̸ = −∞`, `1̸ = 0`. [`Dual`] carries a tangent along
-//! (forward-mode differentiation), so one DP written over [`LogNum`] gives both the marginals
-//! and their directional derivative `d/dε marginals(x + ε g)` (Li & Eisner 2009, first-order
-//! expectation semiring).
+//! Semirings for the dynamic programs over (position, count) (`esp`, `chain_subset`), written
+//! once over [`Semiring`] (pytorch-struct's `_dp`; STYLE.md item 13):
+//! - the log semiring on plain numbers: `a ⊕ b = ln(eᵃ + eᵇ)`, `a ⊗ b = a + b`, `0̸ = −∞`,
+//!   `1̸ = 0` (log-partitions and marginals);
+//! - [`Dual`]: the log semiring with a tangent carried along (forward-mode differentiation), so
+//!   the same DP gives the directional derivative `d/dε marginals(x + ε g)` (Li & Eisner 2009,
+//!   first-order expectation semiring);
+//! - [`MaxPlus`]: `a ⊕ b = max(a, b)`, `a ⊗ b = a + b`, `0̸ = −∞`, `1̸ = 0` (the log semiring's
+//!   zero-temperature limit), whose DP value is the best score; the argmax follows from its
+//!   backpointers (which term of each `⊕` won).
+//!
+//! [`LogSemiring`] adds what only the log semirings have: marginals as ratios to the partition.
 
 use crate::real::Real;
 
-/// A log-semiring number.
-pub trait LogNum<F: Real>: Copy {
-    /// `ln 0 = −∞`.
+/// A semiring number of the subset DPs: the log semiring, its dual numbers, or max-plus.
+pub trait Semiring<F: Real>: Copy {
+    /// The additive identity `0̸ = −∞`.
     fn zero() -> Self;
-    /// `ln 1 = 0`.
+    /// The multiplicative identity `1̸ = 0`.
     fn one() -> Self;
-    /// A weight `v` whose tangent is `d` (ignored by plain numbers).
+    /// A weight `v` whose tangent is `d` (ignored by plain numbers and max-plus).
     fn lift(v: F, d: F) -> Self;
-    /// `ln(eᵃ + eᵇ)`, max-shifted; `−∞ ⊕ −∞ = −∞`.
+    /// `a ⊕ b`: `ln(eᵃ + eᵇ)`, max-shifted (`−∞ ⊕ −∞ = −∞`), or `max(a, b)`.
     fn plus(self, other: Self) -> Self;
-    /// `a + b`.
+    /// `a ⊗ b = a + b`.
     fn times(self, other: Self) -> Self;
+}
+
+/// A log-semiring number: plain (`F`) or with a tangent ([`Dual`]).
+pub trait LogSemiring<F: Real>: Semiring<F> {
     /// `(e^{a − b}, d/dε e^{a − b})`: a marginal as a ratio to the log-partition `b`.
     fn ratio(self, b: Self) -> (F, F);
+}
+
+/// The number of (position, count) cells of the k-subset DPs (`esp`, `chain_subset`) on `n`
+/// items: `n · min(k, n − k)`, the scale of their memory and time.
+pub fn subset_dp_cells(n: usize, k: usize) -> usize {
+    n * k.min(n - k)
 }
 
 /// `ln(eᵃ + eᵇ)` and the weights `(e^{a−s}, e^{b−s})`, `s` the result; `(−∞, 0, 0)` when both
@@ -39,7 +56,7 @@ fn log_add_exp<F: Real>(a: F, b: F) -> (F, F, F) {
     (hi + e.ln_1p(), wa, wb)
 }
 
-impl<F: Real> LogNum<F> for F {
+impl<F: Real> Semiring<F> for F {
     fn zero() -> Self {
         F::neg_infinity()
     }
@@ -55,6 +72,9 @@ impl<F: Real> LogNum<F> for F {
     fn times(self, other: Self) -> Self {
         self + other
     }
+}
+
+impl<F: Real> LogSemiring<F> for F {
     fn ratio(self, b: Self) -> (F, F) {
         ((self - b).exp(), F::zero())
     }
@@ -67,7 +87,7 @@ pub struct Dual<F> {
     pub d: F,
 }
 
-impl<F: Real> LogNum<F> for Dual<F> {
+impl<F: Real> Semiring<F> for Dual<F> {
     fn zero() -> Self {
         Dual {
             v: F::neg_infinity(),
@@ -97,9 +117,39 @@ impl<F: Real> LogNum<F> for Dual<F> {
             d: self.d + other.d,
         }
     }
+}
+
+impl<F: Real> LogSemiring<F> for Dual<F> {
     fn ratio(self, b: Self) -> (F, F) {
         let r = (self.v - b.v).exp();
         (r, r * (self.d - b.d))
+    }
+}
+
+/// A max-plus number: `a ⊕ b = max(a, b)`, written `b` if `b ≥ a` else `a` (ties to `b`);
+/// `a ⊗ b = a + b`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MaxPlus<F>(pub F);
+
+impl<F: Real> Semiring<F> for MaxPlus<F> {
+    fn zero() -> Self {
+        MaxPlus(F::neg_infinity())
+    }
+    fn one() -> Self {
+        MaxPlus(F::zero())
+    }
+    fn lift(v: F, _: F) -> Self {
+        MaxPlus(v)
+    }
+    fn plus(self, other: Self) -> Self {
+        if other.0 >= self.0 {
+            other
+        } else {
+            self
+        }
+    }
+    fn times(self, other: Self) -> Self {
+        MaxPlus(self.0 + other.0)
     }
 }
 
@@ -109,13 +159,13 @@ mod tests {
 
     #[test]
     fn semiring_by_hand() {
-        let s = LogNum::<f64>::plus(2f64.ln(), 3f64.ln());
+        let s = Semiring::<f64>::plus(2f64.ln(), 3f64.ln());
         assert!((s - 5f64.ln()).abs() < 1e-15);
         assert_eq!(
-            LogNum::<f64>::plus(f64::NEG_INFINITY, f64::NEG_INFINITY),
+            Semiring::<f64>::plus(f64::NEG_INFINITY, f64::NEG_INFINITY),
             f64::NEG_INFINITY
         );
-        assert_eq!(LogNum::<f64>::plus(1e8, f64::NEG_INFINITY), 1e8);
+        assert_eq!(Semiring::<f64>::plus(1e8, f64::NEG_INFINITY), 1e8);
         // d/dε ln(e^{a + ε} + e^{b}) = eᵃ / (eᵃ + eᵇ).
         let a = Dual { v: 1.0f64, d: 1.0 };
         let b = Dual { v: 2.0f64, d: 0.0 };
@@ -123,5 +173,11 @@ mod tests {
         assert!((s.d - 1.0 / (1.0 + 1f64.exp())).abs() < 1e-15);
         let z = Dual::<f64>::zero().plus(Dual::zero());
         assert_eq!((z.v, z.d), (f64::NEG_INFINITY, 0.0));
+        // Max-plus: max(2, 3) = 3, 2 ⊗ 3 = 5, −∞ the identity of max.
+        let (a, b) = (MaxPlus(2.0f64), MaxPlus(3.0));
+        assert_eq!(a.plus(b), b);
+        assert_eq!(a.times(b), MaxPlus(5.0));
+        assert_eq!(MaxPlus::zero().plus(a), a);
+        assert_eq!(MaxPlus::one().times(a), a);
     }
 }

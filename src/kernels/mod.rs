@@ -85,6 +85,26 @@ pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
     a.iter().zip(b).map(|(&ai, &bi)| ai * bi).sum()
 }
 
+/// `x` widened to f64, for the kernels that compute in f64 whatever the precision.
+pub fn widen<F: Real>(x: &[F]) -> Vec<f64> {
+    x.iter().map(|xi| xi.f64()).collect()
+}
+
+/// `out_i = v_i` rounded to the working precision: the way back from [`widen`]. Writes
+/// `min(out.len(), |v|)` entries.
+pub fn narrow<F: Real>(v: impl IntoIterator<Item = f64>, out: &mut [F]) {
+    for (o, vi) in out.iter_mut().zip(v) {
+        *o = F::of(vi);
+    }
+}
+
+/// `out_i += v_i` rounded to the working precision (a backward adding into `grad_x`).
+pub fn add_narrowed<F: Real>(v: impl IntoIterator<Item = f64>, out: &mut [F]) {
+    for (o, vi) in out.iter_mut().zip(v) {
+        *o = *o + F::of(vi);
+    }
+}
+
 /// Helpers shared by the kernel tests: a tiny xorshift and a central finite-difference check.
 #[cfg(test)]
 pub(crate) mod testing {

@@ -17,7 +17,7 @@ use super::{
     SoftSolver, Solve, Structure, Value, MAX_INT,
 };
 use crate::kernels::matrix_tree::{self, is_edge};
-use crate::kernels::max_tree;
+use crate::kernels::{add_narrowed, max_tree, narrow};
 use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
@@ -169,9 +169,7 @@ impl<F: Real> Solve<F> for Arborescence {
         {
             report.record_max("log_space_marginals", 1.0);
         }
-        for (zk, m) in z.iter_mut().zip(mu) {
-            *zk = F::of(m);
-        }
+        narrow(mu, z);
         Ok(())
     }
 
@@ -188,9 +186,7 @@ impl<F: Real> Solve<F> for Arborescence {
         let v = self.edges(g);
         let mut hv = vec![0.0; n * n];
         matrix_tree::marginals_hvp(&self.edges(x), n, self.root, &v, &mut hv);
-        for (gx, h) in grad_x.iter_mut().zip(hv) {
-            *gx = *gx + F::of(h);
-        }
+        add_narrowed(hv, grad_x);
         Ok(())
     }
 }

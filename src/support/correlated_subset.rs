@@ -13,9 +13,8 @@ use super::{
     ArgError, Entry, Estimate, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver, Solve,
     Structure, SIZE_PARAM,
 };
-use crate::kernels::chain_subset::{
-    chain_argmax, chain_cells, chain_marginals, chain_marginals_jvp,
-};
+use crate::kernels::chain_subset::{chain_argmax, chain_marginals, chain_marginals_jvp};
+use crate::kernels::logspace::subset_dp_cells;
 use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
@@ -25,7 +24,7 @@ pub const ENTRY: Entry = Entry {
     params: &[SIZE_PARAM, K_PARAM],
     build: |args| {
         let (n, k) = sizes(args)?;
-        let cells = chain_cells(n, k);
+        let cells = subset_dp_cells(n, k);
         if cells > MAX_DP_CELLS {
             return Err(ArgError {
                 param: 1,

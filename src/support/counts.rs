@@ -19,7 +19,7 @@ use super::{
     SoftSolver, Solve, Structure, SupportRef, Value, MAX_INT,
 };
 use crate::kernels::logistic::log_sigmoid;
-use crate::kernels::{argmax, logsumexp, softmax};
+use crate::kernels::{argmax, logsumexp, narrow, softmax};
 use crate::real::Real;
 
 /// The dropped tail mass `max = auto` aims below.
@@ -348,9 +348,7 @@ impl<F: Real> Scores<F> for Count {
     fn scores(&self, theta: &[F], scores: &mut [F]) {
         let log_weights = self.family.log_weights(theta[0].f64(), scores.len() - 1);
         let norm = logsumexp(&log_weights);
-        for (s, lp) in scores.iter_mut().zip(log_weights) {
-            *s = F::of(lp - norm);
-        }
+        narrow(log_weights.into_iter().map(|lp| lp - norm), scores);
     }
     /// `∂ℓ_k/∂θ = c·(k − E_q[k])`, `q = exp ℓ` the truncated pmf (see [`Family::slope`]).
     fn scores_vjp(&self, theta: &[F], grad_scores: &[F], grad_theta: &mut [F]) {

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::kernels::assignment::max_weight_assignment;
 use crate::kernels::sinkhorn::{self, Settings};
+use crate::kernels::{add_narrowed, narrow, widen};
 use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
@@ -131,10 +132,6 @@ fn next_permutation(a: &mut [usize]) -> bool {
     true
 }
 
-fn widen<F: Real>(v: &[F]) -> Vec<f64> {
-    v.iter().map(|x| x.f64()).collect()
-}
-
 impl<F: Real> Scores<F> for Permutation {}
 
 impl<F: Real> Estimate<F> for Permutation {}
@@ -169,9 +166,7 @@ impl<F: Real> Solve<F> for Permutation {
                 settings.iters, settings.tol
             ));
         }
-        for (zi, pi) in z.iter_mut().zip(p) {
-            *zi = F::of(pi);
-        }
+        narrow(p, z);
         Ok(())
     }
 
@@ -199,9 +194,7 @@ impl<F: Real> Solve<F> for Permutation {
         if grad.iter().any(|v| !v.is_finite()) {
             return Err("the Sinkhorn gradient is not finite; use a larger temperature".into());
         }
-        for (gx, d) in grad_x.iter_mut().zip(grad) {
-            *gx = *gx + F::of(d);
-        }
+        add_narrowed(grad, grad_x);
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use super::{
     Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver,
     Solve, Structure, MAX_INT,
 };
-use crate::kernels::{logsumexp, matrix_tree, max_tree};
+use crate::kernels::{logsumexp, matrix_tree, max_tree, widen};
 use crate::real::Real;
 
 /// The `nodes` argument of the tree supports: at least two nodes.
@@ -168,8 +168,7 @@ impl<F: Real> Estimate<F> for SpanningTree {}
 impl<F: Real> Solve<F> for SpanningTree {
     fn hard(&self, w: &[F], z: &mut [F]) {
         let n = self.n;
-        let w: Vec<f64> = w.iter().map(|v| v.f64()).collect();
-        let parent = max_tree::max_spanning_tree(&w, n);
+        let parent = max_tree::max_spanning_tree(&widen(w), n);
         z.fill(F::zero());
         for (i, &p) in parent.iter().enumerate().skip(1) {
             z[i * n + p] = F::one();
@@ -207,7 +206,7 @@ impl<F: Real> Solve<F> for SpanningTree {
         grad_x: &mut [F],
     ) -> Result<(), String> {
         let n = self.n;
-        let mut fold: Vec<f64> = g.iter().map(|v| v.f64()).collect();
+        let mut fold = widen(g);
         self.fold_cotangent(&mut fold);
         let v: Vec<f64> = (0..n * n)
             .map(|k| fold[(k / n).min(k % n) * n + (k / n).max(k % n)])

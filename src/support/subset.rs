@@ -15,7 +15,8 @@ use super::{
     SoftSolver, Solve, Structure, Value, MAX_INT, SIZE_PARAM,
 };
 use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
-use crate::kernels::esp::{esp_cells, esp_marginals, esp_marginals_jvp};
+use crate::kernels::esp::{esp_marginals, esp_marginals_jvp};
+use crate::kernels::logspace::subset_dp_cells;
 use crate::kernels::threshold::{solve_threshold, threshold_vjp, Link};
 use crate::kernels::top_k::top_k;
 use crate::noise::{uniforms, NoiseKey};
@@ -185,7 +186,7 @@ impl<F: Real> Solve<F> for Subset {
         match soft.solver.regularizer {
             Regularizer::Euclidean => capped_simplex(x, self.k, z),
             Regularizer::ExpFamily => {
-                let cells = esp_cells(self.n, self.k);
+                let cells = subset_dp_cells(self.n, self.k);
                 if cells > MAX_DP_CELLS {
                     return Err(too_large("elementary-symmetric-polynomial", cells));
                 }
@@ -219,7 +220,7 @@ impl<F: Real> Solve<F> for Subset {
         match soft.solver.regularizer {
             Regularizer::Euclidean => capped_simplex_vjp(z, g, grad_x),
             Regularizer::ExpFamily => {
-                let cells = esp_cells(self.n, self.k);
+                let cells = subset_dp_cells(self.n, self.k);
                 if cells > MAX_DP_CELLS {
                     return Err(too_large("elementary-symmetric-polynomial", cells));
                 }
