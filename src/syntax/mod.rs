@@ -66,16 +66,8 @@ fn check_limits(source: &str) -> Result<(), Diagnostic> {
     let mut open: Vec<(usize, usize)> = Vec::new();
     let mut score = 0usize;
     let mut run = 0usize;
-    let bytes = source.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
+    for (i, byte) in code_bytes(source) {
+        match byte {
             b' ' | b'\t' | b'\r' | b'\n' => {}
             b'-' => {
                 run += 1;
@@ -108,9 +100,22 @@ fn check_limits(source: &str) -> Result<(), Diagnostic> {
             }
             _ => run = 0,
         }
-        i += 1;
     }
     Ok(())
+}
+
+/// The bytes of `source` that are code, with their offsets: a `#` and the rest of its line up
+/// to the newline are a comment and skipped (the language has no strings); the newline is kept.
+fn code_bytes(source: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let mut in_comment = false;
+    source.bytes().enumerate().filter(move |&(_, byte)| {
+        match byte {
+            b'#' => in_comment = true,
+            b'\n' => in_comment = false,
+            _ => {}
+        }
+        !in_comment
+    })
 }
 
 // SYNTAX ERRORS
@@ -335,24 +340,13 @@ fn hint_for(source: &str, positives: &[Rule], span: &ast::Span, position: usize)
 
 /// The innermost `open` before `position` that is not closed before it (comments skipped).
 fn unclosed(source: &str, position: usize, open: u8, close: u8) -> Option<usize> {
-    let bytes = source.as_bytes();
     let mut stack = Vec::new();
-    let mut i = 0;
-    while i < position.min(bytes.len()) {
-        match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b if b == open => stack.push(i),
-            b if b == close => {
-                stack.pop();
-            }
-            _ => {}
+    for (i, byte) in code_bytes(source).take_while(|&(i, _)| i < position) {
+        if byte == open {
+            stack.push(i);
+        } else if byte == close {
+            stack.pop();
         }
-        i += 1;
     }
     stack.pop()
 }

@@ -447,6 +447,17 @@ fn unclosed_parenthesis() {
 }
 
 #[test]
+fn comments_are_not_code() {
+    // A `#` and the rest of its line are skipped, the newline is kept, offsets are the source's.
+    let code: Vec<(usize, u8)> = code_bytes("a#(\n(#)").collect();
+    assert_eq!(code, [(0, b'a'), (3, b'\n'), (4, b'(')]);
+    // A `)` in a comment closes nothing; the `(` at offset 0 is still open at the end.
+    let source = "(x # )\n";
+    assert_eq!(unclosed(source, source.len(), b'(', b')'), Some(0));
+    assert_eq!(unclosed("(x )# (\n", 8, b'(', b')'), None);
+}
+
+#[test]
 fn const_without_name() {
     assert_error("const = 3", (1, 7), &["expected a name", "found `=`"]);
 }
