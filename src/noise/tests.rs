@@ -91,6 +91,32 @@ fn f32_uniform_is_the_f64_one_to_2_pow_m23() {
     }
 }
 
+/// The precision test in `uniforms` picks the right path for each type: an f32 uniform is a
+/// cell midpoint `(k + ½)·2⁻²³`, so `u·2²³ − ½ = k` is an integer, while an f64 uniform
+/// `(k + ½)·2⁻⁵²` gives `u·2²³ − ½ = (2k + 1 − 2²⁹)·2⁻³⁰`, an odd multiple of 2⁻³⁰, never an
+/// integer (both products and differences are exact in f64).
+#[test]
+fn f32_uniforms_have_23_bits_and_f64_uniforms_52() {
+    let cell_offset = |u: f64| u * 2f64.powi(23) - 0.5;
+    for sample in 0..4 {
+        let key = NoiseKey { sample, ..KEY };
+        for e in 0..4096u64 {
+            for (single, double) in uniforms::<f32>(key, e)
+                .into_iter()
+                .zip(uniforms::<f64>(key, e))
+            {
+                let (narrow, wide) = (cell_offset(f64::from(single)), cell_offset(double));
+                assert_eq!(
+                    narrow.fract(),
+                    0.0,
+                    "f32 uniform {single} is no cell midpoint"
+                );
+                assert_ne!(wide.fract(), 0.0, "f64 uniform {double} has only 23 bits");
+            }
+        }
+    }
+}
+
 #[test]
 fn deterministic_and_keyed() {
     let a = uniforms::<f64>(KEY, 17);
