@@ -14,7 +14,6 @@ pub mod bernoulli;
 pub mod categorical;
 pub mod correlated_subset;
 pub mod counts;
-pub mod matching;
 pub mod permutation;
 pub mod spanning_tree;
 pub mod subset;
