@@ -1,9 +1,12 @@
 //! A compiled layer: forward (hard or soft samples) and backward (`∂L/∂θ` for a cotangent) on
-//! ndarray arrays, with an optional leading batch axis and a samples axis.
+//! ndarray arrays, with any number of leading batch axes and a samples axis.
 //!
-//! Shapes: `θ` is `[B?, …shape]`; `z` and `w` are `[N?, B?, …shape]` where the samples axis `N`
-//! appears only when more than one sample is asked for; the cotangent is shaped like `z`
-//! without the samples axis, and `∂L/∂θ` like `z`.
+//! Shapes: `θ` is `[B₁, …, B_r, …shape]` with `r ≥ 0` batch axes (written `[B…, …shape]`); `z`
+//! and `w` are `[N?, B…, …shape]` where the samples axis `N` appears only when more than one
+//! sample is asked for; the cotangent is shaped like `z` without the samples axis, and `∂L/∂θ`
+//! like `z`. The batch rows are numbered row-major over the batch axes (the flat row index),
+//! and the noise is keyed by that number, so `[2, 3, …shape]` gives the numbers of
+//! `[6, …shape]`.
 
 use std::fmt;
 use std::ops::Range;
@@ -144,9 +147,10 @@ impl std::error::Error for RequestError {}
 /// The result of a forward pass, kept for the backward pass.
 #[derive(Clone, Debug)]
 pub struct Forward<F> {
-    /// The output: hard `z` or soft `z_T`, `[N?, B?, …shape]`.
+    /// The output: hard `z` or soft `z_T`, `[N?, B…, …shape]`: the samples axis when more than
+    /// one sample was asked for, then `θ`'s batch axes (any number, [`Layer::try_forward`]).
     pub z: ArrayD<F>,
-    /// The perturbed scores that were used, shaped like `z` (counts: `[N?, B?, K + 1]`, the
+    /// The perturbed scores that were used, shaped like `z` (counts: `[N?, B…, K + 1]`, the
     /// perturbed truncated log-pmf, with `K` the largest row's truncation; a row truncated at a
     /// smaller `K_b` holds `−∞` past `K_b`: outcomes it does not have).
     pub w: ArrayD<F>,
@@ -161,7 +165,7 @@ pub struct Forward<F> {
     pub report: Report,
     /// The perturbation actually applied (`none` when the request asked for no noise).
     pub noise: Perturbation,
-    /// The shape of the cotangent a backward pass takes: `[B?, …shape]`.
+    /// The shape of the cotangent a backward pass takes: `[B…, …shape]`.
     pub cotangent_shape: Vec<usize>,
     samples: usize,
     /// The request's thread count, reused by the backward pass.
@@ -220,26 +224,24 @@ impl Layer {
         }
     }
 
-    /// Checks `θ`'s shape (`shape` or `[B, …shape]`) and values; returns the batch size, or
-    /// `None` when there is no batch axis.
-    fn check_theta<F: Real>(&self, theta: &ArrayViewD<F>) -> Result<Option<usize>, RequestError> {
+    /// Checks `θ`'s shape (`[B₁, …, B_r, …shape]`, `r ≥ 0` batch axes, each `B_i ≥ 1`) and
+    /// values; returns the batch axes `[B₁, …, B_r]` (empty when there are none).
+    fn check_theta<F: Real>(&self, theta: &ArrayViewD<F>) -> Result<Vec<usize>, RequestError> {
         let shape = self.plan.support.shape();
         let dims = theta.shape();
-        let batch = if dims == shape.as_slice() {
-            None
-        } else if dims.len() == shape.len() + 1 && dims[1..] == shape[..] && dims[0] > 0 {
-            Some(dims[0])
-        } else {
+        let batch = &dims[..dims.len().saturating_sub(shape.len())];
+        if !dims.ends_with(&shape) || batch.contains(&0) {
             return Err(self.error(
                 "theta",
                 format!(
-                    "expected shape {shape:?} or [B, {}], found {dims:?}",
+                    "expected shape {shape:?} or [B, {0}] (any number of leading batch axes, \
+                     [B₁, B₂, …, {0}], each ≥ 1), found {dims:?}",
                     dims_list(&shape)
                 ),
             ));
-        };
+        }
         self.check_finite("theta", theta)?;
-        Ok(batch)
+        Ok(batch.to_vec())
     }
 
     fn check_finite<F: Real>(
@@ -261,7 +263,9 @@ impl Layer {
         ))
     }
 
-    /// Samples `z` (hard or soft) for `θ`.
+    /// Samples `z` (hard or soft) for `θ` shaped `[B₁, …, B_r, …shape]` (`r ≥ 0` batch axes):
+    /// `z` and `w` are `[N?, B₁, …, B_r, …shape]`. Batch row `b` is the flat (row-major) index
+    /// over the batch axes, and sample `s` of it draws the noise keyed by `(seed, s, b)`.
     pub fn try_forward<F: Real>(
         &self,
         theta: ArrayViewD<F>,
@@ -305,7 +309,7 @@ impl Layer {
             .as_ref()
             .map_or(m, |lens| lens.iter().copied().max().unwrap_or(m));
         let mapped = lens.is_some();
-        let rows = batch.unwrap_or(1);
+        let rows = batch.iter().product::<usize>();
         let count = opts.samples.saturating_mul(rows);
         if count.saturating_mul(l.max(m)) > MAX_NUMBERS || opts.samples > u32::MAX as usize {
             return Err(self.error(
@@ -393,7 +397,7 @@ impl Layer {
         if opts.samples > 1 {
             rows_shape.push(opts.samples);
         }
-        rows_shape.extend(batch);
+        rows_shape.extend(&batch);
         let shaped = |v, row: &[usize]| {
             let dims: Vec<usize> = rows_shape.iter().chain(row).copied().collect();
             ArrayD::from_shape_vec(IxDyn(&dims), v).expect("sizes agree")
@@ -402,8 +406,7 @@ impl Layer {
             true => vec![l],
             false => support.shape(),
         };
-        let mut cotangent_shape: Vec<usize> = batch.into_iter().collect();
-        cotangent_shape.extend(support.shape());
+        let cotangent_shape = [batch, support.shape()].concat();
         Ok(Forward {
             z: shaped(z, &support.shape()),
             w: shaped(w, &score_shape),
@@ -532,7 +535,7 @@ impl Layer {
     }
 
     /// The score-function (REINFORCE) gradient for the losses `f` of the samples of a hard
-    /// forward pass, shaped `[N?, B?]` like `z` without the support's axes:
+    /// forward pass, shaped `[N?, B…]` like `z` without the support's axes:
     /// `∂/∂θ = (f − b)·∇_θ log q(z|θ)` per sample, with the plan's baseline `b`
     /// ([`Baseline`]). `ema` updates the layer's running baseline after the call.
     pub fn try_reinforce<F: Real>(
