@@ -566,7 +566,7 @@ fn bad_requests_exit_3_naming_the_field() {
         (r#"{"theta": [0, 1]}"#, "theta"),
         (r#"{"theta": [0, 1, 2, 3]}"#, "theta"),
         (r#"{"theta": [[0, 1], [2, 3]]}"#, "theta"),
-        (r#"{"theta": [[[0, 1, 2]]]}"#, "theta"),
+        (r#"{"theta": [[[0, 1]]]}"#, "theta"),
         (r#"{"theta": [[0, 1, 2], [0, 1]]}"#, "theta"),
         (r#"{"theta": [0, "1", 2]}"#, "theta"),
         (r#"{"theta": [0, null, 2]}"#, "theta"),
