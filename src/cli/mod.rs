@@ -71,7 +71,7 @@ enum Command {
 /// The request fields, for `sst eval --help` (the contract: DESIGN.md §5 and the README).
 const EVAL_FIELDS: &str = "\
 Request fields (a JSON object; unknown or repeated keys are an error):
-  theta        required: nested array, the layer's shape with optional leading batch axis
+  theta        required: nested array, the layer's shape with any leading batch axes
   dtype        \"f64\" (default) or \"f32\"
   mode         \"hard\" or \"soft\" (default from the estimator)
   noise        \"none\" or {\"seed\": <u64>} (default {\"seed\": 0})
