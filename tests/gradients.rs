@@ -24,7 +24,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{loss, rules, scores_are_theta, Rng};
+use common::{loss, max_abs, max_abs_diff, rules, scores_are_theta, Rng};
 use ndarray::ArrayD;
 use sst::support::{Entry, Regularizer, SoftSolver, SupportRef, REGISTRY};
 use sst::{Mode, Noise, Options};
@@ -64,18 +64,6 @@ fn central(
         out[&idx] = (at(h) - at(-h)) / (2.0 * h);
     }
     out
-}
-
-fn max_abs_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
-fn max_abs(a: &ArrayD<f64>) -> f64 {
-    a.iter().fold(0.0, |m, x| m.max(x.abs()))
 }
 
 /// What became of one draw (see the module's documentation).

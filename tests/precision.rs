@@ -35,7 +35,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{rules, CenteredRng, Rng};
+use common::{max_abs, max_abs_diff, rules, CenteredRng, Rng};
 use ndarray::ArrayD;
 use sst::noise::Coordinates;
 use sst::support::{Entry, SoftSolver, SupportRef, REGISTRY};
@@ -56,18 +56,6 @@ fn to_f32(a: &ArrayD<f64>) -> ArrayD<f32> {
 
 fn to_f64(a: &ArrayD<f32>) -> ArrayD<f64> {
     a.mapv(f64::from)
-}
-
-fn max_abs(a: &ArrayD<f64>) -> f64 {
-    a.iter().fold(0.0, |m, x| m.max(x.abs()))
-}
-
-fn max_abs_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
 }
 
 /// `θ = a + G` with `a` uniform in [−2, 2] and `G` standard Gumbel `−ln(−ln u)`, rounded to f32

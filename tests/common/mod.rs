@@ -109,6 +109,20 @@ pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// `max |a − b|` over two arrays of one shape.
+pub fn max_abs_diff(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// `max |a|`.
+pub fn max_abs(a: &ArrayD<f64>) -> f64 {
+    a.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
 /// The relaxed count of GenGS, `Σ_k k·softmax(x)_k`, for scores `x = (ℓ + g)/T` over `{0..K}`.
 pub fn expected_count(x: &[f64]) -> f64 {
     softmax(x)
