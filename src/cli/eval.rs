@@ -271,12 +271,13 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
         message,
     };
     let theta = to_precision::<F>(&request.theta).map_err(|m| error("theta", m))?;
-    let outputs = 1 + usize::from(request.cotangent.is_some()) + usize::from(request.with_w);
+    // `z` and the gradient are shaped like θ (with the samples axis): refused before running.
+    let outputs = 1 + usize::from(request.cotangent.is_some());
     let numbers = request.options.samples as u128 * theta.len() as u128 * outputs as u128;
     check_text_size(numbers, &request.options).map_err(|(f, m)| error(f, m))?;
     let fwd = layer.try_forward(theta.view(), &request.options)?;
     if request.with_w {
-        // Counts' `w` rows hold K + 1 numbers: known only now.
+        // `w`'s length is known only now (counts' rows hold K + 1 numbers).
         let numbers = numbers + fwd.w.len() as u128;
         check_text_size(numbers, &request.options).map_err(|(f, m)| error(f, m))?;
     }

@@ -321,7 +321,7 @@ impl Structure for Count {
     ) -> Result<Option<Vec<usize>>, String> {
         let mut lens = Vec::new();
         for t in theta {
-            let k = self.truncation(t)?.max(1);
+            let k = self.truncation(t)?;
             if self.family.log_weights(t, k).iter().any(|w| !w.is_finite()) {
                 return Err(format!(
                     "theta = {t:e} is out of range for {} truncated at K = {k}: its log-pmf overflows",
