@@ -2,10 +2,10 @@
 //! Gumbel-Rao, score functions and baselines for REINFORCE. Plain functions on slices; the
 //! supports that offer an estimator call them, the layer combines them.
 
+use crate::ir::{Baseline, ScoreFunction};
 use crate::kernels::logistic::log_sigmoid;
 use crate::kernels::{logaddexp, logsumexp, softmax::softmax};
 use crate::noise::{gumbel, uniforms, NoiseKey};
-use crate::plan::Baseline;
 use crate::real::Real;
 
 /// The uniforms of conditional draw `draw` for `element`: a stream of its own, disjoint from the
@@ -72,6 +72,14 @@ pub fn score_categorical<F: Real>(theta: &[F], z: &[F], grad: &mut [F]) {
 pub fn score_bernoulli<F: Real>(theta: &[F], z: &[F], grad: &mut [F]) {
     for ((g, &zi), &ti) in grad.iter_mut().zip(z).zip(theta) {
         *g = *g + zi - log_sigmoid(ti).exp();
+    }
+}
+
+/// `grad += ∇_θ log q(z|θ)` by the support's score function.
+pub fn score<F: Real>(function: ScoreFunction, theta: &[F], z: &[F], grad: &mut [F]) {
+    match function {
+        ScoreFunction::Categorical => score_categorical(theta, z, grad),
+        ScoreFunction::Bernoulli => score_bernoulli(theta, z, grad),
     }
 }
 

@@ -15,14 +15,15 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 
+use crate::backend::reference::Reference;
+use crate::backend::{score_lens, Backend, ForwardOut, Report, Rows, Saved, SolveError, Warning};
 use crate::diagnostic::number;
-use crate::estimator::{baseline_weights, updated_ema};
-use crate::grad::finite_diff;
+use crate::estimator::{baseline_weights, score, updated_ema};
+use crate::ir::{Estimator, Program};
 use crate::kernels::dot;
-use crate::noise::{NoiseKey, Perturbation};
-use crate::plan::{Backward, Baseline, Estimator, Mode, Plan};
+use crate::noise::Perturbation;
+use crate::plan::{Baseline, Mode, Plan};
 use crate::real::Real;
-use crate::support::{Report, Solve};
 
 /// A layer of a compiled spec.
 #[derive(Clone)]
@@ -204,6 +205,11 @@ impl Layer {
         }
     }
 
+    /// A kernel's failure as a request error on the field it is about.
+    fn solve_error(&self, e: SolveError) -> RequestError {
+        self.error(e.field(), e.to_string())
+    }
+
     /// The temperature of a request: the override, or the schedule at `step`; must be > 0.
     pub fn try_temperature(&self, opts: &Options) -> Result<f64, RequestError> {
         let t = match opts.temperature {
@@ -295,15 +301,14 @@ impl Layer {
             Noise::None => (Perturbation::None, 0),
             Noise::Seed(seed) => (self.plan.noise, seed),
         };
-        let support = self.plan.support.as_ref();
-        let solver = F::solver(support);
+        let program = &self.plan.program;
+        let backend = backend::<F>(program);
         let theta_array = theta.as_standard_layout().into_owned();
         let theta = theta_array.as_slice().expect("standard layout");
         let mut report = Report::default();
-        let lens = support
-            .score_lens(&mut theta.iter().map(|x| x.f64()), &mut report)
-            .map_err(|e| self.error("theta", e))?;
-        let m = self.row_len();
+        let lens =
+            score_lens(program.scores, theta, &mut report).map_err(|e| self.solve_error(e))?;
+        let m = program.row_len;
         // The stored width of a score row: the longest row's (shorter rows are padded).
         let l = lens
             .as_ref()
@@ -318,57 +323,34 @@ impl Layer {
             ));
         }
         self.check_budget::<F>(opts.samples, count, theta.len(), l, mapped)?;
-        let t = F::of(temperature);
+        let call = |range: Range<usize>| Rows {
+            program,
+            theta,
+            range,
+            mode,
+            temperature,
+            noise,
+            seed,
+            score_lens: lens.as_deref(),
+            stride: l,
+        };
         // One range of rows: its perturbed scores, its z, its solution in score coordinates
-        // (supports with score maps only) and what the solvers reported.
+        // (supports with score maps only) and what the kernels reported.
         let run_rows = |range: Range<usize>| -> Result<ForwardRows<F>, RequestError> {
             let n = range.len();
             let mut w = vec![F::zero(); n * l];
             let mut z = vec![F::zero(); n * m];
             let mut solution = vec![F::zero(); if mapped { n * l } else { 0 }];
-            let mut scores = vec![F::zero(); l];
             let mut report = Report::default();
-            for (j, i) in range.enumerate() {
-                let (s, b) = (i / rows, i % rows);
-                let key = NoiseKey {
-                    seed,
-                    sample: s as u32,
-                    batch: b as u32,
-                };
-                let lb = score_len(&lens, b, m);
-                let scores = &mut scores[..lb];
-                solver.scores(&theta[b * m..(b + 1) * m], scores);
-                // Past a row's own length, its scores are outcomes it does not have.
-                w[j * l + lb..(j + 1) * l].fill(F::neg_infinity());
-                let w_row = &mut w[j * l..j * l + lb];
-                noise
-                    .perturb(support.coordinates(), scores, key, w_row)
-                    .map_err(|e| self.error("theta", e))?;
-                if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
-                    return Err(self.error(
-                        "theta",
-                        format!("the perturbed parameters overflow {} ({bad:e}); use smaller theta or less noise", F::NAME),
-                    ));
-                }
-                let z_row = &mut z[j * m..(j + 1) * m];
-                let s_row = match mapped {
-                    true => &mut solution[j * l..j * l + lb],
-                    false => &mut *z_row,
-                };
-                match mode {
-                    Mode::Hard => solver.hard(w_row, s_row),
-                    Mode::Soft => {
-                        let x = self.scaled(w_row, t)?;
-                        solver
-                            .soft(&self.plan.soft, &x, s_row, &mut report)
-                            .map_err(|e| self.error("theta", e))?;
-                        clamp_unit(s_row);
-                    }
-                }
-                if mapped {
-                    solver.decode(&solution[j * l..j * l + lb], z_row);
-                }
-            }
+            let out = ForwardOut {
+                w: &mut w,
+                z: &mut z,
+                solution: &mut solution,
+                report: &mut report,
+            };
+            backend
+                .forward(&call(range), out)
+                .map_err(|e| self.solve_error(e))?;
             Ok((w, z, solution, report))
         };
         let (mut w, mut z, mut solution) = (Vec::new(), Vec::new(), Vec::new());
@@ -383,10 +365,12 @@ impl Layer {
             1,
             Estimator::Reinforce {
                 baseline: Baseline::LeaveOneOut,
+                ..
             },
-        ) = (mode, opts.samples, self.plan.estimator)
+        ) = (mode, opts.samples, program.estimator)
         {
             report.warn(
+                Warning::LeaveOneOutAlone,
                 "reinforce(baseline = leave_one_out) needs several samples: with one there is no \
                  other sample to form the baseline, so the plain score function is used; ask for \
                  samples ≥ 2"
@@ -402,13 +386,14 @@ impl Layer {
             let dims: Vec<usize> = rows_shape.iter().chain(row).copied().collect();
             ArrayD::from_shape_vec(IxDyn(&dims), v).expect("sizes agree")
         };
+        let shape = self.plan.support.shape();
         let score_shape = match mapped {
             true => vec![l],
-            false => support.shape(),
+            false => shape.clone(),
         };
-        let cotangent_shape = [batch, support.shape()].concat();
+        let cotangent_shape = [batch, shape.clone()].concat();
         Ok(Forward {
-            z: shaped(z, &support.shape()),
+            z: shaped(z, &shape),
             w: shaped(w, &score_shape),
             solution: mapped.then(|| shaped(solution, &score_shape)),
             score_lens: lens,
@@ -458,7 +443,7 @@ impl Layer {
         let z = fwd.z.as_slice().expect("built in standard layout");
         let m = self.row_len();
         let rows = cotangent.len() / m;
-        if let (Mode::Hard, Estimator::Reinforce { .. }) = (fwd.mode, self.plan.estimator) {
+        if let (Mode::Hard, Estimator::Reinforce { .. }) = (fwd.mode, self.plan.program.estimator) {
             let losses: Vec<f64> = z
                 .chunks(m)
                 .enumerate()
@@ -468,66 +453,35 @@ impl Layer {
             let losses = ArrayD::from_shape_vec(shape, losses).expect("one loss per row");
             return self.try_reinforce(fwd, losses.view());
         }
-        let support = self.plan.support.as_ref();
-        let solver = F::solver(support);
+        let program = &self.plan.program;
+        let backend = backend::<F>(program);
         let w = fwd.w.as_slice().expect("built in standard layout");
         let solution = fwd.solution.as_ref().unwrap_or(&fwd.z);
         let solution = solution.as_slice().expect("built in standard layout");
         let theta = fwd.theta.as_slice().expect("built in standard layout");
         let l = w.len() / (fwd.samples * rows);
+        let saved = Saved {
+            w,
+            solution,
+            cotangent,
+        };
         // One range of rows: their gradients, one row of `θ`'s shape each.
         let run_rows = |range: Range<usize>| -> Result<Vec<F>, RequestError> {
             let mut grad = vec![F::zero(); range.len() * m];
-            let (mut g_l, mut grad_w, mut grad_l) =
-                (vec![F::zero(); l], vec![F::zero(); l], vec![F::zero(); l]);
-            for (j, i) in range.enumerate() {
-                let (s, b) = (i / rows, i % rows);
-                let lb = score_len(&fwd.score_lens, b, m);
-                let (g_l, grad_w, grad_l) = (&mut g_l[..lb], &mut grad_w[..lb], &mut grad_l[..lb]);
-                let theta_row = &theta[b * m..(b + 1) * m];
-                let w_row = &w[i * l..i * l + lb];
-                let solution_row = &solution[i * l..i * l + lb];
-                solver.decode_vjp(&cotangent[b * m..(b + 1) * m], g_l);
-                grad_w.fill(F::zero());
-                match (fwd.mode, self.plan.estimator) {
-                    (Mode::Hard, Estimator::GumbelRao { draws }) => {
-                        let key = NoiseKey {
-                            seed: fwd.seed,
-                            sample: s as u32,
-                            batch: b as u32,
-                        };
-                        let (mut scores, mut w_draw) = (vec![F::zero(); lb], vec![F::zero(); lb]);
-                        solver.scores(theta_row, &mut scores);
-                        for draw in 0..draws as u32 {
-                            solver.conditional_gumbel(
-                                &scores,
-                                solution_row,
-                                key,
-                                draw,
-                                &mut w_draw,
-                            );
-                            self.soft_backward(
-                                solver,
-                                &w_draw,
-                                None,
-                                fwd.temperature,
-                                g_l,
-                                grad_w,
-                            )?;
-                        }
-                        let scale = F::of(draws as f64).recip();
-                        grad_w.iter_mut().for_each(|x| *x = *x * scale);
-                    }
-                    _ => {
-                        let soft = (fwd.mode == Mode::Soft).then_some(solution_row);
-                        self.soft_backward(solver, w_row, soft, fwd.temperature, g_l, grad_w)?;
-                    }
-                }
-                grad_l.fill(F::zero());
-                fwd.noise
-                    .chain(support.coordinates(), w_row, grad_w, grad_l);
-                solver.scores_vjp(theta_row, grad_l, &mut grad[j * m..(j + 1) * m]);
-            }
+            let rows = Rows {
+                program,
+                theta,
+                range,
+                mode: fwd.mode,
+                temperature: fwd.temperature,
+                noise: fwd.noise,
+                seed: fwd.seed,
+                score_lens: fwd.score_lens.as_deref(),
+                stride: l,
+            };
+            backend
+                .backward_into(&rows, saved, &mut grad)
+                .map_err(|e| self.solve_error(e))?;
             Ok(grad)
         };
         let grad: Vec<F> = split_rows(fwd.samples * rows, l, fwd.threads, run_rows)?.concat();
@@ -544,7 +498,11 @@ impl Layer {
         losses: ArrayViewD<f64>,
     ) -> Result<ArrayD<F>, RequestError> {
         self.check_made_here(fwd)?;
-        let Estimator::Reinforce { baseline } = self.plan.estimator else {
+        let Estimator::Reinforce {
+            baseline,
+            score: function,
+        } = self.plan.program.estimator
+        else {
             return Err(self.error("estimator", "losses are only taken by `reinforce`"));
         };
         if fwd.mode != Mode::Hard {
@@ -578,20 +536,20 @@ impl Layer {
             }
         }
         *ema = Some(updated_ema(*ema, losses));
-        let solver = F::solver(self.plan.support.as_ref());
         let theta = fwd.theta.as_slice().expect("built in standard layout");
         let z = fwd.z.as_slice().expect("built in standard layout");
         let mut grad = vec![F::zero(); z.len()];
-        let mut score = vec![F::zero(); m];
+        let mut scores = vec![F::zero(); m];
         for (i, wgt) in weights.iter().enumerate() {
             let b = i % rows;
-            score.fill(F::zero());
-            solver.score(
+            scores.fill(F::zero());
+            score(
+                function,
                 &theta[b * m..(b + 1) * m],
                 &z[i * m..(i + 1) * m],
-                &mut score,
+                &mut scores,
             );
-            for (g, sc) in grad[i * m..(i + 1) * m].iter_mut().zip(&score) {
+            for (g, sc) in grad[i * m..(i + 1) * m].iter_mut().zip(&scores) {
                 *g = F::of(*wgt) * *sc;
             }
         }
@@ -626,11 +584,11 @@ impl Layer {
                 ),
             ));
         }
-        let draws = match self.plan.estimator {
-            Estimator::GumbelRao { draws } => draws,
+        let draws = match self.plan.program.estimator {
+            Estimator::GumbelRao { draws, .. } => draws,
             _ => 1,
         };
-        let iterations = self.plan.support.iterations(&self.plan.soft);
+        let iterations = self.plan.program.soft.iterations();
         let work = count as u128 * l as u128 * iterations as u128 * draws as u128;
         if work > WORK_BUDGET as u128 {
             return Err(self.error(
@@ -661,82 +619,13 @@ impl Layer {
 
     /// The number of entries of one `θ` row.
     fn row_len(&self) -> usize {
-        self.plan.support.shape().iter().product()
+        self.plan.program.row_len
     }
 
     /// [`Layer::try_backward`] for host programs that treat a bad request as a bug.
     pub fn backward<F: Real>(&self, fwd: &Forward<F>, cotangent: ArrayViewD<F>) -> ArrayD<F> {
         self.try_backward(fwd, cotangent)
             .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// `grad_w += (∂z_T/∂w)ᵀ g` at one row `w` by the plan's backward rule; `soft_z` is the
-    /// soft solution at `w` when the forward pass already computed it.
-    fn soft_backward<F: Real>(
-        &self,
-        solver: &dyn Solve<F>,
-        w: &[F],
-        soft_z: Option<&[F]>,
-        temperature: f64,
-        g: &[F],
-        grad_w: &mut [F],
-    ) -> Result<(), RequestError> {
-        let soft = &self.plan.soft;
-        match self.plan.backward {
-            Backward::FiniteDiff { eps } => finite_diff(
-                self.plan.support.as_ref(),
-                soft,
-                w,
-                temperature,
-                g,
-                eps,
-                grad_w,
-            )
-            .map_err(|e| self.error("theta", e)),
-            Backward::Native(rule) => {
-                let t = F::of(temperature);
-                let x = self.scaled(w, t)?;
-                let computed;
-                let z = match soft_z {
-                    Some(z) => z,
-                    None => {
-                        let mut z = vec![F::zero(); w.len()];
-                        solver
-                            .soft(soft, &x, &mut z, &mut Report::default())
-                            .map_err(|e| self.error("theta", e))?;
-                        computed = z;
-                        &computed
-                    }
-                };
-                let mut grad_x = vec![F::zero(); w.len()];
-                solver
-                    .soft_vjp(soft, rule, &x, z, g, &mut grad_x)
-                    .map_err(|e| self.error("theta", e))?;
-                for (gw, gx) in grad_w.iter_mut().zip(grad_x) {
-                    *gw = *gw + gx / t;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Layer {
-    /// `x = w / T`, the soft solvers' input; an overflow is a temperature error.
-    fn scaled<F: Real>(&self, w: &[F], t: F) -> Result<Vec<F>, RequestError> {
-        let x: Vec<F> = w.iter().map(|&wi| wi / t).collect();
-        match x.iter().position(|xi| !xi.is_finite()) {
-            Some(i) => Err(self.error(
-                "temperature",
-                format!(
-                    "w / T overflows {} (w = {}, T = {}); use a larger temperature",
-                    F::NAME,
-                    number(w[i].f64()),
-                    number(t.f64())
-                ),
-            )),
-            None => Ok(x),
-        }
     }
 }
 
@@ -801,18 +690,10 @@ fn split_rows<T: Send>(
     })
 }
 
-/// Clamps a soft solution into `[0, 1]`, where every support's solution lies in score
-/// coordinates (probabilities, marginals, doubly stochastic entries): a rounding error of
-/// 1e-15 outside it would make `log z` in a loss NaN.
-fn clamp_unit<F: Real>(s: &mut [F]) {
-    for x in s {
-        *x = x.max(F::zero()).min(F::one());
-    }
-}
-
-/// The score length of batch row `b`: its own (`lens`, supports with score maps) or `m`.
-fn score_len(lens: &Option<Vec<usize>>, b: usize, m: usize) -> usize {
-    lens.as_ref().map_or(m, |lens| lens[b])
+/// The backend that runs `program`: the reference backend, which runs every program.
+fn backend<F: Real>(program: &Program) -> &'static dyn Backend<F> {
+    debug_assert!(Backend::<F>::supports(&Reference, program).is_ok());
+    &Reference
 }
 
 /// `3, 3` from `[3, 3]`.

@@ -33,10 +33,12 @@
 //! Every fallible call has a `try_` form returning a typed error ([`Error`],
 //! [`RequestError`]); the plain form panics with the same message.
 
+pub mod backend;
 pub mod check;
 pub mod diagnostic;
 pub mod estimator;
 pub mod grad;
+pub mod ir;
 pub mod kernels;
 pub mod layer;
 pub mod noise;
@@ -49,6 +51,7 @@ pub mod syntax;
 use std::fmt;
 use std::path::Path;
 
+pub use backend::{Report, SolveError};
 pub use diagnostic::Diagnostic;
 pub use layer::{Forward, Layer, Noise, Options, RequestError};
 pub use plan::{Estimator, Mode, Plan};

@@ -106,7 +106,8 @@ pub fn standard_normal<F: Real>(u1: F, u2: F) -> F {
 }
 
 /// A perturbation `w = r_θ(ε)` (DESIGN.md §2).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Perturbation {
     /// `w = θ + G`, G standard Gumbel (logistic noise on [`Coordinates::Binary`]).
     Gumbel,
@@ -120,7 +121,8 @@ pub enum Perturbation {
 }
 
 /// How `gumbel` and `neg_exponential` act on a support's coordinates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Coordinates {
     /// One joint argmax over the coordinates (one-hots, subsets, permutations, trees).
     Joint,

@@ -1,23 +1,14 @@
 //! The Plan: what the checker decided for one layer, and why.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value as Json};
 
+pub use crate::ir::{Backward, Baseline};
+use crate::ir::{Conditional, Program, ScoreFunction};
 use crate::noise::Perturbation;
-use crate::support::{Rule, SoftCall, Support};
+use crate::support::{SoftCall, SupportRef};
 
-/// How `∂L/∂w` is computed through the soft solver.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Backward {
-    /// A rule the soft solver implements itself.
-    Native(Rule),
-    /// `dL/dw ≈ [z_T(w + h·g) − z_T(w − h·g)] / (2h)`, `h = eps/‖g‖` (valid since `∂z_T/∂w` is
-    /// symmetric).
-    FiniteDiff { eps: f64 },
-}
-
-/// What the layer returns forward and which gradient it passes back.
+/// What the layer returns forward and which gradient it passes back, as the spec chose it
+/// (the program's [`crate::ir::Estimator`] adds the support's hook).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Estimator {
     /// Forward the soft `z_T`; backward through the soft solver.
@@ -29,32 +20,6 @@ pub enum Estimator {
     GumbelRao { draws: usize },
     /// Forward the hard `z`; backward: the score function `(f(z) − b)·∇_θ log q(z|θ)`.
     Reinforce { baseline: Baseline },
-}
-
-/// The baseline `b` of the score-function estimator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Baseline {
-    /// `b = 0`.
-    None,
-    /// A moving average of past losses kept by the layer: `b ← 0.9·b + 0.1·mean(f)` after each
-    /// call (the first call uses `b = 0`).
-    Ema,
-    /// The mean of the other samples' losses of the same call and batch row; the per-sample
-    /// estimate is `S/(S−1)·(f_s − mean f)·∇log q(z_s)`, unbiased for `S ≥ 2`.
-    LeaveOneOut,
-}
-
-impl Baseline {
-    /// The names of `reinforce(baseline = …)`, in the order of [`Baseline::from_name`].
-    pub const NAMES: &'static [&'static str] = &["none", "ema", "leave_one_out"];
-
-    pub fn from_name(name: &str) -> Baseline {
-        match name {
-            "ema" => Baseline::Ema,
-            "leave_one_out" => Baseline::LeaveOneOut,
-            _ => Baseline::None,
-        }
-    }
 }
 
 /// Whether a forward pass returns the exact or the relaxed solution.
@@ -74,6 +39,28 @@ impl Mode {
 }
 
 impl Estimator {
+    /// The program's estimator: this one with the support's hook where it needs one (`None`
+    /// when the support has no such hook: the checker refuses the estimator then).
+    pub fn lower(
+        self,
+        conditional: Option<Conditional>,
+        score: Option<ScoreFunction>,
+    ) -> Option<crate::ir::Estimator> {
+        use crate::ir::Estimator as Ir;
+        Some(match self {
+            Estimator::Relaxed => Ir::Relaxed,
+            Estimator::StraightThrough => Ir::StraightThrough,
+            Estimator::GumbelRao { draws } => Ir::GumbelRao {
+                draws,
+                conditional: conditional?,
+            },
+            Estimator::Reinforce { baseline } => Ir::Reinforce {
+                baseline,
+                score: score?,
+            },
+        })
+    }
+
     /// The forward mode this estimator implies when a request does not name one.
     pub fn default_mode(self) -> Mode {
         match self {
@@ -99,8 +86,17 @@ pub enum Formula {
     Num(f64),
     Step,
     Neg(Box<Formula>),
-    Binary(crate::syntax::ast::BinOp, Box<Formula>, Box<Formula>),
+    Binary(Arith, Box<Formula>, Box<Formula>),
     Call(Function, Vec<Formula>),
+}
+
+/// The arithmetic operators of a formula.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
 }
 
 /// The functions an expression may call.
@@ -141,7 +137,6 @@ impl Function {
 impl Formula {
     /// The value at training step `step`.
     pub fn eval(&self, step: f64) -> f64 {
-        use crate::syntax::ast::BinOp;
         match self {
             Formula::Num(x) => *x,
             Formula::Step => step,
@@ -149,10 +144,10 @@ impl Formula {
             Formula::Binary(op, a, b) => {
                 let (a, b) = (a.eval(step), b.eval(step));
                 match op {
-                    BinOp::Add => a + b,
-                    BinOp::Sub => a - b,
-                    BinOp::Mul => a * b,
-                    BinOp::Div => a / b,
+                    Arith::Add => a + b,
+                    Arith::Sub => a - b,
+                    Arith::Mul => a * b,
+                    Arith::Div => a / b,
                 }
             }
             Formula::Call(f, args) => {
@@ -188,11 +183,13 @@ pub struct Plan {
     pub name: String,
     /// The preset the layer was declared with, if any.
     pub preset: Option<String>,
-    pub support: Arc<dyn Support>,
+    pub support: SupportRef,
     pub noise: Perturbation,
     pub soft: SoftCall,
     pub backward: Backward,
     pub estimator: Estimator,
+    /// What the layer computes, lowered from the fields above: what backends run.
+    pub program: Program,
     pub temperature: Formula,
     /// The fields in the order `sst check` shows them: support, noise, regularizer,
     /// hard_solver, soft_solver, backward, estimator, temperature.
@@ -229,6 +226,10 @@ impl Plan {
             json!(self.estimator.default_mode().name()),
         );
         fields.insert("reasons".into(), Json::Object(reasons));
+        fields.insert(
+            "program".into(),
+            serde_json::to_value(self.program).expect("a program serializes"),
+        );
         Json::Object(fields)
     }
 }

@@ -5,8 +5,6 @@
 
 use std::fmt::{Debug, Display};
 
-use crate::support::{Solve, Support};
-
 /// A floating-point type sst computes in.
 pub trait Real:
     num_traits::Float
@@ -31,8 +29,6 @@ pub trait Real:
     fn of(x: f64) -> Self;
     /// This value widened (or kept) as `f64`.
     fn f64(self) -> f64;
-    /// The support's solvers in this precision.
-    fn solver(support: &dyn Support) -> &dyn Solve<Self>;
 }
 
 impl Real for f64 {
@@ -44,9 +40,6 @@ impl Real for f64 {
     fn f64(self) -> f64 {
         self
     }
-    fn solver(support: &dyn Support) -> &dyn Solve<Self> {
-        support.solve_f64()
-    }
 }
 
 impl Real for f32 {
@@ -57,8 +50,5 @@ impl Real for f32 {
     }
     fn f64(self) -> f64 {
         self as f64
-    }
-    fn solver(support: &dyn Support) -> &dyn Solve<Self> {
-        support.solve_f32()
     }
 }

@@ -13,7 +13,8 @@ use common::cli::{code, run, text, TempDir};
 use common::{layer, Rng};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{json, Value};
-use sst::support::{Report, SupportRef, REGISTRY};
+use sst::support::{SupportRef, REGISTRY};
+use sst::Report;
 use sst::{Layer, Mode, Options, Real};
 
 /// The batch axes under test and their product, the rows of the flat request.
@@ -92,13 +93,13 @@ fn specs(support: &SupportRef) -> Vec<(String, Vec<Mode>)> {
         format!("layer l: {d} {{ estimator: straight_through; temperature: 0.7 }}"),
         vec![Mode::Hard, Mode::Soft],
     )];
-    if support.has_conditional_gumbel() {
+    if support.conditional_gumbel().is_some() {
         out.push((
             format!("layer l: {d} {{ estimator: gumbel_rao(draws = 3) }}"),
             vec![Mode::Hard],
         ));
     }
-    if support.has_score() {
+    if support.score_function().is_some() {
         out.push((
             format!("layer l: {d} {{ estimator: reinforce(baseline = leave_one_out) }}"),
             vec![Mode::Hard],

@@ -12,7 +12,8 @@ mod common;
 
 use common::{layer, Rng};
 use ndarray::{Array1, ArrayD, Axis, IxDyn};
-use sst::support::{Report, SupportRef, REGISTRY};
+use sst::support::{SupportRef, REGISTRY};
+use sst::Report;
 use sst::{Layer, Mode, Options, Real};
 
 /// Thread counts compared with one thread: uneven ranges (18 rows over 2 and 3 threads are
@@ -95,13 +96,13 @@ fn specs(support: &SupportRef) -> Vec<String> {
             )
         })
         .collect();
-    if support.has_conditional_gumbel() {
+    if support.conditional_gumbel().is_some() {
         out.push(format!(
             "layer l: {} {{ estimator: gumbel_rao(draws = 3) }}",
             support.describe()
         ));
     }
-    if support.has_score() {
+    if support.score_function().is_some() {
         out.push(format!(
             "layer l: {} {{ estimator: reinforce(baseline = leave_one_out) }}",
             support.describe()

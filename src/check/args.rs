@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use crate::diagnostic::{did_you_mean, number, Diagnostic};
-use crate::plan::{Formula, FUNCTIONS};
+use crate::plan::{Arith, Formula, FUNCTIONS};
 use crate::support::{Param, ParamKind, Value};
-use crate::syntax::ast::{Call, Expr, ExprKind};
+use crate::syntax::ast::{BinOp, Call, Expr, ExprKind};
 
 /// The consts of a spec, by name.
 /// The spec's consts by name; a const whose declaration failed is kept as NaN, so that its uses
@@ -31,12 +31,22 @@ pub fn compile_formula(expr: &Expr, consts: &Consts) -> Result<Formula, Diagnost
         },
         ExprKind::Neg(a) => Formula::Neg(Box::new(compile_formula(a, consts)?)),
         ExprKind::Binary(op, a, b) => Formula::Binary(
-            *op,
+            arith(*op),
             Box::new(compile_formula(a, consts)?),
             Box::new(compile_formula(b, consts)?),
         ),
         ExprKind::Call(call) => compile_call(call, consts)?,
     })
+}
+
+/// The formula's operator for the syntax tree's.
+fn arith(op: BinOp) -> Arith {
+    match op {
+        BinOp::Add => Arith::Add,
+        BinOp::Sub => Arith::Sub,
+        BinOp::Mul => Arith::Mul,
+        BinOp::Div => Arith::Div,
+    }
 }
 
 fn compile_call(call: &Call, consts: &Consts) -> Result<Formula, Diagnostic> {

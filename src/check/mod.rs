@@ -5,15 +5,15 @@ pub mod args;
 pub mod tables;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use args::{bind_args, compile_formula, eval_number, with_hint, Consts};
 use tables::{find, names, Choice, BACKWARDS, ESTIMATORS, FIELDS, PERTURBATIONS};
 
 use crate::diagnostic::{number, Diagnostic};
+use crate::ir::Program;
 use crate::noise::Perturbation;
 use crate::plan::{Backward, Decision, Estimator, Formula, Plan};
-use crate::support::{self, call_syntax, Regularizer, SoftCall, SoftSolver, Support, SupportRef};
+use crate::support::{self, call_syntax, Regularizer, SoftCall, SoftSolver, SupportRef};
 use crate::syntax::ast::{Call, Expr, ExprKind, Field, Item, Layer, Preset, Span, Spec};
 
 /// Checks a parsed spec against the built-in presets; returns one plan per layer, or every
@@ -353,7 +353,7 @@ fn known_field(field: &Field, errors: &mut Vec<Diagnostic>) -> Option<&'static s
 /// Resolves the fields of one layer whose support is known.
 struct LayerResolver<'a> {
     consts: &'a Consts,
-    support: Arc<dyn Support>,
+    support: SupportRef,
     fields: HashMap<&'static str, Given<'a>>,
     decisions: Vec<Decision>,
     errors: Vec<Diagnostic>,
@@ -377,18 +377,33 @@ impl<'a> LayerResolver<'a> {
         });
         let estimator = estimator.filter(|e| self.estimator_fits(*e, noise));
         let temperature = self.temperature();
-        let plan = Plan {
+        let (noise, soft, backward, estimator) = (noise?, soft?, backward?, estimator?);
+        let support = &self.support;
+        let program = Program {
+            row_len: support.shape().iter().product(),
+            scores: support.scores(),
+            noise,
+            coordinates: support.coordinates(),
+            hard: support.hard(),
+            soft: support.lower(&soft),
+            decode: support.decode(),
+            backward,
+            estimator: estimator
+                .lower(support.conditional_gumbel(), support.score_function())
+                .expect("estimator_fits checked the support's hook"),
+        };
+        Some(Plan {
             name: layer.name.name.clone(),
             preset,
             support: self.support.clone(),
-            noise: noise?,
-            soft: soft?,
-            backward: backward?,
-            estimator: estimator?,
+            noise,
+            soft,
+            backward,
+            estimator,
+            program,
             temperature: temperature?,
             decisions: std::mem::take(&mut self.decisions),
-        };
-        Some(plan)
+        })
     }
 
     fn decide(&mut self, field: &'static str, value: String, why: String) {
@@ -438,8 +453,10 @@ impl<'a> LayerResolver<'a> {
     /// Gumbel sampling, REINFORCE an exact `log q`; both need Gumbel noise); records the error.
     fn estimator_fits(&mut self, estimator: Estimator, noise: Option<Perturbation>) -> bool {
         let (name, available) = match estimator {
-            Estimator::GumbelRao { .. } => ("gumbel_rao", self.support.has_conditional_gumbel()),
-            Estimator::Reinforce { .. } => ("reinforce", self.support.has_score()),
+            Estimator::GumbelRao { .. } => {
+                ("gumbel_rao", self.support.conditional_gumbel().is_some())
+            }
+            Estimator::Reinforce { .. } => ("reinforce", self.support.score_function().is_some()),
             Estimator::Relaxed | Estimator::StraightThrough => return true,
         };
         let Some(given) = self.fields.get("estimator").copied() else {
@@ -450,10 +467,16 @@ impl<'a> LayerResolver<'a> {
             let mut valid = vec!["relaxed", "straight_through"];
             valid.extend(
                 self.support
-                    .has_conditional_gumbel()
+                    .conditional_gumbel()
+                    .is_some()
                     .then_some("gumbel_rao"),
             );
-            valid.extend(self.support.has_score().then_some("reinforce"));
+            valid.extend(
+                self.support
+                    .score_function()
+                    .is_some()
+                    .then_some("reinforce"),
+            );
             Some((
                 format!(
                     "estimator `{name}` is not available for {}",
@@ -582,7 +605,7 @@ impl<'a> LayerResolver<'a> {
         };
         self.decide(
             "hard_solver",
-            self.support.hard_solver().into(),
+            self.support.hard().name().into(),
             format!("the exact solver of {}", support_keyword(&name)),
         );
         let (args, why) = match self.fields.get("solver").copied() {

@@ -2,9 +2,10 @@
 //! backward rules, each with its arguments. Supports and their regularizers live in
 //! [`crate::support::REGISTRY`].
 
+use crate::ir::Rule;
 use crate::noise::Perturbation;
 use crate::plan::{Backward, Baseline, Estimator};
-use crate::support::{Param, ParamKind, Rule, Value};
+use crate::support::{Param, ParamKind, Value};
 
 /// The most conditional draws `gumbel_rao(draws)` may ask for: each costs one soft backward per
 /// sample and row.

@@ -11,6 +11,8 @@
 //! is a function of `w` alone: rows are augmented in index order, the Dijkstra search takes the
 //! first minimum in its scan order and prefers an unmatched column among equal distances).
 
+use crate::real::Real;
+
 /// An optimal assignment and a certificate of its optimality.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Assignment {
@@ -182,6 +184,22 @@ impl<'a> MinCost<'a> {
                 self.pred[j] = row;
             }
         }
+    }
+}
+
+/// The indicator `s_{i,σ(i)} = 1` of a maximum-weight matching of the `rows × cols` matrix `w`
+/// (`rows ≤ cols`): each row matched to a distinct column. The assignment runs on the square
+/// `cols × cols` matrix with `cols − rows` rows of zeros appended (any matching of the real rows
+/// extends to the padding rows at no weight).
+pub fn matching_indicator<F: Real>(w: &[F], rows: usize, cols: usize, s: &mut [F]) {
+    let mut square = vec![0.0; cols * cols];
+    for (q, wi) in square.iter_mut().zip(w) {
+        *q = wi.f64();
+    }
+    let assignment = max_weight_assignment(&square, cols);
+    s.fill(F::zero());
+    for (i, &j) in assignment.col_of_row.iter().take(rows).enumerate() {
+        s[i * cols + j] = F::one();
     }
 }
 

@@ -39,6 +39,18 @@ pub fn subset_dp_cells(n: usize, k: usize) -> usize {
     n * k.min(n - k)
 }
 
+/// The most cells `n · min(k, n − k)` a k-subset dynamic program may use (each cell one or two
+/// numbers, twice that in the backward pass).
+pub const MAX_DP_CELLS: usize = 1 << 25;
+
+/// The sentence for a `what` dynamic program of `cells` cells beyond [`MAX_DP_CELLS`].
+pub fn dp_too_large(what: &str, cells: usize) -> String {
+    format!(
+        "the {what} dynamic program needs {cells} cells, more than the {MAX_DP_CELLS} it allows; \
+         use a smaller n or k, or another regularizer"
+    )
+}
+
 /// `ln(eᵃ + eᵇ)` and the weights `(e^{a−s}, e^{b−s})`, `s` the result; `(−∞, 0, 0)` when both
 /// are `−∞`.
 fn log_add_exp<F: Real>(a: F, b: F) -> (F, F, F) {

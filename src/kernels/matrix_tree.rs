@@ -23,6 +23,8 @@ use std::ops::{Add, Mul, Sub};
 
 use ndarray::ArrayView2;
 
+use crate::real::Real;
+
 /// The largest estimated rounding error of the LU marginals that [`marginals`] accepts; beyond
 /// it the marginals come from the log-space elimination. The estimate is a worst case; typical
 /// errors are a few hundred times smaller.
@@ -453,6 +455,115 @@ impl Num for Dual {
         Dual {
             x: hi.x + t.ln_1p(),
             d: (hi.d + t * lo.d) / (1.0 + t),
+        }
+    }
+}
+
+/// The node of the largest weighted degree `log Σ_j exp(y_ij)` (the first on ties): as the root
+/// of an undirected computation it keeps the entries of `L̂⁻¹` (resistances to the root) and so
+/// the cancellation in the marginals small.
+fn best_root(y: &[f64], n: usize) -> usize {
+    let degree = |i: usize| {
+        let row: Vec<f64> = (0..n).filter(|&j| j != i).map(|j| y[i * n + j]).collect();
+        crate::kernels::logsumexp(&row)
+    };
+    (1..n).fold(0, |b, i| if degree(i) > degree(b) { i } else { b })
+}
+
+/// The symmetric f64 logits `y_ij = y_ji = x_{min(i,j), max(i,j)}` of an undirected graph whose
+/// edge `{i, j}` weighs the upper-triangle entry of `x`.
+fn symmetric<F: Real>(x: &[F], n: usize) -> Vec<f64> {
+    (0..n * n)
+        .map(|k| x[(k / n).min(k % n) * n + (k / n).max(k % n)].f64())
+        .collect()
+}
+
+/// The f64 logits of the edges `i → j` of the digraph rooted at `root`, 0 off the edges.
+fn rooted<F: Real>(x: &[F], n: usize, root: usize) -> Vec<f64> {
+    (0..n * n)
+        .map(|k| match is_edge(k / n, k % n, root) {
+            true => x[k].f64(),
+            false => 0.0,
+        })
+        .collect()
+}
+
+/// Spanning-tree edge marginals of the complete graph with edge weights in the upper triangle
+/// of `x` (Kirchhoff): the directed kernel on the symmetric logits from the best root, the
+/// marginal of `{i, j}` being `μ_ij + μ_ji`, written into both halves of `z` (zero diagonal).
+pub fn undirected_marginals<F: Real>(x: &[F], n: usize, z: &mut [F]) -> Method {
+    let y = symmetric(x, n);
+    let mut mu = vec![0.0; n * n];
+    let method = marginals(&y, n, best_root(&y, n), &mut mu);
+    for (k, zk) in z.iter_mut().enumerate() {
+        let (i, j) = (k / n, k % n);
+        *zk = F::of(if i == j { 0.0 } else { mu[k] + mu[j * n + i] });
+    }
+    method
+}
+
+/// The VJP of [`undirected_marginals`] on the upper triangle: the cotangent folded onto the
+/// upper triangle, the directed Hessian–vector product, and its two halves summed. Adds into
+/// `grad_x` above the diagonal.
+pub fn undirected_marginals_vjp<F: Real>(x: &[F], n: usize, g: &[F], grad_x: &mut [F]) {
+    let mut fold: Vec<f64> = g.iter().map(|gi| gi.f64()).collect();
+    fold_undirected(&mut fold, n);
+    let v: Vec<f64> = (0..n * n)
+        .map(|k| fold[(k / n).min(k % n) * n + (k / n).max(k % n)])
+        .collect();
+    let y = symmetric(x, n);
+    let mut hv = vec![0.0; n * n];
+    marginals_hvp(&y, n, best_root(&y, n), &v, &mut hv);
+    for i in 0..n {
+        for j in i + 1..n {
+            grad_x[i * n + j] = grad_x[i * n + j] + F::of(hv[i * n + j] + hv[j * n + i]);
+        }
+    }
+}
+
+/// Arborescence edge marginals rooted at `root` (zero off the edges).
+pub fn rooted_marginals<F: Real>(x: &[F], n: usize, root: usize, z: &mut [F]) -> Method {
+    let mut mu = vec![0.0; n * n];
+    let method = marginals(&rooted(x, n, root), n, root, &mut mu);
+    crate::kernels::narrow(mu, z);
+    method
+}
+
+/// The VJP of [`rooted_marginals`]; adds into `grad_x` on the edges.
+pub fn rooted_marginals_vjp<F: Real>(x: &[F], n: usize, root: usize, g: &[F], grad_x: &mut [F]) {
+    let mut hv = vec![0.0; n * n];
+    marginals_hvp(&rooted(x, n, root), n, root, &rooted(g, n, root), &mut hv);
+    crate::kernels::add_narrowed(hv, grad_x);
+}
+
+/// Folds a cotangent of symmetric marginals onto the upper triangle, where the weights live:
+/// `c_ij ← c_ij + c_ji` for `i < j`, 0 on and below the diagonal.
+pub fn fold_undirected(c: &mut [f64], n: usize) {
+    for i in 0..n {
+        for j in 0..n {
+            c[i * n + j] = if i < j {
+                c[i * n + j] + c[j * n + i]
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// Zeroes the entries that are not weights of an undirected graph: the diagonal and below.
+pub fn restrict_undirected(grad: &mut [f64], n: usize) {
+    for (k, g) in grad.iter_mut().enumerate() {
+        if k / n >= k % n {
+            *g = 0.0;
+        }
+    }
+}
+
+/// Zeroes the entries that are not edges of the digraph rooted at `root`.
+pub fn restrict_rooted(grad: &mut [f64], n: usize, root: usize) {
+    for (k, g) in grad.iter_mut().enumerate() {
+        if !is_edge(k / n, k % n, root) {
+            *g = 0.0;
         }
     }
 }

@@ -2,6 +2,9 @@
 //! `argmax_{trees 𝒯} Σ_{e∈𝒯} w_e` for undirected spanning trees (Prim) and for arborescences
 //! rooted at `r` (Chu–Liu/Edmonds).
 
+use crate::kernels::widen;
+use crate::real::Real;
+
 /// Maximum spanning tree of the complete graph whose edge `{i, j}` weighs `w[min·n + max]`
 /// (Prim 1957, the dense O(n²) variant: each node keeps its best link to the tree, which suits
 /// a complete graph better than Kruskal's O(n² log n) sort). Returns `parent` with
@@ -186,6 +189,35 @@ pub fn max_arborescence(w: &[f64], n: usize, root: usize) -> Vec<usize> {
     (0..n)
         .map(|v| if v == root { root } else { chosen[v] / n })
         .collect()
+}
+
+/// The adjacency of the maximum spanning tree of `w` (upper-triangle weights): `s_ij = s_ji = 1`
+/// on the tree's edges, 0 elsewhere.
+pub fn max_spanning_tree_indicator<F: Real>(w: &[F], n: usize, s: &mut [F]) {
+    let parent = max_spanning_tree(&widen(w), n);
+    s.fill(F::zero());
+    for (i, &p) in parent.iter().enumerate().skip(1) {
+        s[i * n + p] = F::one();
+        s[p * n + i] = F::one();
+    }
+}
+
+/// The edge indicator `s_pj = 1` of the maximum arborescence of `w` rooted at `root` (only the
+/// edges `i → j`, `i ≠ j ≠ root`, are read).
+pub fn max_arborescence_indicator<F: Real>(w: &[F], n: usize, root: usize, s: &mut [F]) {
+    let edges: Vec<f64> = (0..n * n)
+        .map(
+            |k| match crate::kernels::matrix_tree::is_edge(k / n, k % n, root) {
+                true => w[k].f64(),
+                false => 0.0,
+            },
+        )
+        .collect();
+    let parent = max_arborescence(&edges, n, root);
+    s.fill(F::zero());
+    for (j, &p) in parent.iter().enumerate().filter(|&(j, _)| j != root) {
+        s[p * n + j] = F::one();
+    }
 }
 
 /// The recursive O(n³) Chu–Liu/Edmonds that `max_arborescence` replaced, kept as a reference.

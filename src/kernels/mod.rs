@@ -6,6 +6,7 @@
 pub mod assignment;
 pub mod capped_simplex;
 pub mod chain_subset;
+pub mod counts;
 pub mod esp;
 pub mod logistic;
 pub mod logspace;

@@ -34,6 +34,9 @@
 //! of the computed map is the implicit derivative (up to the residual), not that of the Sinkhorn
 //! iterations before it. All of it runs in f64.
 
+use crate::kernels::{add_narrowed, narrow, widen};
+use crate::real::Real;
+
 /// The largest spread `max x − min x` solved without ε-scaling.
 pub const SPREAD: f64 = 32.0;
 /// The factor between the scales of consecutive ε-scaling stages.
@@ -83,6 +86,71 @@ pub fn sinkhorn(x: &[f64], n: usize, settings: Settings, p: &mut [f64]) -> Outco
     let run = run(x, n, settings, None);
     fill_plan(x, n, 1.0, &run.alpha, &run.beta, p);
     run.outcome
+}
+
+/// Sinkhorn for a `rows × cols` score matrix, `rows ≤ cols` (rows sum to 1, columns to at most
+/// 1): [`sinkhorn`] on the square matrix with `cols − rows` rows of zero scores appended, keeping
+/// the first `rows` rows. Written into `s` (`rows × cols`) in the working precision.
+pub fn padded_sinkhorn<F: Real>(
+    x: &[F],
+    rows: usize,
+    cols: usize,
+    settings: Settings,
+    s: &mut [F],
+) -> Outcome {
+    assert!(
+        x.len() == rows * cols && s.len() == rows * cols && rows <= cols,
+        "padded_sinkhorn: x or s is not rows × cols, or rows > cols"
+    );
+    let mut p = vec![0.0; cols * cols];
+    let outcome = sinkhorn(&padded(x, cols), cols, settings, &mut p);
+    narrow(p, s);
+    outcome
+}
+
+/// The VJP of [`padded_sinkhorn`] at its output `s` (implicit) or by replaying its iterations
+/// (`unrolled`). The padding rows are equal (their scores are), so the square plan is `s` over
+/// `(1 − Σ_i s_ij)/(cols − rows)` in each padding row. Adds into `grad_x`; false when the
+/// gradient is not finite (nothing added).
+#[allow(clippy::too_many_arguments)]
+pub fn padded_sinkhorn_vjp<F: Real>(
+    unrolled: bool,
+    x: &[F],
+    s: &[F],
+    rows: usize,
+    cols: usize,
+    settings: Settings,
+    g: &[F],
+    grad_x: &mut [F],
+) -> bool {
+    let mut grad = vec![0.0; cols * cols];
+    let g = padded(g, cols);
+    if unrolled {
+        sinkhorn_unrolled_vjp(&padded(x, cols), cols, settings, &g, &mut grad);
+    } else {
+        let mut p = padded(s, cols);
+        let spare = (cols - rows) as f64;
+        for j in 0..cols {
+            let used: f64 = (0..rows).map(|i| p[i * cols + j]).sum();
+            for i in rows..cols {
+                p[i * cols + j] = ((1.0 - used) / spare).max(0.0);
+            }
+        }
+        sinkhorn_implicit_vjp(&p, cols, &g, &mut grad);
+    }
+    let grad = &grad[..rows * cols];
+    if grad.iter().any(|v| !v.is_finite()) {
+        return false;
+    }
+    add_narrowed(grad.iter().copied(), grad_x);
+    true
+}
+
+/// A `rows × cols` matrix widened to f64 and padded with zero rows to `cols × cols`.
+fn padded<F: Real>(x: &[F], cols: usize) -> Vec<f64> {
+    let mut out = widen(x);
+    out.resize(cols * cols, 0.0);
+    out
 }
 
 /// One iteration as it ran, for the unrolled backward: `α = A(s·x, ρ·β_prev)`, `β = B(s·x, α)`.

@@ -11,7 +11,8 @@ use crate::real::Real;
 pub const MAX_ITERS: usize = 300;
 
 /// The link `h` of a threshold solver: `z_i = h(x_i − τ)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Link {
     /// `h(t) = 1 / (1 + exp(−t))` (binary entropy).
     Sigmoid,

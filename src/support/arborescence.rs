@@ -13,12 +13,11 @@ use std::sync::Arc;
 
 use super::spanning_tree::{small_nodes, NODES_PARAM};
 use super::{
-    ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
-    SoftSolver, Solve, Structure, Value, MAX_INT,
+    ArgError, Entry, Param, ParamKind, Regularizer, Rule, SoftCall, SoftSolver, Structure, Value,
+    MAX_INT,
 };
-use crate::kernels::matrix_tree::{self, is_edge};
-use crate::kernels::{add_narrowed, max_tree, narrow};
-use crate::real::Real;
+use crate::ir::{Hard, Soft, Trees};
+use crate::kernels::matrix_tree::restrict_rooted;
 
 pub const ENTRY: Entry = Entry {
     name: "arborescence",
@@ -75,22 +74,6 @@ pub struct Arborescence {
     pub root: usize,
 }
 
-impl Arborescence {
-    /// The f64 logits with the ignored entries zeroed.
-    fn edges<F: Real>(&self, x: &[F]) -> Vec<f64> {
-        let n = self.n;
-        (0..n * n)
-            .map(|k| {
-                if is_edge(k / n, k % n, self.root) {
-                    x[k].f64()
-                } else {
-                    0.0
-                }
-            })
-            .collect()
-    }
-}
-
 impl Structure for Arborescence {
     fn describe(&self) -> String {
         format!("arborescence(nodes = {}, root = {})", self.n, self.root)
@@ -98,8 +81,17 @@ impl Structure for Arborescence {
     fn shape(&self) -> Vec<usize> {
         vec![self.n, self.n]
     }
-    fn hard_solver(&self) -> &'static str {
-        "chu_liu_edmonds"
+    fn hard(&self) -> Hard {
+        Hard::MaxArborescence {
+            n: self.n,
+            root: self.root,
+        }
+    }
+    fn lower(&self, _: &SoftCall) -> Soft {
+        Soft::MatrixTree {
+            n: self.n,
+            trees: Trees::Rooted(self.root),
+        }
     }
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS
@@ -134,59 +126,7 @@ impl Structure for Arborescence {
             })
             .collect()
     }
-    fn fold_cotangent(&self, c: &mut [f64]) {
-        self.restrict_gradient(c);
-    }
     fn restrict_gradient(&self, grad: &mut [f64]) {
-        let n = self.n;
-        for (k, g) in grad.iter_mut().enumerate() {
-            if !is_edge(k / n, k % n, self.root) {
-                *g = 0.0;
-            }
-        }
-    }
-}
-
-impl<F: Real> Scores<F> for Arborescence {}
-
-impl<F: Real> Estimate<F> for Arborescence {}
-
-impl<F: Real> Solve<F> for Arborescence {
-    fn hard(&self, w: &[F], z: &mut [F]) {
-        let n = self.n;
-        let parent = max_tree::max_arborescence(&self.edges(w), n, self.root);
-        z.fill(F::zero());
-        for (j, &p) in parent.iter().enumerate().filter(|&(j, _)| j != self.root) {
-            z[p * n + j] = F::one();
-        }
-    }
-
-    fn soft(&self, _: &SoftCall, x: &[F], z: &mut [F], report: &mut Report) -> Result<(), String> {
-        let n = self.n;
-        let mut mu = vec![0.0; n * n];
-        if matrix_tree::marginals(&self.edges(x), n, self.root, &mut mu)
-            == matrix_tree::Method::LogSpace
-        {
-            report.record_max("log_space_marginals", 1.0);
-        }
-        narrow(mu, z);
-        Ok(())
-    }
-
-    fn soft_vjp(
-        &self,
-        _: &SoftCall,
-        _: Rule,
-        x: &[F],
-        _: &[F],
-        g: &[F],
-        grad_x: &mut [F],
-    ) -> Result<(), String> {
-        let n = self.n;
-        let v = self.edges(g);
-        let mut hv = vec![0.0; n * n];
-        matrix_tree::marginals_hvp(&self.edges(x), n, self.root, &v, &mut hv);
-        add_narrowed(hv, grad_x);
-        Ok(())
+        restrict_rooted(grad, self.n, self.root);
     }
 }

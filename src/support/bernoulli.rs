@@ -10,14 +10,9 @@
 use std::sync::Arc;
 
 use super::categorical::small_size;
-use super::{
-    Entry, Estimate, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver, Solve, Structure,
-    SIZE_PARAM,
-};
-use crate::estimator;
-use crate::kernels::logistic;
-use crate::noise::{Coordinates, NoiseKey};
-use crate::real::Real;
+use super::{Entry, Regularizer, Rule, SoftCall, SoftSolver, Structure, SIZE_PARAM};
+use crate::ir::{Conditional, Hard, ScoreFunction, Soft};
+use crate::noise::Coordinates;
 
 pub const ENTRY: Entry = Entry {
     name: "bernoulli",
@@ -73,8 +68,14 @@ impl Structure for Bernoulli {
     fn coordinates(&self) -> Coordinates {
         Coordinates::Binary
     }
-    fn hard_solver(&self) -> &'static str {
-        "threshold"
+    fn hard(&self) -> Hard {
+        Hard::Positive
+    }
+    fn lower(&self, soft: &SoftCall) -> Soft {
+        match soft.solver.regularizer {
+            Regularizer::Euclidean => Soft::Clip,
+            _ => Soft::Sigmoid,
+        }
     }
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS
@@ -84,59 +85,16 @@ impl Structure for Bernoulli {
             .map(|bits| (0..self.n).map(|i| ((bits >> i) & 1) as f64).collect())
             .collect()
     }
-    fn has_conditional_gumbel(&self) -> bool {
-        true
+    fn conditional_gumbel(&self) -> Option<Conditional> {
+        Some(Conditional::Logistic)
     }
-    fn has_score(&self) -> bool {
-        true
+    fn score_function(&self) -> Option<ScoreFunction> {
+        Some(ScoreFunction::Bernoulli)
     }
     fn regularizer_value(&self, regularizer: Regularizer, z: &[f64]) -> Option<f64> {
         match regularizer {
             Regularizer::Euclidean => Some(0.5 * z.iter().map(|x| (x - 0.5).powi(2)).sum::<f64>()),
             other => other.value(z),
         }
-    }
-}
-
-impl<F: Real> Estimate<F> for Bernoulli {
-    fn conditional_gumbel(&self, theta: &[F], z: &[F], key: NoiseKey, draw: u32, w: &mut [F]) {
-        estimator::conditional_logistic(theta, z, key, draw, w);
-    }
-    fn score(&self, theta: &[F], z: &[F], grad: &mut [F]) {
-        estimator::score_bernoulli(theta, z, grad);
-    }
-}
-
-impl<F: Real> Scores<F> for Bernoulli {}
-
-impl<F: Real> Solve<F> for Bernoulli {
-    fn hard(&self, w: &[F], z: &mut [F]) {
-        for (zi, &wi) in z.iter_mut().zip(w) {
-            *zi = if wi > F::zero() { F::one() } else { F::zero() };
-        }
-    }
-
-    fn soft(&self, soft: &SoftCall, x: &[F], z: &mut [F], _: &mut Report) -> Result<(), String> {
-        match soft.solver.regularizer {
-            Regularizer::Euclidean => logistic::clipped_linear(x, z),
-            _ => logistic::sigmoid(x, z),
-        }
-        Ok(())
-    }
-
-    fn soft_vjp(
-        &self,
-        soft: &SoftCall,
-        _: Rule,
-        _: &[F],
-        z: &[F],
-        g: &[F],
-        grad_x: &mut [F],
-    ) -> Result<(), String> {
-        match soft.solver.regularizer {
-            Regularizer::Euclidean => logistic::clipped_linear_vjp(z, g, grad_x),
-            _ => logistic::sigmoid_vjp(z, g, grad_x),
-        }
-        Ok(())
     }
 }

@@ -8,14 +8,9 @@
 
 use std::sync::Arc;
 
-use super::{
-    Entry, Estimate, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver, Solve, Structure,
-    SIZE_PARAM,
-};
-use crate::estimator;
-use crate::kernels::{argmax, softmax, sparsemax};
+use super::{Entry, Regularizer, Rule, SoftCall, SoftSolver, Structure, SIZE_PARAM};
+use crate::ir::{Conditional, Hard, ScoreFunction, Soft};
 use crate::noise::{uniforms, NoiseKey};
-use crate::real::Real;
 
 pub const ENTRY: Entry = Entry {
     name: "categorical",
@@ -81,63 +76,27 @@ impl Structure for Categorical {
     fn shape(&self) -> Vec<usize> {
         vec![self.n]
     }
-    fn hard_solver(&self) -> &'static str {
-        "argmax"
+    fn hard(&self) -> Hard {
+        Hard::Argmax
+    }
+    fn lower(&self, soft: &SoftCall) -> Soft {
+        match soft.solver.regularizer {
+            Regularizer::Euclidean => Soft::Sparsemax,
+            _ => Soft::Softmax,
+        }
     }
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS
     }
-    fn has_conditional_gumbel(&self) -> bool {
-        true
+    fn conditional_gumbel(&self) -> Option<Conditional> {
+        Some(Conditional::GumbelMax)
     }
-    fn has_score(&self) -> bool {
-        true
+    fn score_function(&self) -> Option<ScoreFunction> {
+        Some(ScoreFunction::Categorical)
     }
     fn enumerate(&self) -> Vec<Vec<f64>> {
         (0..self.n)
             .map(|i| (0..self.n).map(|j| f64::from(u8::from(i == j))).collect())
             .collect()
-    }
-}
-
-impl<F: Real> Estimate<F> for Categorical {
-    fn conditional_gumbel(&self, theta: &[F], z: &[F], key: NoiseKey, draw: u32, w: &mut [F]) {
-        estimator::conditional_gumbel_max(theta, argmax(z), key, draw, w);
-    }
-    fn score(&self, theta: &[F], z: &[F], grad: &mut [F]) {
-        estimator::score_categorical(theta, z, grad);
-    }
-}
-
-impl<F: Real> Scores<F> for Categorical {}
-
-impl<F: Real> Solve<F> for Categorical {
-    fn hard(&self, w: &[F], z: &mut [F]) {
-        z.fill(F::zero());
-        z[argmax(w)] = F::one();
-    }
-
-    fn soft(&self, soft: &SoftCall, x: &[F], z: &mut [F], _: &mut Report) -> Result<(), String> {
-        match soft.solver.regularizer {
-            Regularizer::Euclidean => sparsemax::sparsemax(x, z),
-            _ => softmax::softmax(x, z),
-        }
-        Ok(())
-    }
-
-    fn soft_vjp(
-        &self,
-        soft: &SoftCall,
-        _: Rule,
-        _: &[F],
-        z: &[F],
-        g: &[F],
-        grad_x: &mut [F],
-    ) -> Result<(), String> {
-        match soft.solver.regularizer {
-            Regularizer::Euclidean => sparsemax::sparsemax_vjp(z, g, grad_x),
-            _ => softmax::softmax_vjp(z, g, grad_x),
-        }
-        Ok(())
     }
 }

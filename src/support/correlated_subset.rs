@@ -8,14 +8,10 @@
 
 use std::sync::Arc;
 
-use super::subset::{sizes, small_sizes, too_large, K_PARAM, MAX_DP_CELLS};
-use super::{
-    ArgError, Entry, Estimate, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver, Solve,
-    Structure, SIZE_PARAM,
-};
-use crate::kernels::chain_subset::{chain_argmax, chain_marginals, chain_marginals_jvp};
-use crate::kernels::logspace::subset_dp_cells;
-use crate::real::Real;
+use super::subset::{sizes, small_sizes, K_PARAM};
+use super::{ArgError, Entry, Regularizer, Rule, SoftCall, SoftSolver, Structure, SIZE_PARAM};
+use crate::ir::{Hard, Soft};
+use crate::kernels::logspace::{dp_too_large, subset_dp_cells, MAX_DP_CELLS};
 
 pub const ENTRY: Entry = Entry {
     name: "correlated_subset",
@@ -28,7 +24,7 @@ pub const ENTRY: Entry = Entry {
         if cells > MAX_DP_CELLS {
             return Err(ArgError {
                 param: 1,
-                message: too_large("correlated top-k", cells),
+                message: dp_too_large("correlated top-k", cells),
             });
         }
         Ok(Arc::new(CorrelatedSubset { n, k }))
@@ -67,8 +63,11 @@ impl Structure for CorrelatedSubset {
     fn shape(&self) -> Vec<usize> {
         vec![2 * self.n - 1]
     }
-    fn hard_solver(&self) -> &'static str {
-        "viterbi"
+    fn hard(&self) -> Hard {
+        Hard::ChainViterbi { k: self.k }
+    }
+    fn lower(&self, _: &SoftCall) -> Soft {
+        Soft::ChainDp { k: self.k }
     }
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS
@@ -85,33 +84,5 @@ impl Structure for CorrelatedSubset {
                     .collect()
             })
             .collect()
-    }
-}
-
-impl<F: Real> Scores<F> for CorrelatedSubset {}
-
-impl<F: Real> Estimate<F> for CorrelatedSubset {}
-
-impl<F: Real> Solve<F> for CorrelatedSubset {
-    fn hard(&self, w: &[F], z: &mut [F]) {
-        chain_argmax(w, self.k, z);
-    }
-
-    fn soft(&self, _: &SoftCall, x: &[F], z: &mut [F], _: &mut Report) -> Result<(), String> {
-        chain_marginals(x, self.k, z);
-        Ok(())
-    }
-
-    fn soft_vjp(
-        &self,
-        _: &SoftCall,
-        _: Rule,
-        x: &[F],
-        _: &[F],
-        g: &[F],
-        grad_x: &mut [F],
-    ) -> Result<(), String> {
-        chain_marginals_jvp(x, self.k, g, grad_x);
-        Ok(())
     }
 }

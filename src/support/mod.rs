@@ -1,13 +1,14 @@
 //! Support sets `Z` and the one table that lists them.
 //!
-//! A support is described once, in its own file, by three things:
+//! A support is described once, in its own file, by two things:
 //! - an [`Entry`] in [`REGISTRY`]: its keyword, its arguments and how to build it from them;
-//! - [`Structure`]: what does not depend on the precision (shapes, the regularizers it can be
-//!   relaxed with, brute-force enumeration for the tests);
-//! - [`Solve<F>`]: the exact solver `argmax_{z∈Z} ⟨w, z⟩`, the soft solvers
-//!   `argmax_{z∈conv Z} ⟨x, z⟩ − f(z)` (with `x = w/T`) and their native backward rules.
+//! - [`Structure`]: its shapes, the regularizers it can be relaxed with, brute-force enumeration
+//!   for the tests, and its lowering into the kernel IR ([`crate::ir`]): the exact kernel
+//!   `argmax_{z∈Z} ⟨w, z⟩`, the soft kernel `argmax_{z∈conv Z} ⟨x, z⟩ − f(z)` (`x = w/T`)
+//!   chosen by the plan, the score and decode maps and the estimator hooks.
 //!
-//! The checker, the runtime and the generic tests know supports only through this table.
+//! The checker and the generic tests know supports only through this table; backends know
+//! only the IR.
 
 pub mod arborescence;
 pub mod bernoulli;
@@ -18,11 +19,10 @@ pub mod permutation;
 pub mod spanning_tree;
 pub mod subset;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::noise::{Coordinates, NoiseKey};
-use crate::real::Real;
+use crate::ir::{Conditional, Decode, Hard, Rule, ScoreFunction, ScoreMap, Soft};
+use crate::noise::Coordinates;
 
 /// Every support the language knows, in the order `sst check` lists them.
 pub const REGISTRY: &[Entry] = &[
@@ -67,7 +67,7 @@ pub struct Entry {
 }
 
 /// A shared support instance.
-pub type SupportRef = Arc<dyn Support>;
+pub type SupportRef = Arc<dyn Structure>;
 
 /// The largest integer argument unless a parameter sets a smaller one: sizes beyond it are no
 /// request anyone can run, and products of two of them stay within `usize`.
@@ -243,27 +243,6 @@ impl Regularizer {
     }
 }
 
-/// A backward rule that a soft solver implements itself (the generic `finite_diff` is not one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rule {
-    /// An analytic vector–Jacobian product.
-    ClosedForm,
-    /// The implicit-function theorem on the solver's optimality conditions.
-    Implicit,
-    /// Reverse mode through the solver's iterations as they ran.
-    Unrolled,
-}
-
-impl Rule {
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::ClosedForm => "closed_form",
-            Rule::Implicit => "implicit",
-            Rule::Unrolled => "unrolled",
-        }
-    }
-}
-
 /// One way a support can be relaxed: a regularizer, the solver that computes it, its arguments
 /// and the backward rules it implements natively.
 #[derive(Clone, Copy, Debug)]
@@ -286,44 +265,8 @@ pub struct SoftCall {
     pub args: Vec<Value>,
 }
 
-/// What a solver reports besides its output: numbers for the response's `diagnostics` (merged
-/// over a batch by their maximum) and sentences for its `warnings`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Report {
-    pub values: BTreeMap<&'static str, f64>,
-    pub warnings: Vec<String>,
-}
-
-impl Report {
-    /// Records `value` under `key`, keeping the largest seen.
-    pub fn record_max(&mut self, key: &'static str, value: f64) {
-        let slot = self.values.entry(key).or_insert(value);
-        *slot = slot.max(value);
-    }
-
-    /// Adds a warning, replacing an earlier one of the same kind (the same words up to the
-    /// first number), so that a batch gives one sentence per problem; the worst values are in
-    /// [`Report::values`].
-    pub fn warn(&mut self, sentence: String) {
-        let kind =
-            |s: &str| s[..s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len())].to_string();
-        let new_kind = kind(&sentence);
-        self.warnings.retain(|w| kind(w) != new_kind);
-        self.warnings.push(sentence);
-    }
-
-    /// Merges another report into this one.
-    pub fn merge(&mut self, other: Report) {
-        for (k, v) in other.values {
-            self.record_max(k, v);
-        }
-        for w in other.warnings {
-            self.warn(w);
-        }
-    }
-}
-
-/// The precision-independent description of a support instance.
+/// The description of a support instance: its shapes, the relaxations it offers, and how it
+/// lowers into the kernel IR ([`crate::ir`]), the only thing backends see.
 pub trait Structure: Send + Sync {
     /// The instance in spec syntax, e.g. `categorical(n = 10)`.
     fn describe(&self) -> String;
@@ -333,8 +276,18 @@ pub trait Structure: Send + Sync {
     fn coordinates(&self) -> Coordinates {
         Coordinates::Joint
     }
-    /// The exact solver's name, e.g. `argmax`.
-    fn hard_solver(&self) -> &'static str;
+    /// The map from `θ` to the scores the noise and kernels act on: `θ` itself by default.
+    fn scores(&self) -> ScoreMap {
+        ScoreMap::Identity
+    }
+    /// The map from the kernels' solution to `z`: the identity by default.
+    fn decode(&self) -> Decode {
+        Decode::Identity
+    }
+    /// The exact kernel `argmax_{z∈Z} ⟨w, z⟩`.
+    fn hard(&self) -> Hard;
+    /// The soft kernel of one of [`Structure::soft_solvers`] with its arguments resolved.
+    fn lower(&self, soft: &SoftCall) -> Soft;
     /// The relaxations this support offers, its default regularizer first.
     fn soft_solvers(&self) -> &'static [SoftSolver];
     /// Every `z ∈ Z`, flattened; for brute-force tests on small instances.
@@ -343,116 +296,18 @@ pub trait Structure: Send + Sync {
     fn regularizer_value(&self, regularizer: Regularizer, z: &[f64]) -> Option<f64> {
         regularizer.value(z)
     }
-    /// Turns a cotangent `c = ∂L/∂z` into the direction in `w` coordinates along which the
-    /// finite-difference rule perturbs `w`: `Pᵀ Eᵀ c` when `z = E(μ(P w))` (for a spanning tree,
-    /// `g_ij = c_ij + c_ji` above the diagonal and 0 elsewhere). The identity by default.
-    fn fold_cotangent(&self, _c: &mut [f64]) {}
     /// Zeroes the entries of a gradient in `w` coordinates that the support ignores (below the
     /// diagonal, edges into the root). Nothing by default.
     fn restrict_gradient(&self, _grad: &mut [f64]) {}
-    /// For supports whose noise and solvers act on scores derived from `θ` rather than on `θ`
-    /// itself (counts: the truncated log-pmf over `{0..K}`): the length of each row's scores
-    /// for this request's `θ` (all rows' entries, in order; one length per row, so that a row's
-    /// result depends on that row alone), reporting choices such as `K`. `None`, the default:
-    /// the scores are `θ` and the solution is `z` (and `θ` is not read).
-    fn score_lens(
-        &self,
-        _theta: &mut dyn Iterator<Item = f64>,
-        _report: &mut Report,
-    ) -> Result<Option<Vec<usize>>, String> {
-        Ok(None)
+    /// Gumbel-Rao's conditional noise for this support, where it has one (the checker offers
+    /// `gumbel_rao` only then).
+    fn conditional_gumbel(&self) -> Option<Conditional> {
+        None
     }
-    /// The most passes over a row the soft solver `soft` may make (its iteration cap), for the
-    /// work budget of a request; 1 for solvers that finish in a fixed number of passes.
-    fn iterations(&self, _soft: &SoftCall) -> usize {
-        1
-    }
-    /// Whether [`Solve::conditional_gumbel`] is implemented (the `gumbel_rao` estimator).
-    fn has_conditional_gumbel(&self) -> bool {
-        false
-    }
-    /// Whether [`Solve::score`] is implemented (the `reinforce` estimator).
-    fn has_score(&self) -> bool {
-        false
-    }
-}
-
-/// The solvers of a support in one precision. Slices are flattened `θ`-shaped rows.
-pub trait Solve<F: Real>: Estimate<F> + Scores<F> + Send + Sync {
-    /// `z = argmax_{z∈Z} ⟨w, z⟩`, ties to the lowest index.
-    fn hard(&self, w: &[F], z: &mut [F]);
-    /// `z = argmax_{z∈conv Z} ⟨x, z⟩ − f(z)` with `x = w/T`; fails only where the problem is
-    /// numerically out of reach (the message says why).
-    fn soft(
-        &self,
-        soft: &SoftCall,
-        x: &[F],
-        z: &mut [F],
-        report: &mut Report,
-    ) -> Result<(), String>;
-    /// `grad_x += J(x)ᵀ g`, `J = ∂z/∂x` at the soft solution `z = soft(x)`, by a native rule;
-    /// fails only where the problem is numerically out of reach (the message says why).
-    fn soft_vjp(
-        &self,
-        soft: &SoftCall,
-        rule: Rule,
-        x: &[F],
-        z: &[F],
-        g: &[F],
-        grad_x: &mut [F],
-    ) -> Result<(), String>;
-}
-
-/// The estimator hooks of a support in one precision; the checker only lets a plan use them
-/// where [`Structure::has_conditional_gumbel`] / [`Structure::has_score`] say so.
-pub trait Estimate<F: Real> {
-    /// Gumbel-Rao: `w = θ + G` with the support's Gumbel noise drawn conditionally on the hard
-    /// sample `z` (so that `z` is the hard solution at `w`); draw `draw` of the row keyed `key`.
-    fn conditional_gumbel(&self, _theta: &[F], _z: &[F], _key: NoiseKey, _draw: u32, _w: &mut [F]) {
-        unreachable!("the checker allows gumbel_rao only where has_conditional_gumbel()")
-    }
-    /// REINFORCE: `grad += ∇_θ log q(z|θ)` under Gumbel noise.
-    fn score(&self, _theta: &[F], _z: &[F], _grad: &mut [F]) {
-        unreachable!("the checker allows reinforce only where has_score()")
-    }
-}
-
-/// The maps between `θ`, the solvers' scores and `z` (see [`Structure::score_lens`]):
-/// `θ → ℓ(θ)`, noise and solvers on `ℓ`, solution `s ↦ z = E s` (linear). The identity by
-/// default.
-pub trait Scores<F: Real> {
-    /// `ℓ(θ)` for one row.
-    fn scores(&self, theta: &[F], scores: &mut [F]) {
-        scores.copy_from_slice(theta);
-    }
-    /// `grad_theta += (∂ℓ/∂θ)ᵀ grad_scores`.
-    fn scores_vjp(&self, _theta: &[F], grad_scores: &[F], grad_theta: &mut [F]) {
-        for (gt, &gs) in grad_theta.iter_mut().zip(grad_scores) {
-            *gt = *gt + gs;
-        }
-    }
-    /// `z = E s`.
-    fn decode(&self, solution: &[F], z: &mut [F]) {
-        z.copy_from_slice(solution);
-    }
-    /// `g = Eᵀ c`, the cotangent in score coordinates.
-    fn decode_vjp(&self, cotangent: &[F], g: &mut [F]) {
-        g.copy_from_slice(cotangent);
-    }
-}
-
-/// A support instance usable in both precisions.
-pub trait Support: Structure {
-    fn solve_f64(&self) -> &dyn Solve<f64>;
-    fn solve_f32(&self) -> &dyn Solve<f32>;
-}
-
-impl<T: Structure + Solve<f64> + Solve<f32>> Support for T {
-    fn solve_f64(&self) -> &dyn Solve<f64> {
-        self
-    }
-    fn solve_f32(&self) -> &dyn Solve<f32> {
-        self
+    /// REINFORCE's score function for this support, where it has one (the checker offers
+    /// `reinforce` only then).
+    fn score_function(&self) -> Option<ScoreFunction> {
+        None
     }
 }
 

@@ -13,13 +13,9 @@ use std::sync::Arc;
 
 use super::categorical::small_size;
 use super::{
-    Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver,
-    Solve, Structure, Value, SIZE_PARAM,
+    Entry, Param, ParamKind, Regularizer, Rule, SoftCall, SoftSolver, Structure, Value, SIZE_PARAM,
 };
-use crate::kernels::assignment::max_weight_assignment;
-use crate::kernels::sinkhorn::{self, Settings};
-use crate::kernels::{add_narrowed, narrow, widen};
-use crate::real::Real;
+use crate::ir::{Hard, Soft};
 
 pub const ENTRY: Entry = Entry {
     name: "permutation",
@@ -67,21 +63,9 @@ const SOLVERS: &[SoftSolver] = &[SoftSolver {
 /// keeps every iteration's duals.
 pub const MAX_ITERS: i64 = 100_000;
 
-/// The start of the non-convergence warning; one such warning is kept per forward pass.
-const NOT_CONVERGED: &str = "Sinkhorn did not converge";
-
 #[derive(Clone, Debug)]
 pub struct Permutation {
     pub n: usize,
-}
-
-impl Permutation {
-    fn settings(soft: &SoftCall) -> Settings {
-        Settings {
-            iters: soft.args[0].int().max(1) as usize,
-            tol: soft.args[1].real(),
-        }
-    }
 }
 
 impl Structure for Permutation {
@@ -91,11 +75,19 @@ impl Structure for Permutation {
     fn shape(&self) -> Vec<usize> {
         vec![self.n, self.n]
     }
-    fn hard_solver(&self) -> &'static str {
-        "assignment"
+    fn hard(&self) -> Hard {
+        Hard::Assignment {
+            rows: self.n,
+            cols: self.n,
+        }
     }
-    fn iterations(&self, soft: &SoftCall) -> usize {
-        Self::settings(soft).iters
+    fn lower(&self, soft: &SoftCall) -> Soft {
+        Soft::Sinkhorn {
+            rows: self.n,
+            cols: self.n,
+            iters: soft.args[0].int().max(1) as usize,
+            tol: soft.args[1].real(),
+        }
     }
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS
@@ -130,71 +122,4 @@ fn next_permutation(a: &mut [usize]) -> bool {
     a.swap(i - 1, j);
     a[i..].reverse();
     true
-}
-
-impl<F: Real> Scores<F> for Permutation {}
-
-impl<F: Real> Estimate<F> for Permutation {}
-
-impl<F: Real> Solve<F> for Permutation {
-    fn hard(&self, w: &[F], z: &mut [F]) {
-        let assignment = max_weight_assignment(&widen(w), self.n);
-        z.fill(F::zero());
-        for (i, &j) in assignment.col_of_row.iter().enumerate() {
-            z[i * self.n + j] = F::one();
-        }
-    }
-
-    fn soft(
-        &self,
-        soft: &SoftCall,
-        x: &[F],
-        z: &mut [F],
-        report: &mut Report,
-    ) -> Result<(), String> {
-        let settings = Self::settings(soft);
-        let mut p = vec![0.0; x.len()];
-        let outcome = sinkhorn::sinkhorn(&widen(x), self.n, settings, &mut p);
-        report.record_max("sinkhorn_iterations", outcome.iterations as f64);
-        report.record_max("sinkhorn_residual", outcome.residual);
-        if !outcome.converged(settings) {
-            // One warning per forward pass, the same whatever rows share it (and however they
-            // are split over threads); the worst residual is in the diagnostics.
-            report.warn(format!(
-                "{NOT_CONVERGED} in {} iterations (tol {:e}); the worst marginal residual is \
-                 diagnostics.sinkhorn_residual",
-                settings.iters, settings.tol
-            ));
-        }
-        narrow(p, z);
-        Ok(())
-    }
-
-    fn soft_vjp(
-        &self,
-        soft: &SoftCall,
-        rule: Rule,
-        x: &[F],
-        z: &[F],
-        g: &[F],
-        grad_x: &mut [F],
-    ) -> Result<(), String> {
-        let mut grad = vec![0.0; x.len()];
-        let g = widen(g);
-        match rule {
-            Rule::Unrolled => sinkhorn::sinkhorn_unrolled_vjp(
-                &widen(x),
-                self.n,
-                Self::settings(soft),
-                &g,
-                &mut grad,
-            ),
-            _ => sinkhorn::sinkhorn_implicit_vjp(&widen(z), self.n, &g, &mut grad),
-        }
-        if grad.iter().any(|v| !v.is_finite()) {
-            return Err("the Sinkhorn gradient is not finite; use a larger temperature".into());
-        }
-        add_narrowed(grad, grad_x);
-        Ok(())
-    }
 }

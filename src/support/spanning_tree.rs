@@ -16,12 +16,9 @@
 use std::sync::Arc;
 
 use super::categorical::small_size;
-use super::{
-    Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall, SoftSolver,
-    Solve, Structure, MAX_INT,
-};
-use crate::kernels::{logsumexp, matrix_tree, max_tree, widen};
-use crate::real::Real;
+use super::{Entry, Param, ParamKind, Regularizer, Rule, SoftCall, SoftSolver, Structure, MAX_INT};
+use crate::ir::{Hard, Soft, Trees};
+use crate::kernels::matrix_tree::restrict_undirected;
 
 /// The `nodes` argument of the tree supports: at least two nodes.
 pub(crate) const NODES_PARAM: Param = Param {
@@ -70,28 +67,6 @@ pub struct SpanningTree {
     pub n: usize,
 }
 
-/// The node of the largest weighted degree `log Σ_j exp(y_ij)` (the first on ties).
-fn best_root(y: &[f64], n: usize) -> usize {
-    let degree = |i: usize| {
-        let row: Vec<f64> = (0..n).filter(|&j| j != i).map(|j| y[i * n + j]).collect();
-        logsumexp(&row)
-    };
-    (1..n).fold(0, |b, i| if degree(i) > degree(b) { i } else { b })
-}
-
-impl SpanningTree {
-    /// The symmetric f64 logits `y_ij = y_ji = x_{min(i,j), max(i,j)}` of the directed kernel.
-    fn symmetric<F: Real>(&self, x: &[F]) -> Vec<f64> {
-        let n = self.n;
-        (0..n * n)
-            .map(|k| {
-                let (i, j) = (k / n, k % n);
-                x[i.min(j) * n + i.max(j)].f64()
-            })
-            .collect()
-    }
-}
-
 impl Structure for SpanningTree {
     fn describe(&self) -> String {
         format!("spanning_tree(nodes = {})", self.n)
@@ -99,8 +74,14 @@ impl Structure for SpanningTree {
     fn shape(&self) -> Vec<usize> {
         vec![self.n, self.n]
     }
-    fn hard_solver(&self) -> &'static str {
-        "prim"
+    fn hard(&self) -> Hard {
+        Hard::MaxSpanningTree { n: self.n }
+    }
+    fn lower(&self, _: &SoftCall) -> Soft {
+        Soft::MatrixTree {
+            n: self.n,
+            trees: Trees::Undirected,
+        }
     }
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS
@@ -121,25 +102,8 @@ impl Structure for SpanningTree {
             })
             .collect()
     }
-    fn fold_cotangent(&self, c: &mut [f64]) {
-        let n = self.n;
-        for i in 0..n {
-            for j in 0..n {
-                c[i * n + j] = if i < j {
-                    c[i * n + j] + c[j * n + i]
-                } else {
-                    0.0
-                };
-            }
-        }
-    }
     fn restrict_gradient(&self, grad: &mut [f64]) {
-        let n = self.n;
-        for (k, g) in grad.iter_mut().enumerate() {
-            if k / n >= k % n {
-                *g = 0.0;
-            }
-        }
+        restrict_undirected(grad, self.n);
     }
 }
 
@@ -159,66 +123,4 @@ fn prufer_edges(seq: &[usize], n: usize) -> Vec<(usize, usize)> {
     let last: Vec<usize> = (0..n).filter(|&b| degree[b] == 1).collect();
     edges.push((last[0], last[1]));
     edges
-}
-
-impl<F: Real> Scores<F> for SpanningTree {}
-
-impl<F: Real> Estimate<F> for SpanningTree {}
-
-impl<F: Real> Solve<F> for SpanningTree {
-    fn hard(&self, w: &[F], z: &mut [F]) {
-        let n = self.n;
-        let parent = max_tree::max_spanning_tree(&widen(w), n);
-        z.fill(F::zero());
-        for (i, &p) in parent.iter().enumerate().skip(1) {
-            z[i * n + p] = F::one();
-            z[p * n + i] = F::one();
-        }
-    }
-
-    fn soft(&self, _: &SoftCall, x: &[F], z: &mut [F], report: &mut Report) -> Result<(), String> {
-        let n = self.n;
-        let mut mu = vec![0.0; n * n];
-        let y = self.symmetric(x);
-        if matrix_tree::marginals(&y, n, best_root(&y, n), &mut mu) == matrix_tree::Method::LogSpace
-        {
-            report.record_max("log_space_marginals", 1.0);
-        }
-        for i in 0..n {
-            for j in 0..n {
-                z[i * n + j] = F::of(if i == j {
-                    0.0
-                } else {
-                    mu[i * n + j] + mu[j * n + i]
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn soft_vjp(
-        &self,
-        _: &SoftCall,
-        _: Rule,
-        x: &[F],
-        _: &[F],
-        g: &[F],
-        grad_x: &mut [F],
-    ) -> Result<(), String> {
-        let n = self.n;
-        let mut fold = widen(g);
-        self.fold_cotangent(&mut fold);
-        let v: Vec<f64> = (0..n * n)
-            .map(|k| fold[(k / n).min(k % n) * n + (k / n).max(k % n)])
-            .collect();
-        let mut hv = vec![0.0; n * n];
-        let y = self.symmetric(x);
-        matrix_tree::marginals_hvp(&y, n, best_root(&y, n), &v, &mut hv);
-        for i in 0..n {
-            for j in i + 1..n {
-                grad_x[i * n + j] = grad_x[i * n + j] + F::of(hv[i * n + j] + hv[j * n + i]);
-            }
-        }
-        Ok(())
-    }
 }

@@ -11,16 +11,12 @@
 use std::sync::Arc;
 
 use super::{
-    ArgError, Entry, Estimate, Param, ParamKind, Regularizer, Report, Rule, Scores, SoftCall,
-    SoftSolver, Solve, Structure, Value, MAX_INT, SIZE_PARAM,
+    ArgError, Entry, Param, ParamKind, Regularizer, Rule, SoftCall, SoftSolver, Structure, Value,
+    MAX_INT, SIZE_PARAM,
 };
-use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
-use crate::kernels::esp::{esp_marginals, esp_marginals_jvp};
-use crate::kernels::logspace::subset_dp_cells;
-use crate::kernels::threshold::{solve_threshold, threshold_vjp, Link};
-use crate::kernels::top_k::top_k;
+use crate::ir::{Hard, Soft};
+use crate::kernels::threshold::Link;
 use crate::noise::{uniforms, NoiseKey};
-use crate::real::Real;
 
 /// The subset size `k ≥ 1` of `subset` and `correlated_subset`.
 pub const K_PARAM: Param = Param {
@@ -31,10 +27,6 @@ pub const K_PARAM: Param = Param {
     },
     default: None,
 };
-
-/// The most cells `n · min(k, n − k)` a dynamic program of this file or of
-/// `correlated_subset` may use (each cell one or two numbers, twice that in the backward pass).
-pub const MAX_DP_CELLS: usize = 1 << 25;
 
 pub const ENTRY: Entry = Entry {
     name: "subset",
@@ -137,8 +129,25 @@ impl Structure for Subset {
     fn shape(&self) -> Vec<usize> {
         vec![self.n]
     }
-    fn hard_solver(&self) -> &'static str {
-        "top_k"
+    fn hard(&self) -> Hard {
+        Hard::TopK { k: self.k }
+    }
+    fn lower(&self, soft: &SoftCall) -> Soft {
+        let k = self.k;
+        match soft.solver.regularizer {
+            Regularizer::Euclidean => Soft::CappedSimplex { k },
+            Regularizer::ExpFamily => Soft::Esp { k },
+            Regularizer::Entropy => Soft::Threshold {
+                link: Link::CappedExp,
+                k,
+                tol: soft.args[0].real(),
+            },
+            Regularizer::BinaryEntropy => Soft::Threshold {
+                link: Link::Sigmoid,
+                k,
+                tol: soft.args[0].real(),
+            },
+        }
     }
     fn soft_solvers(&self) -> &'static [SoftSolver] {
         SOLVERS
@@ -148,86 +157,5 @@ impl Structure for Subset {
             .filter(|bits| bits.count_ones() as usize == self.k)
             .map(|bits| (0..self.n).map(|i| ((bits >> i) & 1) as f64).collect())
             .collect()
-    }
-}
-
-/// The link of a threshold solver's regularizer.
-fn link(regularizer: Regularizer) -> Link {
-    match regularizer {
-        Regularizer::Entropy => Link::CappedExp,
-        _ => Link::Sigmoid,
-    }
-}
-
-/// The error for an exponential-family DP beyond [`MAX_DP_CELLS`].
-pub(crate) fn too_large(what: &str, cells: usize) -> String {
-    format!(
-        "the {what} dynamic program needs {cells} cells, more than the {MAX_DP_CELLS} it allows; \
-         use a smaller n or k, or another regularizer"
-    )
-}
-
-impl<F: Real> Scores<F> for Subset {}
-
-impl<F: Real> Estimate<F> for Subset {}
-
-impl<F: Real> Solve<F> for Subset {
-    fn hard(&self, w: &[F], z: &mut [F]) {
-        top_k(w, self.k, z);
-    }
-
-    fn soft(
-        &self,
-        soft: &SoftCall,
-        x: &[F],
-        z: &mut [F],
-        report: &mut Report,
-    ) -> Result<(), String> {
-        match soft.solver.regularizer {
-            Regularizer::Euclidean => capped_simplex(x, self.k, z),
-            Regularizer::ExpFamily => {
-                let cells = subset_dp_cells(self.n, self.k);
-                if cells > MAX_DP_CELLS {
-                    return Err(too_large("elementary-symmetric-polynomial", cells));
-                }
-                esp_marginals(x, self.k, z);
-            }
-            reg => {
-                let tol = soft.args[0].real();
-                let solved = solve_threshold(link(reg), x, self.k, tol, z);
-                report.record_max("tau_iterations", solved.iterations as f64);
-                report.record_max("tau_residual", solved.residual);
-                if !solved.converged {
-                    report.warn(format!(
-                        "bisection stopped after {} iterations with |Σz − k| = {:e} > tol = {tol:e}",
-                        solved.iterations, solved.residual
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn soft_vjp(
-        &self,
-        soft: &SoftCall,
-        _: Rule,
-        x: &[F],
-        z: &[F],
-        g: &[F],
-        grad_x: &mut [F],
-    ) -> Result<(), String> {
-        match soft.solver.regularizer {
-            Regularizer::Euclidean => capped_simplex_vjp(z, g, grad_x),
-            Regularizer::ExpFamily => {
-                let cells = subset_dp_cells(self.n, self.k);
-                if cells > MAX_DP_CELLS {
-                    return Err(too_large("elementary-symmetric-polynomial", cells));
-                }
-                esp_marginals_jvp(x, self.k, g, grad_x);
-            }
-            reg => threshold_vjp(link(reg), z, g, grad_x),
-        }
-        Ok(())
     }
 }

@@ -145,11 +145,7 @@ pub fn rules(solver: &sst::support::SoftSolver) -> Vec<&'static str> {
 /// Whether the support's noise and solvers act on `θ` itself (not on derived scores, as the
 /// counts do with their log-pmf).
 pub fn scores_are_theta(support: &SupportRef) -> bool {
-    let theta = vec![0.0; support.shape().iter().product()];
-    matches!(
-        support.score_lens(&mut theta.into_iter(), &mut Default::default()),
-        Ok(None)
-    )
+    support.scores() == sst::ir::ScoreMap::Identity
 }
 
 /// `ln Γ(x)` for `x > 0` by the Lanczos approximation (g = 7, nine coefficients; relative

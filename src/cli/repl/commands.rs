@@ -401,7 +401,7 @@ fn grad(session: &mut Session, rest: &str) -> Result<Output, String> {
 }
 
 /// The solver's diagnostics and warnings, when it reported any.
-fn report(out: &mut String, report: &sst::support::Report) {
+fn report(out: &mut String, report: &sst::Report) {
     for (key, value) in &report.values {
         // Counts print as integers, residuals and masses in scientific notation.
         if value.fract() == 0.0 && value.abs() < 1e15 {

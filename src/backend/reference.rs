@@ -1,0 +1,484 @@
+//! The reference backend: every IR node as a call to the kernels of `src/kernels/`, one row at a
+//! time, in the request's precision. It runs every program and is the oracle the other backends
+//! are tested against. Its working rows are allocated once per call (kernels that are not
+//! streaming — trees, assignment, Sinkhorn, the dynamic programs — still allocate their own).
+
+use super::{Backend, ForwardOut, Report, Rows, Saved, SolveError, Unsupported, Warning};
+use crate::estimator::{conditional_gumbel_max, conditional_logistic};
+use crate::grad::finite_diff;
+use crate::ir::Trees;
+use crate::ir::{Backward, Conditional, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
+use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
+use crate::kernels::chain_subset::{chain_argmax, chain_marginals, chain_marginals_jvp};
+use crate::kernels::counts::{
+    count_mean, count_mean_vjp, truncated_log_pmf, truncated_log_pmf_vjp,
+};
+use crate::kernels::esp::{esp_marginals, esp_marginals_jvp};
+use crate::kernels::logspace::{subset_dp_cells, MAX_DP_CELLS};
+use crate::kernels::matrix_tree::{self, Method};
+use crate::kernels::sinkhorn::{padded_sinkhorn, padded_sinkhorn_vjp, Settings};
+use crate::kernels::threshold::{solve_threshold, threshold_vjp};
+use crate::kernels::{argmax, assignment, logistic, max_tree, softmax, sparsemax, top_k};
+use crate::noise::NoiseKey;
+use crate::plan::Mode;
+use crate::real::Real;
+
+/// The reference backend (see the module documentation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reference;
+
+/// The rows one call works in, allocated once per call: the longest score row each.
+struct Workspace<F> {
+    scores: Vec<F>,
+    x: Vec<F>,
+    soft_z: Vec<F>,
+    grad_x: Vec<F>,
+    g: Vec<F>,
+    grad_w: Vec<F>,
+    grad_scores: Vec<F>,
+    w_draw: Vec<F>,
+}
+
+impl<F: Real> Workspace<F> {
+    fn new(len: usize) -> Self {
+        let row = || vec![F::zero(); len];
+        Workspace {
+            scores: row(),
+            x: row(),
+            soft_z: row(),
+            grad_x: row(),
+            g: row(),
+            grad_w: row(),
+            grad_scores: row(),
+            w_draw: row(),
+        }
+    }
+}
+
+impl<F: Real> Backend<F> for Reference {
+    fn name(&self) -> &'static str {
+        "reference"
+    }
+
+    fn supports(&self, _: &Program) -> Result<(), Unsupported> {
+        Ok(())
+    }
+
+    fn forward(&self, rows: &Rows<F>, out: ForwardOut<F>) -> Result<(), SolveError> {
+        let p = rows.program;
+        let (m, l, batch) = (p.row_len, rows.stride, rows.batch_rows());
+        let mapped = p.scores != ScoreMap::Identity;
+        let t = F::of(rows.temperature);
+        let mut ws = Workspace::new(l);
+        for (j, i) in rows.range.clone().enumerate() {
+            let (s, b) = (i / batch, i % batch);
+            let lb = rows.score_len(b);
+            let scores = &mut ws.scores[..lb];
+            score_map(p.scores, &rows.theta[b * m..(b + 1) * m], scores);
+            // Past a row's own length, its scores are outcomes it does not have.
+            out.w[j * l + lb..(j + 1) * l].fill(F::neg_infinity());
+            let w_row = &mut out.w[j * l..j * l + lb];
+            rows.noise
+                .perturb(p.coordinates, scores, key(rows, s, b), w_row)
+                .map_err(SolveError::Noise)?;
+            if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
+                return Err(SolveError::PerturbedOverflow {
+                    value: bad.f64(),
+                    precision: F::NAME,
+                });
+            }
+            let z_row = &mut out.z[j * m..(j + 1) * m];
+            let s_row = match mapped {
+                true => &mut out.solution[j * l..j * l + lb],
+                false => &mut *z_row,
+            };
+            match rows.mode {
+                Mode::Hard => hard(p.hard, w_row, s_row),
+                Mode::Soft => {
+                    let x = &mut ws.x[..lb];
+                    scale(w_row, t, x)?;
+                    soft(p.soft, x, s_row, out.report)?;
+                    clamp_unit(s_row);
+                }
+            }
+            if mapped {
+                decode(p.decode, &out.solution[j * l..j * l + lb], z_row);
+            }
+        }
+        Ok(())
+    }
+
+    fn backward_into(
+        &self,
+        rows: &Rows<F>,
+        saved: Saved<F>,
+        grad: &mut [F],
+    ) -> Result<(), SolveError> {
+        let p = rows.program;
+        let (m, l, batch) = (p.row_len, rows.stride, rows.batch_rows());
+        let mut ws = Workspace::new(l);
+        for (j, i) in rows.range.clone().enumerate() {
+            let (s, b) = (i / batch, i % batch);
+            let lb = rows.score_len(b);
+            let theta_row = &rows.theta[b * m..(b + 1) * m];
+            let w_row = &saved.w[i * l..i * l + lb];
+            let solution_row = &saved.solution[i * l..i * l + lb];
+            let g = &mut ws.g[..lb];
+            decode_vjp(p.decode, &saved.cotangent[b * m..(b + 1) * m], g);
+            let grad_w = &mut ws.grad_w[..lb];
+            grad_w.fill(F::zero());
+            match (rows.mode, p.estimator) {
+                (Mode::Hard, Estimator::GumbelRao { draws, conditional }) => {
+                    let scores = &mut ws.scores[..lb];
+                    score_map(p.scores, theta_row, scores);
+                    let w_draw = &mut ws.w_draw[..lb];
+                    for draw in 0..draws as u32 {
+                        let row_key = key(rows, s, b);
+                        match conditional {
+                            Conditional::GumbelMax => conditional_gumbel_max(
+                                scores,
+                                argmax(solution_row),
+                                row_key,
+                                draw,
+                                w_draw,
+                            ),
+                            Conditional::Logistic => {
+                                conditional_logistic(scores, solution_row, row_key, draw, w_draw)
+                            }
+                        }
+                        soft_backward(
+                            p,
+                            w_draw,
+                            None,
+                            rows.temperature,
+                            g,
+                            grad_w,
+                            &mut ws.x,
+                            &mut ws.soft_z,
+                            &mut ws.grad_x,
+                        )?;
+                    }
+                    let scale = F::of(draws as f64).recip();
+                    grad_w.iter_mut().for_each(|x| *x = *x * scale);
+                }
+                _ => {
+                    let soft_z = (rows.mode == Mode::Soft).then_some(solution_row);
+                    soft_backward(
+                        p,
+                        w_row,
+                        soft_z,
+                        rows.temperature,
+                        g,
+                        grad_w,
+                        &mut ws.x,
+                        &mut ws.soft_z,
+                        &mut ws.grad_x,
+                    )?;
+                }
+            }
+            let grad_scores = &mut ws.grad_scores[..lb];
+            grad_scores.fill(F::zero());
+            rows.noise.chain(p.coordinates, w_row, grad_w, grad_scores);
+            score_map_vjp(
+                p.scores,
+                theta_row,
+                grad_scores,
+                &mut grad[j * m..(j + 1) * m],
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The noise key of sample `s` of batch row `b`.
+fn key<F>(rows: &Rows<F>, s: usize, b: usize) -> NoiseKey {
+    NoiseKey {
+        seed: rows.seed,
+        sample: s as u32,
+        batch: b as u32,
+    }
+}
+
+/// `ℓ(θ)` for one row.
+fn score_map<F: Real>(map: ScoreMap, theta: &[F], scores: &mut [F]) {
+    match map {
+        ScoreMap::Identity => scores.copy_from_slice(theta),
+        ScoreMap::Counts { law, .. } => truncated_log_pmf(law, theta[0], scores),
+    }
+}
+
+/// `grad_theta += (∂ℓ/∂θ)ᵀ grad_scores`.
+fn score_map_vjp<F: Real>(map: ScoreMap, theta: &[F], grad_scores: &[F], grad_theta: &mut [F]) {
+    match map {
+        ScoreMap::Identity => {
+            for (gt, &gs) in grad_theta.iter_mut().zip(grad_scores) {
+                *gt = *gt + gs;
+            }
+        }
+        ScoreMap::Counts { law, .. } => {
+            truncated_log_pmf_vjp(law, theta[0], grad_scores, &mut grad_theta[0])
+        }
+    }
+}
+
+/// `z = E s`.
+fn decode<F: Real>(map: Decode, solution: &[F], z: &mut [F]) {
+    match map {
+        Decode::Identity => z.copy_from_slice(solution),
+        Decode::CountMean => z[0] = count_mean(solution),
+    }
+}
+
+/// `g = Eᵀ c`, the cotangent over the solution.
+fn decode_vjp<F: Real>(map: Decode, cotangent: &[F], g: &mut [F]) {
+    match map {
+        Decode::Identity => g.copy_from_slice(cotangent),
+        Decode::CountMean => count_mean_vjp(cotangent[0], g),
+    }
+}
+
+/// `s = argmax_{s∈Z} ⟨w, s⟩`.
+fn hard<F: Real>(kernel: Hard, w: &[F], s: &mut [F]) {
+    match kernel {
+        Hard::Argmax => {
+            s.fill(F::zero());
+            s[argmax(w)] = F::one();
+        }
+        Hard::Positive => {
+            for (si, &wi) in s.iter_mut().zip(w) {
+                *si = if wi > F::zero() { F::one() } else { F::zero() };
+            }
+        }
+        Hard::TopK { k } => top_k::top_k(w, k, s),
+        Hard::ChainViterbi { k } => chain_argmax(w, k, s),
+        Hard::Assignment { rows, cols } => assignment::matching_indicator(w, rows, cols, s),
+        Hard::MaxSpanningTree { n } => max_tree::max_spanning_tree_indicator(w, n, s),
+        Hard::MaxArborescence { n, root } => max_tree::max_arborescence_indicator(w, n, root, s),
+    }
+}
+
+/// `s = argmax_{s∈conv Z} ⟨x, s⟩ − f(s)`.
+fn soft<F: Real>(
+    kernel: Soft,
+    x: &[F],
+    s: &mut [F],
+    report: &mut Report,
+) -> Result<(), SolveError> {
+    match kernel {
+        Soft::Softmax => softmax::softmax(x, s),
+        Soft::Sparsemax => sparsemax::sparsemax(x, s),
+        Soft::Sigmoid => logistic::sigmoid(x, s),
+        Soft::Clip => logistic::clipped_linear(x, s),
+        Soft::Threshold { link, k, tol } => {
+            let solved = solve_threshold(link, x, k, tol, s);
+            report.record_max("tau_iterations", solved.iterations as f64);
+            report.record_max("tau_residual", solved.residual);
+            if !solved.converged {
+                report.warn(
+                    Warning::BisectionNotConverged,
+                    format!(
+                        "bisection stopped after {} iterations with |Σz − k| = {:e} > tol = {tol:e}",
+                        solved.iterations, solved.residual
+                    ),
+                );
+            }
+        }
+        Soft::CappedSimplex { k } => capped_simplex(x, k, s),
+        Soft::Esp { k } => {
+            esp_fits(x.len(), k)?;
+            esp_marginals(x, k, s);
+        }
+        Soft::ChainDp { k } => chain_marginals(x, k, s),
+        Soft::Sinkhorn {
+            rows,
+            cols,
+            iters,
+            tol,
+        } => {
+            let settings = Settings { iters, tol };
+            let outcome = padded_sinkhorn(x, rows, cols, settings, s);
+            report.record_max("sinkhorn_iterations", outcome.iterations as f64);
+            report.record_max("sinkhorn_residual", outcome.residual);
+            if !outcome.converged(settings) {
+                // One warning per forward pass, the same whatever rows share it (and however
+                // they are split over threads); the worst residual is in the diagnostics.
+                report.warn(
+                    Warning::SinkhornNotConverged,
+                    format!(
+                        "Sinkhorn did not converge in {iters} iterations (tol {tol:e}); the worst \
+                         marginal residual is diagnostics.sinkhorn_residual"
+                    ),
+                );
+            }
+        }
+        Soft::MatrixTree { n, trees } => {
+            let method = match trees {
+                Trees::Undirected => matrix_tree::undirected_marginals(x, n, s),
+                Trees::Rooted(root) => matrix_tree::rooted_marginals(x, n, root, s),
+            };
+            if method == Method::LogSpace {
+                report.record_max("log_space_marginals", 1.0);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `grad_x += J(x)ᵀ g` at the soft solution `s = soft(x)` by the kernel's native `rule`.
+fn soft_vjp<F: Real>(
+    kernel: Soft,
+    rule: Rule,
+    x: &[F],
+    s: &[F],
+    g: &[F],
+    grad_x: &mut [F],
+) -> Result<(), SolveError> {
+    match kernel {
+        Soft::Softmax => softmax::softmax_vjp(s, g, grad_x),
+        Soft::Sparsemax => sparsemax::sparsemax_vjp(s, g, grad_x),
+        Soft::Sigmoid => logistic::sigmoid_vjp(s, g, grad_x),
+        Soft::Clip => logistic::clipped_linear_vjp(s, g, grad_x),
+        Soft::Threshold { link, .. } => threshold_vjp(link, s, g, grad_x),
+        Soft::CappedSimplex { .. } => capped_simplex_vjp(s, g, grad_x),
+        Soft::Esp { k } => {
+            esp_fits(x.len(), k)?;
+            esp_marginals_jvp(x, k, g, grad_x);
+        }
+        Soft::ChainDp { k } => chain_marginals_jvp(x, k, g, grad_x),
+        Soft::Sinkhorn {
+            rows,
+            cols,
+            iters,
+            tol,
+        } => {
+            let unrolled = rule == Rule::Unrolled;
+            let settings = Settings { iters, tol };
+            if !padded_sinkhorn_vjp(unrolled, x, s, rows, cols, settings, g, grad_x) {
+                return Err(SolveError::GradientNotFinite { kernel: "Sinkhorn" });
+            }
+        }
+        Soft::MatrixTree { n, trees } => match trees {
+            Trees::Undirected => matrix_tree::undirected_marginals_vjp(x, n, g, grad_x),
+            Trees::Rooted(root) => matrix_tree::rooted_marginals_vjp(x, n, root, g, grad_x),
+        },
+    }
+    Ok(())
+}
+
+/// The elementary-symmetric-polynomial DP on `n` items fits [`MAX_DP_CELLS`].
+fn esp_fits(n: usize, k: usize) -> Result<(), SolveError> {
+    let cells = subset_dp_cells(n, k);
+    match cells > MAX_DP_CELLS {
+        true => Err(SolveError::DpTooLarge {
+            what: "elementary-symmetric-polynomial",
+            cells,
+        }),
+        false => Ok(()),
+    }
+}
+
+/// The cotangent in the kernel's weight coordinates along which `finite_diff` perturbs `w`
+/// (trees: folded onto the entries that are weights); the identity elsewhere.
+fn fold_cotangent(kernel: Soft, c: &mut [f64]) {
+    match kernel {
+        Soft::MatrixTree {
+            n,
+            trees: Trees::Undirected,
+        } => matrix_tree::fold_undirected(c, n),
+        Soft::MatrixTree {
+            n,
+            trees: Trees::Rooted(root),
+        } => matrix_tree::restrict_rooted(c, n, root),
+        _ => {}
+    }
+}
+
+/// Zeroes the entries of a gradient in `w` coordinates that the kernel does not read.
+fn restrict_gradient(kernel: Soft, grad: &mut [f64]) {
+    match kernel {
+        Soft::MatrixTree {
+            n,
+            trees: Trees::Undirected,
+        } => matrix_tree::restrict_undirected(grad, n),
+        Soft::MatrixTree {
+            n,
+            trees: Trees::Rooted(root),
+        } => matrix_tree::restrict_rooted(grad, n, root),
+        _ => {}
+    }
+}
+
+/// `grad_w += (∂s_T/∂w)ᵀ g` at one row `w` by the program's backward rule; `soft_z` is the soft
+/// solution at `w` when the forward pass already computed it. `x`, `z` and `grad_x` are
+/// working rows at least as long as `w`.
+#[allow(clippy::too_many_arguments)]
+fn soft_backward<F: Real>(
+    p: &Program,
+    w: &[F],
+    soft_z: Option<&[F]>,
+    temperature: f64,
+    g: &[F],
+    grad_w: &mut [F],
+    x: &mut [F],
+    z: &mut [F],
+    grad_x: &mut [F],
+) -> Result<(), SolveError> {
+    let rule = match p.backward {
+        Backward::FiniteDiff { eps } => {
+            let solve = |x: &[f64], z: &mut [f64]| soft(p.soft, x, z, &mut Report::default());
+            return finite_diff(
+                solve,
+                |c| fold_cotangent(p.soft, c),
+                |d| restrict_gradient(p.soft, d),
+                w,
+                temperature,
+                g,
+                eps,
+                grad_w,
+            );
+        }
+        Backward::Native(rule) => rule,
+    };
+    let len = w.len();
+    let t = F::of(temperature);
+    let x = &mut x[..len];
+    scale(w, t, x)?;
+    let z = match soft_z {
+        Some(z) => z,
+        None => {
+            soft(p.soft, x, &mut z[..len], &mut Report::default())?;
+            &z[..len]
+        }
+    };
+    let grad_x = &mut grad_x[..len];
+    grad_x.fill(F::zero());
+    soft_vjp(p.soft, rule, x, z, g, grad_x)?;
+    for (gw, &gx) in grad_w.iter_mut().zip(grad_x.iter()) {
+        *gw = *gw + gx / t;
+    }
+    Ok(())
+}
+
+/// `x = w / T`, the soft kernels' input; an overflow is a temperature error.
+fn scale<F: Real>(w: &[F], t: F, x: &mut [F]) -> Result<(), SolveError> {
+    for (xi, &wi) in x.iter_mut().zip(w) {
+        *xi = wi / t;
+        if !xi.is_finite() {
+            return Err(SolveError::ScaledOverflow {
+                w: wi.f64(),
+                temperature: t.f64(),
+                precision: F::NAME,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Clamps a soft solution into `[0, 1]`, where every kernel's solution lies (probabilities,
+/// marginals, doubly stochastic entries): a rounding error of 1e-15 outside it would make
+/// `log z` in a loss NaN.
+fn clamp_unit<F: Real>(s: &mut [F]) {
+    for x in s {
+        *x = x.max(F::zero()).min(F::one());
+    }
+}
