@@ -197,6 +197,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The kernel IR program as JSON: every node with its settings.
+    pub fn program_json(&self) -> Json {
+        serde_json::to_value(self.program).expect("a program serializes")
+    }
+
     /// The decision recorded for `field`.
     pub fn decision(&self, field: &str) -> &Decision {
         self.decisions
@@ -205,8 +210,8 @@ impl Plan {
             .expect("the checker records every field")
     }
 
-    /// The layer's object of `sst check --json`; `temperature` replaces the expression by the
-    /// number a request used.
+    /// The layer's object of `sst eval`'s responses; `temperature` replaces the expression by
+    /// the number a request used. `sst check --json` adds the `"program"` ([`Plan::program_json`]).
     pub fn to_json(&self, temperature: Option<f64>) -> Json {
         let mut fields = serde_json::Map::new();
         fields.insert("name".into(), json!(self.name));
@@ -226,10 +231,7 @@ impl Plan {
             json!(self.estimator.default_mode().name()),
         );
         fields.insert("reasons".into(), Json::Object(reasons));
-        fields.insert(
-            "program".into(),
-            serde_json::to_value(self.program).expect("a program serializes"),
-        );
+
         Json::Object(fields)
     }
 }

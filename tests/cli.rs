@@ -677,12 +677,22 @@ fn check_prints_every_layer_and_its_choices() {
             assert!(layer.get(key).is_some(), "no `{key}` in {layer}");
         }
     }
-    // The plan of `eval` is the layer's object of `check --json`, but for the temperature.
+    // `check --json` shows the kernel IR program: the nodes a backend runs.
+    let program = &layers[0]["program"];
+    assert_eq!(program["row_len"], 5);
+    assert_eq!(program["hard"], "argmax");
+    assert_eq!(program["soft"], "softmax");
+    assert_eq!(program["estimator"], "straight_through");
+    assert_eq!(layers[1]["program"]["soft"], "sigmoid");
+    assert_eq!(layers[1]["program"]["coordinates"], "binary");
+    // The plan of `eval` is the layer's object of `check --json`, but for the temperature and
+    // the program.
     let r = eval_ok(&path, Some("pick"), &json!({"theta": [0, 0, 0, 0, 0]}));
     let mut from_eval = r["plan"].clone();
     let mut from_check = layers[0].clone();
     from_eval.as_object_mut().unwrap().remove("temperature");
     from_check.as_object_mut().unwrap().remove("temperature");
+    from_check.as_object_mut().unwrap().remove("program");
     assert_eq!(from_eval, from_check);
 }
 

@@ -243,6 +243,7 @@ pub fn score_lens<F: Real>(
         return Ok(None);
     };
     let mut lens = Vec::with_capacity(theta.len());
+    let mut last_warning = None;
     for t in theta.iter().map(|t| t.f64()) {
         let k = match truncation {
             Truncation::Fixed(k) => k,
@@ -250,7 +251,7 @@ pub fn score_lens<F: Real>(
                 .auto_max(t, tail)
                 .ok_or(SolveError::TruncationTooLong { theta: t, tail })?,
         };
-        if law.log_weights(t, k).iter().any(|w| !w.is_finite()) {
+        if law.log_weights(t, k).any(|w| !w.is_finite()) {
             return Err(SolveError::PmfOverflow {
                 law: law.name(),
                 theta: t,
@@ -261,15 +262,21 @@ pub fn score_lens<F: Real>(
         let dropped = 1.0 - law.kept_mass(t, k);
         report.record_max("dropped_mass", dropped);
         if dropped > WARN_TAIL {
-            report.warn(
-                Warning::TruncationDropsMass,
-                format!(
-                    "the truncation at K = {k} drops {dropped:.3e} of the mass of {} at theta = {t}; raise `max`",
-                    law.name()
-                ),
-            );
+            last_warning = Some((k, dropped, t));
         }
         lens.push(k + 1);
+    }
+    // One sentence for the request (the last row's that needs one; the worst value is
+    // `dropped_mass`), written once rather than once per row.
+    if let Some((k, dropped, t)) = last_warning {
+        report.warn(
+            Warning::TruncationDropsMass,
+            format!(
+                "the truncation at K = {k} drops {dropped:.3e} of the mass of {} at theta = {t}; \
+                 raise `max`",
+                law.name()
+            ),
+        );
     }
     Ok(Some(lens))
 }

@@ -30,13 +30,20 @@ pub struct Reference;
 /// The rows one call works in, allocated once per call: the longest score row each.
 struct Workspace<F> {
     scores: Vec<F>,
-    x: Vec<F>,
-    soft_z: Vec<F>,
-    grad_x: Vec<F>,
     g: Vec<F>,
     grad_w: Vec<F>,
     grad_scores: Vec<F>,
     w_draw: Vec<F>,
+    soft: SoftScratch<F>,
+}
+
+/// What the soft backward works in: `x = w/T`, the re-solved `z`, `∂L/∂x`, and what a re-solve
+/// reports (discarded; reused so that recording its values allocates once per call).
+struct SoftScratch<F> {
+    x: Vec<F>,
+    z: Vec<F>,
+    grad_x: Vec<F>,
+    report: Report,
 }
 
 impl<F: Real> Workspace<F> {
@@ -44,13 +51,16 @@ impl<F: Real> Workspace<F> {
         let row = || vec![F::zero(); len];
         Workspace {
             scores: row(),
-            x: row(),
-            soft_z: row(),
-            grad_x: row(),
             g: row(),
             grad_w: row(),
             grad_scores: row(),
             w_draw: row(),
+            soft: SoftScratch {
+                x: row(),
+                z: row(),
+                grad_x: row(),
+                report: Report::default(),
+            },
         }
     }
 }
@@ -95,7 +105,7 @@ impl<F: Real> Backend<F> for Reference {
             match rows.mode {
                 Mode::Hard => hard(p.hard, w_row, s_row),
                 Mode::Soft => {
-                    let x = &mut ws.x[..lb];
+                    let x = &mut ws.soft.x[..lb];
                     scale(w_row, t, x)?;
                     soft(p.soft, x, s_row, out.report)?;
                     clamp_unit(s_row);
@@ -146,34 +156,14 @@ impl<F: Real> Backend<F> for Reference {
                                 conditional_logistic(scores, solution_row, row_key, draw, w_draw)
                             }
                         }
-                        soft_backward(
-                            p,
-                            w_draw,
-                            None,
-                            rows.temperature,
-                            g,
-                            grad_w,
-                            &mut ws.x,
-                            &mut ws.soft_z,
-                            &mut ws.grad_x,
-                        )?;
+                        soft_backward(p, w_draw, None, rows.temperature, g, grad_w, &mut ws.soft)?;
                     }
                     let scale = F::of(draws as f64).recip();
                     grad_w.iter_mut().for_each(|x| *x = *x * scale);
                 }
                 _ => {
                     let soft_z = (rows.mode == Mode::Soft).then_some(solution_row);
-                    soft_backward(
-                        p,
-                        w_row,
-                        soft_z,
-                        rows.temperature,
-                        g,
-                        grad_w,
-                        &mut ws.x,
-                        &mut ws.soft_z,
-                        &mut ws.grad_x,
-                    )?;
+                    soft_backward(p, w_row, soft_z, rows.temperature, g, grad_w, &mut ws.soft)?;
                 }
             }
             let grad_scores = &mut ws.grad_scores[..lb];
@@ -409,9 +399,8 @@ fn restrict_gradient(kernel: Soft, grad: &mut [f64]) {
 }
 
 /// `grad_w += (∂s_T/∂w)ᵀ g` at one row `w` by the program's backward rule; `soft_z` is the soft
-/// solution at `w` when the forward pass already computed it. `x`, `z` and `grad_x` are
-/// working rows at least as long as `w`.
-#[allow(clippy::too_many_arguments)]
+/// solution at `w` when the forward pass already computed it; `scratch` rows are at least as
+/// long as `w`.
 fn soft_backward<F: Real>(
     p: &Program,
     w: &[F],
@@ -419,9 +408,7 @@ fn soft_backward<F: Real>(
     temperature: f64,
     g: &[F],
     grad_w: &mut [F],
-    x: &mut [F],
-    z: &mut [F],
-    grad_x: &mut [F],
+    scratch: &mut SoftScratch<F>,
 ) -> Result<(), SolveError> {
     let rule = match p.backward {
         Backward::FiniteDiff { eps } => {
@@ -441,16 +428,16 @@ fn soft_backward<F: Real>(
     };
     let len = w.len();
     let t = F::of(temperature);
-    let x = &mut x[..len];
+    let x = &mut scratch.x[..len];
     scale(w, t, x)?;
     let z = match soft_z {
         Some(z) => z,
         None => {
-            soft(p.soft, x, &mut z[..len], &mut Report::default())?;
-            &z[..len]
+            soft(p.soft, x, &mut scratch.z[..len], &mut scratch.report)?;
+            &scratch.z[..len]
         }
     };
-    let grad_x = &mut grad_x[..len];
+    let grad_x = &mut scratch.grad_x[..len];
     grad_x.fill(F::zero());
     soft_vjp(p.soft, rule, x, z, g, grad_x)?;
     for (gw, &gx) in grad_w.iter_mut().zip(grad_x.iter()) {

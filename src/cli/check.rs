@@ -13,7 +13,11 @@ pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliE
         let layers: Vec<_> = module
             .layers()
             .iter()
-            .map(|l| l.plan().to_json(None))
+            .map(|l| {
+                let mut plan = l.plan().to_json(None);
+                plan["program"] = l.plan().program_json();
+                plan
+            })
             .collect();
         let out = json!({ "file": file.display().to_string(), "layers": layers });
         return Ok(format!(

@@ -64,10 +64,7 @@ fn show(out: &mut String, name: &str, text: &str) -> Result<(), CliError> {
             .try_forward(theta.view(), &opts.mode(Mode::Soft))
             .map_err(|e| CliError::Request(e.to_string()))?;
         let _ = writeln!(out, "  T = {}", soft.temperature);
-        let pairs = show::pairs(
-            &hard.z,
-            show::Pairs::for_support(&layer.plan().support.describe()),
-        );
+        let pairs = show::pairs(&hard.z, show::Pairs::for_program(&layer.plan().program));
         for (label, values) in [
             ("theta", &theta),
             ("w", &hard.w),

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::kernels::logistic::log_sigmoid;
-use crate::kernels::{logsumexp, narrow, softmax};
+use crate::kernels::{logsumexp_of, narrow};
 use crate::real::Real;
 
 /// The most outcomes a truncation may keep.
@@ -82,20 +82,19 @@ impl CountLaw {
 
     /// `log p_k + c` for `k = 0..=max`, with `c = log_weight0 − log_p0` the same for every `k`:
     /// Poisson `kθ − log k!`; normalised on `{0..K}` these give the truncated log-pmf `ℓ`.
-    pub fn log_weights(self, theta: f64, max: usize) -> Vec<f64> {
-        let mut out = Vec::with_capacity(max + 1);
-        let mut lw = self.log_weight0(theta);
-        for k in 0..=max {
-            out.push(lw);
-            lw += self.log_ratio(theta, k);
-        }
-        out
+    /// Computed by the recurrence as they are read (no buffer).
+    pub fn log_weights(self, theta: f64, max: usize) -> impl Iterator<Item = f64> + Clone {
+        (0..=max).scan(self.log_weight0(theta), move |lw, k| {
+            let out = *lw;
+            *lw += self.log_ratio(theta, k);
+            Some(out)
+        })
     }
 
     /// `P(X ≤ K) = Σ_{k≤K} p_k`, the mass a truncation at `K = max` keeps (in [0, 1]).
     pub fn kept_mass(self, theta: f64, max: usize) -> f64 {
-        let log_kept =
-            logsumexp(&self.log_weights(theta, max)) + self.log_p0(theta) - self.log_weight0(theta);
+        let log_kept = logsumexp_of(self.log_weights(theta, max)) + self.log_p0(theta)
+            - self.log_weight0(theta);
         log_kept.exp().clamp(0.0, 1.0)
     }
 
@@ -119,22 +118,28 @@ impl CountLaw {
 /// `ℓ_k = log p_k(θ) − log Σ_{j≤K} p_j(θ)` for `k = 0..=K`, `K + 1 = scores.len()`.
 pub fn truncated_log_pmf<F: Real>(law: CountLaw, theta: F, scores: &mut [F]) {
     let log_weights = law.log_weights(theta.f64(), scores.len() - 1);
-    let norm = logsumexp(&log_weights);
-    narrow(log_weights.into_iter().map(|lp| lp - norm), scores);
+    let norm = logsumexp_of(log_weights.clone());
+    narrow(log_weights.map(|lp| lp - norm), scores);
 }
 
 /// `grad_theta += Σ_k g_k ∂ℓ_k/∂θ`, with `∂ℓ_k/∂θ = c·(k − E_q[k])`, `q = exp ℓ` the truncated
-/// pmf and `c` the law's slope.
+/// pmf (the softmax of the log-weights, computed as `kernels::softmax` does, with no buffer) and
+/// `c` the law's slope.
 pub fn truncated_log_pmf_vjp<F: Real>(
     law: CountLaw,
     theta: F,
     grad_scores: &[F],
     grad_theta: &mut F,
 ) {
-    let mut q = vec![0.0; grad_scores.len()];
-    let log_weights = law.log_weights(theta.f64(), q.len() - 1);
-    softmax::softmax(&log_weights, &mut q);
-    let mean: f64 = q.iter().enumerate().map(|(k, qk)| k as f64 * qk).sum();
+    let log_weights = law.log_weights(theta.f64(), grad_scores.len() - 1);
+    let m = log_weights.clone().fold(f64::NEG_INFINITY, f64::max);
+    let mut s = 0.0;
+    for lw in log_weights.clone() {
+        s += (lw - m).exp();
+    }
+    let inv = s.recip();
+    let q = log_weights.map(|lw| (lw - m).exp() * inv);
+    let mean: f64 = q.enumerate().map(|(k, qk)| k as f64 * qk).sum();
     let dot: f64 = grad_scores
         .iter()
         .enumerate()

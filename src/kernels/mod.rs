@@ -60,11 +60,16 @@ pub fn logaddexp<F: Real>(a: F, b: F) -> F {
 /// finite `x`). Returns `−∞` for an empty slice or when every entry is `−∞`, and `+∞` when some
 /// entry is `+∞`.
 pub fn logsumexp<F: Real>(x: &[F]) -> F {
-    let m = x.iter().copied().fold(F::neg_infinity(), F::max);
+    logsumexp_of(x.iter().copied())
+}
+
+/// [`logsumexp`] of the values an iterator yields (read twice), with no buffer.
+pub fn logsumexp_of<F: Real>(x: impl Iterator<Item = F> + Clone) -> F {
+    let m = x.clone().fold(F::neg_infinity(), F::max);
     if m.is_infinite() {
         return m;
     }
-    m + x.iter().map(|&xi| (xi - m).exp()).sum::<F>().ln()
+    m + x.map(|xi| (xi - m).exp()).sum::<F>().ln()
 }
 
 /// `argmax(x) = min { i : x_i = max_j x_j }`: the first index of the maximum, so ties go to the

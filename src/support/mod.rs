@@ -15,6 +15,7 @@ pub mod bernoulli;
 pub mod categorical;
 pub mod correlated_subset;
 pub mod counts;
+pub mod matching;
 pub mod permutation;
 pub mod spanning_tree;
 pub mod subset;
@@ -35,6 +36,7 @@ pub const REGISTRY: &[Entry] = &[
     counts::GEOMETRIC,
     counts::NEGATIVE_BINOMIAL,
     permutation::ENTRY,
+    matching::ENTRY,
     spanning_tree::ENTRY,
     arborescence::ENTRY,
 ];

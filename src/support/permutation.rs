@@ -35,7 +35,8 @@ pub const ENTRY: Entry = Entry {
     gradient_instance: |_| Arc::new(Permutation { n: 6 }),
 };
 
-const SOLVERS: &[SoftSolver] = &[SoftSolver {
+/// Sinkhorn with its arguments and rules (shared with `matching`).
+pub(crate) const SOLVERS: &[SoftSolver] = &[SoftSolver {
     regularizer: Regularizer::Entropy,
     name: "sinkhorn",
     params: &[

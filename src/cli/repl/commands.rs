@@ -370,7 +370,7 @@ fn sample(session: &mut Session, rest: &str) -> Result<Output, String> {
     let _ = write!(out, "w\n{}", show::array(&fwd.w, false));
     let _ = write!(out, "z\n{}", show::array(&fwd.z, fwd.mode == Mode::Soft));
     if plan.support.shape().len() >= 2 {
-        if let Some(pairs) = show::pairs(&fwd.z, Pairs::for_support(&describe)) {
+        if let Some(pairs) = show::pairs(&fwd.z, Pairs::for_program(&plan.program)) {
             let _ = write!(out, "pairs\n{pairs}");
         }
     }

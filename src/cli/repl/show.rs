@@ -22,12 +22,12 @@ pub enum Pairs {
 }
 
 impl Pairs {
-    /// How a support's outputs are listed, from its name in `describe()`.
-    pub fn for_support(describe: &str) -> Pairs {
-        if describe.starts_with("spanning_tree") {
-            Pairs::Edges
-        } else {
-            Pairs::Arrows
+    /// How a layer's outputs are listed: edges for the symmetric adjacency of spanning trees
+    /// (read from the layer's exact kernel), arrows otherwise.
+    pub fn for_program(program: &sst::ir::Program) -> Pairs {
+        match program.hard {
+            sst::ir::Hard::MaxSpanningTree { .. } => Pairs::Edges,
+            _ => Pairs::Arrows,
         }
     }
 }
