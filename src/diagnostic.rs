@@ -189,6 +189,12 @@ impl std::fmt::Display for Diagnostic {
 
 impl std::error::Error for Diagnostic {}
 
+/// The label listing what would be valid: `expected one of: a, b, c`.
+pub fn expected_one_of<S: AsRef<str>>(names: &[S]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    format!("expected one of: {}", names.join(", "))
+}
+
 /// The closest candidate within a small edit distance, for "did you mean `x`?" hints.
 ///
 /// The allowed distance grows with the word: 1 edit for words up to 5 chars, 2 up to 8, then 3.

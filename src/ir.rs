@@ -6,7 +6,7 @@
 //!
 //! and for the backward pass the rule that turns `∂L/∂z` into `∂L/∂θ` (the [`Backward`] rule
 //! through the soft kernel, and the [`Estimator`]). Each support lowers itself into these nodes
-//! ([`crate::support::Structure`]); backends (`src/backend/`) match on them and never see a
+//! (`Structure::lower` in `src/support/`); backends (`src/backend/`) match on them and never see a
 //! support, a name or a string.
 
 use serde::Serialize;

@@ -137,7 +137,8 @@ fn assert_in_hull(what: &str, vertices: &[Vec<f64>], z: &[f64], plane_slack: f64
 /// plan within `tol`, so the real rows' total is off by up to `(m − n)·tol`.
 fn plane_slack(solver: &SoftSolver, len: usize) -> f64 {
     let tol = solver.params.iter().find(|p| p.name == "tol");
-    tol.and_then(|p| p.default).map_or(0.0, |v| v.real() * len as f64)
+    tol.and_then(|p| p.default)
+        .map_or(0.0, |v| v.real() * len as f64)
 }
 
 /// `f(z)` of a regularizer with a closed form, written from DESIGN.md §2 (`None` for `expfamily`,

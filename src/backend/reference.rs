@@ -367,19 +367,16 @@ fn esp_fits(n: usize, k: usize) -> Result<(), SolveError> {
     }
 }
 
-/// The cotangent in the kernel's weight coordinates along which `finite_diff` perturbs `w`
-/// (trees: folded onto the entries that are weights); the identity elsewhere.
+/// The cotangent in the kernel's weight coordinates along which `finite_diff` perturbs `w`:
+/// an undirected tree's folded onto the upper triangle, where its weights are; elsewhere the
+/// entries the kernel reads ([`restrict_gradient`]).
 fn fold_cotangent(kernel: Soft, c: &mut [f64]) {
     match kernel {
         Soft::MatrixTree {
             n,
             trees: Trees::Undirected,
         } => matrix_tree::fold_undirected(c, n),
-        Soft::MatrixTree {
-            n,
-            trees: Trees::Rooted(root),
-        } => matrix_tree::restrict_rooted(c, n, root),
-        _ => {}
+        _ => restrict_gradient(kernel, c),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::diagnostic::{did_you_mean, number, Diagnostic};
+use crate::diagnostic::{did_you_mean, expected_one_of, number, Diagnostic};
 use crate::plan::{Arith, Formula, FUNCTIONS};
 use crate::support::{Param, ParamKind, Value};
 use crate::syntax::ast::{BinOp, Call, Expr, ExprKind};
@@ -55,7 +55,7 @@ fn compile_call(call: &Call, consts: &Consts) -> Result<Formula, Diagnostic> {
         let names: Vec<&str> = FUNCTIONS.iter().map(|f| f.0).collect();
         return Err(with_hint(
             Diagnostic::new(call.name.span.clone(), format!("unknown function `{name}`"))
-                .with_label(format!("expected one of: {}", names.join(", "))),
+                .with_label(expected_one_of(&names)),
             name,
             names,
         ));

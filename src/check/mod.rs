@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use args::{bind_args, compile_formula, eval_number, with_hint, Consts};
 use tables::{find, names, Choice, BACKWARDS, ESTIMATORS, FIELDS, PERTURBATIONS};
 
-use crate::diagnostic::{number, Diagnostic};
+use crate::diagnostic::{expected_one_of, number, Diagnostic};
 use crate::ir::Program;
 use crate::noise::Perturbation;
 use crate::plan::{Backward, Decision, Estimator, Formula, Plan};
@@ -342,7 +342,7 @@ fn known_field(field: &Field, errors: &mut Vec<Diagnostic>) -> Option<&'static s
                 field.name.span.clone(),
                 format!("unknown field `{}`", field.name.name),
             )
-            .with_label(format!("expected one of: {}", FIELDS.join(", "))),
+            .with_label(expected_one_of(FIELDS)),
             &field.name.name,
             FIELDS.iter().copied(),
         ));
@@ -438,7 +438,7 @@ impl<'a> LayerResolver<'a> {
                     call.name.span.clone(),
                     format!("unknown {field} `{}`", call.name.name),
                 )
-                .with_label(format!("expected one of: {}", valid.join(", "))),
+                .with_label(expected_one_of(&valid)),
                 &call.name.name,
                 valid,
             ));

@@ -23,7 +23,7 @@ pub fn finite_diff<F: Real, E>(
     eps: f64,
     grad_w: &mut [F],
 ) -> Result<(), E> {
-    let mut g: Vec<f64> = g.iter().map(|gi| gi.f64()).collect();
+    let mut g = crate::kernels::widen(g);
     fold(&mut g);
     // The rule is linear in g: difference along g / max|g| and scale back, so that cotangents of
     // 1e±300 neither overflow nor vanish in ‖g‖.

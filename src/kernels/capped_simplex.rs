@@ -3,6 +3,7 @@
 //! `z = argmin_{z ∈ C_k} ‖z − x‖² = argmax_{z ∈ C_k} ⟨x, z⟩ − ½‖z‖² = clip(x − τ, 0, 1)`,
 //! the Euclidean soft solver of `subset(n, k)` (DESIGN.md §2; `C_k = conv` of the k-subsets).
 
+use crate::kernels::widen;
 use crate::real::Real;
 
 /// `z_i = clip(x_i − τ, 0, 1)` with `τ` such that `Σ z = k`; exact, not a tolerance iteration.
@@ -25,7 +26,7 @@ pub fn capped_simplex<F: Real>(x: &[F], k: usize, z: &mut [F]) {
         z.fill(if k == n { F::one() } else { F::zero() });
         return;
     }
-    let mut v: Vec<f64> = x.iter().map(|xi| xi.f64()).collect();
+    let mut v = widen(x);
     v.sort_unstable_by(|a, b| b.total_cmp(a));
     let m = v[0];
     for vi in v.iter_mut() {

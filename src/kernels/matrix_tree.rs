@@ -506,7 +506,7 @@ pub fn undirected_marginals<F: Real>(x: &[F], n: usize, z: &mut [F]) -> Method {
 /// upper triangle, the directed Hessian–vector product, and its two halves summed. Adds into
 /// `grad_x` above the diagonal.
 pub fn undirected_marginals_vjp<F: Real>(x: &[F], n: usize, g: &[F], grad_x: &mut [F]) {
-    let mut fold: Vec<f64> = g.iter().map(|gi| gi.f64()).collect();
+    let mut fold = crate::kernels::widen(g);
     fold_undirected(&mut fold, n);
     let v: Vec<f64> = (0..n * n)
         .map(|k| fold[(k / n).min(k % n) * n + (k / n).max(k % n)])

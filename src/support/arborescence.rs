@@ -11,11 +11,8 @@
 
 use std::sync::Arc;
 
-use super::spanning_tree::{small_nodes, NODES_PARAM};
-use super::{
-    ArgError, Entry, Param, ParamKind, Regularizer, Rule, SoftCall, SoftSolver, Structure, Value,
-    MAX_INT,
-};
+use super::spanning_tree::{small_nodes, NODES_PARAM, SOLVERS};
+use super::{ArgError, Entry, Param, ParamKind, SoftCall, SoftSolver, Structure, Value, MAX_INT};
 use crate::ir::{Hard, Soft, Trees};
 use crate::kernels::matrix_tree::restrict_rooted;
 
@@ -58,15 +55,6 @@ pub const ENTRY: Entry = Entry {
         })
     },
 };
-
-const SOLVERS: &[SoftSolver] = &[SoftSolver {
-    regularizer: Regularizer::ExpFamily,
-    name: "matrix_tree",
-    params: &[],
-    rules: &[Rule::ClosedForm],
-    why_rule: "the Hessian–vector product of log det L̂ through the inverse Laplacian is exact \
-               (dM = −M dL̂ M), O(n³)",
-}];
 
 #[derive(Clone, Debug)]
 pub struct Arborescence {

@@ -53,7 +53,8 @@ pub(crate) fn small_nodes(seed: u64) -> usize {
     2 + (small_size(seed) - 1) % 4
 }
 
-const SOLVERS: &[SoftSolver] = &[SoftSolver {
+/// The matrix-tree marginals (shared with `arborescence`).
+pub(crate) const SOLVERS: &[SoftSolver] = &[SoftSolver {
     regularizer: Regularizer::ExpFamily,
     name: "matrix_tree",
     params: &[],
