@@ -19,6 +19,36 @@ pub fn number(x: f64) -> String {
 /// Byte offsets into the source.
 pub type Span = Range<usize>;
 
+/// A source text indexed once, for rendering many diagnostics against it: the byte offset of
+/// each line's start and ariadne's own line table. Rendering `e` diagnostics then costs
+/// `O(len + e·(line length + log lines))`, not `O(e·len)`.
+pub struct Indexed<'a> {
+    text: &'a str,
+    /// Byte offset of the start of each line: 0, then one past each `\n`.
+    starts: Vec<usize>,
+    lines: Source<&'a str>,
+}
+
+impl<'a> Indexed<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let newlines = text.match_indices('\n').map(|(i, _)| i + 1);
+        Indexed {
+            text,
+            starts: std::iter::once(0).chain(newlines).collect(),
+            lines: Source::from(text),
+        }
+    }
+
+    /// 1-based (line, column) of the byte `offset` (clamped into the text, moved back to the
+    /// start of the char it falls in); the column is counted in chars.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let start = floor_char_boundary(self.text, offset);
+        let line = self.starts.partition_point(|&s| s <= start) - 1;
+        let column = self.text[self.starts[line]..start].chars().count() + 1;
+        (line + 1, column)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub span: Span,
@@ -51,12 +81,7 @@ impl Diagnostic {
 
     /// 1-based (line, column) of `span.start`; the column is counted in chars.
     pub fn line_col(&self, source: &str) -> (usize, usize) {
-        let start = floor_char_boundary(source, self.span.start);
-        let before = &source[..start];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
-        (line, column)
+        Indexed::new(source).line_col(self.span.start)
     }
 
     /// Renders with ariadne (ASCII, no colour):
@@ -75,16 +100,29 @@ impl Diagnostic {
     ///
     /// Never panics: out-of-range spans are clamped into the source.
     pub fn render(&self, file_name: &str, source: &str) -> String {
-        let span = display_span(source, &self.span);
-        let rendered = std::panic::catch_unwind(|| self.render_ariadne(file_name, source, span));
+        self.render_in(file_name, &Indexed::new(source))
+    }
+
+    /// [`Diagnostic::render`] against a source indexed once for many diagnostics.
+    pub fn render_in(&self, file_name: &str, source: &Indexed) -> String {
+        let span = display_span(source.text, &self.span);
+        let at = source.line_col(self.span.start);
+        let rendered =
+            std::panic::catch_unwind(|| self.render_ariadne(file_name, source, span, at));
         match rendered {
             Ok(Some(text)) => text,
             // ariadne failed or panicked on some odd input: fall back to the plain form.
-            _ => self.render_plain(file_name, source),
+            _ => self.render_plain(file_name, at),
         }
     }
 
-    fn render_ariadne(&self, file_name: &str, source: &str, span: Span) -> Option<String> {
+    fn render_ariadne(
+        &self,
+        file_name: &str,
+        source: &Indexed,
+        span: Span,
+        at: (usize, usize),
+    ) -> Option<String> {
         let config = Config::default()
             .with_color(false)
             .with_char_set(CharSet::Ascii)
@@ -106,18 +144,17 @@ impl Diagnostic {
         let mut out = Vec::new();
         report
             .finish()
-            .write((file_name, Source::from(source)), &mut out)
+            .write((file_name, &source.lines), &mut out)
             .ok()?;
         let text = String::from_utf8(out).ok()?;
-        Some(self.house_style(&text, file_name, source))
+        Some(self.house_style(&text, file_name, at))
     }
 
     /// Adjusts ariadne's output to the house style: `error:` and `help:` in lower case, the
     /// location from [`Diagnostic::line_col`] (ariadne places an offset at the very end of a file
     /// on the last line instead), and a `^` under a span one column wide, where ariadne draws
     /// only the `|` that leads to the label.
-    fn house_style(&self, text: &str, file_name: &str, source: &str) -> String {
-        let (line, column) = self.line_col(source);
+    fn house_style(&self, text: &str, file_name: &str, (line, column): (usize, usize)) -> String {
         let mut out = String::with_capacity(text.len() + 16);
         let mut previous_was_source = false;
         for (i, row) in text.split_inclusive('\n').enumerate() {
@@ -154,8 +191,7 @@ impl Diagnostic {
         out
     }
 
-    fn render_plain(&self, file_name: &str, source: &str) -> String {
-        let (line, column) = self.line_col(source);
+    fn render_plain(&self, file_name: &str, (line, column): (usize, usize)) -> String {
         let mut out = format!(
             "error: {}\n --> {file_name}:{line}:{column}\n",
             self.message
@@ -257,6 +293,28 @@ mod tests {
         // Inside a multi-byte char: the char's own column.
         assert_eq!(Diagnostic::new(4..5, "m").line_col(source), (2, 1));
         assert_eq!(Diagnostic::new(0..0, "m").line_col(""), (1, 1));
+    }
+
+    /// The index gives the (line, column) of a scan from the start, at every byte offset of a
+    /// text with multi-byte chars, empty lines and no final newline, and past its end; and a
+    /// diagnostic renders the same against the index as against the text.
+    #[test]
+    fn indexed_line_col_is_the_scan_from_the_start() {
+        let scan = |source: &str, offset: usize| {
+            let start = floor_char_boundary(source, offset);
+            let before = &source[..start];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            (line, before[line_start..].chars().count() + 1)
+        };
+        for source in ["", "\n", "ab\nçé x\n", "a\n\n€b\nlast", "x = 1\r\ny"] {
+            let index = Indexed::new(source);
+            for offset in 0..source.len() + 3 {
+                assert_eq!(index.line_col(offset), scan(source, offset), "{source:?} @ {offset}");
+                let d = Diagnostic::new(offset..offset + 1, "m").with_label("l");
+                assert_eq!(d.render_in("f", &index), d.render("f", source));
+            }
+        }
     }
 
     #[test]

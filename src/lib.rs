@@ -143,13 +143,14 @@ pub struct CompileError {
 pub const MAX_ERRORS: usize = 20;
 
 impl CompileError {
-    /// The first `max_errors` diagnostics rendered against the source, then "and N more
-    /// errors" for the rest (each rendering reads the source, so a spec with thousands of
-    /// errors is not rendered whole).
+    /// The first `max_errors` diagnostics rendered against the source (indexed once, so that
+    /// rendering thousands costs each its own line, not the whole source), then "and N more
+    /// errors" for the rest.
     pub fn render(&self, max_errors: usize) -> String {
         let mut out = String::new();
+        let source = diagnostic::Indexed::new(&self.source);
         for d in self.diagnostics.iter().take(max_errors) {
-            out.push_str(&d.render(&self.file, &self.source));
+            out.push_str(&d.render_in(&self.file, &source));
         }
         let more = self.diagnostics.len().saturating_sub(max_errors);
         if more > 0 {
