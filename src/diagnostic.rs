@@ -310,7 +310,11 @@ mod tests {
         for source in ["", "\n", "ab\nçé x\n", "a\n\n€b\nlast", "x = 1\r\ny"] {
             let index = Indexed::new(source);
             for offset in 0..source.len() + 3 {
-                assert_eq!(index.line_col(offset), scan(source, offset), "{source:?} @ {offset}");
+                assert_eq!(
+                    index.line_col(offset),
+                    scan(source, offset),
+                    "{source:?} @ {offset}"
+                );
                 let d = Diagnostic::new(offset..offset + 1, "m").with_label("l");
                 assert_eq!(d.render_in("f", &index), d.render("f", source));
             }

@@ -33,6 +33,7 @@
 //! Every fallible call has a `try_` form returning a typed error ([`Error`],
 //! [`RequestError`]); the plain form panics with the same message.
 
+pub mod autodiff;
 pub mod backend;
 pub mod check;
 pub mod diagnostic;

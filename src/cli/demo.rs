@@ -1,5 +1,6 @@
 //! `sst demo`: compiles the bundled presets and example specs and shows, for every layer, its
-//! plan and a hard and a soft sample of one fixed `θ`.
+//! plan and a hard and a soft sample of one fixed `θ`; then a model learns to sort through a
+//! Gumbel-Sinkhorn layer (`sorting.rs`), with a progress bar on a terminal.
 
 use std::fmt::Write;
 
@@ -8,6 +9,7 @@ use sst::{Mode, Module, Options};
 use super::check::plan_table;
 use super::repl::commands::random;
 use super::repl::show;
+use super::sorting;
 use super::CliError;
 
 /// The example specs, embedded so that the demo runs from any directory.
@@ -46,6 +48,16 @@ pub fn run() -> Result<String, CliError> {
         let _ = writeln!(out, "== {name} ==\n");
         show(&mut out, name, text)?;
     }
+    let bar = indicatif::ProgressBar::new(sorting::STEPS as u64).with_style(
+        indicatif::ProgressStyle::with_template("learning to sort {bar:30} {pos}/{len} {msg}")
+            .expect("a valid template"),
+    );
+    let trained = sorting::train(sorting::STEPS, 7, |_, loss| {
+        bar.set_message(format!("loss {loss:.4}"));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    sorting::report(&mut out, &trained);
     Ok(out)
 }
 

@@ -9,6 +9,7 @@ mod demo;
 mod eval;
 mod json;
 mod repl;
+mod sorting;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,132 @@
+//! Layers inside autodiff frameworks: one op adapter that the integrations share
+//! (`candle.rs`, feature `candle`).
+//!
+//! A tape needs three things from an op: run it forward on the tape's input, keep what its
+//! backward needs, and add `∂L/∂θ` into the input's gradient when the tape is walked back.
+//! [`Recorded`] is that, for one application of a [`Layer`] to a `θ` of any batch shape with one
+//! sample (a batch axis gives independent draws: the noise is keyed by the batch row).
+//!
+//! The estimators through a tape:
+//! - `relaxed`, `straight_through`, `gumbel_rao`: the layer's backward for the cotangent the tape
+//!   brings ([`Recorded::add_backward`]);
+//! - `reinforce`: the output is a hard sample with no pathwise gradient (its backward adds
+//!   nothing); the gradient comes from a *surrogate* of the per-row losses
+//!   ([`Recorded::add_surrogate`]), whose value is 0 and whose gradient is the score-function
+//!   estimate `(f − b)·∇_θ log q(z|θ)` with the spec's baseline.
+//!
+//! The temperature schedule follows the training step the caller puts in [`Options::step`].
+
+#[cfg(feature = "candle")]
+pub mod candle;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::ir::Estimator;
+use crate::{Forward, Layer, Options, Real, RequestError};
+
+/// One application of a layer on a tape: its forward pass, kept for the backward.
+pub struct Recorded<F> {
+    layer: Layer,
+    fwd: Forward<F>,
+}
+
+impl<F: Real> Recorded<F> {
+    /// Runs `layer` forward on `θ` (`data` row-major, shaped `shape`) with one sample.
+    pub fn forward(
+        layer: &Layer,
+        data: &[F],
+        shape: &[usize],
+        opts: &Options,
+    ) -> Result<Self, RequestError> {
+        if opts.samples != 1 {
+            return Err(RequestError {
+                layer: layer.name().to_string(),
+                field: "samples",
+                message: format!(
+                    "a layer on a tape draws one sample per batch row, found {}; add a batch axis \
+                     to θ for more (each row has noise of its own)",
+                    opts.samples
+                ),
+            });
+        }
+        let theta = ArrayViewD::from_shape(IxDyn(shape), data).map_err(|_| RequestError {
+            layer: layer.name().to_string(),
+            field: "theta",
+            message: format!("{} numbers do not fill the shape {shape:?}", data.len()),
+        })?;
+        let fwd = layer.try_forward(theta, opts)?;
+        Ok(Recorded {
+            layer: layer.clone(),
+            fwd,
+        })
+    }
+
+    /// The output `z`, shaped like `θ`.
+    pub fn z(&self) -> &ArrayD<F> {
+        &self.fwd.z
+    }
+
+    /// The forward pass (its `w`, mode, temperature, report).
+    pub fn forward_pass(&self) -> &Forward<F> {
+        &self.fwd
+    }
+
+    /// `grad_theta += ∂L/∂θ` for `∂L/∂z = grad_z` (shaped like `z`) by the layer's estimator
+    /// and backward rule; nothing for `reinforce`, whose gradient is the surrogate's.
+    pub fn add_backward(&self, grad_z: &[F], grad_theta: &mut [F]) -> Result<(), RequestError> {
+        if let Estimator::Reinforce { .. } = self.layer.plan().program.estimator {
+            return Ok(());
+        }
+        let cotangent = self.shaped("cotangent", grad_z)?;
+        let grad = self.layer.try_backward(&self.fwd, cotangent.view())?;
+        add_into(grad_theta, grad.iter().copied());
+        Ok(())
+    }
+
+    /// `grad_theta += scale · (f − b)·∇_θ log q(z|θ)` for the per-row losses `f` (one per batch
+    /// row of `θ`, shaped like `θ` without the support's axes) and the spec's baseline: the
+    /// gradient of the REINFORCE surrogate `Σ_rows stop_gradient(f − b) · log q(z|θ)`, scaled by
+    /// the cotangent `scale` the tape brings to the surrogate.
+    pub fn add_surrogate(
+        &self,
+        losses: &[f64],
+        scale: F,
+        grad_theta: &mut [F],
+    ) -> Result<(), RequestError> {
+        let rows = &self.fwd.z.shape()[..self.fwd.z.ndim() - self.support_axes()];
+        let losses = ArrayViewD::from_shape(IxDyn(rows), losses).map_err(|_| RequestError {
+            layer: self.layer.name().to_string(),
+            field: "losses",
+            message: format!("expected one loss per batch row, shape {rows:?}"),
+        })?;
+        let grad = self.layer.try_reinforce(&self.fwd, losses)?;
+        add_into(grad_theta, grad.iter().map(|&g| g * scale));
+        Ok(())
+    }
+
+    /// `data` as an array shaped like `z`, or a request error on `field`.
+    fn shaped(&self, field: &'static str, data: &[F]) -> Result<ArrayD<F>, RequestError> {
+        ArrayD::from_shape_vec(self.fwd.z.raw_dim(), data.to_vec()).map_err(|_| RequestError {
+            layer: self.layer.name().to_string(),
+            field,
+            message: format!(
+                "expected {} numbers shaped {:?}, found {}",
+                self.fwd.z.len(),
+                self.fwd.z.shape(),
+                data.len()
+            ),
+        })
+    }
+
+    /// The number of the support's own axes at the end of `θ`'s shape.
+    fn support_axes(&self) -> usize {
+        self.layer.plan().support.shape().len()
+    }
+}
+
+/// `out_i += v_i`.
+fn add_into<F: Real>(out: &mut [F], v: impl Iterator<Item = F>) {
+    for (o, vi) in out.iter_mut().zip(v) {
+        *o = *o + vi;
+    }
+}
