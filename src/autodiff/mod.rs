@@ -1,5 +1,5 @@
 //! Layers inside autodiff frameworks: one op adapter that the integrations share
-//! (`candle.rs`, feature `candle`).
+//! (`candle.rs`, feature `candle`; `dfdx.rs`, feature `dfdx`).
 //!
 //! A tape needs three things from an op: run it forward on the tape's input, keep what its
 //! backward needs, and add `∂L/∂θ` into the input's gradient when the tape is walked back.
@@ -18,6 +18,8 @@
 
 #[cfg(feature = "candle")]
 pub mod candle;
+#[cfg(feature = "dfdx")]
+pub mod dfdx;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
