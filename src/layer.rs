@@ -417,7 +417,9 @@ impl Layer {
     }
 
     /// `∂L/∂θ` for `L = ⟨cotangent, z⟩` under the layer's estimator and backward rule, one
-    /// gradient per sample (shaped like `fwd.z`). Soft mode: through the soft solver at each
+    /// gradient per sample (shaped like `fwd.z`). The cotangent is shaped like `z` without the
+    /// samples axis (the same for every sample) or, with several samples, like `z` (one per
+    /// sample, as a tape brings them). Soft mode: through the soft solver at each
     /// sample's `w`, then through the perturbation. Hard mode: straight-through (the same),
     /// Gumbel-Rao (the soft gradient averaged over conditional Gumbels), or REINFORCE with the
     /// per-sample losses `f(z) = ⟨cotangent, z⟩`.
@@ -427,11 +429,17 @@ impl Layer {
         cotangent: ArrayViewD<F>,
     ) -> Result<ArrayD<F>, RequestError> {
         self.check_made_here(fwd)?;
-        if cotangent.shape() != fwd.cotangent_shape.as_slice() {
+        // One cotangent for every sample, or (several samples) one per sample, shaped like z.
+        let per_sample = fwd.samples > 1 && cotangent.shape() == fwd.z.shape();
+        if !per_sample && cotangent.shape() != fwd.cotangent_shape.as_slice() {
+            let or_per_sample = match fwd.samples > 1 {
+                true => format!(" or {:?} (like z: one per sample)", fwd.z.shape()),
+                false => String::new(),
+            };
             return Err(self.error(
                 "cotangent",
                 format!(
-                    "expected shape {:?} (like z, without the samples axis), found {:?}",
+                    "expected shape {:?} (like z, without the samples axis){or_per_sample}, found {:?}",
                     fwd.cotangent_shape,
                     cotangent.shape()
                 ),
@@ -442,12 +450,14 @@ impl Layer {
         let cotangent = cotangent.as_slice().expect("standard layout");
         let z = fwd.z.as_slice().expect("built in standard layout");
         let m = self.row_len();
-        let rows = cotangent.len() / m;
+        let rows = fwd.cotangent_shape.iter().product::<usize>() / m;
+        // The cotangent row of flat row `i` (sample × rows + batch row).
+        let cot_row = |i: usize| if per_sample { i } else { i % rows };
         if let (Mode::Hard, Estimator::Reinforce { .. }) = (fwd.mode, self.plan.program.estimator) {
             let losses: Vec<f64> = z
                 .chunks(m)
                 .enumerate()
-                .map(|(i, zi)| dot(zi, &cotangent[(i % rows) * m..(i % rows + 1) * m]).f64())
+                .map(|(i, zi)| dot(zi, &cotangent[cot_row(i) * m..(cot_row(i) + 1) * m]).f64())
                 .collect();
             let shape = &fwd.z.shape()[..fwd.z.ndim() - self.plan.support.shape().len()];
             let losses = ArrayD::from_shape_vec(shape, losses).expect("one loss per row");
@@ -464,6 +474,7 @@ impl Layer {
             w,
             solution,
             cotangent,
+            per_sample,
         };
         // One range of rows: their gradients, one row of `θ`'s shape each.
         let run_rows = |range: Range<usize>| -> Result<Vec<F>, RequestError> {

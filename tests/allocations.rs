@@ -105,6 +105,7 @@ fn count(spec: &str, mode: Mode, rows: usize) -> (usize, usize, usize) {
         w: &w,
         solution: if mapped { &solution } else { &z },
         cotangent: cotangent.as_slice().expect("standard layout"),
+        per_sample: false,
     };
     let mut grad = vec![0.0; rows * program.row_len];
     let backward = calls(|| {

@@ -252,3 +252,50 @@ fn eval_nests_the_response_by_the_batch_axes() {
     assert!(w_lens.windows(2).any(|p| p[0] != p[1]), "{w_lens:?}");
     assert_eq!(split["diagnostics"], flat["diagnostics"]);
 }
+
+/// With several samples the cotangent may be shaped like `z`, one per sample (what a tape
+/// brings): sample `s`'s gradient is then the one the shared-cotangent call gives for that
+/// sample's cotangent, for every support (Gumbel-Rao where the support has it), bit for bit; and
+/// a cotangent of neither shape names both.
+#[test]
+fn a_cotangent_per_sample_gives_each_sample_its_own_gradient() {
+    let mut rng = Rng(21);
+    for entry in REGISTRY {
+        let support = (entry.random_instance)(5);
+        let estimator = match support.conditional_gumbel() {
+            Some(_) => "gumbel_rao(draws = 2)",
+            None => "straight_through",
+        };
+        let l = layer(&format!(
+            "layer l: {} {{ estimator: {estimator} }}",
+            support.describe()
+        ));
+        let theta = rng.array(&dims(&[ROWS], &support.shape()), -1.0, 1.0);
+        let opts = Options::default().seed(4).samples(SAMPLES);
+        let fwd = l.forward(theta.view(), &opts);
+        let cot = rng.array(fwd.z.shape(), -1.0, 1.0);
+        let per_sample = l.backward(&fwd, cot.view());
+        for s in 0..SAMPLES {
+            let shared = l.backward(&fwd, cot.index_axis(ndarray::Axis(0), s));
+            assert_eq!(
+                bits(&per_sample.index_axis(ndarray::Axis(0), s).to_owned()),
+                bits(&shared.index_axis(ndarray::Axis(0), s).to_owned()),
+                "{}",
+                support.describe()
+            );
+        }
+    }
+    let l = layer("layer l: categorical(3)");
+    let fwd = l.forward(
+        rng.array(&[2, 3], -1.0, 1.0).view(),
+        &Options::default().samples(2),
+    );
+    let err = l
+        .try_backward(&fwd, rng.array(&[3, 2, 3], -1.0, 1.0).view())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cotangent") && err.contains("[2, 3]") && err.contains("[2, 2, 3]"),
+        "{err}"
+    );
+}

@@ -45,15 +45,15 @@ pub fn sample(layer: &Layer, theta: &Tensor, opts: &Options) -> Result<Sampled> 
 
 /// A layer's output on a candle graph.
 pub struct Sampled {
-    /// The output, shaped like `θ`.
+    /// The output, shaped like `θ` (with a leading samples axis for several samples).
     pub z: Tensor,
     theta: Tensor,
     saved: Arc<Mutex<Option<Saved>>>,
 }
 
 impl Sampled {
-    /// The REINFORCE surrogate of the per-row `losses` (shaped like `θ` without the support's
-    /// axes; read as data, not differentiated): a scalar of value 0 whose gradient with respect
+    /// The REINFORCE surrogate of the `losses` (one per sample and batch row, shaped like `z`
+    /// without the support's axes; read as data, not differentiated): a scalar of value 0 whose gradient with respect
     /// to `θ` is `(f − b)·∇_θ log q(z|θ)` with the spec's baseline. Add it to the loss.
     pub fn surrogate(&self, losses: &Tensor) -> Result<Tensor> {
         let losses = losses
@@ -108,8 +108,12 @@ impl CustomOp1 for LayerOp {
             }
             other => return Err(Error::msg(wrong_dtype(&self.layer, other.dtype()))),
         };
+        let shape = match &saved {
+            Saved::F32(r) => Shape::from(r.z().shape()),
+            Saved::F64(r) => Shape::from(r.z().shape()),
+        };
         *lock(&self.saved) = Some(saved);
-        Ok((z, layout.shape().clone()))
+        Ok((z, shape))
     }
 
     fn bwd(&self, theta: &Tensor, _z: &Tensor, grad_z: &Tensor) -> Result<Option<Tensor>> {
@@ -158,7 +162,7 @@ fn layer_grad<F: Real + WithDType>(
     grad_z: &Tensor,
 ) -> Result<Tensor> {
     let g = grad_z.flatten_all()?.to_dtype(F::DTYPE)?.to_vec1::<F>()?;
-    let mut grad = vec![F::zero(); g.len()];
+    let mut grad = vec![F::zero(); theta.elem_count()];
     r.add_backward(&g, &mut grad).map_err(Error::msg)?;
     Tensor::from_vec(grad, theta.shape(), theta.device())
 }

@@ -1,7 +1,8 @@
 //! sst layers on dfdx tapes (feature `dfdx`, dfdx 0.13 on the CPU).
 //!
 //! `apply(&layer, theta, &opts)` takes a `Tensor<S, E, Cpu, T>` of the layer's shape with any
-//! batch axes (`E` = f32 or f64) and returns `z` of the same shape carrying the same tape: with
+//! batch axes (`E` = f32 or f64) and returns `z` of the same shape (so one sample per batch row:
+//! dfdx's shapes are types) carrying the same tape: with
 //! an `OwnedTape`, `backward()` adds the layer's `∂L/∂θ` into `θ`'s gradient. dfdx keeps its
 //! `try_unary_op` private, so the op is made by dfdx's public route: `split_tape`, a backward op
 //! on the tape that reads `z`'s gradient and adds into `θ`'s (`Gradients::get_or_alloc_mut`),
@@ -44,6 +45,17 @@ where
     E: Real + Unit,
     T: Tape<E, Cpu>,
 {
+    if opts.samples != 1 {
+        return Err(RequestError {
+            layer: layer.name().to_string(),
+            field: "samples",
+            message: format!(
+                "dfdx keeps z in θ's shape type, so one sample per batch row, found {}; add a \
+                 batch axis to θ for more (each row has noise of its own)",
+                opts.samples
+            ),
+        });
+    }
     let (theta, mut tape) = theta.split_tape();
     let dims: Vec<usize> = theta.shape().concrete().into_iter().collect();
     let recorded = Rc::new(Recorded::forward(layer, &theta.as_vec(), &dims, opts)?);

@@ -3,8 +3,9 @@
 //!
 //! A tape needs three things from an op: run it forward on the tape's input, keep what its
 //! backward needs, and add `∂L/∂θ` into the input's gradient when the tape is walked back.
-//! [`Recorded`] is that, for one application of a [`Layer`] to a `θ` of any batch shape with one
-//! sample (a batch axis gives independent draws: the noise is keyed by the batch row).
+//! [`Recorded`] is that, for one application of a [`Layer`] to a `θ` of any batch shape: `z` is
+//! shaped like `θ`, with a leading samples axis when `Options::samples` asks for more than one
+//! (the samples' gradients are summed into `θ`'s).
 //!
 //! The estimators through a tape:
 //! - `relaxed`, `straight_through`, `gumbel_rao`: the layer's backward for the cotangent the tape
@@ -33,24 +34,13 @@ pub struct Recorded<F> {
 }
 
 impl<F: Real> Recorded<F> {
-    /// Runs `layer` forward on `θ` (`data` row-major, shaped `shape`) with one sample.
+    /// Runs `layer` forward on `θ` (`data` row-major, shaped `shape`).
     pub fn forward(
         layer: &Layer,
         data: &[F],
         shape: &[usize],
         opts: &Options,
     ) -> Result<Self, RequestError> {
-        if opts.samples != 1 {
-            return Err(RequestError {
-                layer: layer.name().to_string(),
-                field: "samples",
-                message: format!(
-                    "a layer on a tape draws one sample per batch row, found {}; add a batch axis \
-                     to θ for more (each row has noise of its own)",
-                    opts.samples
-                ),
-            });
-        }
         let theta = ArrayViewD::from_shape(IxDyn(shape), data).map_err(|_| RequestError {
             layer: layer.name().to_string(),
             field: "theta",
@@ -63,7 +53,7 @@ impl<F: Real> Recorded<F> {
         })
     }
 
-    /// The output `z`, shaped like `θ`.
+    /// The output `z`, shaped like `θ` (with a leading samples axis for several samples).
     pub fn z(&self) -> &ArrayD<F> {
         &self.fwd.z
     }
@@ -74,19 +64,21 @@ impl<F: Real> Recorded<F> {
     }
 
     /// `grad_theta += ∂L/∂θ` for `∂L/∂z = grad_z` (shaped like `z`) by the layer's estimator
-    /// and backward rule; nothing for `reinforce`, whose gradient is the surrogate's.
+    /// and backward rule, summed over the samples; nothing for `reinforce`, whose gradient is
+    /// the surrogate's.
     pub fn add_backward(&self, grad_z: &[F], grad_theta: &mut [F]) -> Result<(), RequestError> {
         if let Estimator::Reinforce { .. } = self.layer.plan().program.estimator {
             return Ok(());
         }
         let cotangent = self.shaped("cotangent", grad_z)?;
         let grad = self.layer.try_backward(&self.fwd, cotangent.view())?;
-        add_into(grad_theta, grad.iter().copied());
+        add_over_samples(grad_theta, grad.iter().copied());
         Ok(())
     }
 
-    /// `grad_theta += scale · (f − b)·∇_θ log q(z|θ)` for the per-row losses `f` (one per batch
-    /// row of `θ`, shaped like `θ` without the support's axes) and the spec's baseline: the
+    /// `grad_theta += scale · (f − b)·∇_θ log q(z|θ)`, summed over the samples, for the losses
+    /// `f` (one per sample and batch row, shaped like `z` without the support's axes) and the
+    /// spec's baseline (`leave_one_out` takes the other samples of the same row): the
     /// gradient of the REINFORCE surrogate `Σ_rows stop_gradient(f − b) · log q(z|θ)`, scaled by
     /// the cotangent `scale` the tape brings to the surrogate.
     pub fn add_surrogate(
@@ -102,7 +94,7 @@ impl<F: Real> Recorded<F> {
             message: format!("expected one loss per batch row, shape {rows:?}"),
         })?;
         let grad = self.layer.try_reinforce(&self.fwd, losses)?;
-        add_into(grad_theta, grad.iter().map(|&g| g * scale));
+        add_over_samples(grad_theta, grad.iter().map(|&g| g * scale));
         Ok(())
     }
 
@@ -126,9 +118,10 @@ impl<F: Real> Recorded<F> {
     }
 }
 
-/// `out_i += v_i`.
-fn add_into<F: Real>(out: &mut [F], v: impl Iterator<Item = F>) {
-    for (o, vi) in out.iter_mut().zip(v) {
-        *o = *o + vi;
+/// `out_i += Σ_s v_{s,i}` for `v` holding one `out`-shaped block per sample.
+fn add_over_samples<F: Real>(out: &mut [F], v: impl Iterator<Item = F>) {
+    let len = out.len();
+    for (k, vi) in v.enumerate() {
+        out[k % len] = out[k % len] + vi;
     }
 }

@@ -85,13 +85,25 @@ pub struct ForwardOut<'a, F> {
 }
 
 /// What a backward call reads, for every row of the request (indexed by flat row): the
-/// perturbed scores, the solution over the scores (or `z`), and the cotangent (one per batch
-/// row).
+/// perturbed scores, the solution over the scores (or `z`), and the cotangent: one per batch
+/// row, shared by the samples, or (`per_sample`) one per flat row.
 #[derive(Clone, Copy)]
 pub struct Saved<'a, F> {
     pub w: &'a [F],
     pub solution: &'a [F],
     pub cotangent: &'a [F],
+    pub per_sample: bool,
+}
+
+impl<F> Saved<'_, F> {
+    /// The cotangent row of flat row `i`, batch row `b`.
+    pub fn cotangent_row(&self, i: usize, b: usize) -> usize {
+        if self.per_sample {
+            i
+        } else {
+            b
+        }
+    }
 }
 
 /// A kernel that cannot produce a usable answer for a row; each variant's sentence is built in

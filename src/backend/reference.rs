@@ -134,7 +134,8 @@ impl<F: Real> Backend<F> for Reference {
             let w_row = &saved.w[i * l..i * l + lb];
             let solution_row = &saved.solution[i * l..i * l + lb];
             let g = &mut ws.g[..lb];
-            decode_vjp(p.decode, &saved.cotangent[b * m..(b + 1) * m], g);
+            let c = saved.cotangent_row(i, b);
+            decode_vjp(p.decode, &saved.cotangent[c * m..(c + 1) * m], g);
             let grad_w = &mut ws.grad_w[..lb];
             grad_w.fill(F::zero());
             match (rows.mode, p.estimator) {
