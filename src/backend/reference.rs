@@ -27,7 +27,9 @@ use crate::real::Real;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Reference;
 
-/// The rows one call works in, allocated once per call: the longest score row each.
+/// The rows one call works in: each allocated on first use, at the longest score row, so once
+/// per call and only if the call needs it.
+#[derive(Default)]
 struct Workspace<F> {
     scores: Vec<F>,
     g: Vec<F>,
@@ -39,6 +41,7 @@ struct Workspace<F> {
 
 /// What the soft backward works in: `x = w/T`, the re-solved `z`, `∂L/∂x`, and what a re-solve
 /// reports (discarded; reused so that recording its values allocates once per call).
+#[derive(Default)]
 struct SoftScratch<F> {
     x: Vec<F>,
     z: Vec<F>,
@@ -46,23 +49,12 @@ struct SoftScratch<F> {
     report: Report,
 }
 
-impl<F: Real> Workspace<F> {
-    fn new(len: usize) -> Self {
-        let row = || vec![F::zero(); len];
-        Workspace {
-            scores: row(),
-            g: row(),
-            grad_w: row(),
-            grad_scores: row(),
-            w_draw: row(),
-            soft: SoftScratch {
-                x: row(),
-                z: row(),
-                grad_x: row(),
-                report: Report::default(),
-            },
-        }
+/// The first `len` entries of `buf`, grown to `capacity` (≥ `len`) the first time it is used.
+fn row<F: Real>(buf: &mut Vec<F>, len: usize, capacity: usize) -> &mut [F] {
+    if buf.len() < len {
+        buf.resize(capacity.max(len), F::zero());
     }
+    &mut buf[..len]
 }
 
 impl<F: Real> Backend<F> for Reference {
@@ -79,11 +71,11 @@ impl<F: Real> Backend<F> for Reference {
         let (m, l, batch) = (p.row_len, rows.stride, rows.batch_rows());
         let mapped = p.scores != ScoreMap::Identity;
         let t = F::of(rows.temperature);
-        let mut ws = Workspace::new(l);
+        let mut ws = Workspace::default();
         for (j, i) in rows.range.clone().enumerate() {
             let (s, b) = (i / batch, i % batch);
             let lb = rows.score_len(b);
-            let scores = &mut ws.scores[..lb];
+            let scores = row(&mut ws.scores, lb, l);
             score_map(p.scores, &rows.theta[b * m..(b + 1) * m], scores);
             // Past a row's own length, its scores are outcomes it does not have.
             out.w[j * l + lb..(j + 1) * l].fill(F::neg_infinity());
@@ -105,7 +97,7 @@ impl<F: Real> Backend<F> for Reference {
             match rows.mode {
                 Mode::Hard => hard(p.hard, w_row, s_row),
                 Mode::Soft => {
-                    let x = &mut ws.soft.x[..lb];
+                    let x = row(&mut ws.soft.x, lb, l);
                     scale(w_row, t, x)?;
                     soft(p.soft, x, s_row, out.report)?;
                     clamp_unit(s_row);
@@ -126,23 +118,23 @@ impl<F: Real> Backend<F> for Reference {
     ) -> Result<(), SolveError> {
         let p = rows.program;
         let (m, l, batch) = (p.row_len, rows.stride, rows.batch_rows());
-        let mut ws = Workspace::new(l);
+        let mut ws = Workspace::default();
         for (j, i) in rows.range.clone().enumerate() {
             let (s, b) = (i / batch, i % batch);
             let lb = rows.score_len(b);
             let theta_row = &rows.theta[b * m..(b + 1) * m];
             let w_row = &saved.w[i * l..i * l + lb];
             let solution_row = &saved.solution[i * l..i * l + lb];
-            let g = &mut ws.g[..lb];
+            let g = row(&mut ws.g, lb, l);
             let c = saved.cotangent_row(i, b);
             decode_vjp(p.decode, &saved.cotangent[c * m..(c + 1) * m], g);
-            let grad_w = &mut ws.grad_w[..lb];
+            let grad_w = row(&mut ws.grad_w, lb, l);
             grad_w.fill(F::zero());
             match (rows.mode, p.estimator) {
                 (Mode::Hard, Estimator::GumbelRao { draws, conditional }) => {
-                    let scores = &mut ws.scores[..lb];
+                    let scores = row(&mut ws.scores, lb, l);
                     score_map(p.scores, theta_row, scores);
-                    let w_draw = &mut ws.w_draw[..lb];
+                    let w_draw = row(&mut ws.w_draw, lb, l);
                     for draw in 0..draws as u32 {
                         let row_key = key(rows, s, b);
                         match conditional {
@@ -167,7 +159,7 @@ impl<F: Real> Backend<F> for Reference {
                     soft_backward(p, w_row, soft_z, rows.temperature, g, grad_w, &mut ws.soft)?;
                 }
             }
-            let grad_scores = &mut ws.grad_scores[..lb];
+            let grad_scores = row(&mut ws.grad_scores, lb, l);
             grad_scores.fill(F::zero());
             rows.noise.chain(p.coordinates, w_row, grad_w, grad_scores);
             score_map_vjp(
@@ -397,8 +389,7 @@ fn restrict_gradient(kernel: Soft, grad: &mut [f64]) {
 }
 
 /// `grad_w += (∂s_T/∂w)ᵀ g` at one row `w` by the program's backward rule; `soft_z` is the soft
-/// solution at `w` when the forward pass already computed it; `scratch` rows are at least as
-/// long as `w`.
+/// solution at `w` when the forward pass already computed it; `scratch` holds the working rows.
 fn soft_backward<F: Real>(
     p: &Program,
     w: &[F],
@@ -426,16 +417,17 @@ fn soft_backward<F: Real>(
     };
     let len = w.len();
     let t = F::of(temperature);
-    let x = &mut scratch.x[..len];
+    let x = row(&mut scratch.x, len, len);
     scale(w, t, x)?;
     let z = match soft_z {
         Some(z) => z,
         None => {
-            soft(p.soft, x, &mut scratch.z[..len], &mut scratch.report)?;
-            &scratch.z[..len]
+            let z = row(&mut scratch.z, len, len);
+            soft(p.soft, x, z, &mut scratch.report)?;
+            z
         }
     };
-    let grad_x = &mut scratch.grad_x[..len];
+    let grad_x = row(&mut scratch.grad_x, len, len);
     grad_x.fill(F::zero());
     soft_vjp(p.soft, rule, x, z, g, grad_x)?;
     for (gw, &gx) in grad_w.iter_mut().zip(grad_x.iter()) {
