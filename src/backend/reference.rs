@@ -436,19 +436,20 @@ fn soft_backward<F: Real>(
     Ok(())
 }
 
-/// `x = w / T`, the soft kernels' input; an overflow is a temperature error.
+/// `x = w / T`, the soft kernels' input; an overflow is a temperature error. (Divides every
+/// entry, then looks for an overflow: a loop without an exit vectorizes.)
 fn scale<F: Real>(w: &[F], t: F, x: &mut [F]) -> Result<(), SolveError> {
     for (xi, &wi) in x.iter_mut().zip(w) {
         *xi = wi / t;
-        if !xi.is_finite() {
-            return Err(SolveError::ScaledOverflow {
-                w: wi.f64(),
-                temperature: t.f64(),
-                precision: F::NAME,
-            });
-        }
     }
-    Ok(())
+    match x.iter().position(|xi| !xi.is_finite()) {
+        Some(i) => Err(SolveError::ScaledOverflow {
+            w: w[i].f64(),
+            temperature: t.f64(),
+            precision: F::NAME,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Clamps a soft solution into `[0, 1]`, where every kernel's solution lies (probabilities,

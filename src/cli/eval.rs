@@ -283,6 +283,18 @@ fn respond<F: Real>(layer: &Layer, request: &Request) -> Result<String, RequestE
     }
     let grad = match &request.cotangent {
         Some(c) => {
+            // `sst eval`'s contract: one cotangent for every sample (the library also takes one
+            // per sample, as a tape brings them).
+            if c.shape() != fwd.cotangent_shape.as_slice() {
+                return Err(error(
+                    "cotangent",
+                    format!(
+                        "expected shape {:?} (like z, without the samples axis), found {:?}",
+                        fwd.cotangent_shape,
+                        c.shape()
+                    ),
+                ));
+            }
             let c = to_precision::<F>(c).map_err(|m| error("cotangent", m))?;
             Some(layer.try_backward(&fwd, c.view())?)
         }
