@@ -5,7 +5,8 @@
 # dir), then runs ROUNDS (3) rounds of old-then-new, each binary pinned to core 0
 # (`taskset -c 0`, warm-up 1 s, measurement 3 s), and prints a markdown table: each benchmark's
 # median over the rounds of criterion's point estimate, old and new, and new / old (above 1.10
-# means more than 10 % slower). Not part of CI: two cold builds and about 20 minutes of runs.
+# means more than 10 % slower). BENCH_FILTER (a criterion filter regex) runs only the matching
+# benchmarks. Not part of CI: two cold builds and 25–45 minutes of runs for everything.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: bench/before_after.sh OLD_REV NEW_REV [ROUNDS]" >&2; exit 2; }
 old=$1 new=$2 rounds=${3:-3}
@@ -31,7 +32,7 @@ for round in $(seq "$rounds"); do
     for which in old new; do
         while read -r bin; do
             taskset -c 0 "$bin" --bench --warm-up-time 1 --measurement-time 3 --noplot \
-                >> "$dir/$which.$round.txt" 2>/dev/null
+                ${BENCH_FILTER:+"$BENCH_FILTER"} >> "$dir/$which.$round.txt" 2>/dev/null
         done < "$dir/$which.bins"
         echo "round $round $which done" >&2
     done
