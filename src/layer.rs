@@ -299,7 +299,7 @@ impl Layer {
                 ))
             }
             Noise::None => (Perturbation::None, 0),
-            Noise::Seed(seed) => (self.plan.noise, seed),
+            Noise::Seed(seed) => (self.plan.program.noise, seed),
         };
         let program = &self.plan.program;
         let backend = backend::<F>(program);

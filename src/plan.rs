@@ -4,7 +4,6 @@ use serde_json::{json, Value as Json};
 
 pub use crate::ir::{Backward, Baseline};
 use crate::ir::{Conditional, Program, ScoreFunction};
-use crate::noise::Perturbation;
 use crate::support::{SoftCall, SupportRef};
 
 /// What the layer returns forward and which gradient it passes back, as the spec chose it
@@ -184,11 +183,10 @@ pub struct Plan {
     /// The preset the layer was declared with, if any.
     pub preset: Option<String>,
     pub support: SupportRef,
-    pub noise: Perturbation,
     pub soft: SoftCall,
-    pub backward: Backward,
     pub estimator: Estimator,
-    /// What the layer computes, lowered from the fields above: what backends run.
+    /// What the layer computes (noise, kernels, backward rule, estimator with its hook),
+    /// lowered from the spec: what backends run.
     pub program: Program,
     pub temperature: Formula,
     /// The fields in the order `sst check` shows them: support, noise, regularizer,

@@ -8,7 +8,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::{layer, Rng};
+use common::{estimator_specs, layer, Rng};
 use ndarray::ArrayD;
 use sst::autodiff::candle::{apply, sample};
 use sst::support::REGISTRY;
@@ -35,21 +35,6 @@ fn values(t: &Tensor) -> Vec<f64> {
         .unwrap()
 }
 
-/// The specs of every estimator a support offers, with noise on and a moderate temperature.
-fn specs(support: &str, entry: &sst::support::SupportRef) -> Vec<String> {
-    let mut estimators = vec!["relaxed", "straight_through"];
-    if entry.conditional_gumbel().is_some() {
-        estimators.push("gumbel_rao(draws = 3)");
-    }
-    if entry.score_function().is_some() {
-        estimators.push("reinforce(baseline = leave_one_out)");
-    }
-    estimators
-        .iter()
-        .map(|e| format!("layer l: {support} {{ estimator: {e}; temperature: 0.7 }}"))
-        .collect()
-}
-
 /// For every support × estimator × precision: `z` from the graph equals the layer's forward,
 /// and `∂⟨c, z⟩/∂θ` from `backward()` equals the layer's backward (for REINFORCE, the surrogate
 /// of the losses `⟨c, z⟩` per row, which is what the layer's backward computes for them).
@@ -59,7 +44,7 @@ fn gradients_through_candle_are_the_layers_backward() {
     let mut checked = 0;
     for entry in REGISTRY {
         let support = (entry.random_instance)(3);
-        for spec in specs(&support.describe(), &support) {
+        for spec in estimator_specs(&support, "reinforce(baseline = leave_one_out)") {
             for dtype in [DType::F32, DType::F64] {
                 let l = layer(&spec);
                 let (theta, cot) = inputs(&l, &mut rng);

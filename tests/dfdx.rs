@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{layer, Rng};
+use common::{estimator_specs, layer, Rng};
 use dfdx::prelude::*;
 use ndarray::ArrayD;
 use sst::autodiff::dfdx::{apply, sample};
@@ -57,25 +57,6 @@ fn reference<E: Real>(
     )
 }
 
-fn specs(support: &sst::support::SupportRef) -> Vec<String> {
-    let mut estimators = vec!["relaxed", "straight_through"];
-    if support.conditional_gumbel().is_some() {
-        estimators.push("gumbel_rao(draws = 3)");
-    }
-    if support.score_function().is_some() {
-        estimators.push("reinforce");
-    }
-    estimators
-        .iter()
-        .map(|e| {
-            format!(
-                "layer l: {} {{ estimator: {e}; temperature: 0.7 }}",
-                support.describe()
-            )
-        })
-        .collect()
-}
-
 /// [`through_dfdx`] for a rank-2 or rank-3 `θ`, in f32 or f64.
 fn run(
     spec: &str,
@@ -102,7 +83,7 @@ fn gradients_through_dfdx_are_the_layers_backward() {
     let mut checked = 0;
     for entry in REGISTRY {
         let support = (entry.random_instance)(3);
-        for spec in specs(&support) {
+        for spec in estimator_specs(&support, "reinforce") {
             let mut shape = vec![3];
             shape.extend(support.shape());
             let theta = rng.array(&shape, -1.5, 1.5);

@@ -1,13 +1,14 @@
 //! The reference backend: every IR node as a call to the kernels of `src/kernels/`, one row at a
 //! time, in the request's precision. It runs every program and is the oracle the other backends
-//! are tested against. Its working rows are allocated once per call (kernels that are not
-//! streaming — trees, assignment, Sinkhorn, the dynamic programs — still allocate their own).
+//! are tested against. Its working rows are allocated at most once per call (kernels that are
+//! not streaming — trees, assignment, Sinkhorn, the dynamic programs — still allocate their own).
 
 use super::{Backend, ForwardOut, Report, Rows, Saved, SolveError, Unsupported, Warning};
 use crate::estimator::{conditional_gumbel_max, conditional_logistic};
 use crate::grad::finite_diff;
-use crate::ir::Trees;
-use crate::ir::{Backward, Conditional, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
+use crate::ir::{
+    Backward, Conditional, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft, Trees,
+};
 use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
 use crate::kernels::chain_subset::{chain_argmax, chain_marginals, chain_marginals_jvp};
 use crate::kernels::counts::{
@@ -135,8 +136,8 @@ impl<F: Real> Backend<F> for Reference {
                     let scores = row(&mut ws.scores, lb, l);
                     score_map(p.scores, theta_row, scores);
                     let w_draw = row(&mut ws.w_draw, lb, l);
+                    let row_key = key(rows, s, b);
                     for draw in 0..draws as u32 {
-                        let row_key = key(rows, s, b);
                         match conditional {
                             Conditional::GumbelMax => conditional_gumbel_max(
                                 scores,

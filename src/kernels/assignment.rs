@@ -11,6 +11,7 @@
 //! is a function of `w` alone: rows are augmented in index order, the Dijkstra search takes the
 //! first minimum in its scan order and prefers an unmatched column among equal distances).
 
+use crate::kernels::widen_padded;
 use crate::real::Real;
 
 /// An optimal assignment and a certificate of its optimality.
@@ -192,11 +193,7 @@ impl<'a> MinCost<'a> {
 /// `cols × cols` matrix with `cols − rows` rows of zeros appended (any matching of the real rows
 /// extends to the padding rows at no weight).
 pub fn matching_indicator<F: Real>(w: &[F], rows: usize, cols: usize, s: &mut [F]) {
-    let mut square = vec![0.0; cols * cols];
-    for (q, wi) in square.iter_mut().zip(w) {
-        *q = wi.f64();
-    }
-    let assignment = max_weight_assignment(&square, cols);
+    let assignment = max_weight_assignment(&widen_padded(w, cols * cols), cols);
     s.fill(F::zero());
     for (i, &j) in assignment.col_of_row.iter().take(rows).enumerate() {
         s[i * cols + j] = F::one();

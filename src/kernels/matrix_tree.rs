@@ -479,7 +479,7 @@ fn symmetric<F: Real>(x: &[F], n: usize) -> Vec<f64> {
 }
 
 /// The f64 logits of the edges `i → j` of the digraph rooted at `root`, 0 off the edges.
-fn rooted<F: Real>(x: &[F], n: usize, root: usize) -> Vec<f64> {
+pub fn rooted<F: Real>(x: &[F], n: usize, root: usize) -> Vec<f64> {
     (0..n * n)
         .map(|k| match is_edge(k / n, k % n, root) {
             true => x[k].f64(),
@@ -508,9 +508,7 @@ pub fn undirected_marginals<F: Real>(x: &[F], n: usize, z: &mut [F]) -> Method {
 pub fn undirected_marginals_vjp<F: Real>(x: &[F], n: usize, g: &[F], grad_x: &mut [F]) {
     let mut fold = crate::kernels::widen(g);
     fold_undirected(&mut fold, n);
-    let v: Vec<f64> = (0..n * n)
-        .map(|k| fold[(k / n).min(k % n) * n + (k / n).max(k % n)])
-        .collect();
+    let v = symmetric(&fold, n);
     let y = symmetric(x, n);
     let mut hv = vec![0.0; n * n];
     marginals_hvp(&y, n, best_root(&y, n), &v, &mut hv);

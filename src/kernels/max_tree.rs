@@ -205,15 +205,7 @@ pub fn max_spanning_tree_indicator<F: Real>(w: &[F], n: usize, s: &mut [F]) {
 /// The edge indicator `s_pj = 1` of the maximum arborescence of `w` rooted at `root` (only the
 /// edges `i → j`, `i ≠ j ≠ root`, are read).
 pub fn max_arborescence_indicator<F: Real>(w: &[F], n: usize, root: usize, s: &mut [F]) {
-    let edges: Vec<f64> = (0..n * n)
-        .map(
-            |k| match crate::kernels::matrix_tree::is_edge(k / n, k % n, root) {
-                true => w[k].f64(),
-                false => 0.0,
-            },
-        )
-        .collect();
-    let parent = max_arborescence(&edges, n, root);
+    let parent = max_arborescence(&crate::kernels::matrix_tree::rooted(w, n, root), n, root);
     s.fill(F::zero());
     for (j, &p) in parent.iter().enumerate().filter(|&(j, _)| j != root) {
         s[p * n + j] = F::one();

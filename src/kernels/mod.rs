@@ -96,6 +96,14 @@ pub fn widen<F: Real>(x: &[F]) -> Vec<f64> {
     x.iter().map(|xi| xi.f64()).collect()
 }
 
+/// `x` widened to f64 and padded with zeros to `len` entries (a `rows × cols` matrix padded
+/// with zero rows to `cols × cols`, for the matching kernels).
+pub fn widen_padded<F: Real>(x: &[F], len: usize) -> Vec<f64> {
+    let mut out = widen(x);
+    out.resize(len, 0.0);
+    out
+}
+
 /// `out_i = v_i` rounded to the working precision: the way back from [`widen`]. Writes
 /// `min(out.len(), |v|)` entries.
 pub fn narrow<F: Real>(v: impl IntoIterator<Item = f64>, out: &mut [F]) {

@@ -34,7 +34,7 @@
 //! of the computed map is the implicit derivative (up to the residual), not that of the Sinkhorn
 //! iterations before it. All of it runs in f64.
 
-use crate::kernels::{add_narrowed, narrow, widen};
+use crate::kernels::{add_narrowed, narrow, widen_padded};
 use crate::real::Real;
 
 /// The largest spread `max x − min x` solved without ε-scaling.
@@ -103,7 +103,7 @@ pub fn padded_sinkhorn<F: Real>(
         "padded_sinkhorn: x or s is not rows × cols, or rows > cols"
     );
     let mut p = vec![0.0; cols * cols];
-    let outcome = sinkhorn(&padded(x, cols), cols, settings, &mut p);
+    let outcome = sinkhorn(&widen_padded(x, cols * cols), cols, settings, &mut p);
     narrow(p, s);
     outcome
 }
@@ -124,11 +124,11 @@ pub fn padded_sinkhorn_vjp<F: Real>(
     grad_x: &mut [F],
 ) -> bool {
     let mut grad = vec![0.0; cols * cols];
-    let g = padded(g, cols);
+    let g = widen_padded(g, cols * cols);
     if unrolled {
-        sinkhorn_unrolled_vjp(&padded(x, cols), cols, settings, &g, &mut grad);
+        sinkhorn_unrolled_vjp(&widen_padded(x, cols * cols), cols, settings, &g, &mut grad);
     } else {
-        let mut p = padded(s, cols);
+        let mut p = widen_padded(s, cols * cols);
         let spare = (cols - rows) as f64;
         for j in 0..cols {
             let used: f64 = (0..rows).map(|i| p[i * cols + j]).sum();
@@ -144,13 +144,6 @@ pub fn padded_sinkhorn_vjp<F: Real>(
     }
     add_narrowed(grad.iter().copied(), grad_x);
     true
-}
-
-/// A `rows × cols` matrix widened to f64 and padded with zero rows to `cols × cols`.
-fn padded<F: Real>(x: &[F], cols: usize) -> Vec<f64> {
-    let mut out = widen(x);
-    out.resize(cols * cols, 0.0);
-    out
 }
 
 /// One iteration as it ran, for the unrolled backward: `α = A(s·x, ρ·β_prev)`, `β = B(s·x, α)`.

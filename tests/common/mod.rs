@@ -228,3 +228,25 @@ pub fn total_variance(rows: &[Vec<f64>]) -> (f64, f64) {
     let q_var = q.iter().map(|x| (x - q_mean).powi(2)).sum::<f64>() / (n - 1.0);
     (q_mean * n / (n - 1.0), (q_var / n).sqrt())
 }
+
+/// A layer spec for every estimator `support` offers (relaxed, straight-through, Gumbel-Rao with
+/// 3 draws where it has conditional noise, `reinforce` as given where it has a score function),
+/// at `T = 0.7`: what the autodiff integration tests loop over.
+pub fn estimator_specs(support: &SupportRef, reinforce: &str) -> Vec<String> {
+    let mut estimators = vec!["relaxed", "straight_through"];
+    if support.conditional_gumbel().is_some() {
+        estimators.push("gumbel_rao(draws = 3)");
+    }
+    if support.score_function().is_some() {
+        estimators.push(reinforce);
+    }
+    estimators
+        .iter()
+        .map(|e| {
+            format!(
+                "layer l: {} {{ estimator: {e}; temperature: 0.7 }}",
+                support.describe()
+            )
+        })
+        .collect()
+}
