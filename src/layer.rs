@@ -197,7 +197,8 @@ impl Layer {
         &self.plan
     }
 
-    fn error(&self, field: &'static str, message: impl Into<String>) -> RequestError {
+    /// A request error of this layer on `field`.
+    pub(crate) fn error(&self, field: &'static str, message: impl Into<String>) -> RequestError {
         RequestError {
             layer: self.plan.name.clone(),
             field,

@@ -191,19 +191,17 @@ fn lock(saved: &Mutex<Option<Saved>>) -> std::sync::MutexGuard<'_, Option<Saved>
 /// The range of a contiguous `θ` in its storage; a strided one is a request error.
 fn contiguous(layer: &Layer, layout: &Layout) -> Result<(usize, usize)> {
     layout.contiguous_offsets().ok_or_else(|| {
-        Error::msg(RequestError {
-            layer: layer.name().to_string(),
-            field: "theta",
-            message: "the tensor is not contiguous; call `.contiguous()` first".into(),
-        })
+        Error::msg(layer.error(
+            "theta",
+            "the tensor is not contiguous; call `.contiguous()` first",
+        ))
     })
 }
 
 /// The request error for a dtype other than f32 and f64.
 fn wrong_dtype(layer: &Layer, dtype: DType) -> RequestError {
-    RequestError {
-        layer: layer.name().to_string(),
-        field: "theta",
-        message: format!("expected an f32 or f64 tensor, found {dtype:?}"),
-    }
+    layer.error(
+        "theta",
+        format!("expected an f32 or f64 tensor, found {dtype:?}"),
+    )
 }

@@ -46,15 +46,14 @@ where
     T: Tape<E, Cpu>,
 {
     if opts.samples != 1 {
-        return Err(RequestError {
-            layer: layer.name().to_string(),
-            field: "samples",
-            message: format!(
+        return Err(layer.error(
+            "samples",
+            format!(
                 "dfdx keeps z in θ's shape type, so one sample per batch row, found {}; add a \
                  batch axis to θ for more (each row has noise of its own)",
                 opts.samples
             ),
-        });
+        ));
     }
     let (theta, mut tape) = theta.split_tape();
     let dims: Vec<usize> = theta.shape().concrete().into_iter().collect();

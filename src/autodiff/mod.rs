@@ -41,10 +41,11 @@ impl<F: Real> Recorded<F> {
         shape: &[usize],
         opts: &Options,
     ) -> Result<Self, RequestError> {
-        let theta = ArrayViewD::from_shape(IxDyn(shape), data).map_err(|_| RequestError {
-            layer: layer.name().to_string(),
-            field: "theta",
-            message: format!("{} numbers do not fill the shape {shape:?}", data.len()),
+        let theta = ArrayViewD::from_shape(IxDyn(shape), data).map_err(|_| {
+            layer.error(
+                "theta",
+                format!("{} numbers do not fill the shape {shape:?}", data.len()),
+            )
         })?;
         let fwd = layer.try_forward(theta, opts)?;
         Ok(Recorded {
@@ -70,8 +71,18 @@ impl<F: Real> Recorded<F> {
         if let Estimator::Reinforce { .. } = self.layer.plan().program.estimator {
             return Ok(());
         }
-        let cotangent = self.shaped("cotangent", grad_z)?;
-        let grad = self.layer.try_backward(&self.fwd, cotangent.view())?;
+        let cotangent = ArrayViewD::from_shape(self.fwd.z.raw_dim(), grad_z).map_err(|_| {
+            self.layer.error(
+                "cotangent",
+                format!(
+                    "expected {} numbers shaped {:?}, found {}",
+                    self.fwd.z.len(),
+                    self.fwd.z.shape(),
+                    grad_z.len()
+                ),
+            )
+        })?;
+        let grad = self.layer.try_backward(&self.fwd, cotangent)?;
         add_over_samples(grad_theta, grad.iter().copied());
         Ok(())
     }
@@ -88,28 +99,15 @@ impl<F: Real> Recorded<F> {
         grad_theta: &mut [F],
     ) -> Result<(), RequestError> {
         let rows = &self.fwd.z.shape()[..self.fwd.z.ndim() - self.support_axes()];
-        let losses = ArrayViewD::from_shape(IxDyn(rows), losses).map_err(|_| RequestError {
-            layer: self.layer.name().to_string(),
-            field: "losses",
-            message: format!("expected one loss per batch row, shape {rows:?}"),
+        let losses = ArrayViewD::from_shape(IxDyn(rows), losses).map_err(|_| {
+            self.layer.error(
+                "losses",
+                format!("expected one loss per batch row, shape {rows:?}"),
+            )
         })?;
         let grad = self.layer.try_reinforce(&self.fwd, losses)?;
         add_over_samples(grad_theta, grad.iter().map(|&g| g * scale));
         Ok(())
-    }
-
-    /// `data` as an array shaped like `z`, or a request error on `field`.
-    fn shaped(&self, field: &'static str, data: &[F]) -> Result<ArrayD<F>, RequestError> {
-        ArrayD::from_shape_vec(self.fwd.z.raw_dim(), data.to_vec()).map_err(|_| RequestError {
-            layer: self.layer.name().to_string(),
-            field,
-            message: format!(
-                "expected {} numbers shaped {:?}, found {}",
-                self.fwd.z.len(),
-                self.fwd.z.shape(),
-                data.len()
-            ),
-        })
     }
 
     /// The number of the support's own axes at the end of `θ`'s shape.
