@@ -5,13 +5,13 @@
 use crate::ir::{Baseline, ScoreFunction};
 use crate::kernels::logistic::log_sigmoid;
 use crate::kernels::{logaddexp, logsumexp, softmax::softmax};
-use crate::noise::{gumbel, uniforms, NoiseKey};
+use crate::noise::{gumbel, uniform, NoiseKey};
 use crate::real::Real;
 
-/// The uniforms of conditional draw `draw` for `element`: a stream of its own, disjoint from the
+/// The uniform of conditional draw `draw` for `element`: a stream of its own, disjoint from the
 /// forward noise (which uses elements below 2³²).
-fn draw_uniforms<F: Real>(key: NoiseKey, draw: u32, element: usize) -> [F; 2] {
-    uniforms(key, ((u64::from(draw) + 1) << 32) | element as u64)
+fn draw_uniform<F: Real>(key: NoiseKey, draw: u32, element: usize) -> F {
+    uniform(key, ((u64::from(draw) + 1) << 32) | element as u64)
 }
 
 /// Gumbel-max perturbations `w = θ + G` conditioned on `argmax w = d` (Paulus, Maddison,
@@ -25,12 +25,12 @@ pub fn conditional_gumbel_max<F: Real>(
     draw: u32,
     w: &mut [F],
 ) {
-    let top = logsumexp(theta) + gumbel(draw_uniforms::<F>(key, draw, d)[0]);
+    let top = logsumexp(theta) + gumbel(draw_uniform::<F>(key, draw, d));
     for (j, (wj, &tj)) in w.iter_mut().zip(theta).enumerate() {
         *wj = if j == d {
             top
         } else {
-            let u = draw_uniforms::<F>(key, draw, j)[0];
+            let u = draw_uniform::<F>(key, draw, j);
             -logaddexp(-top, -tj + (-u.ln()).ln())
         };
     }
@@ -49,7 +49,7 @@ pub fn conditional_gumbel_max<F: Real>(
 pub fn conditional_logistic<F: Real>(theta: &[F], z: &[F], key: NoiseKey, draw: u32, w: &mut [F]) {
     let softplus = |x: F| logaddexp(F::zero(), x);
     for (i, ((wi, &ti), &zi)) in w.iter_mut().zip(theta).zip(z).enumerate() {
-        let v = draw_uniforms::<F>(key, draw, i)[0];
+        let v = draw_uniform::<F>(key, draw, i);
         *wi = if zi > F::zero() {
             softplus(ti + v.ln()) - (-v).ln_1p()
         } else {

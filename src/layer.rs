@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 
-use crate::backend::reference::Reference;
-use crate::backend::{score_lens, Backend, ForwardOut, Report, Rows, Saved, SolveError, Warning};
+use crate::backend::{
+    score_lens, select, Backend, Choice, ForwardOut, Report, Rows, Saved, SolveError, Warning,
+};
 use crate::diagnostic::number;
 use crate::estimator::{baseline_weights, score, updated_ema};
-use crate::ir::{Estimator, Program};
+use crate::ir::Estimator;
 use crate::kernels::dot;
 use crate::noise::Perturbation;
 use crate::plan::{Baseline, Mode, Plan};
@@ -73,6 +74,9 @@ pub struct Options {
     /// more than 1024 are request errors (field `threads`). The split changes no number: noise
     /// is keyed by (seed, sample, batch row, element) and reports merge in row order.
     pub threads: Option<usize>,
+    /// Which backend runs the layer: [`Choice::Auto`] (the JIT where it applies), or either
+    /// forced (forcing the JIT where it does not apply is a request error, field `backend`).
+    pub backend: Choice,
 }
 
 impl Default for Options {
@@ -84,6 +88,7 @@ impl Default for Options {
             step: 0.0,
             samples: 1,
             threads: None,
+            backend: Choice::Auto,
         }
     }
 }
@@ -115,6 +120,9 @@ impl Options {
     }
     pub fn samples(self, samples: usize) -> Self {
         Options { samples, ..self }
+    }
+    pub fn backend(self, backend: Choice) -> Self {
+        Options { backend, ..self }
     }
     /// Forces the row split into `threads` ranges (see [`Options::threads`]).
     pub fn threads(self, threads: usize) -> Self {
@@ -171,6 +179,8 @@ pub struct Forward<F> {
     samples: usize,
     /// The request's thread count, reused by the backward pass.
     threads: Option<usize>,
+    /// The request's backend choice, reused by the backward pass.
+    backend: Choice,
     /// `θ` as given (flattened rows), for the estimators that resample noise from it.
     theta: ArrayD<F>,
     seed: u64,
@@ -303,7 +313,7 @@ impl Layer {
             Noise::Seed(seed) => (self.plan.program.noise, seed),
         };
         let program = &self.plan.program;
-        let backend = backend::<F>(program);
+        let backend = self.backend::<F>(opts.backend)?;
         let theta_array = theta.as_standard_layout().into_owned();
         let theta = theta_array.as_slice().expect("standard layout");
         let mut report = Report::default();
@@ -405,6 +415,7 @@ impl Layer {
             cotangent_shape,
             samples: opts.samples,
             threads: opts.threads,
+            backend: opts.backend,
             theta: theta_array,
             seed,
             layer_id: self.id,
@@ -465,7 +476,7 @@ impl Layer {
             return self.try_reinforce(fwd, losses.view());
         }
         let program = &self.plan.program;
-        let backend = backend::<F>(program);
+        let backend = self.backend::<F>(fwd.backend)?;
         let w = fwd.w.as_slice().expect("built in standard layout");
         let solution = fwd.solution.as_ref().unwrap_or(&fwd.z);
         let solution = solution.as_slice().expect("built in standard layout");
@@ -616,6 +627,25 @@ impl Layer {
         Ok(())
     }
 
+    /// The backend that runs this layer under `choice` ([`select`]).
+    fn backend<F: Real>(&self, choice: Choice) -> Result<&'static dyn Backend<F>, RequestError> {
+        select::<F>(&self.plan.program, choice).map_err(|why| {
+            self.error(
+                "backend",
+                format!("the jit cannot run this layer: {}", why.0),
+            )
+        })
+    }
+
+    /// The backend [`Choice::Auto`] picks for this layer in `F`, and why not the JIT when it
+    /// is the reference backend.
+    pub fn backend_name<F: Real>(&self) -> (&'static str, Option<String>) {
+        match select::<F>(&self.plan.program, Choice::Jit) {
+            Ok(jit) => (jit.name(), None),
+            Err(why) => ("reference", Some(why.0)),
+        }
+    }
+
     /// A forward pass is taken back only by the layer that made it (its shapes, noise and
     /// solutions belong to that layer's plan).
     fn check_made_here<F>(&self, fwd: &Forward<F>) -> Result<(), RequestError> {
@@ -700,12 +730,6 @@ fn split_rows<T: Send>(
             })
             .collect()
     })
-}
-
-/// The backend that runs `program`: the reference backend, which runs every program.
-fn backend<F: Real>(program: &Program) -> &'static dyn Backend<F> {
-    debug_assert!(Backend::<F>::supports(&Reference, program).is_ok());
-    &Reference
 }
 
 /// `3, 3` from `[3, 3]`.

@@ -42,6 +42,7 @@ pub mod grad;
 pub mod ir;
 pub mod kernels;
 pub mod layer;
+pub mod math;
 pub mod noise;
 pub mod plan;
 pub mod real;
@@ -52,7 +53,7 @@ pub mod syntax;
 use std::fmt;
 use std::path::Path;
 
-pub use backend::{Report, SolveError};
+pub use backend::{Choice as Backend, Report, SolveError};
 pub use diagnostic::Diagnostic;
 pub use layer::{Forward, Layer, Noise, Options, RequestError};
 pub use plan::{Estimator, Mode, Plan};

@@ -5,14 +5,19 @@
 //! `(seed, sample, batch row, element)`. One element's noise depends on nothing else, so the same
 //! seed gives the same sample on every platform, for every batch split and thread count, and (with
 //! the same integer arithmetic) on the GPU.
+//!
+//! Every bit of a Philox block is used (four f32 or two f64 uniforms per block, laid out so that
+//! a vector of four blocks gives four consecutive elements: [`block_and_slot`]), and the
+//! transforms `−ln(−ln u)`, `ln u − ln(1 − u)`, … use sst's own `ln`/`exp` ([`crate::math`]), so
+//! the reference backend and the JIT compute the same bits.
 
 use crate::real::Real;
 
 /// Philox multipliers and Weyl key increments (Random123 `PHILOX_M4x32_*`, `PHILOX_W32_*`).
-const PHILOX_M0: u32 = 0xD251_1F53;
-const PHILOX_M1: u32 = 0xCD9E_8D57;
-const PHILOX_W0: u32 = 0x9E37_79B9;
-const PHILOX_W1: u32 = 0xBB67_AE85;
+pub const PHILOX_M0: u32 = 0xD251_1F53;
+pub const PHILOX_M1: u32 = 0xCD9E_8D57;
+pub const PHILOX_W0: u32 = 0x9E37_79B9;
+pub const PHILOX_W1: u32 = 0xBB67_AE85;
 
 /// Philox4x32-10: ten rounds of
 /// `(c0, c1, c2, c3) ← (hi(M1·c2) ⊕ c1 ⊕ k0, lo(M1·c2), hi(M0·c0) ⊕ c3 ⊕ k1, lo(M0·c0))`,
@@ -58,51 +63,101 @@ fn open_unit_23(hi: u32) -> f64 {
     (f64::from(hi >> 9) + 0.5) * TWO_POW_M23
 }
 
-/// Two uniforms in the open interval (0, 1), never exactly 0 or 1 in `F`, from one Philox call
-/// with counter `[element lo, element hi, batch, sample]` and key `[seed lo, seed hi]`:
-/// - f64: `u = (k + ½)·2⁻⁵²`, `k` = 52 bits from words 0‖1 (first) and 2‖3 (second), high bits
-///   from words 0 / 2;
-/// - f32: `u = (k + ½)·2⁻²³`, `k` = the top 23 bits of word 0 (first) and word 2 (second); this is
-///   the midpoint of the 2⁻²³-cell holding the f64 uniform, so the two differ by at most 2⁻²⁴.
-pub fn uniforms<F: Real>(key: NoiseKey, element: u64) -> [F; 2] {
-    let w = philox4x32_10(
+/// Bit 31 of counter word 1 marks an element's second uniform (word 1 holds bits 32..63 of the
+/// block number, which stays below 2⁶²).
+pub const SECOND_STREAM: u32 = 1 << 31;
+
+/// How many uniforms one Philox block gives in `F`: four in f32 (23 bits from each word), two
+/// in f64 (52 bits from each pair of words).
+pub fn uniforms_per_block<F: Real>() -> u64 {
+    if F::epsilon().f64() > f64::EPSILON {
+        4
+    } else {
+        2
+    }
+}
+
+/// The Philox block and slot of uniform number `element` in `F`. Elements go in groups of
+/// `4·U` (`U` = [`uniforms_per_block`]) over four consecutive blocks: element `r` of group `q`
+/// is slot `r div 4` of block `4q + r mod 4`. So four consecutive elements come from the same
+/// slot of four consecutive blocks, which is how a vector of four Philox blocks computes them.
+pub fn block_and_slot<F: Real>(element: u64) -> (u64, usize) {
+    let group = 4 * uniforms_per_block::<F>();
+    let (q, r) = (element / group, element % group);
+    (4 * q + r % 4, (r / 4) as usize)
+}
+
+/// The Philox output of `block` of stream `stream` (0, or [`SECOND_STREAM`]) under `key`:
+/// counter `[block lo, block hi | stream, batch, sample]`, key `[seed lo, seed hi]`.
+pub fn block_words(key: NoiseKey, stream: u32, block: u64) -> [u32; 4] {
+    philox4x32_10(
         [
-            element as u32,
-            (element >> 32) as u32,
+            block as u32,
+            (block >> 32) as u32 | stream,
             key.batch,
             key.sample,
         ],
         [key.seed as u32, (key.seed >> 32) as u32],
-    );
-    if F::epsilon().f64() > f64::EPSILON {
-        // A 24-bit significand (f32): 23 random bits.
-        [F::of(open_unit_23(w[0])), F::of(open_unit_23(w[2]))]
+    )
+}
+
+/// The uniform in slot `slot` of a block's words, in the open interval (0, 1), never exactly 0
+/// or 1 in `F`:
+/// - f32: `u = (k + ½)·2⁻²³`, `k` the top 23 bits of word `slot`;
+/// - f64: `u = (k + ½)·2⁻⁵²`, `k` = 52 bits from words `2·slot` (high) ‖ `2·slot + 1`.
+pub fn slot_uniform<F: Real>(words: [u32; 4], slot: usize) -> F {
+    if uniforms_per_block::<F>() == 4 {
+        F::of(open_unit_23(words[slot]))
     } else {
-        [
-            F::of(open_unit_52(w[0], w[1])),
-            F::of(open_unit_52(w[2], w[3])),
-        ]
+        F::of(open_unit_52(words[2 * slot], words[2 * slot + 1]))
     }
 }
 
-/// Standard Gumbel by inversion: `G = −ln(−ln u)`.
+/// Uniform number `element` of `key` (first stream).
+pub fn uniform<F: Real>(key: NoiseKey, element: u64) -> F {
+    let (block, slot) = block_and_slot::<F>(element);
+    slot_uniform(block_words(key, 0, block), slot)
+}
+
+/// An element's two uniforms `(u₁, u₂)`: number `element` of the first and of the second
+/// stream ([`SECOND_STREAM`]).
+pub fn uniforms<F: Real>(key: NoiseKey, element: u64) -> [F; 2] {
+    let (block, slot) = block_and_slot::<F>(element);
+    [0, SECOND_STREAM].map(|stream| slot_uniform(block_words(key, stream, block), slot))
+}
+
+/// `out[i]` = uniform `i` of `stream` under `key`, one Philox call per block (every slot of a
+/// block used).
+pub fn fill_uniforms<F: Real>(key: NoiseKey, stream: u32, out: &mut [F]) {
+    let per_block = uniforms_per_block::<F>() as usize;
+    for (q, group) in out.chunks_mut(4 * per_block).enumerate() {
+        for j in 0..4.min(group.len()) {
+            let words = block_words(key, stream, (4 * q + j) as u64);
+            for (slot, u) in group.iter_mut().skip(j).step_by(4).enumerate() {
+                *u = slot_uniform(words, slot);
+            }
+        }
+    }
+}
+
+/// Standard Gumbel by inversion: `G = −ln(−ln u)` (sst's own `ln`, [`crate::math`]).
 pub fn gumbel<F: Real>(u: F) -> F {
-    -(-u.ln()).ln()
+    -(-u.sst_ln()).sst_ln()
 }
 
 /// Standard logistic by inversion (the difference of two Gumbels): `L = ln u − ln(1 − u)`.
 pub fn logistic<F: Real>(u: F) -> F {
-    u.ln() - (F::one() - u).ln()
+    u.sst_ln() - (F::one() - u).sst_ln()
 }
 
 /// Exponential with rate 1 by inversion: `E = −ln u`.
 pub fn exponential<F: Real>(u: F) -> F {
-    -u.ln()
+    -u.sst_ln()
 }
 
 /// Standard normal by Box–Muller: `N = √(−2 ln u₁) · cos(2π u₂)`.
 pub fn standard_normal<F: Real>(u1: F, u2: F) -> F {
-    (F::of(-2.0) * u1.ln()).sqrt() * (F::TAU() * u2).cos()
+    (F::of(-2.0) * u1.sst_ln()).sqrt() * (F::TAU() * u2).cos()
 }
 
 /// A perturbation `w = r_θ(ε)` (DESIGN.md §2).
@@ -132,7 +187,7 @@ pub enum Coordinates {
 
 impl Perturbation {
     /// `w = r_θ(ε)` for one row θ (elements `0..n`), the noise of element `i` keyed by
-    /// `(key, i)` and using only that element's two uniforms `(u₁, u₂)`:
+    /// `(key, i)` and using only that element's two uniforms `(u₁, u₂)` ([`uniforms`]):
     ///
     /// | perturbation | `Joint` | `Binary` |
     /// | --- | --- | --- |
@@ -176,15 +231,32 @@ impl Perturbation {
             w.copy_from_slice(theta);
             return Ok(());
         }
+        // The first uniforms straight into `w`, transformed in place; the second stream only
+        // where the perturbation reads it.
+        fill_uniforms(key, 0, w);
+        let second = match (*self, coords) {
+            (Perturbation::Gaussian { .. }, _)
+            | (Perturbation::NegExponential, Coordinates::Binary) => {
+                let mut u2 = vec![F::zero(); w.len()];
+                fill_uniforms(key, SECOND_STREAM, &mut u2);
+                u2
+            }
+            _ => Vec::new(),
+        };
         for (i, (wi, &t)) in w.iter_mut().zip(theta).enumerate() {
-            let [u1, u2] = uniforms::<F>(key, i as u64);
+            let u1 = *wi;
+            let u2 = || second[i];
             *wi = match (*self, coords) {
                 (Perturbation::Gumbel, Coordinates::Joint) => t + gumbel(u1),
                 (Perturbation::Gumbel, Coordinates::Binary) => t + logistic(u1),
-                (Perturbation::Gaussian { sigma }, _) => t + F::of(sigma) * standard_normal(u1, u2),
-                (Perturbation::NegExponential, Coordinates::Joint) => -exponential(u1) * (-t).exp(),
+                (Perturbation::Gaussian { sigma }, _) => {
+                    t + F::of(sigma) * standard_normal(u1, u2())
+                }
+                (Perturbation::NegExponential, Coordinates::Joint) => {
+                    -exponential(u1) * (-t).sst_exp()
+                }
                 (Perturbation::NegExponential, Coordinates::Binary) => {
-                    t + exponential(u1).ln() - exponential(u2).ln()
+                    t + exponential(u1).sst_ln() - exponential(u2()).sst_ln()
                 }
                 (Perturbation::None, _) => t,
             };

@@ -29,6 +29,10 @@ pub trait Real:
     fn of(x: f64) -> Self;
     /// This value widened (or kept) as `f64`.
     fn f64(self) -> f64;
+    /// sst's own `ln` ([`crate::math`]): the same bits on every backend.
+    fn sst_ln(self) -> Self;
+    /// sst's own `exp` ([`crate::math`]).
+    fn sst_exp(self) -> Self;
 }
 
 impl Real for f64 {
@@ -40,6 +44,12 @@ impl Real for f64 {
     fn f64(self) -> f64 {
         self
     }
+    fn sst_ln(self) -> Self {
+        crate::math::ln_f64(self)
+    }
+    fn sst_exp(self) -> Self {
+        crate::math::exp_f64(self)
+    }
 }
 
 impl Real for f32 {
@@ -50,5 +60,11 @@ impl Real for f32 {
     }
     fn f64(self) -> f64 {
         self as f64
+    }
+    fn sst_ln(self) -> Self {
+        crate::math::ln_f32(self)
+    }
+    fn sst_exp(self) -> Self {
+        crate::math::exp_f32(self)
     }
 }

@@ -5,6 +5,8 @@
 //! IR node calling the kernels of `src/kernels/`, one row at a time, with its working memory
 //! allocated once per call.
 
+#[cfg(feature = "jit")]
+pub mod jit;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,60 @@ use crate::kernels::logspace::dp_too_large;
 use crate::noise::Perturbation;
 use crate::plan::Mode;
 use crate::real::Real;
+
+/// Which backend runs a layer (`Options::backend`, `--backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Choice {
+    /// The JIT where it runs the program, the reference backend otherwise.
+    #[default]
+    Auto,
+    /// The reference backend.
+    Reference,
+    /// The JIT; a request error where it cannot run the program.
+    Jit,
+}
+
+impl Choice {
+    /// The names of `--backend`, in the order of [`Choice::from_name`].
+    pub const NAMES: &'static [&'static str] = &["auto", "reference", "jit"];
+
+    pub fn from_name(name: &str) -> Option<Choice> {
+        match name {
+            "auto" => Some(Choice::Auto),
+            "reference" => Some(Choice::Reference),
+            "jit" => Some(Choice::Jit),
+            _ => None,
+        }
+    }
+}
+
+/// The backend that runs `program` in precision `F` under `choice`, or why the forced one
+/// cannot.
+pub fn select<F: Real>(
+    program: &Program,
+    choice: Choice,
+) -> Result<&'static dyn Backend<F>, Unsupported> {
+    match choice {
+        Choice::Reference => Ok(&reference::Reference),
+        Choice::Auto => Ok(jit_for::<F>(program).unwrap_or(&reference::Reference)),
+        Choice::Jit => jit_for::<F>(program),
+    }
+}
+
+/// The JIT if it runs `program` (and was built: feature `jit`).
+fn jit_for<F: Real>(program: &Program) -> Result<&'static dyn Backend<F>, Unsupported> {
+    #[cfg(feature = "jit")]
+    {
+        Backend::<F>::supports(&jit::Jit, program).map(|()| &jit::Jit as &dyn Backend<F>)
+    }
+    #[cfg(not(feature = "jit"))]
+    {
+        let _ = program;
+        Err(Unsupported(
+            "this build has no JIT (cargo feature `jit`)".to_string(),
+        ))
+    }
+}
 
 /// Why a backend cannot run a program.
 #[derive(Clone, Debug, PartialEq, Eq)]

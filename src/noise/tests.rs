@@ -77,17 +77,39 @@ fn uniforms_inside_for_extreme_counters() {
     }
 }
 
+/// The layout of `block_and_slot`, from raw Philox calls: element `r` of a group of `4·U` is
+/// slot `r div 4` of block `4q + r mod 4`, the second stream flags bit 31 of counter word 1, and
+/// the map from elements to (block, slot) is one-to-one.
 #[test]
-fn f32_uniform_is_the_f64_one_to_2_pow_m23() {
-    for e in 0..10_000u64 {
-        let a = uniforms::<f64>(KEY, e);
-        let b = uniforms::<f32>(KEY, e);
-        for j in 0..2 {
-            assert!(
-                (a[j] - f64::from(b[j])).abs() <= 2f64.powi(-24),
-                "{a:?} {b:?}"
-            );
+fn uniforms_use_every_slot_of_every_block_once() {
+    let key_words = [KEY.seed as u32, (KEY.seed >> 32) as u32];
+    // f32 element 21 = group 1, r = 5: block 4 + 1 = 5, word 1.
+    let words = philox4x32_10([5, 0, 0, 0], key_words);
+    assert_eq!(uniform::<f32>(KEY, 21), open_unit_23(words[1]) as f32);
+    let second = philox4x32_10([5, SECOND_STREAM, 0, 0], key_words);
+    assert_eq!(uniforms::<f32>(KEY, 21)[1], open_unit_23(second[1]) as f32);
+    // f64 element 13 = group 1, r = 5: block 5, words 2 and 3.
+    assert_eq!(uniform::<f64>(KEY, 13), open_unit_52(words[2], words[3]));
+    for per_block in [2u64, 4] {
+        let n = 64 * per_block;
+        let mut seen = std::collections::BTreeSet::new();
+        for e in 0..n {
+            let (block, slot) = match per_block {
+                4 => block_and_slot::<f32>(e),
+                _ => block_and_slot::<f64>(e),
+            };
+            assert!(block < 64 && (slot as u64) < per_block);
+            assert!(seen.insert((block, slot)), "({block}, {slot}) twice");
         }
+    }
+    // A row filled block by block equals the uniforms one by one.
+    let mut row32 = vec![0f32; 37];
+    fill_uniforms(KEY, SECOND_STREAM, &mut row32);
+    let mut row64 = vec![0f64; 37];
+    fill_uniforms(KEY, 0, &mut row64);
+    for e in 0..37 {
+        assert_eq!(row32[e], uniforms::<f32>(KEY, e as u64)[1]);
+        assert_eq!(row64[e], uniform::<f64>(KEY, e as u64));
     }
 }
 

@@ -1,0 +1,390 @@
+//! The Cranelift JIT backend (feature `jit`): the streaming part of a [`Program`] — noise,
+//! perturbation, scale by `1/T`, the solve and its closed-form backward — compiled into one fused
+//! function per kernel that loops over a range of rows, vectorized (`f32x4` / `f64x2`).
+//!
+//! It reads the IR only: [`Jit::supports`] says which programs it runs (identity scores, Gumbel
+//! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid` soft kernels); the layer
+//! runs the others on the reference backend. Backward passes it does not compile (Gumbel-Rao's
+//! conditional draws, finite differences) run on the reference backend from the same saved
+//! arrays. The noise is the reference backend's, bit for bit ([`crate::noise`], [`crate::math`]).
+//!
+//! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
+//! in [`compile`]) and kept in a cache keyed by [`Kernel`].
+
+mod translate;
+mod vmath;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+
+use super::reference::Reference;
+use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
+use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
+use crate::noise::{Coordinates, Perturbation};
+use crate::plan::Mode;
+use crate::real::Real;
+use translate::{Front, Kernel, Pass, SoftVjp, Solve};
+use vmath::Precision;
+
+/// The JIT backend (see the module documentation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Jit;
+
+/// What a forward kernel reads: pointers to `θ` (every batch row), `w` and `z` (the range's
+/// rows), all with the kernel's padded row stride.
+#[repr(C)]
+pub(crate) struct ForwardArgs<F> {
+    theta: *const F,
+    w: *mut F,
+    z: *mut F,
+    start: u64,
+    end: u64,
+    batch: u64,
+    seed: u64,
+    temperature: f64,
+}
+
+/// What a backward kernel reads: the range's saved `w` and solution, the cotangent (the range's
+/// rows when `per_sample`, else every batch row), the range's gradient rows, and one row of
+/// scratch.
+#[repr(C)]
+pub(crate) struct BackwardArgs<F> {
+    w: *const F,
+    solution: *const F,
+    cotangent: *const F,
+    grad: *mut F,
+    scratch: *mut F,
+    start: u64,
+    end: u64,
+    batch: u64,
+    per_sample: u64,
+    temperature: f64,
+}
+
+/// A compiled kernel's entry point: `fn(&Args) -> i64`, −1 when every row was done, else the
+/// first row whose numbers overflowed.
+#[derive(Clone, Copy)]
+struct Compiled {
+    entry: extern "C" fn(*const u8) -> i64,
+}
+
+/// Every kernel compiled in this process, or why it could not be.
+fn cache() -> &'static Mutex<HashMap<Kernel, Result<Compiled, String>>> {
+    static CACHE: OnceLock<Mutex<HashMap<Kernel, Result<Compiled, String>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Total time spent compiling kernels in this process.
+fn compile_time() -> &'static Mutex<Duration> {
+    static TIME: OnceLock<Mutex<Duration>> = OnceLock::new();
+    TIME.get_or_init(Default::default)
+}
+
+/// The seconds this process has spent compiling JIT kernels (`sst check` and `sst bench` print
+/// it).
+pub fn compile_seconds() -> f64 {
+    compile_time()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_secs_f64()
+}
+
+/// `kernel` compiled, from the cache or now.
+fn compiled(kernel: Kernel) -> Result<Compiled, Unsupported> {
+    let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+    let entry = cache.entry(kernel).or_insert_with(|| {
+        let started = Instant::now();
+        let result = compile(kernel);
+        *compile_time().lock().unwrap_or_else(|e| e.into_inner()) += started.elapsed();
+        result
+    });
+    entry.clone().map_err(Unsupported)
+}
+
+/// Translates `kernel` into Cranelift IR and compiles it for this machine: declare the
+/// function, define its body, finalize the module, fetch the code pointer.
+fn compile(kernel: Kernel) -> Result<Compiled, String> {
+    let mut flags = settings::builder();
+    for (name, value) in [("opt_level", "speed"), ("is_pic", "false")] {
+        flags.set(name, value).map_err(|e| e.to_string())?;
+    }
+    let isa = cranelift_native::builder()
+        .map_err(|e| format!("this machine has no Cranelift target: {e}"))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| e.to_string())?;
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let mut ctx = module.make_context();
+    ctx.func.signature = module.make_signature();
+    let mut builder_context = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut ctx.func, &mut builder_context);
+    kernel.translate(&mut b, module.target_config().pointer_type());
+    b.finalize(module.target_config());
+    let id = module
+        .declare_function("kernel", Linkage::Local, &ctx.func.signature)
+        .map_err(|e| e.to_string())?;
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| format!("Cranelift could not compile the kernel: {e:?}"))?;
+    module.finalize_definitions().map_err(|e| e.to_string())?;
+    let code = module.get_finalized_function(id);
+    // The code must outlive every use of its pointer: the module is never dropped or freed.
+    Box::leak(Box::new(module));
+    // SAFETY: `code` is the finalized, executable code of the function just defined, whose
+    // signature is the target's default calling convention (`make_signature`, the C convention
+    // of this platform) with one pointer parameter and an i64 result, matching the type here;
+    // its memory is never freed (the module is leaked above). Calling it is then sound for any
+    // `args` pointing to the `ForwardArgs`/`BackwardArgs` the kernel's pass reads, whose arrays
+    // hold every row it indexes: the only calls (`run_forward`, `run_backward`) check those
+    // lengths first.
+    let entry = unsafe { std::mem::transmute::<*const u8, extern "C" fn(*const u8) -> i64>(code) };
+    Ok(Compiled { entry })
+}
+
+/// The precision of `F`.
+fn precision<F: Real>() -> Precision {
+    match F::NAME {
+        "f32" => Precision::F32,
+        _ => Precision::F64,
+    }
+}
+
+/// The forward kernel of `program` for a request's noise and mode, or why there is none.
+fn forward_kernel<F: Real>(
+    program: &Program,
+    noise: Perturbation,
+    mode: Mode,
+) -> Result<Kernel, Unsupported> {
+    let why = |s: &str| Err(Unsupported(s.to_string()));
+    if program.scores != ScoreMap::Identity || program.decode != Decode::Identity {
+        return why("count score maps are not compiled");
+    }
+    let front = match (noise, program.coordinates) {
+        (Perturbation::None, _) => Front::None,
+        (Perturbation::Gumbel, Coordinates::Joint) => Front::Gumbel,
+        (Perturbation::Gumbel, Coordinates::Binary) => Front::Logistic,
+        _ => return why("only gumbel noise (or none) is compiled"),
+    };
+    let solve = match mode {
+        Mode::Hard => match program.hard {
+            Hard::Argmax => Solve::Argmax,
+            Hard::Positive => Solve::Positive,
+            other => return why(&format!("the {} hard kernel is not compiled", other.name())),
+        },
+        Mode::Soft => match program.soft {
+            Soft::Softmax => Solve::Softmax,
+            Soft::Sigmoid => Solve::Sigmoid,
+            _ => return why("only the softmax and sigmoid soft kernels are compiled"),
+        },
+    };
+    Ok(Kernel {
+        n: program.row_len,
+        precision: precision::<F>(),
+        pass: Pass::Forward { front, solve },
+    })
+}
+
+/// The backward kernel of `program` in `mode`, or `None` where the reference backend runs the
+/// backward pass (Gumbel-Rao's draws, finite differences, rules other than closed form).
+fn backward_kernel<F: Real>(program: &Program, mode: Mode) -> Option<Kernel> {
+    let vjp = match program.soft {
+        Soft::Softmax => SoftVjp::Softmax,
+        Soft::Sigmoid => SoftVjp::Sigmoid,
+        _ => return None,
+    };
+    let compiled_rule = program.backward == Backward::Native(Rule::ClosedForm);
+    let gumbel_rao = matches!(program.estimator, Estimator::GumbelRao { .. });
+    (compiled_rule && !(mode == Mode::Hard && gumbel_rao)).then_some(Kernel {
+        n: program.row_len,
+        precision: precision::<F>(),
+        pass: Pass::Backward {
+            vjp,
+            recompute: mode == Mode::Hard,
+        },
+    })
+}
+
+impl<F: Real> Backend<F> for Jit {
+    fn name(&self) -> &'static str {
+        "jit"
+    }
+
+    /// Both modes' forward kernels compile for the program's own noise.
+    fn supports(&self, program: &Program) -> Result<(), Unsupported> {
+        for mode in [Mode::Hard, Mode::Soft] {
+            compiled(forward_kernel::<F>(program, program.noise, mode)?)?;
+            if let Some(kernel) = backward_kernel::<F>(program, mode) {
+                compiled(kernel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&self, rows: &Rows<F>, out: ForwardOut<F>) -> Result<(), SolveError> {
+        let kernel = match forward_kernel::<F>(rows.program, rows.noise, rows.mode) {
+            Ok(kernel) => kernel,
+            Err(_) => return Reference.forward(rows, out),
+        };
+        let Ok(code) = compiled(kernel) else {
+            return Reference.forward(rows, out);
+        };
+        if run_forward(code, kernel, rows, out.w, out.z) {
+            Ok(())
+        } else {
+            // A row overflowed: the reference backend finds it and says so.
+            Reference.forward(rows, out)
+        }
+    }
+
+    fn backward_into(
+        &self,
+        rows: &Rows<F>,
+        saved: Saved<F>,
+        grad: &mut [F],
+    ) -> Result<(), SolveError> {
+        let compiled_kernel = backward_kernel::<F>(rows.program, rows.mode)
+            .and_then(|kernel| compiled(kernel).ok().map(|code| (kernel, code)));
+        let Some((kernel, code)) = compiled_kernel else {
+            return Reference.backward_into(rows, saved, grad);
+        };
+        if run_backward(code, kernel, rows, saved, grad) {
+            return Ok(());
+        }
+        // `w/T` overflowed in a re-solve: the reference backend names the row (into a scratch
+        // gradient, since this one already holds some rows' sums).
+        let mut scratch = vec![F::zero(); grad.len()];
+        Reference.backward_into(rows, saved, &mut scratch)?;
+        Err(SolveError::GradientNotFinite { kernel: "jit" })
+    }
+}
+
+/// `rows` of `src` (stride `from`) copied into rows of stride `to ≥ from`, zero-padded.
+fn padded<F: Real>(src: &[F], from: usize, to: usize) -> Vec<F> {
+    let rows = src.len() / from;
+    let mut out = vec![F::zero(); rows * to];
+    for (o, s) in out.chunks_mut(to).zip(src.chunks(from)) {
+        o[..from].copy_from_slice(s);
+    }
+    out
+}
+
+/// The first `to` entries of each row of `src` (stride `from`) into `dst`.
+fn unpad<F: Real>(src: &[F], from: usize, dst: &mut [F], to: usize) {
+    for (d, s) in dst.chunks_mut(to).zip(src.chunks(from)) {
+        d.copy_from_slice(&s[..to]);
+    }
+}
+
+/// Runs a forward kernel on `rows.range`; `false` if a row overflowed.
+fn run_forward<F: Real>(
+    code: Compiled,
+    kernel: Kernel,
+    rows: &Rows<F>,
+    w: &mut [F],
+    z: &mut [F],
+) -> bool {
+    let (n, stride, count) = (kernel.n, kernel.stride(), rows.range.len());
+    assert!(
+        rows.theta.len() == rows.batch_rows() * n && w.len() >= count * n && z.len() >= count * n
+    );
+    let pad = stride != n;
+    let theta = match pad {
+        true => padded(rows.theta, n, stride),
+        false => Vec::new(),
+    };
+    let (mut w_pad, mut z_pad) = match pad {
+        true => (
+            vec![F::zero(); count * stride],
+            vec![F::zero(); count * stride],
+        ),
+        false => (Vec::new(), Vec::new()),
+    };
+    let args = ForwardArgs {
+        theta: if pad {
+            theta.as_ptr()
+        } else {
+            rows.theta.as_ptr()
+        },
+        w: if pad {
+            w_pad.as_mut_ptr()
+        } else {
+            w.as_mut_ptr()
+        },
+        z: if pad {
+            z_pad.as_mut_ptr()
+        } else {
+            z.as_mut_ptr()
+        },
+        start: rows.range.start as u64,
+        end: rows.range.end as u64,
+        batch: rows.batch_rows() as u64,
+        seed: rows.seed,
+        temperature: rows.temperature,
+    };
+    let status = (code.entry)(&args as *const ForwardArgs<F> as *const u8);
+    if pad {
+        unpad(&w_pad, stride, w, n);
+        unpad(&z_pad, stride, z, n);
+    }
+    status < 0
+}
+
+/// Runs a backward kernel on `rows.range`, adding into `grad`; `false` if a re-solve overflowed.
+fn run_backward<F: Real>(
+    code: Compiled,
+    kernel: Kernel,
+    rows: &Rows<F>,
+    saved: Saved<F>,
+    grad: &mut [F],
+) -> bool {
+    let (n, stride) = (kernel.n, kernel.stride());
+    let range = rows.range.clone();
+    let count = range.len();
+    let w = &saved.w[range.start * n..range.end * n];
+    let solution = &saved.solution[range.start * n..range.end * n];
+    let cotangent = match saved.per_sample {
+        true => &saved.cotangent[range.start * n..range.end * n],
+        false => &saved.cotangent[..rows.batch_rows() * n],
+    };
+    assert_eq!(grad.len(), count * n);
+    let pad = stride != n;
+    let copies = pad.then(|| {
+        (
+            padded(w, n, stride),
+            padded(solution, n, stride),
+            padded(cotangent, n, stride),
+            padded(grad, n, stride),
+        )
+    });
+    let mut scratch = vec![F::zero(); stride];
+    let (w_ptr, s_ptr, c_ptr, mut grad_pad) = match copies {
+        Some((w, s, c, g)) => (w.as_ptr(), s.as_ptr(), c.as_ptr(), Some((w, s, c, g))),
+        None => (w.as_ptr(), solution.as_ptr(), cotangent.as_ptr(), None),
+    };
+    let grad_ptr = match grad_pad.as_mut() {
+        Some((_, _, _, g)) => g.as_mut_ptr(),
+        None => grad.as_mut_ptr(),
+    };
+    let args = BackwardArgs {
+        w: w_ptr,
+        solution: s_ptr,
+        cotangent: c_ptr,
+        grad: grad_ptr,
+        scratch: scratch.as_mut_ptr(),
+        start: range.start as u64,
+        end: range.end as u64,
+        batch: rows.batch_rows() as u64,
+        per_sample: u64::from(saved.per_sample),
+        temperature: rows.temperature,
+    };
+    let status = (code.entry)(&args as *const BackwardArgs<F> as *const u8);
+    if let Some((_, _, _, g)) = grad_pad {
+        unpad(&g, stride, grad, n);
+    }
+    status < 0
+}

@@ -1,0 +1,747 @@
+//! Cranelift IR for the fused row kernels: one function per [`Kernel`], looping over a range of
+//! rows in compiled code. A forward kernel reads `θ` once and writes `w` and `z` once (the soft
+//! kernels re-read their own output for the normalisation); a backward kernel reads the saved
+//! `w` or solution and the cotangent and adds into the gradient.
+//!
+//! Rows are walked in *units* of four elements (one `f32x4`, two `f64x2`). With noise, units go
+//! in Philox groups: four blocks computed at once give `4·U` elements (`U` uniforms per block,
+//! [`crate::noise::block_and_slot`]). A row whose length is not a multiple of four is padded by
+//! the caller to the next multiple, and its last unit's extra lanes are masked here at compile
+//! time (the row length is a constant of the kernel).
+
+use std::mem::offset_of;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{self, Type};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+use super::vmath::{self, cast, select, splat_f, splat_i, Precision};
+use super::{BackwardArgs, ForwardArgs};
+
+/// The noise a forward kernel draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Front {
+    /// `w = θ`.
+    None,
+    /// `w = θ − ln(−ln u)`.
+    Gumbel,
+    /// `w = θ + ln u − ln(1 − u)` (Gumbel on binary coordinates).
+    Logistic,
+}
+
+/// What a forward kernel computes from `w`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Solve {
+    /// The one-hot of the largest `w`, ties to the lowest index.
+    Argmax,
+    /// `z_i = [w_i > 0]`.
+    Positive,
+    /// `z = softmax(w/T)`.
+    Softmax,
+    /// `z = σ(w/T)`.
+    Sigmoid,
+}
+
+/// A soft kernel whose vector–Jacobian product is compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SoftVjp {
+    /// `∂L/∂w = s ⊙ (g − ⟨g, s⟩) / T`.
+    Softmax,
+    /// `∂L/∂w = g ⊙ s ⊙ (1 − s) / T`.
+    Sigmoid,
+}
+
+/// One compiled function: what it computes, for rows of `n` elements in one precision. This is
+/// the compile cache's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub n: usize,
+    pub precision: Precision,
+    pub pass: Pass,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pass {
+    Forward {
+        front: Front,
+        solve: Solve,
+    },
+    /// `recompute`: the soft solution is re-solved from the saved `w` (straight-through);
+    /// otherwise it is the saved solution (relaxed).
+    Backward {
+        vjp: SoftVjp,
+        recompute: bool,
+    },
+}
+
+impl Kernel {
+    /// The padded row length: `n` rounded up to a whole unit.
+    pub fn stride(&self) -> usize {
+        self.n.div_ceil(4) * 4
+    }
+
+    /// Adds the kernel's signature (`fn(*const Args) -> i64`) and body to `b`'s function.
+    pub fn translate(&self, b: &mut FunctionBuilder, pointer: Type) {
+        b.func.signature.params.push(AbiParam::new(pointer));
+        b.func.signature.returns.push(AbiParam::new(types::I64));
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let args = b.block_params(entry)[0];
+        let mut k = Emit {
+            b,
+            p: self.precision,
+            n: self.n,
+            stride: self.stride() as i64,
+            pointer,
+        };
+        let status = match self.pass {
+            Pass::Forward { front, solve } => k.translate_forward(args, front, solve),
+            Pass::Backward { vjp, recompute } => k.translate_backward(args, vjp, recompute),
+        };
+        k.b.ins().return_(&[status]);
+        k.b.seal_all_blocks();
+    }
+}
+
+/// The function being built, with the kernel's constants.
+struct Emit<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    p: Precision,
+    n: usize,
+    stride: i64,
+    pointer: Type,
+}
+
+/// Which lanes of a unit hold elements of the row (`None`: all four).
+type Mask = Option<[bool; 4]>;
+
+/// A unit's noise source: the Philox key vectors and the counter words of the row.
+#[derive(Clone, Copy)]
+struct Noise {
+    key: [Value; 2],
+    batch: Value,
+    sample: Value,
+}
+
+impl<'b> Emit<'_, 'b> {
+    fn load_field(&mut self, ty: Type, args: Value, offset: usize) -> Value {
+        self.b
+            .ins()
+            .load(ty, MemFlagsData::trusted(), args, offset as i32)
+    }
+
+    /// The byte address of element `idx` (i64) of row `row` (i64) of the array at `base`.
+    fn row_base(&mut self, base: Value, row: Value) -> Value {
+        let bytes = self.stride * self.p.bytes();
+        let off = self.b.ins().imul_imm_s(row, bytes);
+        let off = self.cast_pointer(off);
+        self.b.ins().iadd(base, off)
+    }
+
+    fn cast_pointer(&mut self, v: Value) -> Value {
+        match self.pointer == types::I64 {
+            true => v,
+            false => self.b.ins().ireduce(self.pointer, v),
+        }
+    }
+
+    /// Loads the unit at element `idx` of the row at `row`.
+    fn load_unit(&mut self, row: Value, idx: Value) -> Vec<Value> {
+        let addr = self.element_address(row, idx);
+        (0..self.p.per_unit())
+            .map(|v| {
+                self.b.ins().load(
+                    self.p.vector(),
+                    MemFlagsData::new().with_notrap(),
+                    addr,
+                    16 * v as i32,
+                )
+            })
+            .collect()
+    }
+
+    fn store_unit(&mut self, row: Value, idx: Value, unit: &[Value]) {
+        let addr = self.element_address(row, idx);
+        for (v, &x) in unit.iter().enumerate() {
+            self.b
+                .ins()
+                .store(MemFlagsData::new().with_notrap(), x, addr, 16 * v as i32);
+        }
+    }
+
+    fn element_address(&mut self, row: Value, idx: Value) -> Value {
+        let off = self.b.ins().imul_imm_s(idx, self.p.bytes());
+        let off = self.cast_pointer(off);
+        self.b.ins().iadd(row, off)
+    }
+
+    /// `for i in start..end { body(i) }` with `i: i64`.
+    fn counted_loop(&mut self, start: Value, end: Value, body: &mut dyn FnMut(&mut Self, Value)) {
+        let header = self.b.create_block();
+        let inner = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, types::I64);
+        self.b.ins().jump(header, &[start.into()]);
+        self.b.switch_to_block(header);
+        let i = self.b.block_params(header)[0];
+        let more = self.b.ins().icmp(IntCC::UnsignedLessThan, i, end);
+        self.b.ins().brif(more, inner, &[], exit, &[]);
+        self.b.switch_to_block(inner);
+        body(self, i);
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.switch_to_block(exit);
+    }
+
+    /// Calls `body(idx, mask, uniforms)` for every unit of a row, in order: with `noise`, the
+    /// full Philox groups in a loop, then the last partial group straight-line; without, the
+    /// full units in a loop, then the partial unit.
+    fn for_each_unit(
+        &mut self,
+        noise: Option<Noise>,
+        body: &mut dyn FnMut(&mut Self, Value, Mask, Option<Vec<Value>>),
+    ) {
+        let units = self.n.div_ceil(4);
+        match noise {
+            Some(noise) => {
+                let per_group = self.p.uniforms_per_block();
+                let full_groups = self.n / (4 * per_group);
+                let (zero, end) = (self.iconst(0), self.iconst(full_groups as i64));
+                self.counted_loop(zero, end, &mut |k, q| {
+                    let words = k.philox_group(noise, q);
+                    for slot in 0..per_group {
+                        let idx = k.b.ins().imul_imm_s(q, 4 * per_group as i64);
+                        let idx = k.b.ins().iadd_imm_s(idx, 4 * slot as i64);
+                        let u = vmath::uniforms(k.b, k.p, words, slot);
+                        body(k, idx, None, Some(u));
+                    }
+                });
+                let first = full_groups * per_group;
+                if units > first {
+                    let q = self.iconst(full_groups as i64);
+                    let words = self.philox_group(noise, q);
+                    for slot in 0..units - first {
+                        let unit = first + slot;
+                        let idx = self.iconst(4 * unit as i64);
+                        let u = vmath::uniforms(self.b, self.p, words, slot);
+                        let mask = self.mask(unit);
+                        body(self, idx, mask, Some(u));
+                    }
+                }
+            }
+            None => {
+                let full = self.n / 4;
+                let (zero, end) = (self.iconst(0), self.iconst(full as i64));
+                self.counted_loop(zero, end, &mut |k, u| {
+                    let idx = k.b.ins().imul_imm_s(u, 4);
+                    body(k, idx, None, None)
+                });
+                if units > full {
+                    let idx = self.iconst(4 * full as i64);
+                    let mask = self.mask(full);
+                    body(self, idx, mask, None);
+                }
+            }
+        }
+    }
+
+    fn iconst(&mut self, x: i64) -> Value {
+        self.b.ins().iconst(types::I64, x)
+    }
+
+    /// The lanes of unit `unit` inside the row, when some are not.
+    fn mask(&self, unit: usize) -> Mask {
+        let lanes = std::array::from_fn(|l| 4 * unit + l < self.n);
+        (!lanes.iter().all(|&x| x)).then_some(lanes)
+    }
+
+    /// `x` where the mask holds, `fill` elsewhere, vector by vector.
+    fn masked(&mut self, mask: Mask, unit: Vec<Value>, fill: f64) -> Vec<Value> {
+        let Some(lanes) = mask else { return unit };
+        let per = self.p.lanes();
+        unit.into_iter()
+            .enumerate()
+            .map(|(v, x)| {
+                let bits: Vec<u64> = (0..per)
+                    .map(|l| if lanes[v * per + l] { u64::MAX } else { 0 })
+                    .collect();
+                let m = match self.p {
+                    Precision::F32 => vmath::lanes_i32(
+                        self.b,
+                        [
+                            bits[0] as u32,
+                            bits[1] as u32,
+                            bits[2] as u32,
+                            bits[3] as u32,
+                        ],
+                    ),
+                    Precision::F64 => vmath::lanes_i64(self.b, [bits[0], bits[1]]),
+                };
+                let fill = splat_f(self.b, self.p, fill);
+                select(self.b, self.p, m, x, fill)
+            })
+            .collect()
+    }
+
+    /// The Philox outputs of blocks `4q…4q + 3` of the row (`noise::block_words`, stream 0).
+    fn philox_group(&mut self, noise: Noise, q: Value) -> [Value; 4] {
+        let block = self.b.ins().imul_imm_s(q, 4);
+        let lo = self.b.ins().ireduce(types::I32, block);
+        let hi = self.b.ins().ushr_imm_u(block, 32);
+        let hi = self.b.ins().ireduce(types::I32, hi);
+        let lo = self.b.ins().splat(types::I32X4, lo);
+        let iota = vmath::lanes_i32(self.b, [0, 1, 2, 3]);
+        let c0 = self.b.ins().iadd(lo, iota);
+        let c1 = self.b.ins().splat(types::I32X4, hi);
+        vmath::philox4(self.b, [c0, c1, noise.batch, noise.sample], noise.key)
+    }
+
+    /// The sum of a vector's lanes, as a scalar (NaN if any lane is).
+    fn lane_sum(&mut self, v: Value) -> Value {
+        let mut s = self.b.ins().extractlane(v, 0);
+        for l in 1..self.p.lanes() {
+            let x = self.b.ins().extractlane(v, l as u8);
+            s = self.b.ins().fadd(s, x);
+        }
+        s
+    }
+
+    /// The largest lane of a vector without NaNs, as a scalar.
+    fn lane_max(&mut self, v: Value) -> Value {
+        let mut m = self.b.ins().extractlane(v, 0);
+        for l in 1..self.p.lanes() {
+            let x = self.b.ins().extractlane(v, l as u8);
+            let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, m);
+            m = self.b.ins().select(gt, x, m);
+        }
+        m
+    }
+
+    fn var(&mut self, ty: Type, init: Value) -> Variable {
+        let v = self.b.declare_var(ty);
+        self.b.def_var(v, init);
+        v
+    }
+
+    /// `acc += x − x` for each vector: a lane of `acc` becomes NaN once an `x` is ±∞ or NaN.
+    fn track_finite(&mut self, acc: Variable, unit: &[Value]) {
+        for &x in unit {
+            let d = self.b.ins().fsub(x, x);
+            let a = self.b.use_var(acc);
+            let a = self.b.ins().fadd(a, d);
+            self.b.def_var(acc, a);
+        }
+    }
+
+    /// Returns `row` from the function when `acc` saw a value that is not finite.
+    fn fail_unless_finite(&mut self, acc: Variable, row: Value) {
+        let a = self.b.use_var(acc);
+        let s = self.lane_sum(a);
+        let bad = self.b.ins().fcmp(FloatCC::Unordered, s, s);
+        let (fail, ok) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(bad, fail, &[], ok, &[]);
+        self.b.switch_to_block(fail);
+        self.b.ins().return_(&[row]);
+        self.b.switch_to_block(ok);
+    }
+
+    fn splat_scalar(&mut self, x: Value) -> Value {
+        self.b.ins().splat(self.p.vector(), x)
+    }
+
+    /// The forward kernel: for each row `i` of `start..end` (batch row `i mod B`, sample
+    /// `i div B`), `w = θ + noise`, then the solve, checking that `w` and `w/T` are finite.
+    /// Returns −1, or the first row whose numbers are not (the driver re-runs the reference
+    /// backend for its sentence).
+    fn translate_forward(&mut self, args: Value, front: Front, solve: Solve) -> Value {
+        let ptr = self.pointer;
+        let theta = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, theta));
+        let w = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, w));
+        let z = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, z));
+        let start = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, start));
+        let end = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, end));
+        let batch = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, batch));
+        let seed = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, seed));
+        let t = self.load_field(types::F64, args, offset_of!(ForwardArgs<f64>, temperature));
+        let t = match self.p {
+            Precision::F32 => self.b.ins().fdemote(types::F32, t),
+            Precision::F64 => t,
+        };
+        let t = self.splat_scalar(t);
+        let seed_lo = self.b.ins().ireduce(types::I32, seed);
+        let seed_hi = self.b.ins().ushr_imm_u(seed, 32);
+        let seed_hi = self.b.ins().ireduce(types::I32, seed_hi);
+        let key = [
+            self.b.ins().splat(types::I32X4, seed_lo),
+            self.b.ins().splat(types::I32X4, seed_hi),
+        ];
+        self.counted_loop(start, end, &mut |k, i| {
+            let sample = k.b.ins().udiv(i, batch);
+            let past = k.b.ins().imul(sample, batch);
+            let row_b = k.b.ins().isub(i, past);
+            let j = k.b.ins().isub(i, start);
+            let theta_row = k.row_base(theta, row_b);
+            let w_row = k.row_base(w, j);
+            let z_row = k.row_base(z, j);
+            let noise = (front != Front::None).then(|| {
+                let batch32 = k.b.ins().ireduce(types::I32, row_b);
+                let sample32 = k.b.ins().ireduce(types::I32, sample);
+                Noise {
+                    key,
+                    batch: k.b.ins().splat(types::I32X4, batch32),
+                    sample: k.b.ins().splat(types::I32X4, sample32),
+                }
+            });
+            k.translate_row_forward(noise, front, solve, t, [theta_row, w_row, z_row], i);
+        });
+        self.iconst(-1)
+    }
+
+    /// One row of the forward kernel.
+    fn translate_row_forward(
+        &mut self,
+        noise: Option<Noise>,
+        front: Front,
+        solve: Solve,
+        t: Value,
+        [theta_row, w_row, z_row]: [Value; 3],
+        row: Value,
+    ) {
+        let zero = splat_f(self.b, self.p, 0.0);
+        let neg_inf = splat_f(self.b, self.p, f64::NEG_INFINITY);
+        let finite_w = self.var(self.p.vector(), zero);
+        let finite_x = self.var(self.p.vector(), zero);
+        let best = self.var(self.p.vector(), neg_inf);
+        let zero_i = splat_i(self.b, self.p, 0);
+        let best_at = self.var(self.p.int_vector(), zero_i);
+        self.for_each_unit(noise, &mut |k, idx, mask, u| {
+            let theta = k.load_unit(theta_row, idx);
+            let w: Vec<Value> = match (front, u) {
+                (Front::None, _) | (_, None) => theta,
+                (_, Some(u)) => theta
+                    .iter()
+                    .zip(u)
+                    .map(|(&th, u)| {
+                        let g = match front {
+                            Front::Logistic => vmath::logistic(k.b, k.p, u),
+                            _ => vmath::gumbel(k.b, k.p, u),
+                        };
+                        k.b.ins().fadd(th, g)
+                    })
+                    .collect(),
+            };
+            k.store_unit(w_row, idx, &w);
+            k.track_finite(finite_w, &w);
+            match solve {
+                Solve::Positive => {
+                    let one = splat_f(k.b, k.p, 1.0);
+                    let z: Vec<Value> = w
+                        .iter()
+                        .map(|&x| {
+                            let pos = k.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                            select(k.b, k.p, pos, one, zero)
+                        })
+                        .collect();
+                    k.store_unit(z_row, idx, &z);
+                }
+                Solve::Argmax => {
+                    let w = k.masked(mask, w, f64::NEG_INFINITY);
+                    k.track_argmax(best, best_at, idx, &w);
+                }
+                Solve::Softmax => {
+                    let x = k.scaled(&w, t);
+                    k.track_finite(finite_x, &x);
+                    k.store_unit(z_row, idx, &x);
+                    let x = k.masked(mask, x, f64::NEG_INFINITY);
+                    for x in x {
+                        let m = k.b.use_var(best);
+                        let m = vmath::max(k.b, k.p, x, m);
+                        k.b.def_var(best, m);
+                    }
+                }
+                Solve::Sigmoid => {
+                    let x = k.scaled(&w, t);
+                    k.track_finite(finite_x, &x);
+                    let s: Vec<Value> = x.iter().map(|&x| k.sigmoid(x)).collect();
+                    k.store_unit(z_row, idx, &s);
+                }
+            }
+        });
+        self.fail_unless_finite(finite_w, row);
+        match solve {
+            Solve::Positive => {}
+            Solve::Argmax => self.write_one_hot(best, best_at, z_row),
+            Solve::Softmax => {
+                self.fail_unless_finite(finite_x, row);
+                let m = self.b.use_var(best);
+                let m = self.lane_max(m);
+                self.normalize_exp(z_row, z_row, m);
+            }
+            Solve::Sigmoid => self.fail_unless_finite(finite_x, row),
+        }
+    }
+
+    /// `w / T` vector by vector.
+    fn scaled(&mut self, w: &[Value], t: Value) -> Vec<Value> {
+        w.iter().map(|&x| self.b.ins().fdiv(x, t)).collect()
+    }
+
+    /// `σ(x) = 1/(1 + e^{−x})` for `x ≥ 0`, `e^x/(1 + e^x)` below, from `e = exp(−|x|)`.
+    fn sigmoid(&mut self, x: Value) -> Value {
+        let a = self.b.ins().fabs(x);
+        let na = self.b.ins().fneg(a);
+        let e = vmath::exp(self.b, self.p, na);
+        let one = splat_f(self.b, self.p, 1.0);
+        let d = self.b.ins().fadd(one, e);
+        let pos = self.b.ins().fdiv(one, d);
+        let neg = self.b.ins().fdiv(e, d);
+        let zero = splat_f(self.b, self.p, 0.0);
+        let ge = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
+        select(self.b, self.p, ge, pos, neg)
+    }
+
+    /// Keeps, lane by lane, the largest `w` seen and its element index (the first on ties).
+    fn track_argmax(&mut self, best: Variable, best_at: Variable, idx: Value, w: &[Value]) {
+        let per = self.p.lanes();
+        for (v, &x) in w.iter().enumerate() {
+            let at = self.b.ins().iadd_imm_s(idx, (v * per) as i64);
+            let at = match self.p {
+                Precision::F32 => {
+                    let at = self.b.ins().ireduce(types::I32, at);
+                    let at = self.b.ins().splat(types::I32X4, at);
+                    let iota = vmath::lanes_i32(self.b, [0, 1, 2, 3]);
+                    self.b.ins().iadd(at, iota)
+                }
+                Precision::F64 => {
+                    let at = self.b.ins().splat(types::I64X2, at);
+                    let iota = vmath::lanes_i64(self.b, [0, 1]);
+                    self.b.ins().iadd(at, iota)
+                }
+            };
+            let m = self.b.use_var(best);
+            let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, m);
+            let m = select(self.b, self.p, gt, x, m);
+            self.b.def_var(best, m);
+            let a = self.b.use_var(best_at);
+            let mask = cast(self.b, self.p.int_vector(), gt);
+            let a = self.b.ins().bitselect(mask, at, a);
+            self.b.def_var(best_at, a);
+        }
+    }
+
+    /// Writes the one-hot of the lanes' best: the largest value, the lowest index among equals.
+    fn write_one_hot(&mut self, best: Variable, best_at: Variable, z_row: Value) {
+        let (values, at) = (self.b.use_var(best), self.b.use_var(best_at));
+        let mut v = self.b.ins().extractlane(values, 0);
+        let mut a = self.b.ins().extractlane(at, 0);
+        for l in 1..self.p.lanes() as u8 {
+            let (x, i) = (
+                self.b.ins().extractlane(values, l),
+                self.b.ins().extractlane(at, l),
+            );
+            let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, v);
+            let eq = self.b.ins().fcmp(FloatCC::Equal, x, v);
+            let lower = self.b.ins().icmp(IntCC::UnsignedLessThan, i, a);
+            let tie = self.b.ins().band(eq, lower);
+            let take = self.b.ins().bor(gt, tie);
+            v = self.b.ins().select(take, x, v);
+            a = self.b.ins().select(take, i, a);
+        }
+        let zero = splat_f(self.b, self.p, 0.0);
+        let zeros = vec![zero; self.p.per_unit()];
+        self.for_each_unit(None, &mut |k, idx, _, _| k.store_unit(z_row, idx, &zeros));
+        let a = match self.p {
+            Precision::F32 => self.b.ins().uextend(types::I64, a),
+            Precision::F64 => a,
+        };
+        let addr = self.element_address(z_row, a);
+        let one = match self.p {
+            Precision::F32 => self.b.ins().f32const(1.0),
+            Precision::F64 => self.b.ins().f64const(1.0),
+        };
+        self.b
+            .ins()
+            .store(MemFlagsData::new().with_notrap(), one, addr, 0);
+    }
+
+    /// `out = exp(x − m) / Σ exp(x − m)` over the row at `x_row` (which may be `out_row`), the
+    /// padding lanes left at 0.
+    fn normalize_exp(&mut self, x_row: Value, out_row: Value, m: Value) {
+        let m = self.splat_scalar(m);
+        let zero = splat_f(self.b, self.p, 0.0);
+        let sum = self.var(self.p.vector(), zero);
+        self.for_each_unit(None, &mut |k, idx, mask, _| {
+            let x = k.load_unit(x_row, idx);
+            let e: Vec<Value> = x
+                .iter()
+                .map(|&x| {
+                    let d = k.b.ins().fsub(x, m);
+                    vmath::exp(k.b, k.p, d)
+                })
+                .collect();
+            let e = k.masked(mask, e, 0.0);
+            for &e in &e {
+                let s = k.b.use_var(sum);
+                let s = k.b.ins().fadd(s, e);
+                k.b.def_var(sum, s);
+            }
+            k.store_unit(out_row, idx, &e);
+        });
+        let s = self.b.use_var(sum);
+        let s = self.lane_sum(s);
+        let one = match self.p {
+            Precision::F32 => self.b.ins().f32const(1.0),
+            Precision::F64 => self.b.ins().f64const(1.0),
+        };
+        let inv = self.b.ins().fdiv(one, s);
+        let inv = self.splat_scalar(inv);
+        self.for_each_unit(None, &mut |k, idx, _, _| {
+            let e = k.load_unit(out_row, idx);
+            let z: Vec<Value> = e.iter().map(|&e| k.b.ins().fmul(e, inv)).collect();
+            k.store_unit(out_row, idx, &z);
+        });
+    }
+
+    /// The backward kernel: for each row `i` of `start..end`, `grad += J_sᵀ g / T` with the soft
+    /// solution `s` saved or re-solved from the saved `w`, `g` the cotangent row (`i − start`
+    /// per sample, else the batch row). Returns −1, or the first row whose re-solve met a
+    /// number that is not finite.
+    fn translate_backward(&mut self, args: Value, vjp: SoftVjp, recompute: bool) -> Value {
+        let ptr = self.pointer;
+        let w = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, w));
+        let solution = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, solution));
+        let cotangent = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, cotangent));
+        let grad = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, grad));
+        let scratch = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, scratch));
+        let start = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, start));
+        let end = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, end));
+        let batch = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, batch));
+        let per_sample =
+            self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, per_sample));
+        let t = self.load_field(types::F64, args, offset_of!(BackwardArgs<f64>, temperature));
+        let t = match self.p {
+            Precision::F32 => self.b.ins().fdemote(types::F32, t),
+            Precision::F64 => t,
+        };
+        let t = self.splat_scalar(t);
+        self.counted_loop(start, end, &mut |k, i| {
+            let j = k.b.ins().isub(i, start);
+            let row_b = k.b.ins().urem(i, batch);
+            let c = k.b.ins().select(per_sample, j, row_b);
+            let g_row = k.row_base(cotangent, c);
+            let grad_row = k.row_base(grad, j);
+            let s_row = match recompute {
+                true => {
+                    let w_row = k.row_base(w, j);
+                    k.resolve(vjp, w_row, scratch, t, i);
+                    scratch
+                }
+                false => k.row_base(solution, j),
+            };
+            k.translate_row_vjp(vjp, s_row, g_row, grad_row, t);
+        });
+        self.iconst(-1)
+    }
+
+    /// `scratch = soft(w/T)` for one row; returns `row` from the function if `w/T` overflows.
+    fn resolve(&mut self, vjp: SoftVjp, w_row: Value, scratch: Value, t: Value, row: Value) {
+        let zero = splat_f(self.b, self.p, 0.0);
+        let neg_inf = splat_f(self.b, self.p, f64::NEG_INFINITY);
+        let finite_x = self.var(self.p.vector(), zero);
+        let best = self.var(self.p.vector(), neg_inf);
+        self.for_each_unit(None, &mut |k, idx, mask, _| {
+            let w = k.load_unit(w_row, idx);
+            let x = k.scaled(&w, t);
+            k.track_finite(finite_x, &x);
+            match vjp {
+                SoftVjp::Softmax => {
+                    k.store_unit(scratch, idx, &x);
+                    let x = k.masked(mask, x, f64::NEG_INFINITY);
+                    for x in x {
+                        let m = k.b.use_var(best);
+                        let m = vmath::max(k.b, k.p, x, m);
+                        k.b.def_var(best, m);
+                    }
+                }
+                SoftVjp::Sigmoid => {
+                    let s: Vec<Value> = x.iter().map(|&x| k.sigmoid(x)).collect();
+                    k.store_unit(scratch, idx, &s);
+                }
+            }
+        });
+        self.fail_unless_finite(finite_x, row);
+        if vjp == SoftVjp::Softmax {
+            let m = self.b.use_var(best);
+            let m = self.lane_max(m);
+            self.normalize_exp(scratch, scratch, m);
+        }
+    }
+
+    /// `grad += J_sᵀ g / T` for one row.
+    fn translate_row_vjp(
+        &mut self,
+        vjp: SoftVjp,
+        s_row: Value,
+        g_row: Value,
+        grad_row: Value,
+        t: Value,
+    ) {
+        match vjp {
+            SoftVjp::Sigmoid => {
+                let one = splat_f(self.b, self.p, 1.0);
+                self.for_each_unit(None, &mut |k, idx, _, _| {
+                    let (s, g, acc) = (
+                        k.load_unit(s_row, idx),
+                        k.load_unit(g_row, idx),
+                        k.load_unit(grad_row, idx),
+                    );
+                    let out: Vec<Value> = (0..s.len())
+                        .map(|v| {
+                            // g·s·(1 − s) / T, in the reference's order.
+                            let gs = k.b.ins().fmul(g[v], s[v]);
+                            let c = k.b.ins().fsub(one, s[v]);
+                            let d = k.b.ins().fmul(gs, c);
+                            let d = k.b.ins().fdiv(d, t);
+                            k.b.ins().fadd(acc[v], d)
+                        })
+                        .collect();
+                    k.store_unit(grad_row, idx, &out);
+                });
+            }
+            SoftVjp::Softmax => {
+                let zero = splat_f(self.b, self.p, 0.0);
+                let dot = self.var(self.p.vector(), zero);
+                self.for_each_unit(None, &mut |k, idx, _, _| {
+                    let (s, g) = (k.load_unit(s_row, idx), k.load_unit(g_row, idx));
+                    for v in 0..s.len() {
+                        let p = k.b.ins().fmul(g[v], s[v]);
+                        let d = k.b.use_var(dot);
+                        let d = k.b.ins().fadd(d, p);
+                        k.b.def_var(dot, d);
+                    }
+                });
+                let d = self.b.use_var(dot);
+                let d = self.lane_sum(d);
+                let gz = self.splat_scalar(d);
+                self.for_each_unit(None, &mut |k, idx, _, _| {
+                    let (s, g, acc) = (
+                        k.load_unit(s_row, idx),
+                        k.load_unit(g_row, idx),
+                        k.load_unit(grad_row, idx),
+                    );
+                    let out: Vec<Value> = (0..s.len())
+                        .map(|v| {
+                            let c = k.b.ins().fsub(g[v], gz);
+                            let d = k.b.ins().fmul(s[v], c);
+                            let d = k.b.ins().fdiv(d, t);
+                            k.b.ins().fadd(acc[v], d)
+                        })
+                        .collect();
+                    k.store_unit(grad_row, idx, &out);
+                });
+            }
+        }
+    }
+}

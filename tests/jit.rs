@@ -1,0 +1,190 @@
+//! The JIT backend against the reference backend, its oracle (issue 14). For every registered
+//! support (random instances of several sizes, so rows that are and are not whole vectors),
+//! every soft solver and rule, every estimator, both precisions, a batch axis and a samples
+//! axis, ordinary and extreme inputs (`θ` up to ±1e4, `T` down to 1e-4):
+//! - the perturbed scores `w` and the hard samples are the same bits (the noise is one stream,
+//!   `src/noise.rs`, and the argmax of equal numbers is equal);
+//! - soft outputs and gradients agree per row within `1e-6·max(1, ‖ref‖∞)` in f64 and
+//!   `1e-5·max(1, ‖ref‖∞)` in f32 (the JIT's `exp` and summation order differ by ulps);
+//! - an overflow is the same request error on both;
+//! - forcing the JIT where it does not apply is a one-line request error naming `backend`,
+//!   and `Auto` then runs the reference backend.
+#![cfg(feature = "jit")]
+
+mod common;
+
+use common::{rules, Rng};
+use ndarray::ArrayD;
+use sst::support::{SupportRef, REGISTRY};
+use sst::{Backend, Layer, Mode, Options, Real};
+
+/// Every spec of `support` to compare: each soft solver with each of its rules (relaxed), and
+/// each estimator with the first solver.
+fn specs(support: &SupportRef) -> Vec<String> {
+    let mut out = Vec::new();
+    for solver in support.soft_solvers() {
+        for rule in rules(solver) {
+            out.push(format!(
+                "layer l: {} {{ regularizer: {}; solver: {}; backward: {rule} }}",
+                support.describe(),
+                solver.regularizer.name(),
+                solver.name
+            ));
+        }
+    }
+    out.extend(common::estimator_specs(support, "reinforce"));
+    out
+}
+
+/// `‖a − b‖∞ / max(1, ‖b‖∞)` over one row.
+fn row_error(a: &[f64], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(1f64, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// Compares the two backends on one request in precision `F`; returns whether the JIT ran it.
+fn compare<F: Real>(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: Options) -> bool {
+    let tol = if F::NAME == "f32" { 1e-5 } else { 1e-6 };
+    let (theta, cot) = (theta.mapv(F::of), cot.mapv(F::of));
+    let jit = l.try_forward(theta.view(), &opts.backend(Backend::Auto));
+    let reference = l.try_forward(theta.view(), &opts.backend(Backend::Reference));
+    let (jit, reference) = match (jit, reference) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "{}", l.plan().name);
+            return true;
+        }
+        (a, b) => panic!("one backend failed: {:?} / {:?}", a.err(), b.err()),
+    };
+    let wide = |a: &ArrayD<F>| a.iter().map(|x| x.f64()).collect::<Vec<f64>>();
+    assert_eq!(wide(&jit.w), wide(&reference.w), "w differs");
+    let m = l.plan().support.shape().iter().product::<usize>();
+    let (z_jit, z_ref) = (wide(&jit.z), wide(&reference.z));
+    match jit.mode {
+        Mode::Hard => assert_eq!(z_jit, z_ref, "hard samples differ"),
+        Mode::Soft => {
+            for (a, b) in z_jit.chunks(m).zip(z_ref.chunks(m)) {
+                assert!(row_error(a, b) <= tol, "z: {a:?} vs {b:?}");
+            }
+        }
+    }
+    if let sst::Estimator::Reinforce { .. } = l.plan().estimator {
+        return true;
+    }
+    let g_jit = l.try_backward(&jit, cot.view());
+    let g_ref = l.try_backward(&reference, cot.view());
+    match (g_jit, g_ref) {
+        (Ok(a), Ok(b)) => {
+            for (a, b) in wide(&a).chunks(m).zip(wide(&b).chunks(m)) {
+                assert!(row_error(a, b) <= tol, "gradient: {a:?} vs {b:?}");
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (a, b) => panic!("one backward failed: {:?} / {:?}", a.err(), b.err()),
+    }
+    true
+}
+
+#[test]
+fn jit_agrees_with_the_reference_backend() {
+    let mut rng = Rng(0x0717);
+    let mut compiled = 0;
+    for entry in REGISTRY {
+        for seed in 0..3 {
+            for support in [
+                (entry.random_instance)(seed),
+                (entry.gradient_instance)(seed),
+            ] {
+                for spec in specs(&support) {
+                    let l = common::layer(&spec);
+                    let runs_jit = l.backend_name::<f64>().0 == "jit";
+                    compiled += usize::from(runs_jit);
+                    if !runs_jit {
+                        let err = l
+                            .try_forward(
+                                rng.array(&support.shape(), -1.0, 1.0).view(),
+                                &Options::default().backend(Backend::Jit),
+                            )
+                            .unwrap_err();
+                        assert_eq!(err.field, "backend", "{err}");
+                        continue;
+                    }
+                    let mut shape = vec![3];
+                    shape.extend(support.shape());
+                    for (scale, t) in [(2.0, 1.0), (2.0, 0.05), (1e4, 1e-4)] {
+                        let theta = rng.array(&shape, -scale, scale);
+                        for samples in [1, 2] {
+                            let opts = Options::default()
+                                .seed(rng.next_u64())
+                                .samples(samples)
+                                .temperature(t);
+                            let cot_shape = match samples {
+                                1 => shape.clone(),
+                                _ => [vec![samples], shape.clone()].concat(),
+                            };
+                            let cot = rng.array(&cot_shape, -1.0, 1.0);
+                            for mode in [Mode::Hard, Mode::Soft] {
+                                let opts = opts.mode(mode);
+                                compare::<f64>(&l, &theta, &cot, opts);
+                                compare::<f32>(&l, &theta, &cot, opts);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(compiled >= 20, "only {compiled} specs ran on the JIT");
+}
+
+/// Long rows, not a whole number of Philox groups, split over threads: the same bits as the
+/// reference backend for `w` and hard samples, and soft rows within tolerance.
+#[test]
+fn long_rows_and_threads() {
+    let mut rng = Rng(0x1009);
+    for (spec, n) in [
+        ("layer l: categorical(1003) { temperature: 0.5 }", 1003),
+        (
+            "layer l: categorical(1000) { estimator: straight_through }",
+            1000,
+        ),
+        (
+            "layer l: bernoulli(777) { estimator: relaxed; temperature: 0.3 }",
+            777,
+        ),
+    ] {
+        let l = common::layer(spec);
+        assert_eq!(l.backend_name::<f32>().0, "jit");
+        let theta = rng.array(&[40, n], -3.0, 3.0);
+        let cot = rng.array(&[40, n], -1.0, 1.0);
+        for threads in [1, 2, 3] {
+            let opts = Options::default().seed(rng.next_u64()).threads(threads);
+            compare::<f32>(&l, &theta, &cot, opts);
+            compare::<f64>(&l, &theta, &cot, opts);
+        }
+    }
+}
+
+/// An overflow of `w/T` is the reference backend's request error, not silent garbage, in the
+/// forward pass and in the straight-through backward pass's re-solve.
+#[test]
+fn overflow_is_the_reference_error() {
+    let l = common::layer("layer l: categorical(6) { temperature: 1e-30 }");
+    let theta = ndarray::Array::from_elem(vec![2, 6], 3e38f32).into_dyn();
+    for mode in [Mode::Hard, Mode::Soft] {
+        let opts = Options::default().mode(mode);
+        let a = l.try_forward(theta.view(), &opts.backend(Backend::Auto));
+        let b = l.try_forward(theta.view(), &opts.backend(Backend::Reference));
+        assert_eq!(a.as_ref().err(), b.as_ref().err());
+        // Hard samples never divide by T; the soft kernel's w/T overflows.
+        assert_eq!(a.is_err(), mode == Mode::Soft);
+    }
+    let l = common::layer("layer l: categorical(6) { estimator: straight_through }");
+    let opts = Options::default().temperature(1e-30);
+    let cot = ndarray::Array::from_elem(vec![2, 6], 1f32).into_dyn();
+    let grads = [Backend::Auto, Backend::Reference].map(|backend| {
+        let fwd = l.forward(theta.view(), &opts.backend(backend));
+        l.try_backward(&fwd, cot.view()).unwrap_err()
+    });
+    assert_eq!(grads[0], grads[1]);
+}
