@@ -121,6 +121,22 @@ pub enum Soft {
 }
 
 impl Soft {
+    /// The kernel's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Soft::Softmax => "softmax",
+            Soft::Sparsemax => "sparsemax",
+            Soft::Sigmoid => "sigmoid",
+            Soft::Clip => "clipped_linear",
+            Soft::Threshold { .. } => "threshold",
+            Soft::CappedSimplex { .. } => "capped_simplex",
+            Soft::Esp { .. } => "esp_dp",
+            Soft::ChainDp { .. } => "forward_backward",
+            Soft::Sinkhorn { .. } => "sinkhorn",
+            Soft::MatrixTree { .. } => "matrix_tree",
+        }
+    }
+
     /// The most passes over a row the kernel may make (its iteration cap), for the work
     /// budget of a request; 1 for kernels that finish in a fixed number of passes.
     pub fn iterations(self) -> usize {

@@ -266,8 +266,14 @@ impl Layer {
         field: &'static str,
         a: &ArrayViewD<F>,
     ) -> Result<(), RequestError> {
-        // A flat scan first: the multi-index is only worked out for the message.
-        if a.iter().all(|x| x.is_finite()) {
+        // A flat scan first, in blocks without an early exit (which vectorize); the
+        // multi-index is only worked out for the message.
+        let finite = |c: &[F]| c.iter().fold(true, |ok, x| ok & x.is_finite());
+        let all_finite = match a.as_slice_memory_order() {
+            Some(s) => s.chunks(256).all(finite),
+            None => a.iter().all(|x| x.is_finite()),
+        };
+        if all_finite {
             return Ok(());
         }
         let (index, x) = a
@@ -364,8 +370,17 @@ impl Layer {
                 .map_err(|e| self.solve_error(e))?;
             Ok((w, z, solution, report))
         };
-        let (mut w, mut z, mut solution) = (Vec::new(), Vec::new(), Vec::new());
-        for (w_part, z_part, s_part, part_report) in split_rows(count, l, opts.threads, run_rows)? {
+        let mut parts = split_rows(count, l, opts.threads, run_rows)?;
+        // One range (one thread): its arrays are the request's, moved rather than copied.
+        let (mut w, mut z, mut solution) = match parts.len() {
+            1 => {
+                let (w, z, s, part_report) = parts.pop().expect("one part");
+                report.merge(part_report);
+                (w, z, s)
+            }
+            _ => (Vec::new(), Vec::new(), Vec::new()),
+        };
+        for (w_part, z_part, s_part, part_report) in parts {
             w.extend(w_part);
             z.extend(z_part);
             solution.extend(s_part);
@@ -507,7 +522,11 @@ impl Layer {
                 .map_err(|e| self.solve_error(e))?;
             Ok(grad)
         };
-        let grad: Vec<F> = split_rows(fwd.samples * rows, l, fwd.threads, run_rows)?.concat();
+        let mut parts = split_rows(fwd.samples * rows, l, fwd.threads, run_rows)?;
+        let grad: Vec<F> = match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => parts.concat(),
+        };
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
     }
 

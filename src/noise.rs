@@ -113,17 +113,21 @@ pub fn slot_uniform<F: Real>(words: [u32; 4], slot: usize) -> F {
     }
 }
 
+/// Uniform number `element` of `stream` (0, or [`SECOND_STREAM`]) under `key`.
+fn stream_uniform<F: Real>(key: NoiseKey, stream: u32, element: u64) -> F {
+    let (block, slot) = block_and_slot::<F>(element);
+    slot_uniform(block_words(key, stream, block), slot)
+}
+
 /// Uniform number `element` of `key` (first stream).
 pub fn uniform<F: Real>(key: NoiseKey, element: u64) -> F {
-    let (block, slot) = block_and_slot::<F>(element);
-    slot_uniform(block_words(key, 0, block), slot)
+    stream_uniform(key, 0, element)
 }
 
 /// An element's two uniforms `(u₁, u₂)`: number `element` of the first and of the second
 /// stream ([`SECOND_STREAM`]).
 pub fn uniforms<F: Real>(key: NoiseKey, element: u64) -> [F; 2] {
-    let (block, slot) = block_and_slot::<F>(element);
-    [0, SECOND_STREAM].map(|stream| slot_uniform(block_words(key, stream, block), slot))
+    [0, SECOND_STREAM].map(|stream| stream_uniform(key, stream, element))
 }
 
 /// `out[i]` = uniform `i` of `stream` under `key`, one Philox call per block (every slot of a
@@ -231,21 +235,12 @@ impl Perturbation {
             w.copy_from_slice(theta);
             return Ok(());
         }
-        // The first uniforms straight into `w`, transformed in place; the second stream only
-        // where the perturbation reads it.
+        // The first uniforms straight into `w`, a block at a time, transformed in place; the
+        // second stream element by element, only where the perturbation reads it.
         fill_uniforms(key, 0, w);
-        let second = match (*self, coords) {
-            (Perturbation::Gaussian { .. }, _)
-            | (Perturbation::NegExponential, Coordinates::Binary) => {
-                let mut u2 = vec![F::zero(); w.len()];
-                fill_uniforms(key, SECOND_STREAM, &mut u2);
-                u2
-            }
-            _ => Vec::new(),
-        };
         for (i, (wi, &t)) in w.iter_mut().zip(theta).enumerate() {
             let u1 = *wi;
-            let u2 = || second[i];
+            let u2 = || stream_uniform::<F>(key, SECOND_STREAM, i as u64);
             *wi = match (*self, coords) {
                 (Perturbation::Gumbel, Coordinates::Joint) => t + gumbel(u1),
                 (Perturbation::Gumbel, Coordinates::Binary) => t + logistic(u1),

@@ -685,14 +685,24 @@ fn check_prints_every_layer_and_its_choices() {
     assert_eq!(program["estimator"], "straight_through");
     assert_eq!(layers[1]["program"]["soft"], "sigmoid");
     assert_eq!(layers[1]["program"]["coordinates"], "binary");
-    // The plan of `eval` is the layer's object of `check --json`, but for the temperature and
-    // the program.
+    // Both layers run on the JIT (categorical with entropy, bernoulli with binary entropy).
+    if cfg!(feature = "jit") {
+        assert_eq!(layers[0]["backend"]["name"], "jit");
+        assert_eq!(layers[1]["backend"]["name"], "jit");
+        assert!(
+            stdout.contains("jit  # fused Cranelift kernels"),
+            "{stdout}"
+        );
+    }
+    // The plan of `eval` is the layer's object of `check --json`, but for the temperature, the
+    // program and the backend.
     let r = eval_ok(&path, Some("pick"), &json!({"theta": [0, 0, 0, 0, 0]}));
     let mut from_eval = r["plan"].clone();
     let mut from_check = layers[0].clone();
     from_eval.as_object_mut().unwrap().remove("temperature");
     from_check.as_object_mut().unwrap().remove("temperature");
     from_check.as_object_mut().unwrap().remove("program");
+    from_check.as_object_mut().unwrap().remove("backend");
     assert_eq!(from_eval, from_check);
 }
 

@@ -188,3 +188,54 @@ fn overflow_is_the_reference_error() {
     });
     assert_eq!(grads[0], grads[1]);
 }
+
+/// `sst eval --backend`: the three choices give the same hard sample, and forcing the JIT on a
+/// layer it does not run is exit 3 with one line naming `backend`. `sst bench --backend
+/// reference` runs.
+#[test]
+fn eval_and_bench_take_backend() {
+    use common::cli::{code, run, text, TempDir};
+    let dir = TempDir::new();
+    let path = dir.write(
+        "two.sst",
+        "layer soft: categorical(9) { estimator: straight_through }\n\
+         layer sparse: categorical(9) { regularizer: euclidean }\n",
+    );
+    let p = path.to_str().unwrap();
+    let request = r#"{"theta": [[0,1,2,3,4,5,6,7,8]], "noise": {"seed": 3}, "dtype": "f32"}"#;
+    let answers: Vec<serde_json::Value> = ["auto", "reference", "jit"]
+        .iter()
+        .map(|b| {
+            let out = run(&["eval", p, "--layer", "soft", "--backend", b], request);
+            assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    assert_eq!(answers[0]["z"], answers[1]["z"]);
+    assert_eq!(answers[1]["z"], answers[2]["z"]);
+    let out = run(
+        &["eval", p, "--layer", "sparse", "--backend", "jit"],
+        request,
+    );
+    assert_eq!(code(&out), 3);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("backend") && stderr.contains("sparsemax"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let out = run(
+        &[
+            "bench",
+            "--repeats",
+            "1",
+            "--backend",
+            "reference",
+            "--threads",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("jit_compile_total"));
+}

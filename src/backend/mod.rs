@@ -74,6 +74,18 @@ fn jit_for<F: Real>(program: &Program) -> Result<&'static dyn Backend<F>, Unsupp
     }
 }
 
+/// Seconds this process has spent compiling JIT kernels (0 without the `jit` feature).
+pub fn compile_seconds() -> f64 {
+    #[cfg(feature = "jit")]
+    {
+        jit::compile_seconds()
+    }
+    #[cfg(not(feature = "jit"))]
+    {
+        0.0
+    }
+}
+
 /// Why a backend cannot run a program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unsupported(pub String);

@@ -1,10 +1,13 @@
-//! `sst bench [--json]`: times the workloads that `bench/peers/run.sh` also times in the peer
-//! libraries, so that the two can be compared side by side in one run.
+//! `sst bench [--json] [--threads N] [--backend B]`: times the workloads that
+//! `bench/peers/run.sh` also times in the peer libraries, so that the two can be compared side
+//! by side in one run, on the same number of threads. Every call draws fresh noise (a new
+//! seed), and the time spent compiling JIT kernels is reported as a workload of its own.
 
 use std::time::Instant;
 
 use ndarray::ArrayD;
 use serde_json::json;
+use sst::backend::Choice;
 use sst::{Mode, Options, Real};
 
 use super::CliError;
@@ -18,10 +21,40 @@ struct Timing {
 /// Repetitions per workload unless asked otherwise; the median is reported.
 pub const REPEATS: u16 = 15;
 
-pub fn run(as_json: bool, repeats: usize) -> Result<String, CliError> {
+/// How every workload runs.
+#[derive(Clone, Copy)]
+struct Setup {
+    repeats: usize,
+    threads: usize,
+    backend: Choice,
+}
+
+pub fn run(
+    as_json: bool,
+    repeats: usize,
+    threads: usize,
+    backend: Choice,
+) -> Result<String, CliError> {
+    let setup = Setup {
+        repeats,
+        threads,
+        backend,
+    };
     let mut timings = Vec::new();
-    timings.extend(categorical::<f32>(repeats)?);
-    timings.extend(categorical::<f64>(repeats)?);
+    let started = Instant::now();
+    for spec in WORKLOADS {
+        sst::compile(spec.spec).map_err(|e| CliError::Spec(e.to_string()))?;
+    }
+    timings.push(Timing {
+        name: "compile_specs".to_string(),
+        median_ms: started.elapsed().as_secs_f64() * 1e3 / WORKLOADS.len() as f64,
+    });
+    timings.extend(workloads::<f32>(setup)?);
+    timings.extend(workloads::<f64>(setup)?);
+    timings.push(Timing {
+        name: "jit_compile_total".to_string(),
+        median_ms: sst::backend::compile_seconds() * 1e3,
+    });
     if as_json {
         let rows: Vec<_> = timings
             .iter()
@@ -39,13 +72,14 @@ pub fn run(as_json: bool, repeats: usize) -> Result<String, CliError> {
         .collect())
 }
 
-/// Median wall time of `f` over `repeats` runs after one warm-up, in milliseconds.
-fn median_ms<T>(repeats: usize, mut f: impl FnMut() -> T) -> f64 {
-    std::hint::black_box(f());
-    let mut times: Vec<f64> = (0..repeats)
-        .map(|_| {
+/// Median wall time of `f(seed)` over `repeats` runs after one warm-up, in milliseconds, with a
+/// fresh seed for every call.
+fn median_ms<T>(repeats: usize, mut f: impl FnMut(u64) -> T) -> f64 {
+    std::hint::black_box(f(0));
+    let mut times: Vec<f64> = (1..=repeats as u64)
+        .map(|seed| {
             let start = Instant::now();
-            std::hint::black_box(f());
+            std::hint::black_box(f(seed));
             start.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -53,37 +87,118 @@ fn median_ms<T>(repeats: usize, mut f: impl FnMut() -> T) -> f64 {
     times[repeats / 2]
 }
 
-/// Gumbel-softmax / sparsemax forward + backward and hard sampling on a (1024, 1000) batch.
-fn categorical<F: Real>(repeats: usize) -> Result<Vec<Timing>, CliError> {
-    let (batch, n) = (1024, 1000);
-    let theta = ArrayD::from_shape_fn(vec![batch, n], |i| {
+/// A workload: a layer on a batch of `θ` rows, timed forward + backward (soft), and optionally
+/// forward alone and hard.
+struct Workload {
+    name: &'static str,
+    spec: &'static str,
+    /// Batch rows and the support's shape.
+    batch: usize,
+    shape: &'static [usize],
+    /// Also time the soft forward alone and the hard forward under these names.
+    forward_only: Option<&'static str>,
+    hard: Option<&'static str>,
+}
+
+/// The workloads `bench/peers/peers.py` times too (the names are shared).
+const WORKLOADS: [Workload; 5] = [
+    Workload {
+        name: "gumbel_softmax_fwd_bwd_1024x1000",
+        spec: "layer l: categorical(1000) { temperature: 0.5 }",
+        batch: 1024,
+        shape: &[1000],
+        forward_only: Some("gumbel_softmax_fwd_1024x1000"),
+        hard: Some("gumbel_max_hard_1024x1000"),
+    },
+    Workload {
+        name: "gumbel_sparsemax_fwd_bwd_1024x1000",
+        spec: "layer l: categorical(1000) { regularizer: euclidean; temperature: 0.5 }",
+        batch: 1024,
+        shape: &[1000],
+        forward_only: None,
+        hard: None,
+    },
+    Workload {
+        name: "binary_concrete_fwd_bwd_4096x1024",
+        spec: "layer l: binary_concrete(1024) { temperature: 0.5 }",
+        batch: 4096,
+        shape: &[1024],
+        forward_only: None,
+        hard: None,
+    },
+    Workload {
+        name: "topk_soft_fwd_bwd_256x4096_k64",
+        spec: "layer l: subset(4096, 64) { regularizer: binary_entropy; temperature: 0.5 }",
+        batch: 256,
+        shape: &[4096],
+        forward_only: None,
+        hard: None,
+    },
+    Workload {
+        name: "sinkhorn_fwd_bwd_64x50x50_it50",
+        spec: "layer l: permutation(50) { solver: sinkhorn(iters = 50, tol = 1e-300); \
+               backward: unrolled; temperature: 0.5 }",
+        batch: 64,
+        shape: &[50, 50],
+        forward_only: None,
+        hard: None,
+    },
+];
+
+/// `θ[i, j] = ((31 i + 17 j) mod 97)/25 − 2` over batch row `i` and flat element `j`; the
+/// cotangent is `θ/2`.
+fn theta<F: Real>(batch: usize, shape: &[usize]) -> ArrayD<F> {
+    let m: usize = shape.iter().product();
+    let flat = ArrayD::from_shape_fn(vec![batch, m], |i| {
         F::of(((i[0] * 31 + i[1] * 17) % 97) as f64 / 25.0 - 2.0)
     });
-    let cotangent = theta.mapv(|x| x * F::of(0.5));
+    flat.into_shape_with_order([vec![batch], shape.to_vec()].concat())
+        .expect("same size")
+}
+
+fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
+    let request = |e: sst::RequestError| CliError::Request(e.to_string());
     let mut out = Vec::new();
-    for (regularizer, label) in [
-        ("entropy", "gumbel_softmax"),
-        ("euclidean", "gumbel_sparsemax"),
-    ] {
-        let spec =
-            format!("layer l: categorical({n}) {{ regularizer: {regularizer}; temperature: 0.5 }}");
-        let module = sst::compile(&spec).map_err(|e| CliError::Spec(e.to_string()))?;
+    // The time to stream the Gumbel-softmax workload's bytes once: read θ, write a copy.
+    let theta1000 = theta::<F>(1024, &[1000]);
+    out.push(Timing {
+        name: format!("copy_bandwidth_1024x1000_{}", F::NAME),
+        median_ms: median_ms(setup.repeats, |_| theta1000.to_owned()),
+    });
+    for w in &WORKLOADS {
+        let module = sst::compile(w.spec).map_err(|e| CliError::Spec(e.to_string()))?;
         let layer = module.layer("l");
-        let opts = Options::default().seed(1);
-        let run = || -> Result<_, sst::RequestError> {
-            let fwd = layer.try_forward(theta.view(), &opts)?;
+        let theta = theta::<F>(w.batch, w.shape);
+        let cotangent = theta.mapv(|x| x * F::of(0.5));
+        let opts = |seed| {
+            Options::default()
+                .seed(seed)
+                .threads(setup.threads)
+                .backend(setup.backend)
+        };
+        let fwd_bwd = |seed| -> Result<_, sst::RequestError> {
+            let fwd = layer.try_forward(theta.view(), &opts(seed).mode(Mode::Soft))?;
             layer.try_backward(&fwd, cotangent.view())
         };
-        run().map_err(|e| CliError::Request(e.to_string()))?;
+        fwd_bwd(0).map_err(request)?;
         out.push(Timing {
-            name: format!("{label}_fwd_bwd_1024x1000_{}", F::NAME),
-            median_ms: median_ms(repeats, run),
+            name: format!("{}_{}", w.name, F::NAME),
+            median_ms: median_ms(setup.repeats, fwd_bwd),
         });
-        if regularizer == "entropy" {
-            let hard = Options::default().seed(1).mode(Mode::Hard);
+        if let Some(name) = w.forward_only {
             out.push(Timing {
-                name: format!("gumbel_max_hard_1024x1000_{}", F::NAME),
-                median_ms: median_ms(repeats, || layer.try_forward(theta.view(), &hard)),
+                name: format!("{name}_{}", F::NAME),
+                median_ms: median_ms(setup.repeats, |seed| {
+                    layer.try_forward(theta.view(), &opts(seed).mode(Mode::Soft))
+                }),
+            });
+        }
+        if let Some(name) = w.hard {
+            out.push(Timing {
+                name: format!("{name}_{}", F::NAME),
+                median_ms: median_ms(setup.repeats, |seed| {
+                    layer.try_forward(theta.view(), &opts(seed).mode(Mode::Hard))
+                }),
             });
         }
     }

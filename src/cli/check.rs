@@ -16,6 +16,8 @@ pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliE
             .map(|l| {
                 let mut plan = l.plan().to_json(None);
                 plan["program"] = l.plan().program_json();
+                let (name, why) = l.backend_name::<f64>();
+                plan["backend"] = json!({ "name": name, "why_not_jit": why });
                 plan
             })
             .collect();
@@ -28,9 +30,28 @@ pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliE
     let mut out = String::new();
     for layer in module.layers() {
         out.push_str(&plan_table(layer.plan()));
+        out.push_str(&backend_line(layer));
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Which backend runs the layer (f64 and f32 compile the same kernels) and why, with the time
+/// its JIT kernels took to compile in this process.
+fn backend_line(layer: &sst::Layer) -> String {
+    let before = sst::backend::compile_seconds();
+    let (_, why) = layer.backend_name::<f64>();
+    let ms = (sst::backend::compile_seconds() - before) * 1e3;
+    match why {
+        None => format!(
+            "  {:<12} jit  # fused Cranelift kernels, compiled in {ms:.1} ms\n",
+            "backend"
+        ),
+        Some(why) => format!(
+            "  {:<12} reference  # the jit does not apply: {why}\n",
+            "backend"
+        ),
+    }
 }
 
 /// A plan as an aligned table: field, value, why.

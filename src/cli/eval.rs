@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::json::{kind, nested_array, parse_strict, Nested, Ragged};
 use super::{load, CliError};
+use sst::backend::Choice;
 use sst::{Layer, Mode, Noise, Options, Real, RequestError};
 
 /// The request fields, in the order of the contract.
@@ -25,7 +26,12 @@ const FIELDS: &[&str] = &[
     "cotangent",
 ];
 
-pub fn run(file: &Path, layer: Option<&str>, serve: bool) -> Result<String, CliError> {
+pub fn run(
+    file: &Path,
+    layer: Option<&str>,
+    serve: bool,
+    backend: Choice,
+) -> Result<String, CliError> {
     let module = load(file)?;
     let layer = match layer {
         Some(name) => module
@@ -51,25 +57,25 @@ pub fn run(file: &Path, layer: Option<&str>, serve: bool) -> Result<String, CliE
         },
     };
     if serve {
-        return serve_lines(layer);
+        return serve_lines(layer, backend);
     }
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
         .map_err(|e| CliError::Request(format!("cannot read stdin: {e}")))?;
-    answer(layer, &input).map_err(|(_, message)| CliError::Request(message))
+    answer(layer, &input, backend).map_err(|(_, message)| CliError::Request(message))
 }
 
 /// `--serve`: one request per line of stdin, one response per line of stdout, flushed after
 /// each; a bad request answers `{"error": {"field": …, "message": …}}` on its line and the
 /// process goes on (the layer, and the running baseline of `reinforce(baseline = ema)`, are
 /// kept across requests). Blank lines are skipped; the process ends at the end of its input.
-fn serve_lines(layer: &Layer) -> Result<String, CliError> {
+fn serve_lines(layer: &Layer, backend: Choice) -> Result<String, CliError> {
     let mut out = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
         let reply = match line {
             Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => answer(layer, &line),
+            Ok(line) => answer(layer, &line, backend),
             Err(e) => Err(("request", format!("cannot read stdin: {e}"))),
         };
         let reply = reply.unwrap_or_else(|(field, message)| {
@@ -88,10 +94,11 @@ fn serve_lines(layer: &Layer) -> Result<String, CliError> {
     Ok(String::new())
 }
 
-/// The response to one request (a line of JSON text), or what is wrong with it: the field and a
-/// one-line message.
-fn answer(layer: &Layer, input: &str) -> Result<String, (&'static str, String)> {
-    let request = Request::parse(input).map_err(|e| (e.0, e.to_string()))?;
+/// The response to one request (a line of JSON text) on `backend`, or what is wrong with it:
+/// the field and a one-line message.
+fn answer(layer: &Layer, input: &str, backend: Choice) -> Result<String, (&'static str, String)> {
+    let mut request = Request::parse(input).map_err(|e| (e.0, e.to_string()))?;
+    request.options.backend = backend;
     let result = match request.dtype {
         Dtype::F64 => respond::<f64>(layer, &request),
         Dtype::F32 => respond::<f32>(layer, &request),

@@ -50,6 +50,10 @@ enum Command {
         /// goes on.
         #[arg(long)]
         serve: bool,
+        /// The backend: auto (the JIT where it applies), reference or jit; the numbers agree
+        /// (hard samples and `w` bit for bit, soft outputs within 1e-6 in f64).
+        #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(sst::backend::Choice::NAMES))]
+        backend: String,
     },
     /// Compile the bundled presets and examples and sample every layer.
     Demo,
@@ -61,6 +65,12 @@ enum Command {
         /// Timed runs per workload (after one warm-up); the median is reported.
         #[arg(long, default_value_t = bench::REPEATS, value_parser = clap::value_parser!(u16).range(1..))]
         repeats: u16,
+        /// Threads each request's rows are split over (compare with peers on as many).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: u16,
+        /// The backend: auto (the JIT where it applies), reference or jit.
+        #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(sst::backend::Choice::NAMES))]
+        backend: String,
     },
     /// Declare layers and try them interactively (reads a script when stdin is not a terminal).
     Repl {
@@ -117,9 +127,19 @@ pub fn main() -> i32 {
             json,
             max_errors,
         } => check::run(&file, json, max_errors),
-        Command::Eval { file, layer, serve } => eval::run(&file, layer.as_deref(), serve),
+        Command::Eval {
+            file,
+            layer,
+            serve,
+            backend,
+        } => eval::run(&file, layer.as_deref(), serve, choice(&backend)),
         Command::Demo => demo::run(),
-        Command::Bench { json, repeats } => bench::run(json, repeats.into()),
+        Command::Bench {
+            json,
+            repeats,
+            threads,
+            backend,
+        } => bench::run(json, repeats.into(), threads.into(), choice(&backend)),
         Command::Repl { file } => repl::run(file.as_deref()),
     };
     match result {
@@ -137,6 +157,11 @@ pub fn main() -> i32 {
             e.status()
         }
     }
+}
+
+/// The backend named by `--backend` (clap has checked the name).
+fn choice(name: &str) -> sst::backend::Choice {
+    sst::backend::Choice::from_name(name).unwrap_or_default()
 }
 
 /// Reads and compiles a spec file: a missing file is a usage error, a bad spec a spec error

@@ -179,7 +179,12 @@ fn forward_kernel<F: Real>(
         Mode::Soft => match program.soft {
             Soft::Softmax => Solve::Softmax,
             Soft::Sigmoid => Solve::Sigmoid,
-            _ => return why("only the softmax and sigmoid soft kernels are compiled"),
+            other => {
+                return why(&format!(
+                    "the {} soft kernel is not compiled (softmax and sigmoid are)",
+                    other.name()
+                ))
+            }
         },
     };
     Ok(Kernel {
