@@ -512,8 +512,10 @@ fn f32_marginals_match_f64() {
     let mut rng = Rng(17);
     for (support, _, _) in instances(6, &mut rng) {
         let l = layer(&format!("layer l: {support} {{ }}"));
+        // The same scores in both precisions (the two draw different noise: each uses every
+        // bit of its Philox blocks).
         let theta = rng.matrix(6, -3.0, 3.0);
-        let opts = Options::default().seed(4);
+        let opts = Options::default().noise(Noise::None);
         let z64 = l.try_forward(theta.view(), &opts).unwrap().z;
         let z32 = l
             .try_forward(theta.mapv(|v| v as f32).view(), &opts)

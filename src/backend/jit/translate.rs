@@ -117,9 +117,10 @@ struct Emit<'a, 'b> {
 /// Which lanes of a unit hold elements of the row (`None`: all four).
 type Mask = Option<[bool; 4]>;
 
-/// A unit's noise source: the Philox key vectors and the counter words of the row.
+/// A row's noise: the transform, the Philox key vectors and the counter words of the row.
 #[derive(Clone, Copy)]
 struct Noise {
+    front: Front,
     key: [Value; 2],
     batch: Value,
     sample: Value,
@@ -195,9 +196,10 @@ impl<'b> Emit<'_, 'b> {
         self.b.switch_to_block(exit);
     }
 
-    /// Calls `body(idx, mask, uniforms)` for every unit of a row, in order: with `noise`, the
-    /// full Philox groups in a loop, then the last partial group straight-line; without, the
-    /// full units in a loop, then the partial unit.
+    /// Calls `body(idx, mask, noise)` for every unit of a row, in order: with `noise`, the full
+    /// Philox groups in a loop, then the last partial group straight-line, each group's noise
+    /// transformed for all its units at once; without, the full units in a loop, then the
+    /// partial unit.
     fn for_each_unit(
         &mut self,
         noise: Option<Noise>,
@@ -210,24 +212,22 @@ impl<'b> Emit<'_, 'b> {
                 let full_groups = self.n / (4 * per_group);
                 let (zero, end) = (self.iconst(0), self.iconst(full_groups as i64));
                 self.counted_loop(zero, end, &mut |k, q| {
-                    let words = k.philox_group(noise, q);
-                    for slot in 0..per_group {
-                        let idx = k.b.ins().imul_imm_s(q, 4 * per_group as i64);
-                        let idx = k.b.ins().iadd_imm_s(idx, 4 * slot as i64);
-                        let u = vmath::uniforms(k.b, k.p, words, slot);
-                        body(k, idx, None, Some(u));
+                    let first = k.b.ins().imul_imm_s(q, 4 * per_group as i64);
+                    let slots = k.group_noise(noise, q, per_group);
+                    for (slot, g) in slots.into_iter().enumerate() {
+                        let idx = k.b.ins().iadd_imm_s(first, 4 * slot as i64);
+                        body(k, idx, None, Some(g));
                     }
                 });
                 let first = full_groups * per_group;
                 if units > first {
                     let q = self.iconst(full_groups as i64);
-                    let words = self.philox_group(noise, q);
-                    for slot in 0..units - first {
+                    let slots = self.group_noise(noise, q, units - first);
+                    for (slot, g) in slots.into_iter().enumerate() {
                         let unit = first + slot;
                         let idx = self.iconst(4 * unit as i64);
-                        let u = vmath::uniforms(self.b, self.p, words, slot);
                         let mask = self.mask(unit);
-                        body(self, idx, mask, Some(u));
+                        body(self, idx, mask, Some(g));
                     }
                 }
             }
@@ -245,6 +245,20 @@ impl<'b> Emit<'_, 'b> {
                 }
             }
         }
+    }
+
+    /// The noise of the first `slots` units of Philox group `q`: the uniforms of each slot,
+    /// transformed all together.
+    fn group_noise(&mut self, noise: Noise, q: Value, slots: usize) -> Vec<Vec<Value>> {
+        let words = self.philox_group(noise, q);
+        let u: Vec<Value> = (0..slots)
+            .flat_map(|slot| vmath::uniforms(self.b, self.p, words, slot))
+            .collect();
+        let g = match noise.front {
+            Front::Logistic => vmath::logistic(self.b, self.p, &u),
+            _ => vmath::gumbel(self.b, self.p, &u),
+        };
+        g.chunks(self.p.per_unit()).map(<[Value]>::to_vec).collect()
     }
 
     fn iconst(&mut self, x: i64) -> Value {
@@ -389,12 +403,13 @@ impl<'b> Emit<'_, 'b> {
                 let batch32 = k.b.ins().ireduce(types::I32, row_b);
                 let sample32 = k.b.ins().ireduce(types::I32, sample);
                 Noise {
+                    front,
                     key,
                     batch: k.b.ins().splat(types::I32X4, batch32),
                     sample: k.b.ins().splat(types::I32X4, sample32),
                 }
             });
-            k.translate_row_forward(noise, front, solve, t, [theta_row, w_row, z_row], i);
+            k.translate_row_forward(noise, solve, t, [theta_row, w_row, z_row], i);
         });
         self.iconst(-1)
     }
@@ -403,7 +418,6 @@ impl<'b> Emit<'_, 'b> {
     fn translate_row_forward(
         &mut self,
         noise: Option<Noise>,
-        front: Front,
         solve: Solve,
         t: Value,
         [theta_row, w_row, z_row]: [Value; 3],
@@ -416,20 +430,14 @@ impl<'b> Emit<'_, 'b> {
         let best = self.var(self.p.vector(), neg_inf);
         let zero_i = splat_i(self.b, self.p, 0);
         let best_at = self.var(self.p.int_vector(), zero_i);
-        self.for_each_unit(noise, &mut |k, idx, mask, u| {
+        self.for_each_unit(noise, &mut |k, idx, mask, g| {
             let theta = k.load_unit(theta_row, idx);
-            let w: Vec<Value> = match (front, u) {
-                (Front::None, _) | (_, None) => theta,
-                (_, Some(u)) => theta
+            let w: Vec<Value> = match g {
+                None => theta,
+                Some(g) => theta
                     .iter()
-                    .zip(u)
-                    .map(|(&th, u)| {
-                        let g = match front {
-                            Front::Logistic => vmath::logistic(k.b, k.p, u),
-                            _ => vmath::gumbel(k.b, k.p, u),
-                        };
-                        k.b.ins().fadd(th, g)
-                    })
+                    .zip(g)
+                    .map(|(&th, g)| k.b.ins().fadd(th, g))
                     .collect(),
             };
             k.store_unit(w_row, idx, &w);
@@ -464,7 +472,7 @@ impl<'b> Emit<'_, 'b> {
                 Solve::Sigmoid => {
                     let x = k.scaled(&w, t);
                     k.track_finite(finite_x, &x);
-                    let s: Vec<Value> = x.iter().map(|&x| k.sigmoid(x)).collect();
+                    let s = k.sigmoid(&x);
                     k.store_unit(z_row, idx, &s);
                 }
             }
@@ -489,17 +497,26 @@ impl<'b> Emit<'_, 'b> {
     }
 
     /// `σ(x) = 1/(1 + e^{−x})` for `x ≥ 0`, `e^x/(1 + e^x)` below, from `e = exp(−|x|)`.
-    fn sigmoid(&mut self, x: Value) -> Value {
-        let a = self.b.ins().fabs(x);
-        let na = self.b.ins().fneg(a);
-        let e = vmath::exp(self.b, self.p, na);
-        let one = splat_f(self.b, self.p, 1.0);
-        let d = self.b.ins().fadd(one, e);
-        let pos = self.b.ins().fdiv(one, d);
-        let neg = self.b.ins().fdiv(e, d);
-        let zero = splat_f(self.b, self.p, 0.0);
-        let ge = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
-        select(self.b, self.p, ge, pos, neg)
+    fn sigmoid(&mut self, x: &[Value]) -> Vec<Value> {
+        let na: Vec<Value> = x
+            .iter()
+            .map(|&x| {
+                let a = self.b.ins().fabs(x);
+                self.b.ins().fneg(a)
+            })
+            .collect();
+        let e = vmath::exp(self.b, self.p, &na);
+        let (one, zero) = (splat_f(self.b, self.p, 1.0), splat_f(self.b, self.p, 0.0));
+        x.iter()
+            .zip(e)
+            .map(|(&x, e)| {
+                let d = self.b.ins().fadd(one, e);
+                let pos = self.b.ins().fdiv(one, d);
+                let neg = self.b.ins().fdiv(e, d);
+                let ge = self.b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, zero);
+                select(self.b, self.p, ge, pos, neg)
+            })
+            .collect()
     }
 
     /// Keeps, lane by lane, the largest `w` seen and its element index (the first on ties).
@@ -567,41 +584,63 @@ impl<'b> Emit<'_, 'b> {
     }
 
     /// `out = exp(x − m) / Σ exp(x − m)` over the row at `x_row` (which may be `out_row`), the
-    /// padding lanes left at 0.
+    /// padding lanes left at 0. The normaliser is summed in f64 whatever the precision (as the
+    /// reference kernel does), and its reciprocal rounded once.
     fn normalize_exp(&mut self, x_row: Value, out_row: Value, m: Value) {
         let m = self.splat_scalar(m);
-        let zero = splat_f(self.b, self.p, 0.0);
-        let sum = self.var(self.p.vector(), zero);
+        let zero = splat_f(self.b, Precision::F64, 0.0);
+        let sum = self.var(types::F64X2, zero);
         self.for_each_unit(None, &mut |k, idx, mask, _| {
             let x = k.load_unit(x_row, idx);
-            let e: Vec<Value> = x
-                .iter()
-                .map(|&x| {
-                    let d = k.b.ins().fsub(x, m);
-                    vmath::exp(k.b, k.p, d)
-                })
-                .collect();
+            let d: Vec<Value> = x.iter().map(|&x| k.b.ins().fsub(x, m)).collect();
+            let e = vmath::exp(k.b, k.p, &d);
             let e = k.masked(mask, e, 0.0);
-            for &e in &e {
+            for wide in k.widened(&e) {
                 let s = k.b.use_var(sum);
-                let s = k.b.ins().fadd(s, e);
+                let s = k.b.ins().fadd(s, wide);
                 k.b.def_var(sum, s);
             }
             k.store_unit(out_row, idx, &e);
         });
         let s = self.b.use_var(sum);
-        let s = self.lane_sum(s);
-        let one = match self.p {
-            Precision::F32 => self.b.ins().f32const(1.0),
-            Precision::F64 => self.b.ins().f64const(1.0),
-        };
+        let (s0, s1) = (
+            self.b.ins().extractlane(s, 0),
+            self.b.ins().extractlane(s, 1),
+        );
+        let s = self.b.ins().fadd(s0, s1);
+        let one = self.b.ins().f64const(1.0);
         let inv = self.b.ins().fdiv(one, s);
+        let inv = match self.p {
+            Precision::F32 => self.b.ins().fdemote(types::F32, inv),
+            Precision::F64 => inv,
+        };
         let inv = self.splat_scalar(inv);
         self.for_each_unit(None, &mut |k, idx, _, _| {
             let e = k.load_unit(out_row, idx);
             let z: Vec<Value> = e.iter().map(|&e| k.b.ins().fmul(e, inv)).collect();
             k.store_unit(out_row, idx, &z);
         });
+    }
+
+    /// A unit as `f64x2` vectors: itself in f64, its low and high halves widened in f32.
+    fn widened(&mut self, unit: &[Value]) -> Vec<Value> {
+        match self.p {
+            Precision::F64 => unit.to_vec(),
+            Precision::F32 => unit
+                .iter()
+                .flat_map(|&x| {
+                    let bytes = cast(self.b, types::I8X16, x);
+                    let high: Vec<u8> = (8..16).chain(8..16).collect();
+                    let high = self.b.func.dfg.immediates.push(high.as_slice().into());
+                    let high = self.b.ins().shuffle(bytes, bytes, high);
+                    let high = cast(self.b, types::F32X4, high);
+                    [
+                        self.b.ins().fvpromote_low(x),
+                        self.b.ins().fvpromote_low(high),
+                    ]
+                })
+                .collect(),
+        }
     }
 
     /// The backward kernel: for each row `i` of `start..end`, `grad += J_sᵀ g / T` with the soft
@@ -666,7 +705,7 @@ impl<'b> Emit<'_, 'b> {
                     }
                 }
                 SoftVjp::Sigmoid => {
-                    let s: Vec<Value> = x.iter().map(|&x| k.sigmoid(x)).collect();
+                    let s = k.sigmoid(&x);
                     k.store_unit(scratch, idx, &s);
                 }
             }

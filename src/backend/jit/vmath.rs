@@ -230,21 +230,53 @@ pub fn uniforms(
     }
 }
 
+/// `f(x)` for each vector. The math below works on several vectors at once, one operation
+/// across all of them before the next, so that their independent dependency chains sit side by
+/// side in the code and the processor overlaps them.
+fn map(
+    b: &mut FunctionBuilder,
+    xs: &[Value],
+    f: impl Fn(&mut FunctionBuilder, Value) -> Value,
+) -> Vec<Value> {
+    xs.iter().map(|&x| f(b, x)).collect()
+}
+
+/// `f(x, y)` pairwise.
+fn zip(
+    b: &mut FunctionBuilder,
+    xs: &[Value],
+    ys: &[Value],
+    f: impl Fn(&mut FunctionBuilder, Value, Value) -> Value,
+) -> Vec<Value> {
+    xs.iter().zip(ys).map(|(&x, &y)| f(b, x, y)).collect()
+}
+
+fn fadd(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+    b.ins().fadd(x, y)
+}
+fn fsub(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+    b.ins().fsub(x, y)
+}
+fn fmul(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+    b.ins().fmul(x, y)
+}
+
 /// `y = c₀ + x·(c₁ + x·(…))` by Horner's rule, as the Rust code writes it.
-fn horner(b: &mut FunctionBuilder, p: Precision, x: Value, coefficients: &[f64]) -> Value {
+fn horner(b: &mut FunctionBuilder, p: Precision, x: &[Value], coefficients: &[f64]) -> Vec<Value> {
     let last = coefficients.len() - 1;
-    let mut y = splat_f(b, p, coefficients[last]);
+    let top = splat_f(b, p, coefficients[last]);
+    let mut y = vec![top; x.len()];
     for &c in coefficients[..last].iter().rev() {
-        let t = b.ins().fmul(x, y);
+        let t = zip(b, x, &y, fmul);
         let c = splat_f(b, p, c);
-        y = b.ins().fadd(c, t);
+        y = map(b, &t, |b, t| b.ins().fadd(c, t));
     }
     y
 }
 
-/// sst's `ln x` ([`crate::math::ln_f64`], [`crate::math::ln_f32`]) of a vector of positive
+/// sst's `ln x` ([`crate::math::ln_f64`], [`crate::math::ln_f32`]) of vectors of positive
 /// normal numbers.
-pub fn ln(b: &mut FunctionBuilder, p: Precision, x: Value) -> Value {
+pub fn ln(b: &mut FunctionBuilder, p: Precision, x: &[Value]) -> Vec<Value> {
     let int = p.int_vector();
     let (offset, sqrt_half, mantissa, exponent_shift, bias, lg, ln2_hi, ln2_lo) = match p {
         Precision::F32 => (
@@ -268,61 +300,67 @@ pub fn ln(b: &mut FunctionBuilder, p: Precision, x: Value) -> Value {
             LN_F64.ln2_lo,
         ),
     };
-    let bits = cast(b, int, x);
     let offset = splat_i(b, p, offset);
-    let bits = b.ins().iadd(bits, offset);
-    // k = biased exponent − bias, exactly, as a float: the exponent field placed in the
-    // significand of 2^(significand bits), minus that power and the bias.
-    let e = b.ins().ushr_imm_u(bits, exponent_shift);
+    let bits = map(b, x, |b, x| {
+        let bits = cast(b, int, x);
+        b.ins().iadd(bits, offset)
+    });
+    // k = biased exponent − bias, exactly, as a float: in f32 by conversion; in f64 the
+    // exponent field placed in the significand of 2⁵², minus 2⁵² and the bias.
+    let e = map(b, &bits, |b, v| b.ins().ushr_imm_u(v, exponent_shift));
     let k = match p {
         Precision::F32 => {
-            let e = b.ins().fcvt_from_sint(types::F32X4, e);
             let bias = splat_f(b, p, bias);
-            b.ins().fsub(e, bias)
+            map(b, &e, |b, e| {
+                let e = b.ins().fcvt_from_sint(types::F32X4, e);
+                b.ins().fsub(e, bias)
+            })
         }
         Precision::F64 => {
             let magic = splat_i(b, p, 0x4330_0000_0000_0000);
-            let e = b.ins().bor(e, magic);
-            let e = cast(b, types::F64X2, e);
             let shift = splat_f(b, p, 4_503_599_627_370_496.0 + bias);
-            b.ins().fsub(e, shift)
+            map(b, &e, |b, e| {
+                let e = b.ins().bor(e, magic);
+                let e = cast(b, types::F64X2, e);
+                b.ins().fsub(e, shift)
+            })
         }
     };
-    let mantissa = splat_i(b, p, mantissa);
-    let m = b.ins().band(bits, mantissa);
-    let sqrt_half = splat_i(b, p, sqrt_half);
-    let m = b.ins().iadd(m, sqrt_half);
-    let m = cast(b, p.vector(), m);
+    let (mantissa, sqrt_half) = (splat_i(b, p, mantissa), splat_i(b, p, sqrt_half));
+    let m = map(b, &bits, |b, v| b.ins().band(v, mantissa));
+    let m = map(b, &m, |b, v| {
+        let v = b.ins().iadd(v, sqrt_half);
+        cast(b, p.vector(), v)
+    });
     let (one, two, half) = (splat_f(b, p, 1.0), splat_f(b, p, 2.0), splat_f(b, p, 0.5));
-    let f = b.ins().fsub(m, one);
-    let hf = b.ins().fmul(half, f);
-    let hfsq = b.ins().fmul(hf, f);
-    let two_f = b.ins().fadd(two, f);
-    let s = b.ins().fdiv(f, two_f);
-    let z = b.ins().fmul(s, s);
-    let w = b.ins().fmul(z, z);
+    let f = map(b, &m, |b, m| b.ins().fsub(m, one));
+    let hf = map(b, &f, |b, f| b.ins().fmul(half, f));
+    let hfsq = zip(b, &hf, &f, fmul);
+    let two_f = map(b, &f, |b, f| b.ins().fadd(two, f));
+    let s = zip(b, &f, &two_f, |b, f, d| b.ins().fdiv(f, d));
+    let z = zip(b, &s, &s, fmul);
+    let w = zip(b, &z, &z, fmul);
     // t1 = w·(Lg2 + w·(Lg4 + w·Lg6)), t2 = z·(Lg1 + w·(Lg3 + …)): odd and even coefficients.
     let even: Vec<f64> = lg.iter().skip(1).step_by(2).copied().collect();
     let odd: Vec<f64> = lg.iter().step_by(2).copied().collect();
-    let t1 = horner(b, p, w, &even);
-    let t1 = b.ins().fmul(w, t1);
-    let t2 = horner(b, p, w, &odd);
-    let t2 = b.ins().fmul(z, t2);
-    let r = b.ins().fadd(t2, t1);
-    let hr = b.ins().fadd(hfsq, r);
-    let y = b.ins().fmul(s, hr);
-    let lo = splat_f(b, p, ln2_lo);
-    let klo = b.ins().fmul(k, lo);
-    let y = b.ins().fadd(y, klo);
-    let y = b.ins().fsub(y, hfsq);
-    let y = b.ins().fadd(y, f);
-    let hi = splat_f(b, p, ln2_hi);
-    let khi = b.ins().fmul(k, hi);
-    b.ins().fadd(y, khi)
+    let t1 = horner(b, p, &w, &even);
+    let t1 = zip(b, &w, &t1, fmul);
+    let t2 = horner(b, p, &w, &odd);
+    let t2 = zip(b, &z, &t2, fmul);
+    let r = zip(b, &t2, &t1, fadd);
+    let hr = zip(b, &hfsq, &r, fadd);
+    let y = zip(b, &s, &hr, fmul);
+    let (lo, hi) = (splat_f(b, p, ln2_lo), splat_f(b, p, ln2_hi));
+    let klo = map(b, &k, |b, k| b.ins().fmul(k, lo));
+    let y = zip(b, &y, &klo, fadd);
+    let y = zip(b, &y, &hfsq, fsub);
+    let y = zip(b, &y, &f, fadd);
+    let khi = map(b, &k, |b, k| b.ins().fmul(k, hi));
+    zip(b, &y, &khi, fadd)
 }
 
-/// sst's `exp x` ([`crate::math::exp_f64`], [`crate::math::exp_f32`]) of a vector.
-pub fn exp(b: &mut FunctionBuilder, p: Precision, x: Value) -> Value {
+/// sst's `exp x` ([`crate::math::exp_f64`], [`crate::math::exp_f32`]) of vectors.
+pub fn exp(b: &mut FunctionBuilder, p: Precision, x: &[Value]) -> Vec<Value> {
     let (round, log2e, ln2_hi, ln2_lo, taylor, low, high, bias, shift) = match p {
         Precision::F32 => (
             f64::from(EXP_F32.round),
@@ -352,52 +390,61 @@ pub fn exp(b: &mut FunctionBuilder, p: Precision, x: Value) -> Value {
         ),
     };
     let (low, high) = (splat_f(b, p, low), splat_f(b, p, high));
-    let above = b.ins().fcmp(FloatCC::GreaterThan, x, high);
-    let xc = select(b, p, above, high, x);
-    let below = b.ins().fcmp(FloatCC::LessThan, xc, low);
-    let xc = select(b, p, below, low, xc);
+    let xc = map(b, x, |b, x| {
+        let above = b.ins().fcmp(FloatCC::GreaterThan, x, high);
+        select(b, p, above, high, x)
+    });
+    let xc = map(b, &xc, |b, x| {
+        let below = b.ins().fcmp(FloatCC::LessThan, x, low);
+        select(b, p, below, low, x)
+    });
     let (log2e, round) = (splat_f(b, p, log2e), splat_f(b, p, round));
-    let y = b.ins().fmul(xc, log2e);
-    let shifted = b.ins().fadd(y, round);
-    let k = b.ins().fsub(shifted, round);
+    let y = map(b, &xc, |b, x| b.ins().fmul(x, log2e));
+    let shifted = map(b, &y, |b, y| b.ins().fadd(y, round));
+    let k = map(b, &shifted, |b, s| b.ins().fsub(s, round));
     let (hi, lo) = (splat_f(b, p, ln2_hi), splat_f(b, p, ln2_lo));
-    let khi = b.ins().fmul(k, hi);
-    let r = b.ins().fsub(xc, khi);
-    let klo = b.ins().fmul(k, lo);
-    let r = b.ins().fsub(r, klo);
-    let poly = horner(b, p, r, &taylor);
+    let khi = map(b, &k, |b, k| b.ins().fmul(k, hi));
+    let r = zip(b, &xc, &khi, fsub);
+    let klo = map(b, &k, |b, k| b.ins().fmul(k, lo));
+    let r = zip(b, &r, &klo, fsub);
+    let poly = horner(b, p, &r, &taylor);
     let one = splat_f(b, p, 1.0);
-    let one_r = b.ins().fadd(one, r);
-    let rr = b.ins().fmul(r, r);
-    let rrp = b.ins().fmul(rr, poly);
-    let poly = b.ins().fadd(one_r, rrp);
+    let one_r = map(b, &r, |b, r| b.ins().fadd(one, r));
+    let rr = zip(b, &r, &r, fmul);
+    let rrp = zip(b, &rr, &poly, fmul);
+    let poly = zip(b, &one_r, &rrp, fadd);
     let int = p.int_vector();
-    let ki = cast(b, int, shifted);
     let round_bits = cast(b, int, round);
-    let ki = b.ins().isub(ki, round_bits);
     let bias = splat_i(b, p, bias);
-    let ki = b.ins().iadd(ki, bias);
-    let scale = b.ins().ishl_imm_u(ki, shift);
-    let scale = cast(b, p.vector(), scale);
-    let y = b.ins().fmul(poly, scale);
-    let under = b.ins().fcmp(FloatCC::LessThan, x, low);
+    let scale = map(b, &shifted, |b, s| {
+        let ki = cast(b, int, s);
+        let ki = b.ins().isub(ki, round_bits);
+        let ki = b.ins().iadd(ki, bias);
+        let scale = b.ins().ishl_imm_u(ki, shift);
+        cast(b, p.vector(), scale)
+    });
+    let y = zip(b, &poly, &scale, fmul);
     let zero = splat_f(b, p, 0.0);
-    select(b, p, under, zero, y)
+    zip(b, x, &y, |b, x, y| {
+        let under = b.ins().fcmp(FloatCC::LessThan, x, low);
+        select(b, p, under, zero, y)
+    })
 }
 
 /// `−ln(−ln u)`: standard Gumbel noise.
-pub fn gumbel(b: &mut FunctionBuilder, p: Precision, u: Value) -> Value {
+pub fn gumbel(b: &mut FunctionBuilder, p: Precision, u: &[Value]) -> Vec<Value> {
     let l = ln(b, p, u);
-    let e = b.ins().fneg(l);
-    let l = ln(b, p, e);
-    b.ins().fneg(l)
+    let e = map(b, &l, |b, l| b.ins().fneg(l));
+    let l = ln(b, p, &e);
+    map(b, &l, |b, l| b.ins().fneg(l))
 }
 
 /// `ln u − ln(1 − u)`: standard logistic noise.
-pub fn logistic(b: &mut FunctionBuilder, p: Precision, u: Value) -> Value {
+pub fn logistic(b: &mut FunctionBuilder, p: Precision, u: &[Value]) -> Vec<Value> {
     let one = splat_f(b, p, 1.0);
-    let v = b.ins().fsub(one, u);
-    let lu = ln(b, p, u);
-    let lv = ln(b, p, v);
-    b.ins().fsub(lu, lv)
+    let v = map(b, u, |b, u| b.ins().fsub(one, u));
+    let both: Vec<Value> = u.iter().chain(&v).copied().collect();
+    let l = ln(b, p, &both);
+    let (lu, lv) = l.split_at(u.len());
+    zip(b, lu, lv, fsub)
 }
