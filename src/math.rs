@@ -69,8 +69,8 @@ pub const LN_F32: Ln<f32> = Ln {
         0.284_987_87, // 0x91e9ee.0p-25
         0.242_790_79, // 0xf89e26.0p-26
     ],
-    ln2_hi: 6.931_381_2e-1,
-    ln2_lo: 9.058_000_6e-6,
+    ln2_hi: f32::from_bits(0x3f31_7180),
+    ln2_lo: f32::from_bits(0x3717_f7d1),
 };
 
 pub const EXP_F64: Exp<f64> = Exp {
@@ -99,8 +99,8 @@ pub const EXP_F64: Exp<f64> = Exp {
 pub const EXP_F32: Exp<f32> = Exp {
     round: 12_582_912.0, // 1.5·2²³
     log2e: std::f32::consts::LOG2_E,
-    ln2_hi: 6.931_381_2e-1,
-    ln2_lo: 9.058_000_6e-6,
+    ln2_hi: f32::from_bits(0x3f31_7180),
+    ln2_lo: f32::from_bits(0x3717_f7d1),
     taylor: &[
         1.0 / 2.0,
         1.0 / 6.0,

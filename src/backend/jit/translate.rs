@@ -117,6 +117,9 @@ struct Emit<'a, 'b> {
 /// Which lanes of a unit hold elements of the row (`None`: all four).
 type Mask = Option<[bool; 4]>;
 
+/// A unit's noise vectors, when the pass draws noise.
+type UnitNoise = Option<Vec<Value>>;
+
 /// A row's noise: the transform, the Philox key vectors and the counter words of the row.
 #[derive(Clone, Copy)]
 struct Noise {
@@ -203,7 +206,7 @@ impl<'b> Emit<'_, 'b> {
     fn for_each_unit(
         &mut self,
         noise: Option<Noise>,
-        body: &mut dyn FnMut(&mut Self, Value, Mask, Option<Vec<Value>>),
+        body: &mut dyn FnMut(&mut Self, Value, Mask, UnitNoise),
     ) {
         let units = self.n.div_ceil(4);
         match noise {
