@@ -294,6 +294,35 @@ impl Layer {
         theta: ArrayViewD<F>,
         opts: &Options,
     ) -> Result<Forward<F>, RequestError> {
+        self.forward_into(theta, opts, Buffers::default())
+    }
+
+    /// [`Layer::try_forward`] writing into the memory of an earlier forward pass (`spare`, of
+    /// any layer and shape), so that a training loop that hands back the last step's forward
+    /// reuses its arrays instead of mapping fresh pages on every call. The numbers are those of
+    /// `try_forward`.
+    pub fn try_forward_reusing<F: Real>(
+        &self,
+        theta: ArrayViewD<F>,
+        opts: &Options,
+        spare: Forward<F>,
+    ) -> Result<Forward<F>, RequestError> {
+        let raw = |a: ArrayD<F>| a.into_raw_vec_and_offset().0;
+        let buffers = Buffers {
+            w: raw(spare.w),
+            z: raw(spare.z),
+            solution: spare.solution.map(raw).unwrap_or_default(),
+            theta: raw(spare.theta),
+        };
+        self.forward_into(theta, opts, buffers)
+    }
+
+    fn forward_into<F: Real>(
+        &self,
+        theta: ArrayViewD<F>,
+        opts: &Options,
+        mut buffers: Buffers<F>,
+    ) -> Result<Forward<F>, RequestError> {
         let batch = self.check_theta(&theta)?;
         if opts.samples == 0 {
             return Err(self.error("samples", "must be at least 1"));
@@ -320,7 +349,14 @@ impl Layer {
         };
         let program = &self.plan.program;
         let backend = self.backend::<F>(opts.backend)?;
-        let theta_array = theta.as_standard_layout().into_owned();
+        buffers.theta.clear();
+        match theta.as_slice() {
+            Some(flat) => buffers.theta.extend_from_slice(flat),
+            None => buffers.theta.extend(theta.iter().copied()),
+        }
+        let theta_array =
+            ArrayD::from_shape_vec(theta.raw_dim(), std::mem::take(&mut buffers.theta))
+                .expect("sizes agree");
         let theta = theta_array.as_slice().expect("standard layout");
         let mut report = Report::default();
         let lens =
@@ -351,39 +387,31 @@ impl Layer {
             score_lens: lens.as_deref(),
             stride: l,
         };
+        let mut w = zeroed(buffers.w, count * l);
+        let mut z = zeroed(buffers.z, count * m);
+        let mut solution = zeroed(buffers.solution, if mapped { count * l } else { 0 });
+        let s_width = if mapped { l } else { 0 };
         // One range of rows: its perturbed scores, its z, its solution in score coordinates
-        // (supports with score maps only) and what the kernels reported.
-        let run_rows = |range: Range<usize>| -> Result<ForwardRows<F>, RequestError> {
-            let n = range.len();
-            let mut w = vec![F::zero(); n * l];
-            let mut z = vec![F::zero(); n * m];
-            let mut solution = vec![F::zero(); if mapped { n * l } else { 0 }];
+        // (supports with score maps only), written in place; returns what the kernels reported.
+        let run_rows = |range: Range<usize>, [w, z, solution]: [&mut [F]; 3]| {
             let mut report = Report::default();
             let out = ForwardOut {
-                w: &mut w,
-                z: &mut z,
-                solution: &mut solution,
+                w,
+                z,
+                solution,
                 report: &mut report,
             };
             backend
                 .forward(&call(range), out)
                 .map_err(|e| self.solve_error(e))?;
-            Ok((w, z, solution, report))
+            Ok(report)
         };
-        let mut parts = split_rows(count, l, opts.threads, run_rows)?;
-        // One range (one thread): its arrays are the request's, moved rather than copied.
-        let (mut w, mut z, mut solution) = match parts.len() {
-            1 => {
-                let (w, z, s, part_report) = parts.pop().expect("one part");
-                report.merge(part_report);
-                (w, z, s)
-            }
-            _ => (Vec::new(), Vec::new(), Vec::new()),
-        };
-        for (w_part, z_part, s_part, part_report) in parts {
-            w.extend(w_part);
-            z.extend(z_part);
-            solution.extend(s_part);
+        let outputs = [
+            (&mut w[..], l),
+            (&mut z[..], m),
+            (&mut solution[..], s_width),
+        ];
+        for part_report in split_rows(count, l, opts.threads, outputs, run_rows)? {
             report.merge(part_report);
         }
         if let (
@@ -455,6 +483,26 @@ impl Layer {
         fwd: &Forward<F>,
         cotangent: ArrayViewD<F>,
     ) -> Result<ArrayD<F>, RequestError> {
+        self.backward_into(fwd, cotangent, Vec::new())
+    }
+
+    /// [`Layer::try_backward`] writing into the memory of an earlier gradient (`spare`, any
+    /// shape), as [`Layer::try_forward_reusing`] does for the forward pass.
+    pub fn try_backward_reusing<F: Real>(
+        &self,
+        fwd: &Forward<F>,
+        cotangent: ArrayViewD<F>,
+        spare: ArrayD<F>,
+    ) -> Result<ArrayD<F>, RequestError> {
+        self.backward_into(fwd, cotangent, spare.into_raw_vec_and_offset().0)
+    }
+
+    fn backward_into<F: Real>(
+        &self,
+        fwd: &Forward<F>,
+        cotangent: ArrayViewD<F>,
+        buffer: Vec<F>,
+    ) -> Result<ArrayD<F>, RequestError> {
         self.check_made_here(fwd)?;
         // One cotangent for every sample, or (several samples) one per sample, shaped like z.
         let per_sample = fwd.samples > 1 && cotangent.shape() == fwd.z.shape();
@@ -503,9 +551,8 @@ impl Layer {
             cotangent,
             per_sample,
         };
-        // One range of rows: their gradients, one row of `θ`'s shape each.
-        let run_rows = |range: Range<usize>| -> Result<Vec<F>, RequestError> {
-            let mut grad = vec![F::zero(); range.len() * m];
+        // One range of rows: their gradients, one row of `θ`'s shape each, added in place.
+        let run_rows = |range: Range<usize>, [grad]: [&mut [F]; 1]| {
             let rows = Rows {
                 program,
                 theta,
@@ -518,15 +565,17 @@ impl Layer {
                 stride: l,
             };
             backend
-                .backward_into(&rows, saved, &mut grad)
-                .map_err(|e| self.solve_error(e))?;
-            Ok(grad)
+                .backward_into(&rows, saved, grad)
+                .map_err(|e| self.solve_error(e))
         };
-        let mut parts = split_rows(fwd.samples * rows, l, fwd.threads, run_rows)?;
-        let grad: Vec<F> = match parts.len() {
-            1 => parts.pop().expect("one part"),
-            _ => parts.concat(),
-        };
+        let mut grad = zeroed(buffer, fwd.samples * rows * m);
+        split_rows(
+            fwd.samples * rows,
+            l,
+            fwd.threads,
+            [(&mut grad[..], m)],
+            run_rows,
+        )?;
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
     }
 
@@ -690,10 +739,6 @@ impl Layer {
     }
 }
 
-/// What a range of rows of a forward pass produces: perturbed scores, `z`, the solution in
-/// score coordinates (supports with score maps only), and the solvers' report.
-type ForwardRows<F> = (Vec<F>, Vec<F>, Vec<F>, Report);
-
 /// The most numbers one forward pass may produce per output (`samples × batch × row`), so that
 /// a request cannot exhaust memory.
 const MAX_NUMBERS: usize = 1 << 28;
@@ -713,16 +758,18 @@ const MAX_THREADS: usize = 1024;
 const PARALLEL_MIN: usize = 1 << 16;
 
 /// Runs `work` on consecutive ranges of the rows `0..count` and returns the results in row
-/// order. `threads = None`: several threads (one per available core) only when the request holds
-/// at least [`PARALLEL_MIN`] numbers (`row_len` per row), else one range on the calling thread.
-/// `Some(n)`: exactly `min(n, count)` ranges of near-equal length, each on its own thread (a
-/// single range runs on the calling thread). Noise is keyed by (seed, sample, batch row,
-/// element), so the split changes no number.
-fn split_rows<T: Send>(
+/// order, handing each range its rows of every output buffer (`(buffer, row width)`, disjoint
+/// slices, written in place). `threads = None`: several threads (one per available core) only
+/// when the request holds at least [`PARALLEL_MIN`] numbers (`row_len` per row), else one range
+/// on the calling thread. `Some(n)`: exactly `min(n, count)` ranges of near-equal length, each
+/// on its own thread (a single range runs on the calling thread). Noise is keyed by (seed,
+/// sample, batch row, element), so the split changes no number.
+fn split_rows<F: Send, T: Send, const N: usize>(
     count: usize,
     row_len: usize,
     threads: Option<usize>,
-    work: impl Fn(Range<usize>) -> Result<T, RequestError> + Sync,
+    outputs: [(&mut [F], usize); N],
+    work: impl Fn(Range<usize>, [&mut [F]; N]) -> Result<T, RequestError> + Sync,
 ) -> Result<Vec<T>, RequestError> {
     let threads = match threads {
         Some(n) => n.min(count),
@@ -731,15 +778,30 @@ fn split_rows<T: Send>(
             .map_or(1, |n| n.get())
             .min(count),
     };
+    let widths = outputs.each_ref().map(|&(_, width)| width);
+    let mut rest = outputs.map(|(buffer, _)| buffer);
     if threads <= 1 {
-        return Ok(vec![work(0..count)?]);
+        return Ok(vec![work(0..count, rest)?]);
     }
     // Range `i` is `[i·count/threads, (i+1)·count/threads)`: none empty since threads ≤ count.
     let bound = |i: usize| i * count / threads;
+    let parts: Vec<(Range<usize>, [&mut [F]; N])> = (0..threads)
+        .map(|i| {
+            let range = bound(i)..bound(i + 1);
+            let chunks = std::array::from_fn(|k| {
+                let (head, tail) =
+                    std::mem::take(&mut rest[k]).split_at_mut(range.len() * widths[k]);
+                rest[k] = tail;
+                head
+            });
+            (range, chunks)
+        })
+        .collect();
     std::thread::scope(|scope| {
         let work = &work;
-        let handles: Vec<_> = (0..threads)
-            .map(|i| scope.spawn(move || work(bound(i)..bound(i + 1))))
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|(range, chunks)| scope.spawn(move || work(range, chunks)))
             .collect();
         handles
             .into_iter()
@@ -749,6 +811,22 @@ fn split_rows<T: Send>(
             })
             .collect()
     })
+}
+
+/// `buffer` emptied and refilled with `len` zeros (its memory kept when it is large enough).
+fn zeroed<F: Real>(mut buffer: Vec<F>, len: usize) -> Vec<F> {
+    buffer.clear();
+    buffer.resize(len, F::zero());
+    buffer
+}
+
+/// The memory a forward pass writes into: fresh, or an earlier forward's.
+#[derive(Default)]
+struct Buffers<F> {
+    w: Vec<F>,
+    z: Vec<F>,
+    solution: Vec<F>,
+    theta: Vec<F>,
 }
 
 /// `3, 3` from `[3, 3]`.
@@ -767,7 +845,7 @@ mod tests {
     /// The ranges `split_rows` runs and the threads it runs them on.
     fn ranges(count: usize, row_len: usize, threads: Option<usize>) -> Vec<(Range<usize>, bool)> {
         let caller = std::thread::current().id();
-        split_rows(count, row_len, threads, |r| {
+        split_rows::<f64, _, 0>(count, row_len, threads, [], |r, []| {
             Ok((r, std::thread::current().id() != caller))
         })
         .unwrap()

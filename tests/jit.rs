@@ -239,3 +239,68 @@ fn eval_and_bench_take_backend() {
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("jit_compile_total"));
 }
+
+/// Random valid specs (each support the JIT runs, with every estimator, noise and temperature
+/// the language offers for it, and some it does not run) and random requests (row length, batch,
+/// samples, mode, precision, temperature, scale of θ, per-sample cotangents): the JIT never
+/// crashes and gives the reference backend's numbers, or its error.
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    const SUPPORTS: &[&str] = &["categorical({n})", "bernoulli({n})", "subset({n}, 1)"];
+    const FIELDS: &[&str] = &[
+        "",
+        "estimator: straight_through",
+        "estimator: relaxed",
+        "estimator: gumbel_rao(draws = 2)",
+        "estimator: reinforce",
+        "noise: none",
+        "noise: gaussian(sigma = 0.5)",
+        "regularizer: euclidean",
+        "temperature: max(0.1, exp(-step / 10))",
+        "backward: finite_diff(eps = 1e-5)",
+    ];
+
+    proptest! {
+        #![proptest_config(Config { cases: 150, ..Config::default() })]
+        #[test]
+        fn random_specs_and_requests(
+            support in 0..SUPPORTS.len(),
+            field in 0..FIELDS.len(),
+            n in 1usize..40,
+            batch in 1usize..4,
+            samples in 1usize..3,
+            hard in any::<bool>(),
+            single in any::<bool>(),
+            t in 1e-3f64..10.0,
+            scale in prop_oneof![Just(1.0), Just(30.0), Just(1e4)],
+            seed in any::<u64>(),
+        ) {
+            let support = SUPPORTS[support].replace("{n}", &n.to_string());
+            let spec = format!("layer l: {support} {{ {} }}", FIELDS[field]);
+            let Ok(module) = sst::compile(&spec) else { return Ok(()) };
+            let l = module.layer("l").clone();
+            let shape = [vec![batch], l.plan().support.shape()].concat();
+            let mut rng = Rng(seed);
+            let theta = rng.array(&shape, -scale, scale);
+            let cot_shape = match samples {
+                1 => shape.clone(),
+                _ => [vec![samples], shape.clone()].concat(),
+            };
+            let cot = rng.array(&cot_shape, -1.0, 1.0);
+            let mode = if hard { Mode::Hard } else { Mode::Soft };
+            let opts = Options::default()
+                .seed(seed)
+                .samples(samples)
+                .temperature(t)
+                .mode(mode);
+            if single {
+                compare::<f32>(&l, &theta, &cot, opts);
+            } else {
+                compare::<f64>(&l, &theta, &cot, opts);
+            }
+        }
+    }
+}

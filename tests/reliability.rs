@@ -567,3 +567,46 @@ fn sinkhorn_converges_at_low_temperature() {
         }
     }
 }
+
+/// A training loop hands back last step's forward pass and gradient: `try_forward_reusing` and
+/// `try_backward_reusing` give, bit for bit, the numbers of fresh calls, whatever the shape,
+/// layer and mode the reused memory came from (larger, smaller, another support), for every
+/// support, hard and soft, with a samples axis.
+#[test]
+fn reusing_memory_changes_no_number() {
+    let mut rng = Rng(0x2E05);
+    let mut spare_fwd = None;
+    let mut spare_grad = ArrayD::<f64>::zeros(IxDyn(&[0]));
+    for entry in REGISTRY {
+        for seed in 0..2 {
+            let support = (entry.random_instance)(seed);
+            let l = layer(&format!(
+                "layer l: {} {{ estimator: straight_through }}",
+                support.describe()
+            ));
+            let shape = [vec![1 + seed as usize * 3], support.shape()].concat();
+            let theta = rng.array(&shape, -2.0, 2.0);
+            let cot = rng.array(&[vec![2], shape.clone()].concat(), -1.0, 1.0);
+            for mode in [Mode::Hard, Mode::Soft] {
+                let opts = Options::default().seed(seed).samples(2).mode(mode);
+                let fresh = l.try_forward(theta.view(), &opts).unwrap();
+                let fresh_grad = l.try_backward(&fresh, cot.view()).unwrap();
+                let reused = match spare_fwd.take() {
+                    Some(spare) => l.try_forward_reusing(theta.view(), &opts, spare).unwrap(),
+                    None => l.try_forward(theta.view(), &opts).unwrap(),
+                };
+                let grad = l
+                    .try_backward_reusing(&reused, cot.view(), spare_grad)
+                    .unwrap();
+                let bits = |a: &ArrayD<f64>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&reused.z), bits(&fresh.z), "{}", support.describe());
+                assert_eq!(bits(&reused.w), bits(&fresh.w));
+                assert_eq!(reused.z.shape(), fresh.z.shape());
+                assert_eq!(bits(&grad), bits(&fresh_grad));
+                assert_eq!(grad.shape(), fresh_grad.shape());
+                spare_fwd = Some(reused);
+                spare_grad = grad;
+            }
+        }
+    }
+}

@@ -1,8 +1,11 @@
 //! `sst bench [--json] [--threads N] [--backend B]`: times the workloads that
 //! `bench/peers/run.sh` also times in the peer libraries, so that the two can be compared side
 //! by side in one run, on the same number of threads. Every call draws fresh noise (a new
-//! seed), and the time spent compiling JIT kernels is reported as a workload of its own.
+//! seed), each call reuses the memory of the last (as a training loop does with
+//! `Layer::try_forward_reusing`), and the time spent compiling JIT kernels is reported as a
+//! workload of its own.
 
+use std::cell::RefCell;
 use std::time::Instant;
 
 use ndarray::ArrayD;
@@ -176,9 +179,30 @@ fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
                 .threads(setup.threads)
                 .backend(setup.backend)
         };
-        let fwd_bwd = |seed| -> Result<_, sst::RequestError> {
-            let fwd = layer.try_forward(theta.view(), &opts(seed).mode(Mode::Soft))?;
-            layer.try_backward(&fwd, cotangent.view())
+        // As a training loop runs a layer: each call reuses the memory of the last one's
+        // forward pass and gradient (`try_forward_reusing`, `try_backward_reusing`).
+        let spare = RefCell::new(None);
+        let forward = |seed, mode| -> Result<(), sst::RequestError> {
+            let opts = opts(seed).mode(mode);
+            let fwd = match spare.take() {
+                Some((fwd, _)) => layer.try_forward_reusing(theta.view(), &opts, fwd)?,
+                None => layer.try_forward(theta.view(), &opts)?,
+            };
+            spare.replace(Some((fwd, ArrayD::zeros(vec![0]))));
+            Ok(())
+        };
+        let fwd_bwd = |seed| -> Result<(), sst::RequestError> {
+            let opts = opts(seed).mode(Mode::Soft);
+            let (fwd, grad) = match spare.take() {
+                Some((fwd, grad)) => (layer.try_forward_reusing(theta.view(), &opts, fwd)?, grad),
+                None => (
+                    layer.try_forward(theta.view(), &opts)?,
+                    ArrayD::zeros(vec![0]),
+                ),
+            };
+            let grad = layer.try_backward_reusing(&fwd, cotangent.view(), grad)?;
+            spare.replace(Some((fwd, grad)));
+            Ok(())
         };
         fwd_bwd(0).map_err(request)?;
         out.push(Timing {
@@ -188,17 +212,13 @@ fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
         if let Some(name) = w.forward_only {
             out.push(Timing {
                 name: format!("{name}_{}", F::NAME),
-                median_ms: median_ms(setup.repeats, |seed| {
-                    layer.try_forward(theta.view(), &opts(seed).mode(Mode::Soft))
-                }),
+                median_ms: median_ms(setup.repeats, |seed| forward(seed, Mode::Soft)),
             });
         }
         if let Some(name) = w.hard {
             out.push(Timing {
                 name: format!("{name}_{}", F::NAME),
-                median_ms: median_ms(setup.repeats, |seed| {
-                    layer.try_forward(theta.view(), &opts(seed).mode(Mode::Hard))
-                }),
+                median_ms: median_ms(setup.repeats, |seed| forward(seed, Mode::Hard)),
             });
         }
     }
