@@ -158,41 +158,32 @@ macro_rules! taylor {
     }};
 }
 
-/// `exp x` in f64 (module documentation).
-pub fn exp_f64(x: f64) -> f64 {
-    let c = &EXP_F64;
-    let xc = if x > c.high { c.high } else { x };
-    let xc = if xc < c.low { c.low } else { xc };
-    let shifted = xc * c.log2e + c.round;
-    let k = shifted - c.round;
-    let r = (xc - k * c.ln2_hi) - k * c.ln2_lo;
-    let p = taylor!(c, r, 1.0);
-    let ki = shifted.to_bits().wrapping_sub(c.round.to_bits());
-    let scale = f64::from_bits(ki.wrapping_add(1023) << 52);
-    if x < c.low {
-        0.0
-    } else {
-        p * scale
-    }
+/// `exp x` in one precision (module documentation): `$f` the float, `$c` its constants, the
+/// exponent bias and the significand width placing `k + bias` in the exponent field.
+macro_rules! exp_in {
+    ($name:ident, $f:ty, $c:expr, $bias:expr, $shift:expr) => {
+        /// `exp x` (module documentation).
+        pub fn $name(x: $f) -> $f {
+            let c = &$c;
+            let xc = if x > c.high { c.high } else { x };
+            let xc = if xc < c.low { c.low } else { xc };
+            let shifted = xc * c.log2e + c.round;
+            let k = shifted - c.round;
+            let r = (xc - k * c.ln2_hi) - k * c.ln2_lo;
+            let p = taylor!(c, r, 1.0);
+            let ki = shifted.to_bits().wrapping_sub(c.round.to_bits());
+            let scale = <$f>::from_bits(ki.wrapping_add($bias) << $shift);
+            if x < c.low {
+                0.0
+            } else {
+                p * scale
+            }
+        }
+    };
 }
 
-/// `exp x` in f32 (module documentation).
-pub fn exp_f32(x: f32) -> f32 {
-    let c = &EXP_F32;
-    let xc = if x > c.high { c.high } else { x };
-    let xc = if xc < c.low { c.low } else { xc };
-    let shifted = xc * c.log2e + c.round;
-    let k = shifted - c.round;
-    let r = (xc - k * c.ln2_hi) - k * c.ln2_lo;
-    let p = taylor!(c, r, 1.0);
-    let ki = shifted.to_bits().wrapping_sub(c.round.to_bits());
-    let scale = f32::from_bits(ki.wrapping_add(127) << 23);
-    if x < c.low {
-        0.0
-    } else {
-        p * scale
-    }
-}
+exp_in!(exp_f64, f64, EXP_F64, 1023, 52);
+exp_in!(exp_f32, f32, EXP_F32, 127, 23);
 
 #[cfg(test)]
 mod tests {

@@ -29,7 +29,7 @@ use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft
 use crate::noise::{Coordinates, Perturbation};
 use crate::plan::Mode;
 use crate::real::Real;
-use translate::{Front, Kernel, Pass, SoftVjp, Solve};
+use translate::{Front, Kernel, Pass, SoftKernel, Solve};
 use vmath::Precision;
 
 /// The JIT backend (see the module documentation).
@@ -177,8 +177,8 @@ fn forward_kernel<F: Real>(
             other => return why(&format!("the {} hard kernel is not compiled", other.name())),
         },
         Mode::Soft => match program.soft {
-            Soft::Softmax => Solve::Softmax,
-            Soft::Sigmoid => Solve::Sigmoid,
+            Soft::Softmax => Solve::Soft(SoftKernel::Softmax),
+            Soft::Sigmoid => Solve::Soft(SoftKernel::Sigmoid),
             other => {
                 return why(&format!(
                     "the {} soft kernel is not compiled (softmax and sigmoid are)",
@@ -197,9 +197,9 @@ fn forward_kernel<F: Real>(
 /// The backward kernel of `program` in `mode`, or `None` where the reference backend runs the
 /// backward pass (Gumbel-Rao's draws, finite differences, rules other than closed form).
 fn backward_kernel<F: Real>(program: &Program, mode: Mode) -> Option<Kernel> {
-    let vjp = match program.soft {
-        Soft::Softmax => SoftVjp::Softmax,
-        Soft::Sigmoid => SoftVjp::Sigmoid,
+    let soft = match program.soft {
+        Soft::Softmax => SoftKernel::Softmax,
+        Soft::Sigmoid => SoftKernel::Sigmoid,
         _ => return None,
     };
     let compiled_rule = program.backward == Backward::Native(Rule::ClosedForm);
@@ -208,7 +208,7 @@ fn backward_kernel<F: Real>(program: &Program, mode: Mode) -> Option<Kernel> {
         n: program.row_len,
         precision: precision::<F>(),
         pass: Pass::Backward {
-            vjp,
+            soft,
             recompute: mode == Mode::Hard,
         },
     })

@@ -37,18 +37,16 @@ pub enum Solve {
     Argmax,
     /// `z_i = [w_i > 0]`.
     Positive,
-    /// `z = softmax(w/T)`.
-    Softmax,
-    /// `z = σ(w/T)`.
-    Sigmoid,
+    /// `z = soft(w/T)`.
+    Soft(SoftKernel),
 }
 
-/// A soft kernel whose vector–Jacobian product is compiled.
+/// A compiled soft kernel, forward and vector–Jacobian product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SoftVjp {
-    /// `∂L/∂w = s ⊙ (g − ⟨g, s⟩) / T`.
+pub enum SoftKernel {
+    /// `s = softmax(x)`; `∂L/∂w = s ⊙ (g − ⟨g, s⟩) / T`.
     Softmax,
-    /// `∂L/∂w = g ⊙ s ⊙ (1 − s) / T`.
+    /// `s = σ(x)`; `∂L/∂w = g ⊙ s ⊙ (1 − s) / T`.
     Sigmoid,
 }
 
@@ -70,7 +68,7 @@ pub enum Pass {
     /// `recompute`: the soft solution is re-solved from the saved `w` (straight-through);
     /// otherwise it is the saved solution (relaxed).
     Backward {
-        vjp: SoftVjp,
+        soft: SoftKernel,
         recompute: bool,
     },
 }
@@ -98,7 +96,7 @@ impl Kernel {
         };
         let status = match self.pass {
             Pass::Forward { front, solve } => k.translate_forward(args, front, solve),
-            Pass::Backward { vjp, recompute } => k.translate_backward(args, vjp, recompute),
+            Pass::Backward { soft, recompute } => k.translate_backward(args, soft, recompute),
         };
         k.b.ins().return_(&[status]);
         k.b.seal_all_blocks();
@@ -461,22 +459,9 @@ impl<'b> Emit<'_, 'b> {
                     let w = k.masked(mask, w, f64::NEG_INFINITY);
                     k.track_argmax(best, best_at, idx, &w);
                 }
-                Solve::Softmax => {
+                Solve::Soft(soft) => {
                     let x = k.scaled(&w, t);
-                    k.track_finite(finite_x, &x);
-                    k.store_unit(z_row, idx, &x);
-                    let x = k.masked(mask, x, f64::NEG_INFINITY);
-                    for x in x {
-                        let m = k.b.use_var(best);
-                        let m = vmath::max(k.b, k.p, x, m);
-                        k.b.def_var(best, m);
-                    }
-                }
-                Solve::Sigmoid => {
-                    let x = k.scaled(&w, t);
-                    k.track_finite(finite_x, &x);
-                    let s = k.sigmoid(&x);
-                    k.store_unit(z_row, idx, &s);
+                    k.soft_unit(soft, x, z_row, idx, mask, [finite_x, best]);
                 }
             }
         });
@@ -484,13 +469,47 @@ impl<'b> Emit<'_, 'b> {
         match solve {
             Solve::Positive => {}
             Solve::Argmax => self.write_one_hot(best, best_at, z_row),
-            Solve::Softmax => {
-                self.fail_unless_finite(finite_x, row);
-                let m = self.b.use_var(best);
-                let m = self.lane_max(m);
-                self.normalize_exp(z_row, z_row, m);
+            Solve::Soft(soft) => self.finish_soft(soft, z_row, [finite_x, best], row),
+        }
+    }
+
+    /// The first pass of a soft kernel over one unit of `x = w/T`: softmax stores `x` and keeps
+    /// its (masked) maximum in `best`, sigmoid stores `σ(x)`; both watch `x` in `finite_x`.
+    fn soft_unit(
+        &mut self,
+        soft: SoftKernel,
+        x: Vec<Value>,
+        out_row: Value,
+        idx: Value,
+        mask: Mask,
+        [finite_x, best]: [Variable; 2],
+    ) {
+        self.track_finite(finite_x, &x);
+        match soft {
+            SoftKernel::Softmax => {
+                self.store_unit(out_row, idx, &x);
+                for x in self.masked(mask, x, f64::NEG_INFINITY) {
+                    let m = self.b.use_var(best);
+                    let m = vmath::max(self.b, self.p, x, m);
+                    self.b.def_var(best, m);
+                }
             }
-            Solve::Sigmoid => self.fail_unless_finite(finite_x, row),
+            SoftKernel::Sigmoid => {
+                let s = self.sigmoid(&x);
+                self.store_unit(out_row, idx, &s);
+            }
+        }
+    }
+
+    /// After [`Emit::soft_unit`] over a row: returns `row` from the function if `x` overflowed;
+    /// softmax then normalises `exp(x − max)` in place.
+    fn finish_soft(&mut self, soft: SoftKernel, out_row: Value, vars: [Variable; 2], row: Value) {
+        let [finite_x, best] = vars;
+        self.fail_unless_finite(finite_x, row);
+        if soft == SoftKernel::Softmax {
+            let m = self.b.use_var(best);
+            let m = self.lane_max(m);
+            self.normalize_exp(out_row, out_row, m);
         }
     }
 
@@ -650,7 +669,7 @@ impl<'b> Emit<'_, 'b> {
     /// solution `s` saved or re-solved from the saved `w`, `g` the cotangent row (`i − start`
     /// per sample, else the batch row). Returns −1, or the first row whose re-solve met a
     /// number that is not finite.
-    fn translate_backward(&mut self, args: Value, vjp: SoftVjp, recompute: bool) -> Value {
+    fn translate_backward(&mut self, args: Value, soft: SoftKernel, recompute: bool) -> Value {
         let ptr = self.pointer;
         let w = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, w));
         let solution = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, solution));
@@ -677,82 +696,52 @@ impl<'b> Emit<'_, 'b> {
             let s_row = match recompute {
                 true => {
                     let w_row = k.row_base(w, j);
-                    k.resolve(vjp, w_row, scratch, t, i);
+                    k.resolve(soft, w_row, scratch, t, i);
                     scratch
                 }
                 false => k.row_base(solution, j),
             };
-            k.translate_row_vjp(vjp, s_row, g_row, grad_row, t);
+            k.translate_row_vjp(soft, s_row, g_row, grad_row, t);
         });
         self.iconst(-1)
     }
 
     /// `scratch = soft(w/T)` for one row; returns `row` from the function if `w/T` overflows.
-    fn resolve(&mut self, vjp: SoftVjp, w_row: Value, scratch: Value, t: Value, row: Value) {
+    fn resolve(&mut self, soft: SoftKernel, w_row: Value, scratch: Value, t: Value, row: Value) {
         let zero = splat_f(self.b, self.p, 0.0);
         let neg_inf = splat_f(self.b, self.p, f64::NEG_INFINITY);
-        let finite_x = self.var(self.p.vector(), zero);
-        let best = self.var(self.p.vector(), neg_inf);
+        let vars = [
+            self.var(self.p.vector(), zero),
+            self.var(self.p.vector(), neg_inf),
+        ];
         self.for_each_unit(None, &mut |k, idx, mask, _| {
             let w = k.load_unit(w_row, idx);
             let x = k.scaled(&w, t);
-            k.track_finite(finite_x, &x);
-            match vjp {
-                SoftVjp::Softmax => {
-                    k.store_unit(scratch, idx, &x);
-                    let x = k.masked(mask, x, f64::NEG_INFINITY);
-                    for x in x {
-                        let m = k.b.use_var(best);
-                        let m = vmath::max(k.b, k.p, x, m);
-                        k.b.def_var(best, m);
-                    }
-                }
-                SoftVjp::Sigmoid => {
-                    let s = k.sigmoid(&x);
-                    k.store_unit(scratch, idx, &s);
-                }
-            }
+            k.soft_unit(soft, x, scratch, idx, mask, vars);
         });
-        self.fail_unless_finite(finite_x, row);
-        if vjp == SoftVjp::Softmax {
-            let m = self.b.use_var(best);
-            let m = self.lane_max(m);
-            self.normalize_exp(scratch, scratch, m);
-        }
+        self.finish_soft(soft, scratch, vars, row);
     }
 
     /// `grad += J_sᵀ g / T` for one row.
     fn translate_row_vjp(
         &mut self,
-        vjp: SoftVjp,
+        soft: SoftKernel,
         s_row: Value,
         g_row: Value,
         grad_row: Value,
         t: Value,
     ) {
-        match vjp {
-            SoftVjp::Sigmoid => {
+        match soft {
+            SoftKernel::Sigmoid => {
+                // g·s·(1 − s), in the reference's order.
                 let one = splat_f(self.b, self.p, 1.0);
-                self.for_each_unit(None, &mut |k, idx, _, _| {
-                    let (s, g, acc) = (
-                        k.load_unit(s_row, idx),
-                        k.load_unit(g_row, idx),
-                        k.load_unit(grad_row, idx),
-                    );
-                    let out: Vec<Value> = (0..s.len())
-                        .map(|v| {
-                            // g·s·(1 − s) / T, in the reference's order.
-                            let gs = k.b.ins().fmul(g[v], s[v]);
-                            let c = k.b.ins().fsub(one, s[v]);
-                            let d = k.b.ins().fmul(gs, c);
-                            let d = k.b.ins().fdiv(d, t);
-                            k.b.ins().fadd(acc[v], d)
-                        })
-                        .collect();
-                    k.store_unit(grad_row, idx, &out);
+                self.add_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
+                    let gs = b.ins().fmul(g, s);
+                    let c = b.ins().fsub(one, s);
+                    b.ins().fmul(gs, c)
                 });
             }
-            SoftVjp::Softmax => {
+            SoftKernel::Softmax => {
                 let zero = splat_f(self.b, self.p, 0.0);
                 let dot = self.var(self.p.vector(), zero);
                 self.for_each_unit(None, &mut |k, idx, _, _| {
@@ -767,23 +756,36 @@ impl<'b> Emit<'_, 'b> {
                 let d = self.b.use_var(dot);
                 let d = self.lane_sum(d);
                 let gz = self.splat_scalar(d);
-                self.for_each_unit(None, &mut |k, idx, _, _| {
-                    let (s, g, acc) = (
-                        k.load_unit(s_row, idx),
-                        k.load_unit(g_row, idx),
-                        k.load_unit(grad_row, idx),
-                    );
-                    let out: Vec<Value> = (0..s.len())
-                        .map(|v| {
-                            let c = k.b.ins().fsub(g[v], gz);
-                            let d = k.b.ins().fmul(s[v], c);
-                            let d = k.b.ins().fdiv(d, t);
-                            k.b.ins().fadd(acc[v], d)
-                        })
-                        .collect();
-                    k.store_unit(grad_row, idx, &out);
+                // s·(g − ⟨g, s⟩).
+                self.add_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
+                    let c = b.ins().fsub(g, gz);
+                    b.ins().fmul(s, c)
                 });
             }
         }
+    }
+
+    /// `grad += f(s, g) / T` over a row, unit by unit.
+    fn add_vjp(
+        &mut self,
+        [s_row, g_row, grad_row]: [Value; 3],
+        t: Value,
+        f: &dyn Fn(&mut FunctionBuilder, Value, Value) -> Value,
+    ) {
+        self.for_each_unit(None, &mut |k, idx, _, _| {
+            let (s, g, acc) = (
+                k.load_unit(s_row, idx),
+                k.load_unit(g_row, idx),
+                k.load_unit(grad_row, idx),
+            );
+            let out: Vec<Value> = (0..s.len())
+                .map(|v| {
+                    let d = f(k.b, s[v], g[v]);
+                    let d = k.b.ins().fdiv(d, t);
+                    k.b.ins().fadd(acc[v], d)
+                })
+                .collect();
+            k.store_unit(grad_row, idx, &out);
+        });
     }
 }
