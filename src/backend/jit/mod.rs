@@ -3,7 +3,7 @@
 //! function per kernel that loops over a range of rows, vectorized (`f32x4` / `f64x2`).
 //!
 //! It reads the IR only: [`Jit::supports`] says which programs it runs (identity scores, Gumbel
-//! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid` soft kernels); the layer
+//! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels); the layer
 //! runs the others on the reference backend. Backward passes it does not compile (Gumbel-Rao's
 //! conditional draws, finite differences) run on the reference backend from the same saved
 //! arrays. The noise is the reference backend's, bit for bit ([`crate::noise`], [`crate::math`]).
@@ -179,9 +179,10 @@ fn forward_kernel<F: Real>(
         Mode::Soft => match program.soft {
             Soft::Softmax => Solve::Soft(SoftKernel::Softmax),
             Soft::Sigmoid => Solve::Soft(SoftKernel::Sigmoid),
+            Soft::Clip => Solve::Soft(SoftKernel::Clip),
             other => {
                 return why(&format!(
-                    "the {} soft kernel is not compiled (softmax and sigmoid are)",
+                    "the {} soft kernel is not compiled (softmax, sigmoid and clip are)",
                     other.name()
                 ))
             }
@@ -200,6 +201,7 @@ fn backward_kernel<F: Real>(program: &Program, mode: Mode) -> Option<Kernel> {
     let soft = match program.soft {
         Soft::Softmax => SoftKernel::Softmax,
         Soft::Sigmoid => SoftKernel::Sigmoid,
+        Soft::Clip => SoftKernel::Clip,
         _ => return None,
     };
     let compiled_rule = program.backward == Backward::Native(Rule::ClosedForm);

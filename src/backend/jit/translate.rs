@@ -48,6 +48,8 @@ pub enum SoftKernel {
     Softmax,
     /// `s = σ(x)`; `∂L/∂w = g ⊙ s ⊙ (1 − s) / T`.
     Sigmoid,
+    /// `s = clip(x + ½, 0, 1)`; `∂L/∂w = g ⊙ [0 < s < 1] / T`.
+    Clip,
 }
 
 /// One compiled function: what it computes, for rows of `n` elements in one precision. This is
@@ -498,7 +500,28 @@ impl<'b> Emit<'_, 'b> {
                 let s = self.sigmoid(&x);
                 self.store_unit(out_row, idx, &s);
             }
+            SoftKernel::Clip => {
+                let s = self.clip(&x);
+                self.store_unit(out_row, idx, &s);
+            }
         }
+    }
+
+    /// `clip(x + ½, 0, 1)` as the reference computes it: `max` with 0, then `min` with 1.
+    fn clip(&mut self, x: &[Value]) -> Vec<Value> {
+        let (half, zero, one) = (
+            splat_f(self.b, self.p, 0.5),
+            splat_f(self.b, self.p, 0.0),
+            splat_f(self.b, self.p, 1.0),
+        );
+        x.iter()
+            .map(|&x| {
+                let y = self.b.ins().fadd(x, half);
+                let y = vmath::max(self.b, self.p, y, zero);
+                let above = self.b.ins().fcmp(FloatCC::GreaterThan, y, one);
+                select(self.b, self.p, above, one, y)
+            })
+            .collect()
     }
 
     /// After [`Emit::soft_unit`] over a row: returns `row` from the function if `x` overflowed;
@@ -739,6 +762,17 @@ impl<'b> Emit<'_, 'b> {
                     let gs = b.ins().fmul(g, s);
                     let c = b.ins().fsub(one, s);
                     b.ins().fmul(gs, c)
+                });
+            }
+            SoftKernel::Clip => {
+                // g where 0 < s < 1, else 0.
+                let (zero, one) = (splat_f(self.b, self.p, 0.0), splat_f(self.b, self.p, 1.0));
+                let p = self.p;
+                self.add_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
+                    let above = b.ins().fcmp(FloatCC::GreaterThan, s, zero);
+                    let below = b.ins().fcmp(FloatCC::LessThan, s, one);
+                    let inside = b.ins().band(above, below);
+                    select(b, p, inside, g, zero)
                 });
             }
             SoftKernel::Softmax => {
