@@ -54,6 +54,7 @@ def names(dt):
     return {
         "softmax_fwd_bwd": f"gumbel_softmax_fwd_bwd_1024x1000_{dt}",
         "softmax_fwd": f"gumbel_softmax_fwd_1024x1000_{dt}",
+        "sparsemax": f"gumbel_sparsemax_fwd_bwd_1024x1000_{dt}",
         "hard": f"gumbel_max_hard_1024x1000_{dt}",
         "concrete": f"binary_concrete_fwd_bwd_4096x1024_{dt}",
         "topk": f"topk_soft_fwd_bwd_256x4096_k{K}_{dt}",
@@ -111,6 +112,18 @@ def np_soft_topk(x, k, iters):
     return expit(np.subtract(x, 0.5 * (lo + hi), out=buf), out=buf)
 
 
+def np_sparsemax(x):
+    """Row sparsemax by the sort-based rule: z = max(x - τ, 0), τ from the sorted prefix sums."""
+    n = x.shape[1]
+    srt = -np.sort(-x, axis=1)
+    cum = np.cumsum(srt, axis=1)
+    j = np.arange(1, n + 1, dtype=x.dtype)
+    support = 1.0 + j * srt > cum
+    k = support.sum(axis=1, keepdims=True)
+    tau = (np.take_along_axis(cum, k - 1, axis=1) - 1.0) / k
+    return np.maximum(x - tau, 0.0)
+
+
 def threshold_vjp(z, g):
     """The implicit VJP of z = sigmoid(x - τ(x)) with Σz = k: s ⊙ (g - ⟨g, s⟩/Σs), s = z(1 - z)."""
     s = z * (1.0 - z)
@@ -136,6 +149,14 @@ def numpy_peers(dtype, dt):
 
     def softmax_fwd():
         return np_softmax((cat + np_gumbel(rng, cat.shape, dtype)) / T)
+
+    def sparsemax():
+        # z = sparsemax((θ + G)/T); grad = (c - mean of c over the support) on the support, / T.
+        z = np_sparsemax((cat + np_gumbel(rng, cat.shape, dtype)) / T)
+        on = z > 0
+        mean = (cat_cot * on).sum(axis=1, keepdims=True) / on.sum(axis=1, keepdims=True)
+        grad = np.where(on, cat_cot - mean, 0.0) / T
+        return z, grad
 
     def hard():
         # One-hot of argmax(θ + G).
@@ -163,6 +184,7 @@ def numpy_peers(dtype, dt):
     return {
         n["softmax_fwd_bwd"]: softmax_fwd_bwd,
         n["softmax_fwd"]: softmax_fwd,
+        n["sparsemax"]: sparsemax,
         n["hard"]: hard,
         n["concrete"]: concrete,
         n["topk"]: soft_topk,
