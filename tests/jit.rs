@@ -199,7 +199,7 @@ fn eval_and_bench_take_backend() {
     let path = dir.write(
         "two.sst",
         "layer soft: categorical(9) { estimator: straight_through }\n\
-         layer sparse: categorical(9) { regularizer: euclidean }\n",
+         layer topk: subset(9, 3)\n",
     );
     let p = path.to_str().unwrap();
     let request = r#"{"theta": [[0,1,2,3,4,5,6,7,8]], "noise": {"seed": 3}, "dtype": "f32"}"#;
@@ -213,14 +213,11 @@ fn eval_and_bench_take_backend() {
         .collect();
     assert_eq!(answers[0]["z"], answers[1]["z"]);
     assert_eq!(answers[1]["z"], answers[2]["z"]);
-    let out = run(
-        &["eval", p, "--layer", "sparse", "--backend", "jit"],
-        request,
-    );
+    let out = run(&["eval", p, "--layer", "topk", "--backend", "jit"], request);
     assert_eq!(code(&out), 3);
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("backend") && stderr.contains("sparsemax"),
+        stderr.contains("backend") && stderr.contains("top_k"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -3,9 +3,10 @@
 //! function per kernel that loops over a range of rows, vectorized (`f32x4` / `f64x2`).
 //!
 //! It reads the IR only: [`Jit::supports`] says which programs it runs (identity scores, Gumbel
-//! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels); the layer
-//! runs the others on the reference backend. Backward passes it does not compile (Gumbel-Rao's
-//! conditional draws, finite differences) run on the reference backend from the same saved
+//! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels, and
+//! `sparsemax` as the Rust kernel called from the compiled row loop); the layer runs the others
+//! on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional
+//! draws, finite differences, sparsemax) run on the reference backend from the same saved
 //! arrays. The noise is the reference backend's, bit for bit ([`crate::noise`], [`crate::math`]).
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
@@ -18,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use cranelift_codegen::ir::{types, AbiParam};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -29,7 +31,7 @@ use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft
 use crate::noise::{Coordinates, Perturbation};
 use crate::plan::Mode;
 use crate::real::Real;
-use translate::{Front, Kernel, Pass, SoftKernel, Solve};
+use translate::{Front, Helpers, Kernel, Pass, SoftKernel, Solve};
 use vmath::Precision;
 
 /// The JIT backend (see the module documentation).
@@ -37,12 +39,14 @@ use vmath::Precision;
 pub struct Jit;
 
 /// What a forward kernel reads: pointers to `θ` (every batch row), `w` and `z` (the range's
-/// rows), all with the kernel's padded row stride.
+/// rows), all with the kernel's padded row stride, and a scratch row.
 #[repr(C)]
 pub(crate) struct ForwardArgs<F> {
     theta: *const F,
     w: *mut F,
     z: *mut F,
+    /// One padded row of working memory.
+    scratch: *mut F,
     start: u64,
     end: u64,
     batch: u64,
@@ -118,12 +122,29 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         .map_err(|e| format!("this machine has no Cranelift target: {e}"))?
         .finish(settings::Flags::new(flags))
         .map_err(|e| e.to_string())?;
-    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
+    let (sparsemax_name, sparsemax_code) = match kernel.precision {
+        Precision::F32 => ("sst_sparsemax_f32", sparsemax_row::<f32> as *const u8),
+        Precision::F64 => ("sst_sparsemax_f64", sparsemax_row::<f64> as *const u8),
+    };
+    jit_builder.symbol(sparsemax_name, sparsemax_code);
+    let mut module = JITModule::new(jit_builder);
+    let pointer = module.target_config().pointer_type();
+    let mut helper = module.make_signature();
+    for ty in [pointer, pointer, types::I64] {
+        helper.params.push(AbiParam::new(ty));
+    }
+    let sparsemax = module
+        .declare_function(sparsemax_name, Linkage::Import, &helper)
+        .map_err(|e| e.to_string())?;
     let mut ctx = module.make_context();
     ctx.func.signature = module.make_signature();
+    let helpers = Helpers {
+        sparsemax: module.declare_func_in_func(sparsemax, &mut ctx.func),
+    };
     let mut builder_context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut builder_context);
-    kernel.translate(&mut b, module.target_config().pointer_type());
+    kernel.translate(&mut b, pointer, helpers);
     b.finalize(module.target_config());
     let id = module
         .declare_function("kernel", Linkage::Local, &ctx.func.signature)
@@ -144,6 +165,27 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
     // lengths first.
     let entry = unsafe { std::mem::transmute::<*const u8, extern "C" fn(*const u8) -> i64>(code) };
     Ok(Compiled { entry })
+}
+
+/// The sparsemax row kernel as compiled code calls it: `z[..n] = clamp(sparsemax(x[..n]))`, the
+/// reference backend's computation.
+///
+/// # Safety
+/// `x` and `z` point to `n` readable / writable elements that do not overlap: the compiled
+/// forward kernel passes its scratch row and the `z` row, both of the padded row length ≥ `n`.
+unsafe extern "C" fn sparsemax_row<F: Real>(x: *const F, z: *mut F, n: i64) {
+    let n = n as usize;
+    // SAFETY: the caller's contract above.
+    let (x, z) = unsafe {
+        (
+            std::slice::from_raw_parts(x, n),
+            std::slice::from_raw_parts_mut(z, n),
+        )
+    };
+    crate::kernels::sparsemax::sparsemax(x, z);
+    for s in z {
+        *s = s.max(F::zero()).min(F::one());
+    }
 }
 
 /// The precision of `F`.
@@ -180,9 +222,11 @@ fn forward_kernel<F: Real>(
             Soft::Softmax => Solve::Soft(SoftKernel::Softmax),
             Soft::Sigmoid => Solve::Soft(SoftKernel::Sigmoid),
             Soft::Clip => Solve::Soft(SoftKernel::Clip),
+            Soft::Sparsemax => Solve::Sparsemax,
             other => {
                 return why(&format!(
-                    "the {} soft kernel is not compiled (softmax, sigmoid and clip are)",
+                    "the {} soft kernel is not compiled (softmax, sigmoid, clip and sparsemax \
+                     are)",
                     other.name()
                 ))
             }
@@ -311,7 +355,9 @@ fn run_forward<F: Real>(
         ),
         false => (Vec::new(), Vec::new()),
     };
+    let mut scratch = vec![F::zero(); stride];
     let args = ForwardArgs {
+        scratch: scratch.as_mut_ptr(),
         theta: if pad {
             theta.as_ptr()
         } else {

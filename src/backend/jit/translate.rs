@@ -13,7 +13,7 @@ use std::mem::offset_of;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{self, Type};
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use super::vmath::{self, cast, select, splat_f, splat_i, Precision};
@@ -39,6 +39,9 @@ pub enum Solve {
     Positive,
     /// `z = soft(w/T)`.
     Soft(SoftKernel),
+    /// `z = sparsemax(w/T)` by the Rust kernel, called from the compiled row loop
+    /// ([`Helpers::sparsemax`]); its backward runs on the reference backend.
+    Sparsemax,
 }
 
 /// A compiled soft kernel, forward and vector–Jacobian product.
@@ -50,6 +53,13 @@ pub enum SoftKernel {
     Sigmoid,
     /// `s = clip(x + ½, 0, 1)`; `∂L/∂w = g ⊙ [0 < s < 1] / T`.
     Clip,
+}
+
+/// Rust kernels the compiled code calls, declared in the function being built: each
+/// `fn(x: *const F, z: *mut F, n: i64)`.
+#[derive(Clone, Copy)]
+pub struct Helpers {
+    pub sparsemax: FuncRef,
 }
 
 /// One compiled function: what it computes, for rows of `n` elements in one precision. This is
@@ -82,7 +92,7 @@ impl Kernel {
     }
 
     /// Adds the kernel's signature (`fn(*const Args) -> i64`) and body to `b`'s function.
-    pub fn translate(&self, b: &mut FunctionBuilder, pointer: Type) {
+    pub fn translate(&self, b: &mut FunctionBuilder, pointer: Type, helpers: Helpers) {
         b.func.signature.params.push(AbiParam::new(pointer));
         b.func.signature.returns.push(AbiParam::new(types::I64));
         let entry = b.create_block();
@@ -95,6 +105,7 @@ impl Kernel {
             n: self.n,
             stride: self.stride() as i64,
             pointer,
+            helpers,
         };
         let status = match self.pass {
             Pass::Forward { front, solve } => k.translate_forward(args, front, solve),
@@ -112,6 +123,7 @@ struct Emit<'a, 'b> {
     n: usize,
     stride: i64,
     pointer: Type,
+    helpers: Helpers,
 }
 
 /// Which lanes of a unit hold elements of the row (`None`: all four).
@@ -377,6 +389,7 @@ impl<'b> Emit<'_, 'b> {
         let theta = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, theta));
         let w = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, w));
         let z = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, z));
+        let scratch = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, scratch));
         let start = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, start));
         let end = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, end));
         let batch = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, batch));
@@ -412,7 +425,7 @@ impl<'b> Emit<'_, 'b> {
                     sample: k.b.ins().splat(types::I32X4, sample32),
                 }
             });
-            k.translate_row_forward(noise, solve, t, [theta_row, w_row, z_row], i);
+            k.translate_row_forward(noise, solve, t, [theta_row, w_row, z_row, scratch], i);
         });
         self.iconst(-1)
     }
@@ -423,7 +436,7 @@ impl<'b> Emit<'_, 'b> {
         noise: Option<Noise>,
         solve: Solve,
         t: Value,
-        [theta_row, w_row, z_row]: [Value; 3],
+        [theta_row, w_row, z_row, scratch]: [Value; 4],
         row: Value,
     ) {
         let zero = splat_f(self.b, self.p, 0.0);
@@ -461,6 +474,12 @@ impl<'b> Emit<'_, 'b> {
                     let w = k.masked(mask, w, f64::NEG_INFINITY);
                     k.track_argmax(best, best_at, idx, &w);
                 }
+                Solve::Sparsemax => {
+                    // x = w/T into the scratch row, for the Rust kernel after the pass.
+                    let x = k.scaled(&w, t);
+                    k.track_finite(finite_x, &x);
+                    k.store_unit(scratch, idx, &x);
+                }
                 Solve::Soft(soft) => {
                     let x = k.scaled(&w, t);
                     k.soft_unit(soft, x, z_row, idx, mask, [finite_x, best]);
@@ -471,6 +490,12 @@ impl<'b> Emit<'_, 'b> {
         match solve {
             Solve::Positive => {}
             Solve::Argmax => self.write_one_hot(best, best_at, z_row),
+            Solve::Sparsemax => {
+                self.fail_unless_finite(finite_x, row);
+                let n = self.iconst(self.n as i64);
+                let sparsemax = self.helpers.sparsemax;
+                self.b.ins().call(sparsemax, &[scratch, z_row, n]);
+            }
             Solve::Soft(soft) => self.finish_soft(soft, z_row, [finite_x, best], row),
         }
     }
