@@ -152,6 +152,14 @@ fn long_rows_and_threads() {
             "layer l: bernoulli(777) { estimator: relaxed; temperature: 0.3 }",
             777,
         ),
+        (
+            "layer l: categorical(1001) { regularizer: euclidean; estimator: straight_through }",
+            1001,
+        ),
+        (
+            "layer l: bernoulli(66) { regularizer: euclidean; estimator: straight_through }",
+            66,
+        ),
     ] {
         let l = common::layer(spec);
         assert_eq!(l.backend_name::<f32>().0, "jit");

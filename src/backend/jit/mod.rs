@@ -6,8 +6,7 @@
 //! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels, and
 //! `sparsemax` as the Rust kernel called from the compiled row loop); the layer runs the others
 //! on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional
-//! draws, finite differences, sparsemax) run on the reference backend from the same saved
-//! arrays. The noise is the reference backend's, bit for bit ([`crate::noise`], [`crate::math`]).
+//! draws, finite differences) run on the reference backend from the same saved arrays. The noise is the reference backend's, bit for bit ([`crate::noise`], [`crate::math`]).
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
 //! in [`compile`]) and kept in a cache keyed by [`Kernel`].
@@ -55,7 +54,7 @@ pub(crate) struct ForwardArgs<F> {
 }
 
 /// What a backward kernel reads: the range's saved `w` and solution, the cotangent (the range's
-/// rows when `per_sample`, else every batch row), the range's gradient rows, and one row of
+/// rows when `per_sample`, else every batch row), the range's gradient rows, and two rows of
 /// scratch.
 #[repr(C)]
 pub(crate) struct BackwardArgs<F> {
@@ -64,6 +63,7 @@ pub(crate) struct BackwardArgs<F> {
     cotangent: *const F,
     grad: *mut F,
     scratch: *mut F,
+    scratch_x: *mut F,
     start: u64,
     end: u64,
     batch: u64,
@@ -222,7 +222,7 @@ fn forward_kernel<F: Real>(
             Soft::Softmax => Solve::Soft(SoftKernel::Softmax),
             Soft::Sigmoid => Solve::Soft(SoftKernel::Sigmoid),
             Soft::Clip => Solve::Soft(SoftKernel::Clip),
-            Soft::Sparsemax => Solve::Sparsemax,
+            Soft::Sparsemax => Solve::Soft(SoftKernel::Sparsemax),
             other => {
                 return why(&format!(
                     "the {} soft kernel is not compiled (softmax, sigmoid, clip and sparsemax \
@@ -246,6 +246,7 @@ fn backward_kernel<F: Real>(program: &Program, mode: Mode) -> Option<Kernel> {
         Soft::Softmax => SoftKernel::Softmax,
         Soft::Sigmoid => SoftKernel::Sigmoid,
         Soft::Clip => SoftKernel::Clip,
+        Soft::Sparsemax => SoftKernel::Sparsemax,
         _ => return None,
     };
     let compiled_rule = program.backward == Backward::Native(Rule::ClosedForm);
@@ -414,7 +415,8 @@ fn run_backward<F: Real>(
             padded(grad, n, stride),
         )
     });
-    let mut scratch = vec![F::zero(); stride];
+    let mut scratch = vec![F::zero(); 2 * stride];
+    let (scratch, scratch_x) = scratch.split_at_mut(stride);
     let (w_ptr, s_ptr, c_ptr, mut grad_pad) = match copies {
         Some((w, s, c, g)) => (w.as_ptr(), s.as_ptr(), c.as_ptr(), Some((w, s, c, g))),
         None => (w.as_ptr(), solution.as_ptr(), cotangent.as_ptr(), None),
@@ -429,6 +431,7 @@ fn run_backward<F: Real>(
         cotangent: c_ptr,
         grad: grad_ptr,
         scratch: scratch.as_mut_ptr(),
+        scratch_x: scratch_x.as_mut_ptr(),
         start: range.start as u64,
         end: range.end as u64,
         batch: rows.batch_rows() as u64,

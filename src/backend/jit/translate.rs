@@ -39,9 +39,6 @@ pub enum Solve {
     Positive,
     /// `z = soft(w/T)`.
     Soft(SoftKernel),
-    /// `z = sparsemax(w/T)` by the Rust kernel, called from the compiled row loop
-    /// ([`Helpers::sparsemax`]); its backward runs on the reference backend.
-    Sparsemax,
 }
 
 /// A compiled soft kernel, forward and vector–Jacobian product.
@@ -53,6 +50,9 @@ pub enum SoftKernel {
     Sigmoid,
     /// `s = clip(x + ½, 0, 1)`; `∂L/∂w = g ⊙ [0 < s < 1] / T`.
     Clip,
+    /// `s = sparsemax(x)` by the Rust kernel, called from the compiled row loop
+    /// ([`Helpers::sparsemax`]); `∂L/∂w = (g − mean_S g) ⊙ [s > 0] / T`, `S = {s > 0}`.
+    Sparsemax,
 }
 
 /// Rust kernels the compiled code calls, declared in the function being built: each
@@ -474,15 +474,9 @@ impl<'b> Emit<'_, 'b> {
                     let w = k.masked(mask, w, f64::NEG_INFINITY);
                     k.track_argmax(best, best_at, idx, &w);
                 }
-                Solve::Sparsemax => {
-                    // x = w/T into the scratch row, for the Rust kernel after the pass.
-                    let x = k.scaled(&w, t);
-                    k.track_finite(finite_x, &x);
-                    k.store_unit(scratch, idx, &x);
-                }
                 Solve::Soft(soft) => {
                     let x = k.scaled(&w, t);
-                    k.soft_unit(soft, x, z_row, idx, mask, [finite_x, best]);
+                    k.soft_unit(soft, x, [z_row, scratch], idx, mask, [finite_x, best]);
                 }
             }
         });
@@ -490,23 +484,18 @@ impl<'b> Emit<'_, 'b> {
         match solve {
             Solve::Positive => {}
             Solve::Argmax => self.write_one_hot(best, best_at, z_row),
-            Solve::Sparsemax => {
-                self.fail_unless_finite(finite_x, row);
-                let n = self.iconst(self.n as i64);
-                let sparsemax = self.helpers.sparsemax;
-                self.b.ins().call(sparsemax, &[scratch, z_row, n]);
-            }
-            Solve::Soft(soft) => self.finish_soft(soft, z_row, [finite_x, best], row),
+            Solve::Soft(soft) => self.finish_soft(soft, [z_row, scratch], [finite_x, best], row),
         }
     }
 
     /// The first pass of a soft kernel over one unit of `x = w/T`: softmax stores `x` and keeps
-    /// its (masked) maximum in `best`, sigmoid stores `σ(x)`; both watch `x` in `finite_x`.
+    /// its (masked) maximum in `best`, sigmoid and clip store their output, sparsemax stores
+    /// `x` in `x_row` for its Rust kernel; all watch `x` in `finite_x`.
     fn soft_unit(
         &mut self,
         soft: SoftKernel,
         x: Vec<Value>,
-        out_row: Value,
+        [out_row, x_row]: [Value; 2],
         idx: Value,
         mask: Mask,
         [finite_x, best]: [Variable; 2],
@@ -529,6 +518,7 @@ impl<'b> Emit<'_, 'b> {
                 let s = self.clip(&x);
                 self.store_unit(out_row, idx, &s);
             }
+            SoftKernel::Sparsemax => self.store_unit(x_row, idx, &x),
         }
     }
 
@@ -550,14 +540,27 @@ impl<'b> Emit<'_, 'b> {
     }
 
     /// After [`Emit::soft_unit`] over a row: returns `row` from the function if `x` overflowed;
-    /// softmax then normalises `exp(x − max)` in place.
-    fn finish_soft(&mut self, soft: SoftKernel, out_row: Value, vars: [Variable; 2], row: Value) {
-        let [finite_x, best] = vars;
+    /// softmax then normalises `exp(x − max)` in place, sparsemax calls its Rust kernel.
+    fn finish_soft(
+        &mut self,
+        soft: SoftKernel,
+        [out_row, x_row]: [Value; 2],
+        [finite_x, best]: [Variable; 2],
+        row: Value,
+    ) {
         self.fail_unless_finite(finite_x, row);
-        if soft == SoftKernel::Softmax {
-            let m = self.b.use_var(best);
-            let m = self.lane_max(m);
-            self.normalize_exp(out_row, out_row, m);
+        match soft {
+            SoftKernel::Softmax => {
+                let m = self.b.use_var(best);
+                let m = self.lane_max(m);
+                self.normalize_exp(out_row, out_row, m);
+            }
+            SoftKernel::Sparsemax => {
+                let n = self.iconst(self.n as i64);
+                let sparsemax = self.helpers.sparsemax;
+                self.b.ins().call(sparsemax, &[x_row, out_row, n]);
+            }
+            SoftKernel::Sigmoid | SoftKernel::Clip => {}
         }
     }
 
@@ -724,6 +727,7 @@ impl<'b> Emit<'_, 'b> {
         let cotangent = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, cotangent));
         let grad = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, grad));
         let scratch = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, scratch));
+        let scratch_x = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, scratch_x));
         let start = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, start));
         let end = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, end));
         let batch = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, batch));
@@ -744,7 +748,7 @@ impl<'b> Emit<'_, 'b> {
             let s_row = match recompute {
                 true => {
                     let w_row = k.row_base(w, j);
-                    k.resolve(soft, w_row, scratch, t, i);
+                    k.resolve(soft, w_row, [scratch, scratch_x], t, i);
                     scratch
                 }
                 false => k.row_base(solution, j),
@@ -754,8 +758,16 @@ impl<'b> Emit<'_, 'b> {
         self.iconst(-1)
     }
 
-    /// `scratch = soft(w/T)` for one row; returns `row` from the function if `w/T` overflows.
-    fn resolve(&mut self, soft: SoftKernel, w_row: Value, scratch: Value, t: Value, row: Value) {
+    /// `scratch[0] = soft(w/T)` for one row (`scratch[1]` holds `x` where the kernel needs it);
+    /// returns `row` from the function if `w/T` overflows.
+    fn resolve(
+        &mut self,
+        soft: SoftKernel,
+        w_row: Value,
+        scratch: [Value; 2],
+        t: Value,
+        row: Value,
+    ) {
         let zero = splat_f(self.b, self.p, 0.0);
         let neg_inf = splat_f(self.b, self.p, f64::NEG_INFINITY);
         let vars = [
@@ -787,6 +799,39 @@ impl<'b> Emit<'_, 'b> {
                     let gs = b.ins().fmul(g, s);
                     let c = b.ins().fsub(one, s);
                     b.ins().fmul(gs, c)
+                });
+            }
+            SoftKernel::Sparsemax => {
+                // Σ g and |S| over the support S = {s > 0}, then (g − Σg/|S|) on S.
+                let zero = splat_f(self.b, self.p, 0.0);
+                let one = splat_f(self.b, self.p, 1.0);
+                let sum = self.var(self.p.vector(), zero);
+                let count = self.var(self.p.vector(), zero);
+                self.for_each_unit(None, &mut |k, idx, _, _| {
+                    let (s, g) = (k.load_unit(s_row, idx), k.load_unit(g_row, idx));
+                    for v in 0..s.len() {
+                        let on = k.b.ins().fcmp(FloatCC::GreaterThan, s[v], zero);
+                        let gv = select(k.b, k.p, on, g[v], zero);
+                        let cv = select(k.b, k.p, on, one, zero);
+                        let acc = k.b.use_var(sum);
+                        let acc = k.b.ins().fadd(acc, gv);
+                        k.b.def_var(sum, acc);
+                        let c = k.b.use_var(count);
+                        let c = k.b.ins().fadd(c, cv);
+                        k.b.def_var(count, c);
+                    }
+                });
+                let (s_total, c_total) = (self.b.use_var(sum), self.b.use_var(count));
+                let s_total = self.lane_sum(s_total);
+                let c_total = self.lane_sum(c_total);
+                // A row without support (never, for a solution of the simplex) adds nothing.
+                let mean = self.b.ins().fdiv(s_total, c_total);
+                let mean = self.splat_scalar(mean);
+                let p = self.p;
+                self.add_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
+                    let on = b.ins().fcmp(FloatCC::GreaterThan, s, zero);
+                    let centred = b.ins().fsub(g, mean);
+                    select(b, p, on, centred, zero)
                 });
             }
             SoftKernel::Clip => {
