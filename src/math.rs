@@ -1,6 +1,6 @@
 //! sst's own `ln` and `exp`: polynomials specified once, here, and evaluated with the same IEEE
 //! operations in the same order by this Rust code and by the JIT's vector code
-//! (`src/backend/jit/math.rs` reads these constants), so that the noise transforms
+//! (`src/backend/jit/vmath.rs` reads these constants), so that the noise transforms
 //! `−ln(−ln u)` and `ln u − ln(1 − u)` give the same bits on every backend.
 //!
 //! - `ln x` for positive normal `x` (fdlibm's reduction): write `x = 2ᵏ·m` with

@@ -6,7 +6,7 @@
 //! seed gives the same sample on every platform, for every batch split and thread count, and (with
 //! the same integer arithmetic) on the GPU.
 //!
-//! Every bit of a Philox block is used (four f32 or two f64 uniforms per block, laid out so that
+//! Every word of a Philox block is used (four f32 or two f64 uniforms per block, laid out so that
 //! a vector of four blocks gives four consecutive elements: [`block_and_slot`]), and the
 //! transforms `−ln(−ln u)`, `ln u − ln(1 − u)`, … use sst's own `ln`/`exp` ([`crate::math`]), so
 //! the reference backend and the JIT compute the same bits.

@@ -15,8 +15,9 @@ mod common;
 
 use common::{rules, Rng};
 use ndarray::ArrayD;
+use sst::backend::jit::fallbacks;
 use sst::support::{SupportRef, REGISTRY};
-use sst::{Backend, Layer, Mode, Options, Real};
+use sst::{BackendChoice as Backend, Layer, Mode, Options, Real};
 
 /// Every spec of `support` to compare: each soft solver with each of its rules (relaxed), and
 /// each estimator with the first solver.
@@ -42,20 +43,35 @@ fn row_error(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
-/// Compares the two backends on one request in precision `F`; returns whether the JIT ran it.
-fn compare<F: Real>(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: Options) -> bool {
+/// The tests of this binary one at a time, so that [`sst::backend::jit::fallbacks`] counts only
+/// the calls of the test that reads it.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Compares the two backends on one request in precision `F`. A request both backends answer
+/// must have run in compiled code: the JIT handed no range back to the reference backend.
+fn compare<F: Real>(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: Options) {
     let tol = if F::NAME == "f32" { 1e-5 } else { 1e-6 };
     let (theta, cot) = (theta.mapv(F::of), cot.mapv(F::of));
+    let before = fallbacks();
     let jit = l.try_forward(theta.view(), &opts.backend(Backend::Auto));
     let reference = l.try_forward(theta.view(), &opts.backend(Backend::Reference));
     let (jit, reference) = match (jit, reference) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(a), Err(b)) => {
             assert_eq!(a, b, "{}", l.plan().name);
-            return true;
+            return;
         }
         (a, b) => panic!("one backend failed: {:?} / {:?}", a.err(), b.err()),
     };
+    assert_eq!(
+        fallbacks(),
+        before,
+        "the JIT fell back on a request it answers"
+    );
     let wide = |a: &ArrayD<F>| a.iter().map(|x| x.f64()).collect::<Vec<f64>>();
     assert_eq!(wide(&jit.w), wide(&reference.w), "w differs");
     let m = l.plan().support.shape().iter().product::<usize>();
@@ -69,12 +85,13 @@ fn compare<F: Real>(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: Opt
         }
     }
     if let sst::Estimator::Reinforce { .. } = l.plan().estimator {
-        return true;
+        return;
     }
     let g_jit = l.try_backward(&jit, cot.view());
     let g_ref = l.try_backward(&reference, cot.view());
     match (g_jit, g_ref) {
         (Ok(a), Ok(b)) => {
+            assert_eq!(fallbacks(), before, "the JIT backward fell back");
             for (a, b) in wide(&a).chunks(m).zip(wide(&b).chunks(m)) {
                 assert!(row_error(a, b) <= tol, "gradient: {a:?} vs {b:?}");
             }
@@ -82,11 +99,11 @@ fn compare<F: Real>(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: Opt
         (Err(a), Err(b)) => assert_eq!(a, b),
         (a, b) => panic!("one backward failed: {:?} / {:?}", a.err(), b.err()),
     }
-    true
 }
 
 #[test]
 fn jit_agrees_with_the_reference_backend() {
+    let _serial = serial();
     let mut rng = Rng(0x0717);
     let mut compiled = 0;
     for entry in REGISTRY {
@@ -113,14 +130,15 @@ fn jit_agrees_with_the_reference_backend() {
                     shape.extend(support.shape());
                     for (scale, t) in [(2.0, 1.0), (2.0, 0.05), (1e4, 1e-4)] {
                         let theta = rng.array(&shape, -scale, scale);
-                        for samples in [1, 2] {
+                        // One sample; two with a cotangent per sample; two sharing one.
+                        for (samples, per_sample) in [(1, false), (2, true), (2, false)] {
                             let opts = Options::default()
                                 .seed(rng.next_u64())
                                 .samples(samples)
                                 .temperature(t);
-                            let cot_shape = match samples {
-                                1 => shape.clone(),
-                                _ => [vec![samples], shape.clone()].concat(),
+                            let cot_shape = match per_sample {
+                                false => shape.clone(),
+                                true => [vec![samples], shape.clone()].concat(),
                             };
                             let cot = rng.array(&cot_shape, -1.0, 1.0);
                             for mode in [Mode::Hard, Mode::Soft] {
@@ -141,6 +159,7 @@ fn jit_agrees_with_the_reference_backend() {
 /// reference backend for `w` and hard samples, and soft rows within tolerance.
 #[test]
 fn long_rows_and_threads() {
+    let _serial = serial();
     let mut rng = Rng(0x1009);
     for (spec, n) in [
         ("layer l: categorical(1003) { temperature: 0.5 }", 1003),
@@ -177,6 +196,7 @@ fn long_rows_and_threads() {
 /// forward pass and in the straight-through backward pass's re-solve.
 #[test]
 fn overflow_is_the_reference_error() {
+    let _serial = serial();
     let l = common::layer("layer l: categorical(6) { temperature: 1e-30 }");
     let theta = ndarray::Array::from_elem(vec![2, 6], 3e38f32).into_dyn();
     for mode in [Mode::Hard, Mode::Soft] {
@@ -202,6 +222,7 @@ fn overflow_is_the_reference_error() {
 /// reference` runs.
 #[test]
 fn eval_and_bench_take_backend() {
+    let _serial = serial();
     use common::cli::{code, run, text, TempDir};
     let dir = TempDir::new();
     let path = dir.write(
@@ -283,6 +304,7 @@ mod property {
             scale in prop_oneof![Just(1.0), Just(30.0), Just(1e4)],
             seed in any::<u64>(),
         ) {
+            let _serial = serial();
             let support = SUPPORTS[support].replace("{n}", &n.to_string());
             let spec = format!("layer l: {support} {{ {} }}", FIELDS[field]);
             let Ok(module) = sst::compile(&spec) else { return Ok(()) };

@@ -36,8 +36,8 @@ pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliE
     Ok(out)
 }
 
-/// Which backend runs the layer (f64 and f32 compile the same kernels) and why, with the time
-/// its JIT kernels took to compile in this process.
+/// Which backend runs the layer and why (f64 and f32 are alike in this), with the time its f64
+/// JIT kernels took to compile in this process (f32 ones compile on first use).
 fn backend_line(layer: &sst::Layer) -> String {
     let before = sst::backend::compile_seconds();
     let (_, why) = layer.backend_name::<f64>();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::{Entry, Regularizer, Rule, SoftCall, SoftSolver, Structure, SIZE_PARAM};
 use crate::ir::{Conditional, Hard, ScoreFunction, Soft};
-use crate::noise::{uniforms, NoiseKey};
+use crate::noise::{uniform, NoiseKey};
 
 pub const ENTRY: Entry = Entry {
     name: "categorical",
@@ -53,7 +53,7 @@ const SOLVERS: &[SoftSolver] = &[
 
 /// A size in `1..=6` drawn from `seed`, for random test instances.
 pub(crate) fn small_size(seed: u64) -> usize {
-    let [u, _] = uniforms::<f64>(
+    let u = uniform::<f64>(
         NoiseKey {
             seed,
             sample: 0,

@@ -6,7 +6,8 @@
 //! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels, and
 //! `sparsemax` as the Rust kernel called from the compiled row loop); the layer runs the others
 //! on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional
-//! draws, finite differences) run on the reference backend from the same saved arrays. The noise is the reference backend's, bit for bit ([`crate::noise`], [`crate::math`]).
+//! draws, finite differences) run on the reference backend from the same saved arrays. The
+//! noise is the reference backend's, bit for bit ([`crate::noise`], [`crate::math`]).
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
 //! in [`compile`]) and kept in a cache keyed by [`Kernel`].
@@ -15,6 +16,7 @@ mod translate;
 mod vmath;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -72,10 +74,21 @@ pub(crate) struct BackwardArgs<F> {
 }
 
 /// A compiled kernel's entry point: `fn(&Args) -> i64`, −1 when every row was done, else the
-/// first row whose numbers overflowed.
+/// first row whose numbers overflowed. Calling it is sound only with the arguments its pass
+/// reads, every array holding the rows it indexes (`run_forward`, `run_backward`).
 #[derive(Clone, Copy)]
 struct Compiled {
-    entry: extern "C" fn(*const u8) -> i64,
+    entry: unsafe extern "C" fn(*const u8) -> i64,
+}
+
+/// How many calls handed a range back to the reference backend after a compiled kernel met an
+/// overflow (the reference then reports the error).
+static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times this process's JIT calls met an overflow and handed their range to the
+/// reference backend (so tests can tell a compiled result from a fallen-back one).
+pub fn fallbacks() -> u64 {
+    FALLBACKS.load(Ordering::Relaxed)
 }
 
 /// Every kernel compiled in this process, or why it could not be.
@@ -159,11 +172,10 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
     // SAFETY: `code` is the finalized, executable code of the function just defined, whose
     // signature is the target's default calling convention (`make_signature`, the C convention
     // of this platform) with one pointer parameter and an i64 result, matching the type here;
-    // its memory is never freed (the module is leaked above). Calling it is then sound for any
-    // `args` pointing to the `ForwardArgs`/`BackwardArgs` the kernel's pass reads, whose arrays
-    // hold every row it indexes: the only calls (`run_forward`, `run_backward`) check those
-    // lengths first.
-    let entry = unsafe { std::mem::transmute::<*const u8, extern "C" fn(*const u8) -> i64>(code) };
+    // its memory is never freed (the module is leaked above). What a call needs is said at the
+    // two calls.
+    let entry =
+        unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*const u8) -> i64>(code) };
     Ok(Compiled { entry })
 }
 
@@ -241,7 +253,15 @@ fn forward_kernel<F: Real>(
 
 /// The backward kernel of `program` in `mode`, or `None` where the reference backend runs the
 /// backward pass (Gumbel-Rao's draws, finite differences, rules other than closed form).
-fn backward_kernel<F: Real>(program: &Program, mode: Mode) -> Option<Kernel> {
+fn backward_kernel<F: Real>(program: &Program, noise: Perturbation, mode: Mode) -> Option<Kernel> {
+    // The compiled VJP ends at `∂L/∂w`, which is `∂L/∂θ` only for identity scores and decode and
+    // a noise whose chain rule is the identity.
+    let identity_chain = program.scores == ScoreMap::Identity
+        && program.decode == Decode::Identity
+        && matches!(noise, Perturbation::Gumbel | Perturbation::None);
+    if !identity_chain {
+        return None;
+    }
     let soft = match program.soft {
         Soft::Softmax => SoftKernel::Softmax,
         Soft::Sigmoid => SoftKernel::Sigmoid,
@@ -270,7 +290,7 @@ impl<F: Real> Backend<F> for Jit {
     fn supports(&self, program: &Program) -> Result<(), Unsupported> {
         for mode in [Mode::Hard, Mode::Soft] {
             compiled(forward_kernel::<F>(program, program.noise, mode)?)?;
-            if let Some(kernel) = backward_kernel::<F>(program, mode) {
+            if let Some(kernel) = backward_kernel::<F>(program, program.noise, mode) {
                 compiled(kernel)?;
             }
         }
@@ -289,6 +309,7 @@ impl<F: Real> Backend<F> for Jit {
             Ok(())
         } else {
             // A row overflowed: the reference backend finds it and says so.
+            FALLBACKS.fetch_add(1, Ordering::Relaxed);
             Reference.forward(rows, out)
         }
     }
@@ -299,7 +320,7 @@ impl<F: Real> Backend<F> for Jit {
         saved: Saved<F>,
         grad: &mut [F],
     ) -> Result<(), SolveError> {
-        let compiled_kernel = backward_kernel::<F>(rows.program, rows.mode)
+        let compiled_kernel = backward_kernel::<F>(rows.program, rows.noise, rows.mode)
             .and_then(|kernel| compiled(kernel).ok().map(|code| (kernel, code)));
         let Some((kernel, code)) = compiled_kernel else {
             return Reference.backward_into(rows, saved, grad);
@@ -308,7 +329,9 @@ impl<F: Real> Backend<F> for Jit {
             return Ok(());
         }
         // `w/T` overflowed in a re-solve: the reference backend names the row (into a scratch
-        // gradient, since this one already holds some rows' sums).
+        // gradient, since this one already holds some rows' sums). Its re-solve scales the same
+        // `w` by the same `T`, so it fails too; the last line is not expected to run.
+        FALLBACKS.fetch_add(1, Ordering::Relaxed);
         let mut scratch = vec![F::zero(); grad.len()];
         Reference.backward_into(rows, saved, &mut scratch)?;
         Err(SolveError::GradientNotFinite { kernel: "jit" })
@@ -344,6 +367,7 @@ fn run_forward<F: Real>(
     assert!(
         rows.theta.len() == rows.batch_rows() * n && w.len() >= count * n && z.len() >= count * n
     );
+    assert!(count == 0 || rows.batch_rows() > 0);
     let pad = stride != n;
     let theta = match pad {
         true => padded(rows.theta, n, stride),
@@ -380,7 +404,10 @@ fn run_forward<F: Real>(
         seed: rows.seed,
         temperature: rows.temperature,
     };
-    let status = (code.entry)(&args as *const ForwardArgs<F> as *const u8);
+    // SAFETY: `args` is the `ForwardArgs` a forward kernel reads; `theta` holds every batch row
+    // and `w`, `z` every row of the range, at the kernel's stride (padded copies when it is not
+    // `n`), `scratch` one row of it (checked above), and `batch > 0` for the row arithmetic.
+    let status = unsafe { (code.entry)(&args as *const ForwardArgs<F> as *const u8) };
     if pad {
         unpad(&w_pad, stride, w, n);
         unpad(&z_pad, stride, z, n);
@@ -406,6 +433,7 @@ fn run_backward<F: Real>(
         false => &saved.cotangent[..rows.batch_rows() * n],
     };
     assert_eq!(grad.len(), count * n);
+    assert!(count == 0 || rows.batch_rows() > 0);
     let pad = stride != n;
     let copies = pad.then(|| {
         (
@@ -438,7 +466,10 @@ fn run_backward<F: Real>(
         per_sample: u64::from(saved.per_sample),
         temperature: rows.temperature,
     };
-    let status = (code.entry)(&args as *const BackwardArgs<F> as *const u8);
+    // SAFETY: `args` is the `BackwardArgs` a backward kernel reads: the range's rows of `w`, the
+    // solution and `grad`, the cotangent rows it indexes (the range's per sample, else every
+    // batch row), two scratch rows, all at the kernel's stride (checked above).
+    let status = unsafe { (code.entry)(&args as *const BackwardArgs<F> as *const u8) };
     if let Some((_, _, _, g)) = grad_pad {
         unpad(&g, stride, grad, n);
     }

@@ -148,7 +148,7 @@ impl<'b> Emit<'_, 'b> {
             .load(ty, MemFlagsData::trusted(), args, offset as i32)
     }
 
-    /// The byte address of element `idx` (i64) of row `row` (i64) of the array at `base`.
+    /// The byte address of row `row` (i64) of the array at `base`.
     fn row_base(&mut self, base: Value, row: Value) -> Value {
         let bytes = self.stride * self.p.bytes();
         let off = self.b.ins().imul_imm_s(row, bytes);
@@ -553,7 +553,7 @@ impl<'b> Emit<'_, 'b> {
             SoftKernel::Softmax => {
                 let m = self.b.use_var(best);
                 let m = self.lane_max(m);
-                self.normalize_exp(out_row, out_row, m);
+                self.normalize_exp(out_row, m);
             }
             SoftKernel::Sparsemax => {
                 let n = self.iconst(self.n as i64);
@@ -656,15 +656,15 @@ impl<'b> Emit<'_, 'b> {
             .store(MemFlagsData::new().with_notrap(), one, addr, 0);
     }
 
-    /// `out = exp(x − m) / Σ exp(x − m)` over the row at `x_row` (which may be `out_row`), the
-    /// padding lanes left at 0. The normaliser is summed in f64 whatever the precision (as the
-    /// reference kernel does), and its reciprocal rounded once.
-    fn normalize_exp(&mut self, x_row: Value, out_row: Value, m: Value) {
+    /// `row ← exp(x − m) / Σ exp(x − m)` in place over the row of `x`, the padding lanes left at
+    /// 0. The normaliser is summed in f64 whatever the precision (as the reference kernel does),
+    /// and its reciprocal rounded once.
+    fn normalize_exp(&mut self, row: Value, m: Value) {
         let m = self.splat_scalar(m);
         let zero = splat_f(self.b, Precision::F64, 0.0);
         let sum = self.var(types::F64X2, zero);
         self.for_each_unit(None, &mut |k, idx, mask, _| {
-            let x = k.load_unit(x_row, idx);
+            let x = k.load_unit(row, idx);
             let d: Vec<Value> = x.iter().map(|&x| k.b.ins().fsub(x, m)).collect();
             let e = vmath::exp(k.b, k.p, &d);
             let e = k.masked(mask, e, 0.0);
@@ -673,7 +673,7 @@ impl<'b> Emit<'_, 'b> {
                 let s = k.b.ins().fadd(s, wide);
                 k.b.def_var(sum, s);
             }
-            k.store_unit(out_row, idx, &e);
+            k.store_unit(row, idx, &e);
         });
         let s = self.b.use_var(sum);
         let (s0, s1) = (
@@ -689,9 +689,9 @@ impl<'b> Emit<'_, 'b> {
         };
         let inv = self.splat_scalar(inv);
         self.for_each_unit(None, &mut |k, idx, _, _| {
-            let e = k.load_unit(out_row, idx);
+            let e = k.load_unit(row, idx);
             let z: Vec<Value> = e.iter().map(|&e| k.b.ins().fmul(e, inv)).collect();
-            k.store_unit(out_row, idx, &z);
+            k.store_unit(row, idx, &z);
         });
     }
 

@@ -51,11 +51,11 @@ impl Precision {
     pub fn lanes(self) -> usize {
         4 / self.per_unit()
     }
-    /// Uniforms per Philox block (`noise::uniforms_per_block`).
+    /// Uniforms per Philox block ([`crate::noise::uniforms_per_block`]).
     pub fn uniforms_per_block(self) -> usize {
         match self {
-            Precision::F32 => 4,
-            Precision::F64 => 2,
+            Precision::F32 => crate::noise::uniforms_per_block::<f32>() as usize,
+            Precision::F64 => crate::noise::uniforms_per_block::<f64>() as usize,
         }
     }
 }

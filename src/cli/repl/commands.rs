@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ndarray::{ArrayD, IxDyn};
 use serde_json::Value as Json;
-use sst::noise::{uniforms, NoiseKey};
+use sst::noise::{uniform, NoiseKey};
 use sst::{Layer, Mode, Options};
 
 use super::session::{Output, Session};
@@ -278,7 +278,7 @@ pub(in crate::cli) fn random(
             format!("shape {shape:?} is too large to draw at random (at most {MAX_RANDOM} entries)")
         })?;
     let data = (0..n)
-        .map(|i| scale * (2.0 * uniforms::<f64>(key, i as u64)[0] - 1.0))
+        .map(|i| scale * (2.0 * uniform::<f64>(key, i as u64) - 1.0))
         .collect();
     Ok(ArrayD::from_shape_vec(IxDyn(shape), data).expect("sizes agree"))
 }
