@@ -6,7 +6,10 @@
 # (`taskset -c 0`, warm-up 1 s, measurement 3 s), and prints a markdown table: each benchmark's
 # median over the rounds of criterion's point estimate, old and new, and new / old (above 1.10
 # means more than 10 % slower). BENCH_FILTER (a criterion filter regex) runs only the matching
-# benchmarks. Not part of CI: two cold builds and 25–45 minutes of runs for everything.
+# benchmarks. Both builds use one codegen unit (CARGO_PROFILE_BENCH_CODEGEN_UNITS=1, whatever
+# the revision's Cargo.toml says): with the default 16, code placement alone moved unchanged
+# kernels by up to 1.6× between builds. Not part of CI: two cold builds and 25–45 minutes of runs
+# for everything.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: bench/before_after.sh OLD_REV NEW_REV [ROUNDS]" >&2; exit 2; }
 old=$1 new=$2 rounds=${3:-3}
@@ -17,7 +20,8 @@ trap 'git -C "$root" worktree remove --force "$dir/old" 2>/dev/null || true;
 
 build() { # build NAME REV: the bench binaries of REV, listed in $dir/NAME.bins
     git -C "$root" worktree add --detach "$dir/$1" "$2" >/dev/null 2>&1
-    (cd "$dir/$1" && CARGO_TARGET_DIR="$dir/$1-target" cargo bench --no-run --message-format=json 2>/dev/null) |
+    (cd "$dir/$1" && CARGO_TARGET_DIR="$dir/$1-target" CARGO_PROFILE_BENCH_CODEGEN_UNITS=1 \
+        cargo bench --no-run --message-format=json 2>/dev/null) |
         python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
