@@ -456,7 +456,7 @@ fn scale<F: Real>(w: &[F], t: F, x: &mut [F]) -> Result<(), SolveError> {
 /// Clamps a soft solution into `[0, 1]`, where every kernel's solution lies (probabilities,
 /// marginals, doubly stochastic entries): a rounding error of 1e-15 outside it would make
 /// `log z` in a loss NaN.
-fn clamp_unit<F: Real>(s: &mut [F]) {
+pub(super) fn clamp_unit<F: Real>(s: &mut [F]) {
     for x in s {
         *x = x.max(F::zero()).min(F::one());
     }

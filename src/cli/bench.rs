@@ -182,17 +182,8 @@ fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
         // As a training loop runs a layer: each call reuses the memory of the last one's
         // forward pass and gradient (`try_forward_reusing`, `try_backward_reusing`).
         let spare = RefCell::new(None);
-        let forward = |seed, mode| -> Result<(), sst::RequestError> {
+        let step = |seed, mode, backward: bool| -> Result<(), sst::RequestError> {
             let opts = opts(seed).mode(mode);
-            let fwd = match spare.take() {
-                Some((fwd, _)) => layer.try_forward_reusing(theta.view(), &opts, fwd)?,
-                None => layer.try_forward(theta.view(), &opts)?,
-            };
-            spare.replace(Some((fwd, ArrayD::zeros(vec![0]))));
-            Ok(())
-        };
-        let fwd_bwd = |seed| -> Result<(), sst::RequestError> {
-            let opts = opts(seed).mode(Mode::Soft);
             let (fwd, grad) = match spare.take() {
                 Some((fwd, grad)) => (layer.try_forward_reusing(theta.view(), &opts, fwd)?, grad),
                 None => (
@@ -200,10 +191,14 @@ fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
                     ArrayD::zeros(vec![0]),
                 ),
             };
-            let grad = layer.try_backward_reusing(&fwd, cotangent.view(), grad)?;
+            let grad = match backward {
+                true => layer.try_backward_reusing(&fwd, cotangent.view(), grad)?,
+                false => grad,
+            };
             spare.replace(Some((fwd, grad)));
             Ok(())
         };
+        let fwd_bwd = |seed| step(seed, Mode::Soft, true);
         fwd_bwd(0).map_err(request)?;
         out.push(Timing {
             name: format!("{}_{}", w.name, F::NAME),
@@ -212,13 +207,13 @@ fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
         if let Some(name) = w.forward_only {
             out.push(Timing {
                 name: format!("{name}_{}", F::NAME),
-                median_ms: median_ms(setup.repeats, |seed| forward(seed, Mode::Soft)),
+                median_ms: median_ms(setup.repeats, |seed| step(seed, Mode::Soft, false)),
             });
         }
         if let Some(name) = w.hard {
             out.push(Timing {
                 name: format!("{name}_{}", F::NAME),
-                median_ms: median_ms(setup.repeats, |seed| forward(seed, Mode::Hard)),
+                median_ms: median_ms(setup.repeats, |seed| step(seed, Mode::Hard, false)),
             });
         }
     }

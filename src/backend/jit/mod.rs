@@ -26,7 +26,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
-use super::reference::Reference;
+use super::reference::{clamp_unit, Reference};
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
 use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
 use crate::noise::{Coordinates, Perturbation};
@@ -195,9 +195,7 @@ unsafe extern "C" fn sparsemax_row<F: Real>(x: *const F, z: *mut F, n: i64) {
         )
     };
     crate::kernels::sparsemax::sparsemax(x, z);
-    for s in z {
-        *s = s.max(F::zero()).min(F::one());
-    }
+    clamp_unit(z);
 }
 
 /// The precision of `F`.
