@@ -1417,3 +1417,27 @@ fn bench_json_lists_named_workloads() {
         assert!(ms.is_finite() && ms > 0.0, "{r}");
     }
 }
+
+/// Numbers reach the layer exactly: with no noise, `w = θ` comes back bit for bit for 2000
+/// random doubles over many magnitudes, written in the request as Rust's shortest round-trip
+/// decimals (JSON parsing that is off by an ulp would show here).
+#[test]
+fn request_numbers_are_read_exactly() {
+    let mut rng = common::Rng(0xF1_0A7);
+    let theta: Vec<f64> = (0..2000)
+        .map(|_| rng.uniform(-1.0, 1.0) * 10f64.powi((rng.next_u64() % 40) as i32 - 20))
+        .collect();
+    let list: Vec<String> = theta.iter().map(|x| format!("{x:?}")).collect();
+    let s = spec("layer l: categorical(2000) {}");
+    let request = format!(
+        r#"{{"theta": [{}], "noise": "none", "with_w": true}}"#,
+        list.join(", ")
+    );
+    let out = eval_raw(&s.path, None, &request);
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let response: Value = serde_json::from_str(&text(&out.stdout)).expect("JSON");
+    let w = flat(&response["w"]);
+    for (i, (a, b)) in theta.iter().zip(&w).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "θ[{i}] = {a:?} came back as {b:?}");
+    }
+}
