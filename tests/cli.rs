@@ -1438,6 +1438,10 @@ fn request_numbers_are_read_exactly() {
     let response: Value = serde_json::from_str(&text(&out.stdout)).expect("JSON");
     let w = flat(&response["w"]);
     for (i, (a, b)) in theta.iter().zip(&w).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "θ[{i}] = {a:?} came back as {b:?}");
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "θ[{i}] = {a:?} came back as {b:?}"
+        );
     }
 }

@@ -1,0 +1,180 @@
+"""sst layers in PyTorch: ``SSTLayer(layer)`` is a ``torch.nn.Module`` whose forward is the
+custom op ``sst::forward`` with the layer's own backward rule registered for autograd.
+
+    import torch, sst, sst.torch
+    pick = sst.torch.SSTLayer(sst.compile(SPEC)["pick"])
+    z = pick(theta, step=step)      # theta: a float32/float64 tensor [B..., *shape]
+    loss(z).backward()              # theta.grad: the layer's estimator and backward rule
+
+Noise seeds come from torch's default generator (or the module's ``generator``), so
+``torch.manual_seed`` makes a run reproducible; ``seed=`` fixes one call's noise. CPU tensors
+go to sst and back without copies; tensors on another device make a round trip through host
+memory. The ops are registered with ``torch.library.custom_op``, ``register_fake`` and
+``register_autograd``, so models that use them compile with ``torch.compile`` (pass ``step``
+as a tensor there, so that a new step does not recompile).
+
+The ``reinforce`` estimator has no pathwise gradient: ``SSTLayer`` refuses layers that use it
+(``Layer.reinforce`` takes the losses of a hard forward pass directly).
+"""
+
+from typing import Optional
+
+import torch
+
+from ._pending import PENDING
+from ._sst import Layer
+
+_LAYERS = []
+
+
+def _layer_id(layer):
+    """A small integer naming ``layer`` in the ops' arguments."""
+    for i, known in enumerate(_LAYERS):
+        if known is layer:
+            return i
+    _LAYERS.append(layer)
+    return len(_LAYERS) - 1
+
+
+def _run(layer, theta, seed, step, settings):
+    mode, temperature, samples, noise = settings
+    return _LAYERS[layer].forward(
+        theta.detach().cpu().numpy(),
+        seed=int(seed) % 2**64,
+        step=float(step),
+        mode=mode,
+        temperature=temperature,
+        samples=samples,
+        noise=noise,
+    )
+
+
+@torch.library.custom_op("sst::forward", mutates_args=())
+def _forward(
+    theta: torch.Tensor,
+    seed: torch.Tensor,
+    step: torch.Tensor,
+    layer: int,
+    mode: Optional[str],
+    temperature: Optional[float],
+    samples: int,
+    noise: bool,
+    keep: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    fwd = _run(layer, theta, seed, step, (mode, temperature, samples, noise))
+    token = PENDING.keep(fwd) if keep else 0
+    z = torch.from_numpy(fwd._shared_z()).to(theta.device)
+    return z, torch.tensor(token, dtype=torch.int64)
+
+
+@_forward.register_fake
+def _(theta, seed, step, layer, mode, temperature, samples, noise, keep):
+    shape = theta.shape if samples == 1 else (samples, *theta.shape)
+    return theta.new_empty(shape), theta.new_empty((), dtype=torch.int64)
+
+
+@torch.library.custom_op("sst::backward", mutates_args=())
+def _backward(
+    grad_z: torch.Tensor,
+    token: torch.Tensor,
+    theta: torch.Tensor,
+    seed: torch.Tensor,
+    step: torch.Tensor,
+    layer: int,
+    mode: Optional[str],
+    temperature: Optional[float],
+    samples: int,
+    noise: bool,
+) -> torch.Tensor:
+    fwd = PENDING.take(int(token))
+    if fwd is None:
+        fwd = _run(layer, theta, seed, step, (mode, temperature, samples, noise))
+    grad = _LAYERS[layer].backward(fwd, grad_z.detach().cpu().contiguous().numpy())
+    if samples > 1:
+        grad = grad.sum(axis=0)
+    return torch.from_numpy(grad).to(theta.device)
+
+
+@_backward.register_fake
+def _(grad_z, token, theta, seed, step, layer, mode, temperature, samples, noise):
+    return torch.empty_like(theta)
+
+
+def _setup_context(ctx, inputs, output):
+    theta, seed, step, layer, mode, temperature, samples, noise, _keep = inputs
+    z, token = output
+    # z is saved only so that autograd refuses a backward pass after z was written into.
+    ctx.save_for_backward(theta, seed, step, token, z)
+    ctx.settings = (layer, mode, temperature, samples, noise)
+
+
+def _vjp(ctx, grad_z, _grad_token):
+    theta, seed, step, token, _z = ctx.saved_tensors
+    grad = _backward(grad_z, token, theta, seed, step, *ctx.settings)
+    return (grad,) + (None,) * 8
+
+
+_forward.register_autograd(_vjp, setup_context=_setup_context)
+
+
+class SSTLayer(torch.nn.Module):
+    """A compiled sst layer as a module: ``forward(theta, step=0, seed=None)`` returns ``z``
+    shaped like ``theta`` (``[samples, *theta.shape]`` for ``samples > 1``, whose gradients
+    are summed into ``theta``'s).
+
+    ``mode`` (``"hard"``/``"soft"``, default the estimator's), ``temperature`` (overrides the
+    spec's schedule), ``samples`` and ``noise`` (``False``: ``w = theta``) hold for every call; ``generator`` is the
+    ``torch.Generator`` the noise seeds are drawn from (default: torch's).
+    """
+
+    def __init__(
+        self,
+        layer: Layer,
+        *,
+        mode: Optional[str] = None,
+        temperature: Optional[float] = None,
+        samples: int = 1,
+        noise: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ):
+        super().__init__()
+        if layer.plan()["estimator"].startswith("reinforce"):
+            raise ValueError(
+                f"layer `{layer.name}`: estimator: reinforce has no pathwise gradient for "
+                "autograd; call Layer.forward and Layer.reinforce with the samples' losses"
+            )
+        self.layer = layer
+        self.mode = mode
+        self.temperature = temperature
+        self.samples = samples
+        self.noise = noise
+        self.generator = generator
+        self._id = _layer_id(layer)
+
+    def forward(self, theta: torch.Tensor, step=0.0, seed=None) -> torch.Tensor:
+        """``z`` for ``theta`` at training ``step`` (a number or a tensor); ``seed``: an int in
+        ``[0, 2**64)`` or an int64 tensor, default a fresh one from the generator."""
+        if seed is None:
+            seed = torch.randint(0, 2**62, (), dtype=torch.int64, generator=self.generator)
+        elif isinstance(seed, int):
+            # sst's seeds are unsigned 64-bit; an int64 tensor carries them modulo 2**64.
+            if not 0 <= seed < 2**64:
+                raise ValueError(f"seed must be in [0, 2**64), found {seed}")
+            seed = torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
+        step = torch.as_tensor(step, dtype=torch.float64)
+        keep = torch.is_grad_enabled() and theta.requires_grad
+        z, _token = _forward(
+            theta,
+            seed,
+            step,
+            self._id,
+            self.mode,
+            self.temperature,
+            self.samples,
+            self.noise,
+            keep,
+        )
+        return z
+
+    def extra_repr(self):
+        return f"{self.layer.name}: theta {self.layer.shape}"
