@@ -1,5 +1,5 @@
-"""sst layers in PyTorch: ``SSTLayer(layer)`` is a ``torch.nn.Module`` whose forward is the
-custom op ``sst::forward`` with the layer's own backward rule registered for autograd.
+"""sst layers in PyTorch: ``SSTLayer(layer)`` is a ``torch.nn.Module`` whose backward is the
+layer's own estimator and backward rule.
 
     import torch, sst, sst.torch
     pick = sst.torch.SSTLayer(sst.compile(SPEC)["pick"])
@@ -9,9 +9,11 @@ custom op ``sst::forward`` with the layer's own backward rule registered for aut
 Noise seeds come from torch's default generator (or the module's ``generator``), so
 ``torch.manual_seed`` makes a run reproducible; ``seed=`` fixes one call's noise. CPU tensors
 go to sst and back without copies; tensors on another device make a round trip through host
-memory. The ops are registered with ``torch.library.custom_op``, ``register_fake`` and
-``register_autograd``, so models that use them compile with ``torch.compile`` (pass ``step``
-as a tensor there, so that a new step does not recompile).
+memory. Eagerly the layer is a ``torch.autograd.Function``; under ``torch.compile`` it is the custom
+ops ``sst::forward``/``sst::backward`` (registered with ``torch.library.custom_op``,
+``register_fake`` and ``register_autograd``), which give the same numbers for the same seed
+(pass ``step`` as a tensor there, so that a new step does not recompile; a seed drawn inside
+compiled code comes from inductor's random numbers, not eager torch's).
 
 The ``reinforce`` estimator has no pathwise gradient: ``SSTLayer`` refuses layers that use it
 (``Layer.reinforce`` takes the losses of a hard forward pass directly).
@@ -89,10 +91,15 @@ def _backward(
     fwd = PENDING.take(int(token))
     if fwd is None:
         fwd = _run(layer, theta, seed, step, (mode, temperature, samples, noise))
+    return _host_backward(layer, fwd, grad_z, samples).to(theta.device)
+
+
+def _host_backward(layer, fwd, grad_z, samples):
+    """``dL/dtheta`` on the host for the forward pass ``fwd``, summed over the samples."""
     grad = _LAYERS[layer].backward(fwd, grad_z.detach().cpu().contiguous().numpy())
     if samples > 1:
         grad = grad.sum(axis=0)
-    return torch.from_numpy(grad).to(theta.device)
+    return torch.from_numpy(grad)
 
 
 @_backward.register_fake
@@ -115,6 +122,26 @@ def _vjp(ctx, grad_z, _grad_token):
 
 
 _forward.register_autograd(_vjp, setup_context=_setup_context)
+
+
+class _Eager(torch.autograd.Function):
+    """The eager path (outside ``torch.compile``): the forward pass stays on autograd's context
+    until the backward, with none of the custom op's dispatch."""
+
+    @staticmethod
+    def forward(ctx, theta, seed, step, layer, settings):
+        fwd = _run(layer, theta, seed, step, settings)
+        z = torch.from_numpy(fwd._shared_z()).to(theta.device)
+        ctx.fwd, ctx.layer, ctx.samples, ctx.device = fwd, layer, settings[2], theta.device
+        # z is saved only so that autograd refuses a backward pass after z was written into.
+        ctx.save_for_backward(z)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad_z):
+        ctx.saved_tensors
+        grad = _host_backward(ctx.layer, ctx.fwd, grad_z, ctx.samples).to(ctx.device)
+        return grad, None, None, None, None
 
 
 class SSTLayer(torch.nn.Module):
@@ -154,26 +181,19 @@ class SSTLayer(torch.nn.Module):
     def forward(self, theta: torch.Tensor, step=0.0, seed=None) -> torch.Tensor:
         """``z`` for ``theta`` at training ``step`` (a number or a tensor); ``seed``: an int in
         ``[0, 2**64)`` or an int64 tensor, default a fresh one from the generator."""
+        settings = (self.mode, self.temperature, self.samples, self.noise)
         if seed is None:
             seed = torch.randint(0, 2**62, (), dtype=torch.int64, generator=self.generator)
-        elif isinstance(seed, int):
-            # sst's seeds are unsigned 64-bit; an int64 tensor carries them modulo 2**64.
-            if not 0 <= seed < 2**64:
-                raise ValueError(f"seed must be in [0, 2**64), found {seed}")
+        elif isinstance(seed, int) and not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), found {seed}")
+        if not torch.compiler.is_compiling():
+            return _Eager.apply(theta, int(seed) % 2**64, float(step), self._id, settings)
+        if isinstance(seed, int):
+            # An int64 tensor carries sst's unsigned 64-bit seeds modulo 2**64.
             seed = torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
         step = torch.as_tensor(step, dtype=torch.float64)
         keep = torch.is_grad_enabled() and theta.requires_grad
-        z, _token = _forward(
-            theta,
-            seed,
-            step,
-            self._id,
-            self.mode,
-            self.temperature,
-            self.samples,
-            self.noise,
-            keep,
-        )
+        z, _token = _forward(theta, seed, step, self._id, *settings, keep)
         return z
 
     def extra_repr(self):
