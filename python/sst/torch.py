@@ -15,8 +15,10 @@ ops ``sst::forward``/``sst::backward`` (registered with ``torch.library.custom_o
 (pass ``step`` as a tensor there, so that a new step does not recompile; a seed drawn inside
 compiled code comes from inductor's random numbers, not eager torch's).
 
-The ``reinforce`` estimator has no pathwise gradient: ``SSTLayer`` refuses layers that use it
-(``Layer.reinforce`` takes the losses of a hard forward pass directly).
+The ``reinforce`` estimator has no pathwise gradient: ``z`` passes none back, and
+``SSTLayer.sample(theta)`` returns a ``Sample`` whose ``surrogate(losses)`` (one loss per sample
+and batch row) is added to the loss: its value is 0 and its gradient the score-function
+estimate with the spec's baseline (eager mode).
 """
 
 from typing import Optional
@@ -27,6 +29,8 @@ from ._pending import PENDING
 from ._sst import Layer
 
 _LAYERS = []
+# Whether each of _LAYERS uses `reinforce` (no pathwise gradient).
+_REINFORCE = []
 
 
 def _layer_id(layer):
@@ -35,6 +39,7 @@ def _layer_id(layer):
         if known is layer:
             return i
     _LAYERS.append(layer)
+    _REINFORCE.append(layer.plan()["estimator"].startswith("reinforce"))
     return len(_LAYERS) - 1
 
 
@@ -95,7 +100,10 @@ def _backward(
 
 
 def _host_backward(layer, fwd, grad_z, samples):
-    """``dL/dtheta`` on the host for the forward pass ``fwd``, summed over the samples."""
+    """``dL/dtheta`` on the host for the forward pass ``fwd``, summed over the samples; zero
+    for ``reinforce``, whose gradient is the surrogate's."""
+    if _REINFORCE[layer]:
+        return torch.zeros(fwd.z.shape[1:] if samples > 1 else fwd.z.shape, dtype=grad_z.dtype)
     grad = _LAYERS[layer].backward(fwd, grad_z.detach().cpu().contiguous().numpy())
     if samples > 1:
         grad = grad.sum(axis=0)
@@ -129,8 +137,10 @@ class _Eager(torch.autograd.Function):
     until the backward, with none of the custom op's dispatch."""
 
     @staticmethod
-    def forward(ctx, theta, seed, step, layer, settings):
+    def forward(ctx, theta, seed, step, layer, settings, kept):
         fwd = _run(layer, theta, seed, step, settings)
+        if kept is not None:
+            kept.append(fwd)
         z = torch.from_numpy(fwd._shared_z()).to(theta.device)
         ctx.fwd, ctx.layer, ctx.samples, ctx.device = fwd, layer, settings[2], theta.device
         # z is saved only so that autograd refuses a backward pass after z was written into.
@@ -141,7 +151,50 @@ class _Eager(torch.autograd.Function):
     def backward(ctx, grad_z):
         ctx.saved_tensors
         grad = _host_backward(ctx.layer, ctx.fwd, grad_z, ctx.samples).to(ctx.device)
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
+
+
+class _Surrogate(torch.autograd.Function):
+    """The REINFORCE surrogate of a forward pass: 0, with the gradient
+    ``(f - b) * grad log q(z | theta)`` per sample, summed into ``theta``."""
+
+    @staticmethod
+    def forward(ctx, theta, losses, fwd, layer, samples):
+        ctx.fwd, ctx.layer, ctx.samples = fwd, layer, samples
+        ctx.save_for_backward(losses)
+        return theta.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, scale):
+        (losses,) = ctx.saved_tensors
+        f = losses.detach().cpu().double().contiguous().numpy()
+        grad = torch.from_numpy(_LAYERS[ctx.layer].reinforce(ctx.fwd, f))
+        if ctx.samples > 1:
+            grad = grad.sum(dim=0)
+        return (scale * grad.to(scale.device)), None, None, None, None
+
+
+class Sample:
+    """One forward pass through autograd (``SSTLayer.sample``): ``z``, and for ``reinforce``
+    layers ``surrogate(losses)``."""
+
+    def __init__(self, z, theta, fwd, module):
+        self.z = z
+        self._theta, self._fwd, self._module = theta, fwd, module
+
+    def surrogate(self, losses):
+        """A scalar to add to the loss: value 0, gradient into ``theta`` the score-function
+        estimate for ``losses`` (one per sample and batch row, ``[samples?, B...]``) with the
+        spec's baseline; the losses themselves are not differentiated through it."""
+        if not _REINFORCE[self._module._id]:
+            raise ValueError(
+                f"layer `{self._module.layer.name}`: estimator: the surrogate is for reinforce "
+                "layers; this layer's gradient reaches theta through z"
+            )
+        losses = torch.as_tensor(losses)
+        return _Surrogate.apply(
+            self._theta, losses, self._fwd, self._module._id, self._module.samples
+        )
 
 
 class SSTLayer(torch.nn.Module):
@@ -165,11 +218,6 @@ class SSTLayer(torch.nn.Module):
         generator: Optional[torch.Generator] = None,
     ):
         super().__init__()
-        if layer.plan()["estimator"].startswith("reinforce"):
-            raise ValueError(
-                f"layer `{layer.name}`: estimator: reinforce has no pathwise gradient for "
-                "autograd; call Layer.forward and Layer.reinforce with the samples' losses"
-            )
         self.layer = layer
         self.mode = mode
         self.temperature = temperature
@@ -182,12 +230,9 @@ class SSTLayer(torch.nn.Module):
         """``z`` for ``theta`` at training ``step`` (a number or a tensor); ``seed``: an int in
         ``[0, 2**64)`` or an int64 tensor, default a fresh one from the generator."""
         settings = (self.mode, self.temperature, self.samples, self.noise)
-        if seed is None:
-            seed = torch.randint(0, 2**62, (), dtype=torch.int64, generator=self.generator)
-        elif isinstance(seed, int) and not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), found {seed}")
+        seed = self._seed(seed)
         if not torch.compiler.is_compiling():
-            return _Eager.apply(theta, int(seed) % 2**64, float(step), self._id, settings)
+            return _Eager.apply(theta, int(seed) % 2**64, float(step), self._id, settings, None)
         if isinstance(seed, int):
             # An int64 tensor carries sst's unsigned 64-bit seeds modulo 2**64.
             seed = torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
@@ -195,6 +240,21 @@ class SSTLayer(torch.nn.Module):
         keep = torch.is_grad_enabled() and theta.requires_grad
         z, _token = _forward(theta, seed, step, self._id, *settings, keep)
         return z
+
+    def sample(self, theta: torch.Tensor, step=0.0, seed=None) -> Sample:
+        """``forward`` keeping the forward pass, for ``Sample.surrogate`` (eager mode)."""
+        settings = (self.mode, self.temperature, self.samples, self.noise)
+        seed = int(self._seed(seed)) % 2**64
+        kept = []
+        z = _Eager.apply(theta, seed, float(step), self._id, settings, kept)
+        return Sample(z, theta, kept[0], self)
+
+    def _seed(self, seed):
+        if seed is None:
+            return torch.randint(0, 2**62, (), dtype=torch.int64, generator=self.generator)
+        if isinstance(seed, int) and not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), found {seed}")
+        return seed
 
     def extra_repr(self):
         return f"{self.layer.name}: theta {self.layer.shape}"

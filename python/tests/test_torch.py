@@ -130,10 +130,27 @@ def test_no_grad_keeps_nothing():
     assert len(PENDING) == 0
 
 
-def test_reinforce_is_refused_with_the_way_out():
-    layer = sst.compile("layer l: categorical(3) { estimator: reinforce }")["l"]
-    with pytest.raises(ValueError, match="Layer.reinforce"):
-        sst.torch.SSTLayer(layer)
+def test_reinforce_through_the_surrogate_is_the_layers_score_function_gradient():
+    """z passes no gradient back; the surrogate is 0 and its gradient, scaled by what reaches
+    it, is Layer.reinforce for the same seed and losses (leave-one-out over 4 samples)."""
+    spec = "layer l: categorical(5) { estimator: reinforce(baseline = leave_one_out) }"
+    layer = sst.compile(spec)["l"]
+    module = sst.torch.SSTLayer(layer, samples=4)
+    theta = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    s = module.sample(theta, seed=12)
+    losses = (s.z * torch.arange(5.0, dtype=torch.float64)).sum(dim=2)  # [4, 3]
+    surrogate = s.surrogate(losses)
+    assert surrogate.item() == 0.0
+    (losses.sum() + 3.0 * surrogate).backward()
+    fwd = layer.forward(theta.detach().numpy(), seed=12, samples=4)
+    want = 3.0 * layer.reinforce(fwd, losses.detach().numpy()).sum(axis=0)
+    np.testing.assert_array_equal(fwd.z, s.z.detach().numpy())
+    np.testing.assert_allclose(theta.grad.numpy(), want, rtol=1e-15, atol=0)
+    assert theta.grad.abs().sum() > 0
+
+    plain = sst.torch.SSTLayer(sst.compile("layer l: categorical(5) {}")["l"])
+    with pytest.raises(ValueError, match="surrogate is for reinforce"):
+        plain.sample(theta).surrogate(torch.zeros(3))
 
 
 def test_bad_requests_surface_as_request_errors():
