@@ -698,9 +698,14 @@ impl Layer {
     /// The backend that runs this layer under `choice` ([`select`]).
     fn backend<F: Real>(&self, choice: Choice) -> Result<&'static dyn Backend<F>, RequestError> {
         select::<F>(&self.plan.program, choice).map_err(|why| {
+            let name = if choice == Choice::Cuda {
+                "cuda"
+            } else {
+                "jit"
+            };
             self.error(
                 "backend",
-                format!("the jit cannot run this layer: {}", why.0),
+                format!("the {name} backend cannot run this layer: {}", why.0),
             )
         })
     }

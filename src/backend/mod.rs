@@ -5,6 +5,9 @@
 //! IR node calling the kernels of `src/kernels/`, one row at a time, with its working memory
 //! allocated once per call.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod fused;
 #[cfg(feature = "jit")]
 pub mod jit;
 pub mod reference;
@@ -30,17 +33,21 @@ pub enum Choice {
     Reference,
     /// The JIT; a request error where it cannot run the program.
     Jit,
+    /// The CUDA backend (feature `cuda`); a request error where this build, the machine or
+    /// the backend cannot run the program. Never chosen by `Auto`.
+    Cuda,
 }
 
 impl Choice {
     /// The names of `--backend`, in the order of [`Choice::from_name`].
-    pub const NAMES: &'static [&'static str] = &["auto", "reference", "jit"];
+    pub const NAMES: &'static [&'static str] = &["auto", "reference", "jit", "cuda"];
 
     pub fn from_name(name: &str) -> Option<Choice> {
         match name {
             "auto" => Some(Choice::Auto),
             "reference" => Some(Choice::Reference),
             "jit" => Some(Choice::Jit),
+            "cuda" => Some(Choice::Cuda),
             _ => None,
         }
     }
@@ -56,6 +63,22 @@ pub fn select<F: Real>(
         Choice::Reference => Ok(&reference::Reference),
         Choice::Auto => Ok(jit_for::<F>(program).unwrap_or(&reference::Reference)),
         Choice::Jit => jit_for::<F>(program),
+        Choice::Cuda => cuda_for::<F>(program),
+    }
+}
+
+/// The CUDA backend if this build has it, the machine has a device and NVRTC, and the backend
+/// runs `program`.
+fn cuda_for<F: Real>(program: &Program) -> Result<&'static dyn Backend<F>, Unsupported> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::describe().map_err(Unsupported)?;
+        Backend::<F>::supports(&cuda::Cuda, program).map(|()| &cuda::Cuda as &dyn Backend<F>)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = program;
+        Err(Unsupported(NO_CUDA.to_string()))
     }
 }
 
@@ -73,6 +96,23 @@ fn jit_for<F: Real>(program: &Program) -> Result<&'static dyn Backend<F>, Unsupp
         ))
     }
 }
+
+/// The CUDA device layers would run on (`"NVIDIA H200 (sm_90)"`), or why there is none: no
+/// feature `cuda` in this build, no driver, no device, no NVRTC.
+pub fn cuda_device() -> Result<String, String> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::describe()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err(NO_CUDA.to_string())
+    }
+}
+
+/// Why a build without the feature `cuda` has no CUDA backend.
+#[cfg(not(feature = "cuda"))]
+const NO_CUDA: &str = "this build has no CUDA backend (cargo feature `cuda`)";
 
 /// Seconds this process has spent compiling JIT kernels (0 without the `jit` feature).
 pub fn compile_seconds() -> f64 {
@@ -192,6 +232,8 @@ pub enum SolveError {
     DpTooLarge { what: &'static str, cells: usize },
     /// A gradient came out infinite or NaN.
     GradientNotFinite { kernel: &'static str },
+    /// The GPU failed in the middle of a call (the driver's error).
+    Device(String),
     /// `max = auto` needs more outcomes than a truncation may keep to drop less than `tail`.
     TruncationTooLong { theta: f64, tail: f64 },
     /// The log-pmf overflows at this truncation.
@@ -209,6 +251,7 @@ impl SolveError {
             SolveError::ScaledOverflow { .. } | SolveError::GradientNotFinite { .. } => {
                 "temperature"
             }
+            SolveError::Device(_) => "backend",
             _ => "theta",
         }
     }
@@ -219,6 +262,7 @@ impl fmt::Display for SolveError {
         use crate::diagnostic::number;
         match self {
             SolveError::Noise(sentence) => f.write_str(sentence),
+            SolveError::Device(error) => write!(f, "the CUDA device failed: {error}"),
             SolveError::PerturbedOverflow { value, precision } => write!(
                 f,
                 "the perturbed parameters overflow {precision} ({value:e}); use smaller theta or \

@@ -38,6 +38,10 @@ pub fn run(
     threads: usize,
     backend: Choice,
 ) -> Result<String, CliError> {
+    if backend == Choice::Cuda {
+        sst::backend::cuda_device()
+            .map_err(|why| CliError::Usage(format!("--backend cuda: {why}")))?;
+    }
     let setup = Setup {
         repeats,
         threads,

@@ -18,6 +18,10 @@ pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliE
                 plan["program"] = l.plan().program_json();
                 let (name, why) = l.backend_name::<f64>();
                 plan["backend"] = json!({ "name": name, "why_not_jit": why });
+                #[cfg(feature = "cuda")]
+                {
+                    plan["backend"]["cuda"] = cuda_json(l);
+                }
                 plan
             })
             .collect();
@@ -31,6 +35,8 @@ pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliE
     for layer in module.layers() {
         out.push_str(&plan_table(layer.plan()));
         out.push_str(&backend_line(layer));
+        #[cfg(feature = "cuda")]
+        out.push_str(&cuda_line(layer));
         out.push('\n');
     }
     Ok(out)
@@ -52,6 +58,52 @@ fn backend_line(layer: &sst::Layer) -> String {
             "backend"
         ),
     }
+}
+
+/// Which kernels `--backend cuda` runs on the device for this layer (f32 and f64 alike), and
+/// the device or why there is none.
+#[cfg(feature = "cuda")]
+fn cuda_line(layer: &sst::Layer) -> String {
+    let device = sst::backend::cuda_device().unwrap_or_else(|why| format!("no device: {why}"));
+    match sst::backend::cuda::kernels::<f32>(&layer.plan().program) {
+        Ok(kernels) => format!(
+            "  {:<12} cuda  # with --backend cuda: {} fused kernels on the device ({}); {device}\n",
+            "",
+            kernels.len(),
+            kernel_names(&kernels).join(", ")
+        ),
+        Err(why) => format!("  {:<12} reference  # with --backend cuda: {}\n", "", why.0),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_json(layer: &sst::Layer) -> serde_json::Value {
+    match sst::backend::cuda::kernels::<f32>(&layer.plan().program) {
+        Ok(kernels) => {
+            json!({ "kernels": kernel_names(&kernels), "device": sst::backend::cuda_device().ok() })
+        }
+        Err(why) => json!({ "kernels": [], "why_not": why.0 }),
+    }
+}
+
+/// The kernels' passes in words: `forward gumbel argmax`, `backward softmax (re-solved)`.
+#[cfg(feature = "cuda")]
+fn kernel_names(kernels: &[sst::backend::fused::Kernel]) -> Vec<String> {
+    use sst::backend::fused::Pass;
+    let names: Vec<String> = kernels
+        .iter()
+        .map(|k| match k.pass {
+            Pass::Forward { front, solve } => format!("forward {front:?} {solve:?}"),
+            Pass::Backward { soft, recompute } => {
+                format!(
+                    "backward {soft:?}{}",
+                    if recompute { " (re-solved)" } else { "" }
+                )
+            }
+        })
+        .map(|name| name.to_lowercase())
+        .collect();
+    names
 }
 
 /// A plan as an aligned table: field, value, why.

@@ -56,6 +56,10 @@ pub fn run(
             }
         },
     };
+    if backend == Choice::Cuda {
+        sst::backend::cuda_device()
+            .map_err(|why| CliError::Usage(format!("--backend cuda: {why}")))?;
+    }
     if serve {
         return serve_lines(layer, backend);
     }

@@ -26,14 +26,13 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
+use super::fused::{backward_kernel, forward_kernel, Kernel, Precision};
 use super::reference::{clamp_unit, Reference};
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
-use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
-use crate::noise::{Coordinates, Perturbation};
+use crate::ir::Program;
 use crate::plan::Mode;
 use crate::real::Real;
-use translate::{Front, Helpers, Kernel, Pass, SoftKernel, Solve};
-use vmath::Precision;
+use translate::Helpers;
 
 /// The JIT backend (see the module documentation).
 #[derive(Clone, Copy, Debug, Default)]
@@ -196,87 +195,6 @@ unsafe extern "C" fn sparsemax_row<F: Real>(x: *const F, z: *mut F, n: i64) {
     };
     crate::kernels::sparsemax::sparsemax(x, z);
     clamp_unit(z);
-}
-
-/// The precision of `F`.
-fn precision<F: Real>() -> Precision {
-    match F::NAME {
-        "f32" => Precision::F32,
-        _ => Precision::F64,
-    }
-}
-
-/// The forward kernel of `program` for a request's noise and mode, or why there is none.
-fn forward_kernel<F: Real>(
-    program: &Program,
-    noise: Perturbation,
-    mode: Mode,
-) -> Result<Kernel, Unsupported> {
-    let why = |s: &str| Err(Unsupported(s.to_string()));
-    if program.scores != ScoreMap::Identity || program.decode != Decode::Identity {
-        return why("count score maps are not compiled");
-    }
-    let front = match (noise, program.coordinates) {
-        (Perturbation::None, _) => Front::None,
-        (Perturbation::Gumbel, Coordinates::Joint) => Front::Gumbel,
-        (Perturbation::Gumbel, Coordinates::Binary) => Front::Logistic,
-        _ => return why("only gumbel noise (or none) is compiled"),
-    };
-    let solve = match mode {
-        Mode::Hard => match program.hard {
-            Hard::Argmax => Solve::Argmax,
-            Hard::Positive => Solve::Positive,
-            other => return why(&format!("the {} hard kernel is not compiled", other.name())),
-        },
-        Mode::Soft => match program.soft {
-            Soft::Softmax => Solve::Soft(SoftKernel::Softmax),
-            Soft::Sigmoid => Solve::Soft(SoftKernel::Sigmoid),
-            Soft::Clip => Solve::Soft(SoftKernel::Clip),
-            Soft::Sparsemax => Solve::Soft(SoftKernel::Sparsemax),
-            other => {
-                return why(&format!(
-                    "the {} soft kernel is not compiled (softmax, sigmoid, clip and sparsemax \
-                     are)",
-                    other.name()
-                ))
-            }
-        },
-    };
-    Ok(Kernel {
-        n: program.row_len,
-        precision: precision::<F>(),
-        pass: Pass::Forward { front, solve },
-    })
-}
-
-/// The backward kernel of `program` in `mode`, or `None` where the reference backend runs the
-/// backward pass (Gumbel-Rao's draws, finite differences, rules other than closed form).
-fn backward_kernel<F: Real>(program: &Program, noise: Perturbation, mode: Mode) -> Option<Kernel> {
-    // The compiled VJP ends at `∂L/∂w`, which is `∂L/∂θ` only for identity scores and decode and
-    // a noise whose chain rule is the identity.
-    let identity_chain = program.scores == ScoreMap::Identity
-        && program.decode == Decode::Identity
-        && matches!(noise, Perturbation::Gumbel | Perturbation::None);
-    if !identity_chain {
-        return None;
-    }
-    let soft = match program.soft {
-        Soft::Softmax => SoftKernel::Softmax,
-        Soft::Sigmoid => SoftKernel::Sigmoid,
-        Soft::Clip => SoftKernel::Clip,
-        Soft::Sparsemax => SoftKernel::Sparsemax,
-        _ => return None,
-    };
-    let compiled_rule = program.backward == Backward::Native(Rule::ClosedForm);
-    let gumbel_rao = matches!(program.estimator, Estimator::GumbelRao { .. });
-    (compiled_rule && !(mode == Mode::Hard && gumbel_rao)).then_some(Kernel {
-        n: program.row_len,
-        precision: precision::<F>(),
-        pass: Pass::Backward {
-            soft,
-            recompute: mode == Mode::Hard,
-        },
-    })
 }
 
 impl<F: Real> Backend<F> for Jit {

@@ -16,73 +16,15 @@ use cranelift_codegen::ir::types::{self, Type};
 use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use super::vmath::{self, cast, select, splat_f, splat_i, Precision};
+use super::vmath::{self, cast, select, splat_f, splat_i};
 use super::{BackwardArgs, ForwardArgs};
-
-/// The noise a forward kernel draws.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Front {
-    /// `w = θ`.
-    None,
-    /// `w = θ − ln(−ln u)`.
-    Gumbel,
-    /// `w = θ + ln u − ln(1 − u)` (Gumbel on binary coordinates).
-    Logistic,
-}
-
-/// What a forward kernel computes from `w`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Solve {
-    /// The one-hot of the largest `w`, ties to the lowest index.
-    Argmax,
-    /// `z_i = [w_i > 0]`.
-    Positive,
-    /// `z = soft(w/T)`.
-    Soft(SoftKernel),
-}
-
-/// A compiled soft kernel, forward and vector–Jacobian product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SoftKernel {
-    /// `s = softmax(x)`; `∂L/∂w = s ⊙ (g − ⟨g, s⟩) / T`.
-    Softmax,
-    /// `s = σ(x)`; `∂L/∂w = g ⊙ s ⊙ (1 − s) / T`.
-    Sigmoid,
-    /// `s = clip(x + ½, 0, 1)`; `∂L/∂w = g ⊙ [0 < s < 1] / T`.
-    Clip,
-    /// `s = sparsemax(x)` by the Rust kernel, called from the compiled row loop
-    /// ([`Helpers::sparsemax`]); `∂L/∂w = (g − mean_S g) ⊙ [s > 0] / T`, `S = {s > 0}`.
-    Sparsemax,
-}
+use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
 
 /// Rust kernels the compiled code calls, declared in the function being built: each
 /// `fn(x: *const F, z: *mut F, n: i64)`.
 #[derive(Clone, Copy)]
 pub struct Helpers {
     pub sparsemax: FuncRef,
-}
-
-/// One compiled function: what it computes, for rows of `n` elements in one precision. This is
-/// the compile cache's key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Kernel {
-    pub n: usize,
-    pub precision: Precision,
-    pub pass: Pass,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Pass {
-    Forward {
-        front: Front,
-        solve: Solve,
-    },
-    /// `recompute`: the soft solution is re-solved from the saved `w` (straight-through);
-    /// otherwise it is the saved solution (relaxed).
-    Backward {
-        soft: SoftKernel,
-        recompute: bool,
-    },
 }
 
 impl Kernel {

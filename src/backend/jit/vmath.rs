@@ -8,16 +8,11 @@ use cranelift_codegen::ir::types::{self, Type};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::FunctionBuilder;
 
+pub use crate::backend::fused::Precision;
 use crate::math::{EXP_F32, EXP_F64, LN_F32, LN_F64};
 use crate::noise::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1};
 
-/// The precision a kernel computes in, and its vector types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Precision {
-    F32,
-    F64,
-}
-
+/// A precision's vector types (the JIT's side of [`Precision`]).
 impl Precision {
     /// The float vector type (`f32x4`, `f64x2`).
     pub fn vector(self) -> Type {
@@ -33,13 +28,6 @@ impl Precision {
             Precision::F64 => types::I64X2,
         }
     }
-    /// Bytes per element.
-    pub fn bytes(self) -> i64 {
-        match self {
-            Precision::F32 => 4,
-            Precision::F64 => 8,
-        }
-    }
     /// Vectors per unit of four elements.
     pub fn per_unit(self) -> usize {
         match self {
@@ -50,13 +38,6 @@ impl Precision {
     /// Lanes per vector.
     pub fn lanes(self) -> usize {
         4 / self.per_unit()
-    }
-    /// Uniforms per Philox block ([`crate::noise::uniforms_per_block`]).
-    pub fn uniforms_per_block(self) -> usize {
-        match self {
-            Precision::F32 => crate::noise::uniforms_per_block::<f32>() as usize,
-            Precision::F64 => crate::noise::uniforms_per_block::<f64>() as usize,
-        }
     }
 }
 

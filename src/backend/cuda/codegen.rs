@@ -1,0 +1,520 @@
+//! CUDA C for the fused kernels ([`Kernel`]): one translation unit per kernel, compiled by
+//! NVRTC when a layer first runs on the device.
+//!
+//! The source is a *prelude* — Philox4x32-10, the uniforms in the block/slot layout of
+//! [`crate::noise`], sst's `ln`/`exp` ([`crate::math`], the same constants and the same IEEE
+//! operations in the same order) and the noise transforms — followed by one `__global__`
+//! function. The prelude is plain C as well as CUDA C, so the tests compile it with the host's C
+//! compiler and check its noise against the Rust code bit for bit; NVRTC compiles it with
+//! `--fmad=false` (no fused multiply–add), so the GPU computes the same bits.
+//!
+//! Launch: one block of [`THREADS`] threads per row of the range (`grid = rows`), block
+//! reductions by warp shuffles. With noise, a thread owns whole Philox blocks (every word of a
+//! block is used: 4 f32 or 2 f64 uniforms); without, it walks the row with stride
+//! `blockDim.x`.
+
+use std::fmt::Write;
+
+use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
+use crate::math::{Exp, Ln, EXP_F32, EXP_F64, LN_F32, LN_F64};
+use crate::noise::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, SECOND_STREAM};
+
+/// Threads per block (one block per row).
+pub const THREADS: u32 = 256;
+
+/// The name of the kernel's `__global__` function.
+pub const ENTRY: &str = "sst_kernel";
+
+/// The whole translation unit of `kernel`.
+pub fn source(kernel: &Kernel) -> String {
+    let mut s = format!("// sst fused kernel: {kernel:?}\n");
+    s.push_str(&prelude());
+    s.push_str(&reductions(kernel.precision));
+    match kernel.pass {
+        Pass::Forward { front, solve } => s.push_str(&forward(kernel, front, solve)),
+        Pass::Backward { soft, recompute } => s.push_str(&backward(kernel, soft, recompute)),
+    }
+    s
+}
+
+/// The C-compatible part: types, bit casts, Philox, uniforms, `ln`, `exp`, the transforms.
+pub fn prelude() -> String {
+    let mut s = String::from(
+        r#"#ifdef __CUDACC__
+#define SST_FN __device__ __forceinline__
+typedef unsigned int u32;
+typedef unsigned long long u64;
+SST_FN float f32_of(u32 b) { return __uint_as_float(b); }
+SST_FN u32 bits_f32(float x) { return __float_as_uint(x); }
+SST_FN double f64_of(u64 b) { return __longlong_as_double((long long)b); }
+SST_FN u64 bits_f64(double x) { return (u64)__double_as_longlong(x); }
+#else
+#include <string.h>
+#define SST_FN static inline
+typedef unsigned int u32;
+typedef unsigned long long u64;
+SST_FN float f32_of(u32 b) { float x; memcpy(&x, &b, 4); return x; }
+SST_FN u32 bits_f32(float x) { u32 b; memcpy(&b, &x, 4); return b; }
+SST_FN double f64_of(u64 b) { double x; memcpy(&x, &b, 8); return x; }
+SST_FN u64 bits_f64(double x) { u64 b; memcpy(&b, &x, 8); return b; }
+#endif
+"#,
+    );
+    let _ = write!(
+        s,
+        r#"
+/* Philox4x32-10 (crate::noise::philox4x32_10): counter c, key (k0, k1). */
+SST_FN void sst_philox(u32 c[4], u32 k0, u32 k1) {{
+    for (int round = 0; round < 10; round++) {{
+        if (round > 0) {{ k0 += {w0}u; k1 += {w1}u; }}
+        u64 p0 = (u64){m0}u * c[0];
+        u64 p1 = (u64){m1}u * c[2];
+        u32 n0 = (u32)(p1 >> 32) ^ c[1] ^ k0, n1 = (u32)p1;
+        u32 n2 = (u32)(p0 >> 32) ^ c[3] ^ k1, n3 = (u32)p0;
+        c[0] = n0; c[1] = n1; c[2] = n2; c[3] = n3;
+    }}
+}}
+
+/* The words of Philox block `block` of `stream` for (seed, sample, batch row):
+   counter [block lo, block hi | stream, batch, sample], key [seed lo, seed hi]. */
+SST_FN void sst_block_words(u32 out[4], u64 seed, u32 sample, u32 batch, u32 stream, u64 block) {{
+    out[0] = (u32)block; out[1] = (u32)(block >> 32) | stream; out[2] = batch; out[3] = sample;
+    sst_philox(out, (u32)seed, (u32)(seed >> 32));
+}}
+
+/* Uniforms in (0, 1): f32 (k + 1/2) 2^-23 from the top 23 bits of a word; f64 (k + 1/2) 2^-52
+   from 52 bits of two words (crate::noise::slot_uniform). */
+SST_FN float sst_uniform_f32(const u32 words[4], int slot) {{
+    return (float)(((double)(words[slot] >> 9) + 0.5) * {two_m23});
+}}
+SST_FN double sst_uniform_f64(const u32 words[4], int slot) {{
+    u64 k = ((u64)words[2 * slot] << 20) | (u64)(words[2 * slot + 1] >> 12);
+    return ((double)k + 0.5) * {two_m52};
+}}
+#define SST_SECOND_STREAM {second}u
+
+/* The element that slot `slot` of Philox block `block` feeds, with `per_block` uniforms per
+   block: elements go in groups of 4·per_block over four blocks, element r of group q being slot
+   r div 4 of block 4q + r mod 4 (crate::noise::block_and_slot, inverted). */
+SST_FN int sst_element(int block, int slot, int per_block) {{
+    return 4 * per_block * (block / 4) + block % 4 + 4 * slot;
+}}
+"#,
+        w0 = PHILOX_W0,
+        w1 = PHILOX_W1,
+        m0 = PHILOX_M0,
+        m1 = PHILOX_M1,
+        two_m23 = f64_literal(1.0 / (1u64 << 23) as f64),
+        two_m52 = f64_literal(1.0 / (1u64 << 52) as f64),
+        second = SECOND_STREAM,
+    );
+    s.push_str(&ln_fn(
+        "f32",
+        "float",
+        &LN_F32.widen(),
+        23,
+        127,
+        0x007f_ffff,
+    ));
+    s.push_str(&ln_fn(
+        "f64",
+        "double",
+        &LN_F64.widen(),
+        52,
+        1023,
+        0x000f_ffff_ffff_ffff,
+    ));
+    s.push_str(&exp_fn("f32", "float", &EXP_F32.widen(), 127, 23));
+    s.push_str(&exp_fn("f64", "double", &EXP_F64.widen(), 1023, 52));
+    for (p, ty) in [("f32", "float"), ("f64", "double")] {
+        let _ = write!(
+            s,
+            r#"
+SST_FN {ty} sst_gumbel_{p}({ty} u) {{ return -sst_ln_{p}(-sst_ln_{p}(u)); }}
+SST_FN {ty} sst_logistic_{p}({ty} u) {{ return sst_ln_{p}(u) - sst_ln_{p}(({ty})1 - u); }}
+"#
+        );
+    }
+    s
+}
+
+/// The constants of `ln`/`exp` as f64 (exact: every f32 is an f64), so that one generator
+/// writes both precisions.
+pub struct Constants {
+    offset: u64,
+    sqrt_half: u64,
+    lg: Vec<f64>,
+    ln2_hi: f64,
+    ln2_lo: f64,
+}
+
+impl Ln<f32> {
+    fn widen(&self) -> Constants {
+        Constants {
+            offset: self.offset,
+            sqrt_half: self.sqrt_half,
+            lg: self.lg.iter().map(|&x| f64::from(x)).collect(),
+            ln2_hi: f64::from(self.ln2_hi),
+            ln2_lo: f64::from(self.ln2_lo),
+        }
+    }
+}
+
+impl Ln<f64> {
+    fn widen(&self) -> Constants {
+        Constants {
+            offset: self.offset,
+            sqrt_half: self.sqrt_half,
+            lg: self.lg.to_vec(),
+            ln2_hi: self.ln2_hi,
+            ln2_lo: self.ln2_lo,
+        }
+    }
+}
+
+/// `exp`'s constants as f64 (see [`Constants`]).
+pub struct ExpConstants {
+    round: f64,
+    log2e: f64,
+    ln2_hi: f64,
+    ln2_lo: f64,
+    taylor: Vec<f64>,
+    low: f64,
+    high: f64,
+}
+
+impl Exp<f32> {
+    fn widen(&self) -> ExpConstants {
+        ExpConstants {
+            round: f64::from(self.round),
+            log2e: f64::from(self.log2e),
+            ln2_hi: f64::from(self.ln2_hi),
+            ln2_lo: f64::from(self.ln2_lo),
+            taylor: self.taylor.iter().map(|&x| f64::from(x)).collect(),
+            low: f64::from(self.low),
+            high: f64::from(self.high),
+        }
+    }
+}
+
+impl Exp<f64> {
+    fn widen(&self) -> ExpConstants {
+        ExpConstants {
+            round: self.round,
+            log2e: self.log2e,
+            ln2_hi: self.ln2_hi,
+            ln2_lo: self.ln2_lo,
+            taylor: self.taylor.to_vec(),
+            low: self.low,
+            high: self.high,
+        }
+    }
+}
+
+/// A constant of precision `p` written by its bits, so that no decimal conversion stands between
+/// the Rust constant and the device's.
+fn literal(p: &str, x: f64) -> String {
+    match p {
+        "f32" => format!("f32_of(0x{:08x}u)", (x as f32).to_bits()),
+        _ => f64_literal(x),
+    }
+}
+
+fn f64_literal(x: f64) -> String {
+    format!("f64_of(0x{:016x}ull)", x.to_bits())
+}
+
+/// `ln x` (crate::math::ln_f32 / ln_f64): fdlibm's reduction and minimax polynomial, operation
+/// for operation.
+fn ln_fn(p: &str, ty: &str, c: &Constants, shift: u32, bias: i32, mantissa: u64) -> String {
+    let (bits_ty, int_ty, suffix) = match p {
+        "f32" => ("u32", "int", "u"),
+        _ => ("u64", "long long", "ull"),
+    };
+    let lg: Vec<String> = c.lg.iter().map(|&x| literal(p, x)).collect();
+    // t1 = w·(Lg2 + w·(Lg4 + w·Lg6)), t2 = z·(Lg1 + w·(Lg3 + w·(Lg5 + w·Lg7))) in f64;
+    // t1 = w·(Lg2 + w·Lg4), t2 = z·(Lg1 + w·Lg3) in f32.
+    let (t1, t2) = match lg.len() {
+        7 => (
+            format!("w * ({} + w * ({} + w * {}))", lg[1], lg[3], lg[5]),
+            format!(
+                "z * ({} + w * ({} + w * ({} + w * {})))",
+                lg[0], lg[2], lg[4], lg[6]
+            ),
+        ),
+        _ => (
+            format!("w * ({} + w * {})", lg[1], lg[3]),
+            format!("z * ({} + w * {})", lg[0], lg[2]),
+        ),
+    };
+    format!(
+        r#"
+/* ln x for positive normal x (crate::math). */
+SST_FN {ty} sst_ln_{p}({ty} x) {{
+    {bits_ty} bits = bits_{p}(x) + ({bits_ty})0x{offset:x}{suffix};
+    {ty} k = ({ty})(({int_ty})(bits >> {shift}) - {bias});
+    {ty} m = {p}_of((bits & ({bits_ty})0x{mantissa:x}{suffix}) + ({bits_ty})0x{sqrt_half:x}{suffix});
+    {ty} f = m - ({ty})1;
+    {ty} hfsq = ({ty})0.5 * f * f;
+    {ty} s = f / (({ty})2 + f);
+    {ty} z = s * s;
+    {ty} w = z * z;
+    {ty} t1 = {t1};
+    {ty} t2 = {t2};
+    {ty} r = t2 + t1;
+    return s * (hfsq + r) + k * {lo} - hfsq + f + k * {hi};
+}}
+"#,
+        offset = c.offset,
+        sqrt_half = c.sqrt_half,
+        lo = literal(p, c.ln2_lo),
+        hi = literal(p, c.ln2_hi),
+    )
+}
+
+/// `exp x` (crate::math::exp_f32 / exp_f64): `2ᵏ·p(r)` with `k` rounded by the `1.5·2ᵖ` add and
+/// the Taylor polynomial by Horner's rule, operation for operation.
+fn exp_fn(p: &str, ty: &str, c: &ExpConstants, bias: u32, shift: u32) -> String {
+    let bits_ty = if p == "f32" { "u32" } else { "u64" };
+    let mut horner = literal(p, c.taylor[c.taylor.len() - 1]);
+    for &t in c.taylor[..c.taylor.len() - 1].iter().rev() {
+        horner = format!("{} + r * ({horner})", literal(p, t));
+    }
+    format!(
+        r#"
+/* exp x (crate::math): 0 below {low}, clamped above {high}. */
+SST_FN {ty} sst_exp_{p}({ty} x) {{
+    {ty} xc = x > {high_l} ? {high_l} : x;
+    xc = xc < {low_l} ? {low_l} : xc;
+    {ty} shifted = xc * {log2e} + {round};
+    {ty} k = shifted - {round};
+    {ty} r = (xc - k * {ln2_hi}) - k * {ln2_lo};
+    {ty} poly = {horner};
+    {ty} q = ({ty})1 + r + r * r * poly;
+    {bits_ty} ki = bits_{p}(shifted) - bits_{p}({round});
+    {ty} scale = {p}_of((ki + {bias}u) << {shift});
+    return x < {low_l} ? ({ty})0 : q * scale;
+}}
+"#,
+        low = c.low,
+        high = c.high,
+        low_l = literal(p, c.low),
+        high_l = literal(p, c.high),
+        log2e = literal(p, c.log2e),
+        round = literal(p, c.round),
+        ln2_hi = literal(p, c.ln2_hi),
+        ln2_lo = literal(p, c.ln2_lo),
+    )
+}
+
+/// The C type, suffix and accumulator of a precision.
+fn names(p: Precision) -> (&'static str, &'static str) {
+    match p {
+        Precision::F32 => ("float", "f32"),
+        Precision::F64 => ("double", "f64"),
+    }
+}
+
+/// Block-wide reductions (every thread gets the result): the maximum and the sum (in double),
+/// and the arg-maximum with ties to the lowest index. `scratch` holds 32 entries of shared
+/// memory; every thread of the block must call them.
+fn reductions(p: Precision) -> String {
+    let (ty, _) = names(p);
+    format!(
+        r#"
+#ifdef __CUDACC__
+typedef {ty} real;
+#define SST_INF __int_as_float(0x7f800000)
+/* Shared memory of the block reductions, one entry per warp. */
+__shared__ real sst_scratch_r[32];
+__shared__ int sst_scratch_i[32];
+__shared__ double sst_scratch_d[32];
+__device__ double sst_block_sum(double v, double* scratch) {{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}}
+__device__ real sst_block_max(real v, real* scratch) {{
+    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : -SST_INF;
+    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}}
+/* (value, index) pairs: the larger value, or the lower index among equal values. */
+__device__ void sst_better(real* v, int* i, real v2, int i2) {{
+    if (v2 > *v || (v2 == *v && i2 < *i)) {{ *v = v2; *i = i2; }}
+}}
+__device__ int sst_block_argmax(real v, int i, real* scratch, int* scratch_i) {{
+    for (int o = 16; o > 0; o >>= 1)
+        sst_better(&v, &i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) {{ scratch[warp] = v; scratch_i[warp] = i; }}
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : -SST_INF;
+    i = lane < warps ? scratch_i[lane] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1)
+        sst_better(&v, &i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+    return i;
+}}
+#endif
+"#
+    )
+}
+
+/// The noise of one element from its uniform, in the kernel's precision.
+fn transform(front: Front, p: &str) -> String {
+    match front {
+        Front::Gumbel => format!("sst_gumbel_{p}(u)"),
+        Front::Logistic => format!("sst_logistic_{p}(u)"),
+        Front::None => unreachable!("no noise, no transform"),
+    }
+}
+
+/// What the first pass does with one element `e` once `w` is known: `x = w/T` for soft kernels,
+/// watched for overflow; the elementwise kernels write `z` at once.
+fn first_pass(solve: Solve) -> &'static str {
+    match solve {
+        Solve::Positive => "z[e] = wv > (real)0 ? (real)1 : (real)0;",
+        Solve::Argmax => "sst_better(&best, &best_at, wv, e);",
+        Solve::Soft(SoftKernel::Softmax) => {
+            "real x = wv / t; bad |= !isfinite(x); z[e] = x; best = fmax(best, x);"
+        }
+        Solve::Soft(SoftKernel::Sigmoid) => {
+            "real x = wv / t; bad |= !isfinite(x); z[e] = sst_sigmoid(x);"
+        }
+        Solve::Soft(SoftKernel::Clip) => {
+            "real x = wv / t; bad |= !isfinite(x); z[e] = sst_clip(x);"
+        }
+        Solve::Soft(SoftKernel::Sparsemax) => unreachable!("sparsemax is not generated"),
+    }
+}
+
+/// The elementwise soft maps and the softmax's exponential, in the kernel's precision.
+fn soft_maps(p: &str) -> String {
+    format!(
+        r#"
+__device__ real sst_exp(real x) {{ return sst_exp_{p}(x); }}
+/* sigmoid(x) = 1/(1 + e^-x), written so that no exponential overflows. */
+__device__ real sst_sigmoid(real x) {{
+    real e = sst_exp(-fabs(x));
+    return x >= (real)0 ? (real)1 / ((real)1 + e) : e / ((real)1 + e);
+}}
+__device__ real sst_clip(real x) {{ return fmin(fmax(x + (real)0.5, (real)0), (real)1); }}
+"#
+    )
+}
+
+/// The forward kernel: for row `start + blockIdx.x` (batch row `row mod B`, sample `row div B`),
+/// `w = θ + noise`, then the solve; a `w` or `w/T` that is not finite lowers `*bad_row` to the
+/// row (the driver then re-runs the range on the reference backend for its sentence).
+fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
+    let (_, p) = names(kernel.precision);
+    let u = kernel.precision.uniforms_per_block();
+    let elements = match front {
+        Front::None => "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {\n        real wv = theta_row[e];\n        w[e] = wv;\n        bad |= !isfinite(wv);\n        BODY\n    }".to_string(),
+        _ => format!(
+            "for (int j = threadIdx.x; j < SST_BLOCKS; j += blockDim.x) {{\n        u32 words[4];\n        sst_block_words(words, seed, sample, batch_row, 0u, (u64)j);\n        for (int slot = 0; slot < {u}; slot++) {{\n            int e = sst_element(j, slot, {u});\n            if (e >= SST_N) continue;\n            real u = sst_uniform_{p}(words, slot);\n            real wv = theta_row[e] + {noise};\n            w[e] = wv;\n            bad |= !isfinite(wv);\n            BODY\n        }}\n    }}",
+            noise = transform(front, p),
+        ),
+    }
+    .replace("BODY", first_pass(solve));
+    let finish = match solve {
+        Solve::Positive | Solve::Soft(SoftKernel::Sigmoid | SoftKernel::Clip) => String::new(),
+        Solve::Argmax => "int at = sst_block_argmax(best, best_at, sst_scratch_r, sst_scratch_i);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = e == at ? (real)1 : (real)0;".into(),
+        Solve::Soft(SoftKernel::Softmax) => "real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real ex = sst_exp(z[e] - m); z[e] = ex; part += (double)ex; }\n    double total = sst_block_sum(part, sst_scratch_d);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)((double)z[e] / total);".into(),
+        Solve::Soft(SoftKernel::Sparsemax) => unreachable!("sparsemax is not generated"),
+    };
+    let blocks = kernel.n.div_ceil(4 * u) * 4;
+    format!(
+        r#"{maps}
+#define SST_N {n}
+#define SST_BLOCKS {blocks}
+extern "C" __global__ void {ENTRY}(const real* __restrict__ theta, real* __restrict__ w_all,
+        real* __restrict__ z_all, u64 start, u64 batch, u64 seed, double temperature,
+        u64* bad_row) {{
+    u64 row = start + blockIdx.x;
+    [[maybe_unused]] u32 sample = (u32)(row / batch);
+    u32 batch_row = (u32)(row % batch);
+    const real* theta_row = theta + (u64)batch_row * SST_N;
+    real* w = w_all + (u64)blockIdx.x * SST_N;
+    real* z = z_all + (u64)blockIdx.x * SST_N;
+    [[maybe_unused]] real t = (real)temperature;
+    [[maybe_unused]] real best = -SST_INF;
+    [[maybe_unused]] int best_at = 0x7fffffff;
+    bool bad = false;
+    {elements}
+    __syncthreads();
+    {finish}
+    if (bad) atomicMin(bad_row, row);
+}}
+"#,
+        maps = soft_maps(p),
+        n = kernel.n,
+    )
+}
+
+/// The backward kernel: `grad += J_sᵀ g / T` for row `start + blockIdx.x`, with `s` the saved
+/// solution or (`recompute`, straight-through) `soft(w/T)` re-solved from the saved `w`, and
+/// `g` the cotangent row (the range's row when `per_sample`, else the batch row).
+fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
+    let (_, p) = names(kernel.precision);
+    // `S(e)`: the solution at element e.
+    let (prepare, s_of) = match (soft, recompute) {
+        (_, false) => (String::new(), "s_row[e]".to_string()),
+        (SoftKernel::Softmax, true) => (
+            "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part += (double)sst_exp(w_row[e] / t - m);\n    double total = sst_block_sum(part, sst_scratch_d);".to_string(),
+            "(real)((double)sst_exp(w_row[e] / t - m) / total)".to_string(),
+        ),
+        (SoftKernel::Sigmoid, true) => (
+            "bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);\n    if (bad) atomicMin(bad_row, row);".to_string(),
+            "sst_sigmoid(w_row[e] / t)".to_string(),
+        ),
+        (SoftKernel::Clip, true) => (
+            "bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);\n    if (bad) atomicMin(bad_row, row);".to_string(),
+            "sst_clip(w_row[e] / t)".to_string(),
+        ),
+        (SoftKernel::Sparsemax, _) => unreachable!("sparsemax is not generated"),
+    };
+    let vjp = match soft {
+        SoftKernel::Softmax => format!(
+            "double part_dot = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part_dot += (double)g_row[e] * (double)({s_of});\n    real dot = (real)sst_block_sum(part_dot, sst_scratch_d);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) grad[e] += ({s_of}) * (g_row[e] - dot) / t;"
+        ),
+        SoftKernel::Sigmoid => format!(
+            "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] += g_row[e] * s * ((real)1 - s) / t; }}"
+        ),
+        SoftKernel::Clip => format!(
+            "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] += s > (real)0 && s < (real)1 ? g_row[e] / t : (real)0; }}"
+        ),
+        SoftKernel::Sparsemax => unreachable!("sparsemax is not generated"),
+    };
+    format!(
+        r#"{maps}
+#define SST_N {n}
+extern "C" __global__ void {ENTRY}(const real* __restrict__ w_all, const real* __restrict__ solution,
+        const real* __restrict__ cotangent, real* __restrict__ grad_all, u64 start, u64 batch,
+        int per_sample, double temperature, u64* bad_row) {{
+    u64 row = start + blockIdx.x;
+    u64 g_index = per_sample ? (u64)blockIdx.x : row % batch;
+    [[maybe_unused]] const real* w_row = w_all + (u64)blockIdx.x * SST_N;
+    [[maybe_unused]] const real* s_row = solution + (u64)blockIdx.x * SST_N;
+    const real* g_row = cotangent + g_index * SST_N;
+    real* grad = grad_all + (u64)blockIdx.x * SST_N;
+    real t = (real)temperature;
+    {prepare}
+    {vjp}
+}}
+"#,
+        maps = soft_maps(p),
+        n = kernel.n,
+    )
+}

@@ -1,0 +1,381 @@
+//! The CUDA backend (feature `cuda`): the fused kernels of [`crate::backend::fused`] as CUDA C
+//! ([`codegen`]), compiled at run time by NVRTC for the device's compute capability, loaded
+//! through the driver API, and run one block per row. cudarc loads the driver (`libcuda.so`)
+//! and NVRTC (`libnvrtc.so.13`) when first needed: the build needs neither, and a machine
+//! without them gets a sentence saying so ([`device`], [`nvrtc_version`]), never a panic.
+//!
+//! It runs the programs the JIT compiles except `sparsemax` (no device sort yet); a request
+//! whose mode needs a kernel it does not generate runs that pass on the reference backend, as
+//! do the backward passes no fused kernel covers (Gumbel-Rao's draws, finite differences).
+//! Arrays travel per call: `θ` up, `w` and `z` (or the gradient) down.
+//!
+//! Each kernel is compiled once per process (and kept on disk, keyed by a hash of its source,
+//! the NVRTC version and the architecture, under `$XDG_CACHE_HOME/sst/cuda` or
+//! `~/.cache/sst/cuda`).
+
+pub mod codegen;
+
+use std::collections::HashMap;
+use std::ffi::{c_char, CString};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::PushKernelArg;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
+use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys, Ptx};
+
+use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, SoftKernel, Solve};
+use super::reference::Reference;
+use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
+use crate::ir::Program;
+use crate::plan::Mode;
+use crate::real::Real;
+
+/// The CUDA backend (see the module documentation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cuda;
+
+/// The options every kernel is compiled with: no fused multiply–add, so that the noise and
+/// `ln`/`exp` give the bits of the CPU backends; IEEE division and square root; no flushing of
+/// subnormals.
+pub const NVRTC_OPTIONS: &[&str] = &[
+    "--fmad=false",
+    "--prec-div=true",
+    "--prec-sqrt=true",
+    "--ftz=false",
+    "--std=c++17",
+];
+
+/// NVRTC's version, or why it cannot be loaded.
+pub fn nvrtc_version() -> Result<(i32, i32), String> {
+    // SAFETY: `is_culib_present` only tries to open the library by its candidate names.
+    if !unsafe { nvrtc_sys::is_culib_present() } {
+        return Err(
+            "NVRTC (libnvrtc.so.13) was not found: install the CUDA toolkit or the PyPI package \
+             nvidia-cuda-nvrtc and put its lib folder on LD_LIBRARY_PATH"
+                .into(),
+        );
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the library is present (checked above); the two pointers are valid for writes.
+    let status = unsafe { nvrtc_sys::nvrtcVersion(&mut major, &mut minor) };
+    match status {
+        nvrtc_sys::nvrtcResult::NVRTC_SUCCESS => Ok((major, minor)),
+        other => Err(format!("nvrtcVersion failed: {other:?}")),
+    }
+}
+
+/// Compiles CUDA C `source` to a CUBIN for `arch` (`"sm_90"`) with [`NVRTC_OPTIONS`]; the
+/// compiler's log when it fails.
+pub fn compile_cubin(source: &str, arch: &str) -> Result<Vec<u8>, String> {
+    nvrtc_version()?;
+    let src = CString::new(source).map_err(|_| "the source holds a NUL byte".to_string())?;
+    let prog = nvrtc_result::create_program(&src, None).map_err(|e| format!("{e:?}"))?;
+    let mut options: Vec<String> = NVRTC_OPTIONS.iter().map(|o| o.to_string()).collect();
+    options.push(format!("--gpu-architecture={arch}"));
+    // SAFETY: `prog` was created above and is destroyed once, at the end; the buffers handed to
+    // NVRTC have the sizes it reported.
+    let result = unsafe {
+        match nvrtc_result::compile_program(prog, &options) {
+            Ok(()) => {
+                let mut size = 0usize;
+                nvrtc_sys::nvrtcGetCUBINSize(prog, &mut size)
+                    .result()
+                    .map_err(|e| format!("{e:?}"))
+                    .and_then(|()| {
+                        let mut cubin = vec![0u8; size];
+                        nvrtc_sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut c_char)
+                            .result()
+                            .map(|()| cubin)
+                            .map_err(|e| format!("{e:?}"))
+                    })
+            }
+            Err(e) => {
+                let log = nvrtc_result::get_program_log(prog).unwrap_or_default();
+                let log: Vec<u8> = log
+                    .iter()
+                    .map(|&c| c as u8)
+                    .take_while(|&c| c != 0)
+                    .collect();
+                Err(format!(
+                    "NVRTC could not compile the kernel ({e:?}):\n{}",
+                    String::from_utf8_lossy(&log)
+                ))
+            }
+        }
+    };
+    // SAFETY: `prog` is live and destroyed only here.
+    let _ = unsafe { nvrtc_result::destroy_program(prog) };
+    result
+}
+
+/// The device every CUDA layer runs on (GPU 0): its stream and architecture.
+struct Device {
+    stream: Arc<CudaStream>,
+    arch: String,
+    name: String,
+}
+
+/// GPU 0, or why there is none (no driver, no device, no NVRTC).
+fn device() -> Result<&'static Device, String> {
+    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            // SAFETY: `is_culib_present` only tries to open the library by its candidate names.
+            if !unsafe { cudarc::driver::sys::is_culib_present() } {
+                return Err("no CUDA driver on this machine (libcuda.so was not found)".into());
+            }
+            nvrtc_version()?;
+            let ctx = CudaContext::new(0).map_err(|e| format!("no CUDA device: {e:?}"))?;
+            let (major, minor) = ctx.compute_capability().map_err(|e| format!("{e:?}"))?;
+            let name = ctx.name().map_err(|e| format!("{e:?}"))?;
+            Ok(Device {
+                stream: ctx.default_stream(),
+                arch: format!("sm_{major}{minor}"),
+                name,
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The device's name and architecture (`"NVIDIA H200 (sm_90)"`), or why there is none.
+pub fn describe() -> Result<String, String> {
+    device().map(|d| format!("{} ({})", d.name, d.arch))
+}
+
+/// Whether the backend generates `kernel` (every fused kernel but sparsemax's).
+fn generated(kernel: &Kernel) -> bool {
+    !matches!(
+        kernel.pass,
+        Pass::Forward {
+            solve: Solve::Soft(SoftKernel::Sparsemax),
+            ..
+        } | Pass::Backward {
+            soft: SoftKernel::Sparsemax,
+            ..
+        }
+    )
+}
+
+/// The kernels this backend generates for `program` in `F`: both modes' forward kernels and the
+/// backward kernels there are, or why it does not run the program.
+pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
+    let mut out = Vec::new();
+    for mode in [Mode::Hard, Mode::Soft] {
+        let forward = forward_kernel::<F>(program, program.noise, mode)?;
+        if !generated(&forward) {
+            return Err(Unsupported(
+                "sparsemax is not generated for CUDA (it needs a device sort)".into(),
+            ));
+        }
+        out.push(forward);
+        out.extend(backward_kernel::<F>(program, program.noise, mode).filter(generated));
+    }
+    Ok(out)
+}
+
+/// Every kernel loaded in this process, or why it could not be.
+fn cache() -> &'static Mutex<HashMap<Kernel, Result<CudaFunction, String>>> {
+    static CACHE: OnceLock<Mutex<HashMap<Kernel, Result<CudaFunction, String>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// `kernel` compiled for the device and loaded, from the cache or now.
+fn function(kernel: Kernel) -> Result<CudaFunction, String> {
+    let device = device()?;
+    let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(kernel)
+        .or_insert_with(|| {
+            let cubin = cached_cubin(&codegen::source(&kernel), &device.arch)?;
+            let module = device
+                .stream
+                .context()
+                .load_module(Ptx::from_binary(cubin))
+                .map_err(|e| format!("the driver refused the kernel: {e:?}"))?;
+            module
+                .load_function(codegen::ENTRY)
+                .map_err(|e| format!("{e:?}"))
+        })
+        .clone()
+}
+
+/// [`compile_cubin`] through the disk cache (a failed read or write only costs a compile).
+fn cached_cubin(source: &str, arch: &str) -> Result<Vec<u8>, String> {
+    let (major, minor) = nvrtc_version()?;
+    let key = fnv1a(format!("{source}\0{major}.{minor}\0{arch}").as_bytes());
+    let path = cache_dir().map(|d| d.join(format!("{key:016x}.cubin")));
+    if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
+        return Ok(bytes);
+    }
+    let cubin = compile_cubin(source, arch)?;
+    if let Some(path) = path {
+        let _ = std::fs::create_dir_all(path.parent().expect("a file in a folder"));
+        let _ = std::fs::write(path, &cubin);
+    }
+    Ok(cubin)
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("sst").join("cuda"))
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds and platforms.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `s` as bytes.
+fn bytes<F: Real>(s: &[F]) -> &[u8] {
+    // SAFETY: `Real` is implemented for f32 and f64 only, plain numbers without padding or
+    // invalid bit patterns; the byte slice covers exactly `s`'s memory.
+    unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, std::mem::size_of_val(s)) }
+}
+
+/// `s` as mutable bytes (see [`bytes`]).
+fn bytes_mut<F: Real>(s: &mut [F]) -> &mut [u8] {
+    // SAFETY: as in `bytes`; every byte pattern is a valid f32 or f64.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut u8, std::mem::size_of_val(s)) }
+}
+
+/// A device failure in the middle of a call, as a solver error on the field `backend`.
+fn failed(e: impl std::fmt::Debug) -> SolveError {
+    SolveError::Device(format!("{e:?}"))
+}
+
+/// One block of [`codegen::THREADS`] threads per row of the range.
+fn launch_config(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (codegen::THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The first row that overflowed on the device, if one did.
+fn bad_row(stream: &Arc<CudaStream>, bad: &CudaSlice<u64>) -> Result<Option<u64>, SolveError> {
+    let bad = stream.clone_dtoh(bad).map_err(failed)?;
+    Ok((bad[0] != u64::MAX).then_some(bad[0]))
+}
+
+impl<F: Real> Backend<F> for Cuda {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    /// The program's kernels are generated and compile for the device.
+    fn supports(&self, program: &Program) -> Result<(), Unsupported> {
+        for kernel in kernels::<F>(program)? {
+            function(kernel).map_err(Unsupported)?;
+        }
+        Ok(())
+    }
+
+    fn forward(&self, rows: &Rows<F>, out: ForwardOut<F>) -> Result<(), SolveError> {
+        let kernel = match forward_kernel::<F>(rows.program, rows.noise, rows.mode) {
+            Ok(kernel) if generated(&kernel) => kernel,
+            _ => return Reference.forward(rows, out),
+        };
+        let f = function(kernel).map_err(SolveError::Device)?;
+        let (n, count) = (kernel.n, rows.range.len());
+        if count == 0 {
+            return Ok(());
+        }
+        let stream = &device().map_err(SolveError::Device)?.stream;
+        let theta = stream.clone_htod(bytes(rows.theta)).map_err(failed)?;
+        let size = count * n * std::mem::size_of::<F>();
+        let mut w = stream.alloc_zeros::<u8>(size).map_err(failed)?;
+        let mut z = stream.alloc_zeros::<u8>(size).map_err(failed)?;
+        let mut bad = stream.clone_htod(&[u64::MAX]).map_err(failed)?;
+        let (start, batch) = (rows.range.start as u64, rows.batch_rows() as u64);
+        let mut launch = stream.launch_builder(&f);
+        launch
+            .arg(&theta)
+            .arg(&mut w)
+            .arg(&mut z)
+            .arg(&start)
+            .arg(&batch)
+            .arg(&rows.seed)
+            .arg(&rows.temperature)
+            .arg(&mut bad);
+        // SAFETY: the arguments are the forward kernel's parameters in order (codegen::forward):
+        // θ holds every batch row, `w` and `z` one row of `n` per block of the grid, `bad` one
+        // u64; the kernel indexes nothing else.
+        unsafe { launch.launch(launch_config(count)) }.map_err(failed)?;
+        if bad_row(stream, &bad)?.is_some() {
+            // A row overflowed: the reference backend finds it and says so.
+            return Reference.forward(rows, out);
+        }
+        stream
+            .memcpy_dtoh(&w, bytes_mut(&mut out.w[..count * n]))
+            .map_err(failed)?;
+        stream
+            .memcpy_dtoh(&z, bytes_mut(&mut out.z[..count * n]))
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    fn backward_into(
+        &self,
+        rows: &Rows<F>,
+        saved: Saved<F>,
+        grad: &mut [F],
+    ) -> Result<(), SolveError> {
+        let kernel = match backward_kernel::<F>(rows.program, rows.noise, rows.mode) {
+            Some(kernel) if generated(&kernel) => kernel,
+            _ => return Reference.backward_into(rows, saved, grad),
+        };
+        let f = function(kernel).map_err(SolveError::Device)?;
+        let (n, range) = (kernel.n, rows.range.clone());
+        let count = range.len();
+        if count == 0 {
+            return Ok(());
+        }
+        let stream = &device().map_err(SolveError::Device)?.stream;
+        let cotangent = match saved.per_sample {
+            true => &saved.cotangent[range.start * n..range.end * n],
+            false => &saved.cotangent[..rows.batch_rows() * n],
+        };
+        let w = stream
+            .clone_htod(bytes(&saved.w[range.start * n..range.end * n]))
+            .map_err(failed)?;
+        let solution = stream
+            .clone_htod(bytes(&saved.solution[range.start * n..range.end * n]))
+            .map_err(failed)?;
+        let cot = stream.clone_htod(bytes(cotangent)).map_err(failed)?;
+        let mut g = stream.clone_htod(bytes(grad)).map_err(failed)?;
+        let mut bad = stream.clone_htod(&[u64::MAX]).map_err(failed)?;
+        let (start, batch) = (range.start as u64, rows.batch_rows() as u64);
+        let per_sample = i32::from(saved.per_sample);
+        let mut launch = stream.launch_builder(&f);
+        launch
+            .arg(&w)
+            .arg(&solution)
+            .arg(&cot)
+            .arg(&mut g)
+            .arg(&start)
+            .arg(&batch)
+            .arg(&per_sample)
+            .arg(&rows.temperature)
+            .arg(&mut bad);
+        // SAFETY: the arguments are the backward kernel's parameters in order
+        // (codegen::backward): `w`, the solution and the gradient one row of `n` per block, the
+        // cotangent the rows it indexes (the range's per sample, else every batch row), `bad`
+        // one u64.
+        unsafe { launch.launch(launch_config(count)) }.map_err(failed)?;
+        if bad_row(stream, &bad)?.is_some() {
+            // `w/T` overflowed in a re-solve: the reference backend names the row.
+            let mut scratch = vec![F::zero(); grad.len()];
+            Reference.backward_into(rows, saved, &mut scratch)?;
+            return Err(SolveError::GradientNotFinite { kernel: "cuda" });
+        }
+        stream.memcpy_dtoh(&g, bytes_mut(grad)).map_err(failed)?;
+        Ok(())
+    }
+}

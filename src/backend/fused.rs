@@ -1,0 +1,185 @@
+//! The fused row kernels that the compiling backends generate — the Cranelift JIT
+//! (`backend/jit/`) and CUDA (`backend/cuda/`): what each kernel computes ([`Kernel`]) and
+//! which kernel runs a program's forward and backward pass ([`forward_kernel`],
+//! [`backward_kernel`]). A forward kernel reads `θ` once and writes `w = θ + noise` and `z`; a
+//! backward kernel reads the saved `w` or solution and the cotangent and adds `∂L/∂θ` into the
+//! gradient. Both backends read this description only; a program it does not cover runs on the
+//! reference backend.
+
+use super::Unsupported;
+use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
+use crate::noise::{Coordinates, Perturbation};
+use crate::plan::Mode;
+use crate::real::Real;
+
+/// The noise a forward kernel draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Front {
+    /// `w = θ`.
+    None,
+    /// `w = θ − ln(−ln u)`.
+    Gumbel,
+    /// `w = θ + ln u − ln(1 − u)` (Gumbel on binary coordinates).
+    Logistic,
+}
+
+/// What a forward kernel computes from `w`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Solve {
+    /// The one-hot of the largest `w`, ties to the lowest index.
+    Argmax,
+    /// `z_i = [w_i > 0]`.
+    Positive,
+    /// `z = soft(w/T)`.
+    Soft(SoftKernel),
+}
+
+/// A fused soft kernel, forward and vector–Jacobian product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SoftKernel {
+    /// `s = softmax(x)`; `∂L/∂w = s ⊙ (g − ⟨g, s⟩) / T`.
+    Softmax,
+    /// `s = σ(x)`; `∂L/∂w = g ⊙ s ⊙ (1 − s) / T`.
+    Sigmoid,
+    /// `s = clip(x + ½, 0, 1)`; `∂L/∂w = g ⊙ [0 < s < 1] / T`.
+    Clip,
+    /// `s = sparsemax(x)`; `∂L/∂w = (g − mean_S g) ⊙ [s > 0] / T`, `S = {s > 0}` (the JIT calls
+    /// the Rust kernel from its compiled row loop).
+    Sparsemax,
+}
+
+/// The precision a kernel computes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+impl Precision {
+    /// The precision of `F`.
+    pub fn of<F: Real>() -> Precision {
+        match F::NAME {
+            "f32" => Precision::F32,
+            _ => Precision::F64,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn bytes(self) -> i64 {
+        match self {
+            Precision::F32 => 4,
+            Precision::F64 => 8,
+        }
+    }
+
+    /// Uniforms per Philox block ([`crate::noise::uniforms_per_block`]).
+    pub fn uniforms_per_block(self) -> usize {
+        match self {
+            Precision::F32 => crate::noise::uniforms_per_block::<f32>() as usize,
+            Precision::F64 => crate::noise::uniforms_per_block::<f64>() as usize,
+        }
+    }
+}
+
+/// One fused kernel: what it computes, for rows of `n` elements in one precision. The compile
+/// caches' key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub n: usize,
+    pub precision: Precision,
+    pub pass: Pass,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pass {
+    Forward {
+        front: Front,
+        solve: Solve,
+    },
+    /// `recompute`: the soft solution is re-solved from the saved `w` (straight-through);
+    /// otherwise it is the saved solution (relaxed).
+    Backward {
+        soft: SoftKernel,
+        recompute: bool,
+    },
+}
+
+/// The forward kernel of `program` in `F` for a request's noise and mode, or why there is none.
+pub fn forward_kernel<F: Real>(
+    program: &Program,
+    noise: Perturbation,
+    mode: Mode,
+) -> Result<Kernel, Unsupported> {
+    let why = |s: &str| Err(Unsupported(s.to_string()));
+    if program.scores != ScoreMap::Identity || program.decode != Decode::Identity {
+        return why("count score maps are not compiled");
+    }
+    let front = match (noise, program.coordinates) {
+        (Perturbation::None, _) => Front::None,
+        (Perturbation::Gumbel, Coordinates::Joint) => Front::Gumbel,
+        (Perturbation::Gumbel, Coordinates::Binary) => Front::Logistic,
+        _ => return why("only gumbel noise (or none) is compiled"),
+    };
+    let solve = match mode {
+        Mode::Hard => match program.hard {
+            Hard::Argmax => Solve::Argmax,
+            Hard::Positive => Solve::Positive,
+            other => return why(&format!("the {} hard kernel is not compiled", other.name())),
+        },
+        Mode::Soft => match soft_kernel(program.soft) {
+            Some(soft) => Solve::Soft(soft),
+            None => {
+                return why(&format!(
+                    "the {} soft kernel is not compiled (softmax, sigmoid, clip and sparsemax \
+                     are)",
+                    program.soft.name()
+                ))
+            }
+        },
+    };
+    Ok(Kernel {
+        n: program.row_len,
+        precision: Precision::of::<F>(),
+        pass: Pass::Forward { front, solve },
+    })
+}
+
+/// The backward kernel of `program` in `F` and `mode`, or `None` where the reference backend
+/// runs the backward pass (Gumbel-Rao's draws, finite differences, rules other than closed
+/// form).
+pub fn backward_kernel<F: Real>(
+    program: &Program,
+    noise: Perturbation,
+    mode: Mode,
+) -> Option<Kernel> {
+    // The fused VJP ends at `∂L/∂w`, which is `∂L/∂θ` only for identity scores and decode and a
+    // noise whose chain rule is the identity.
+    let identity_chain = program.scores == ScoreMap::Identity
+        && program.decode == Decode::Identity
+        && matches!(noise, Perturbation::Gumbel | Perturbation::None);
+    if !identity_chain {
+        return None;
+    }
+    let soft = soft_kernel(program.soft)?;
+    let closed_form = program.backward == Backward::Native(Rule::ClosedForm);
+    let gumbel_rao = matches!(program.estimator, Estimator::GumbelRao { .. });
+    (closed_form && !(mode == Mode::Hard && gumbel_rao)).then_some(Kernel {
+        n: program.row_len,
+        precision: Precision::of::<F>(),
+        pass: Pass::Backward {
+            soft,
+            recompute: mode == Mode::Hard,
+        },
+    })
+}
+
+/// The fused soft kernel of an IR soft node, if there is one.
+fn soft_kernel(soft: Soft) -> Option<SoftKernel> {
+    match soft {
+        Soft::Softmax => Some(SoftKernel::Softmax),
+        Soft::Sigmoid => Some(SoftKernel::Sigmoid),
+        Soft::Clip => Some(SoftKernel::Clip),
+        Soft::Sparsemax => Some(SoftKernel::Sparsemax),
+        _ => None,
+    }
+}

@@ -1,0 +1,324 @@
+//! The CUDA backend (feature `cuda`, issue 17). Without a GPU (CI and every developer machine):
+//! - every kernel the backend generates, for every plan it accepts (every registered support,
+//!   instances of several sizes, every soft solver and rule, every estimator, gumbel noise or
+//!   none, f32 and f64), compiles with the real NVRTC to a CUBIN for sm_80 and sm_90 (NVRTC from
+//!   the CUDA toolkit or the PyPI package `nvidia-cuda-nvrtc` on LD_LIBRARY_PATH; without it the
+//!   test fails and says so);
+//! - the generated prelude (Philox, the uniforms' layout, `ln`, `exp`, the Gumbel and logistic
+//!   transforms), compiled as C by the host's compiler without contraction, gives the Rust
+//!   noise bit for bit: the same IEEE operations the GPU runs under `--fmad=false`;
+//! - `--backend cuda` on a machine without a driver is one line and exit 2.
+//!
+//! With a GPU (`cargo test --release --features cuda --test cuda -- --ignored`, DEVELOPERS'
+//! device script): the device agrees with the reference backend on every accepted plan.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use common::cli::{code, run, text, TempDir};
+use common::{rules, Rng};
+use ndarray::ArrayD;
+use sst::backend::cuda::{self, codegen};
+use sst::backend::fused::Kernel;
+use sst::noise::{block_and_slot, gumbel, logistic, uniform, NoiseKey};
+use sst::support::{SupportRef, REGISTRY};
+use sst::{BackendChoice, Mode, Options, Real};
+
+/// Every spec of `support`: each soft solver with each rule (relaxed), each estimator, with the
+/// support's default noise and with none.
+fn specs(support: &SupportRef) -> Vec<String> {
+    let mut out = Vec::new();
+    for solver in support.soft_solvers() {
+        for rule in rules(solver) {
+            out.push(format!(
+                "layer l: {} {{ regularizer: {}; solver: {}; backward: {rule} }}",
+                support.describe(),
+                solver.regularizer.name(),
+                solver.name
+            ));
+        }
+    }
+    out.extend(common::estimator_specs(support, "reinforce"));
+    let without: Vec<String> = out
+        .iter()
+        .map(|s| s.replacen("{ ", "{ noise: none; ", 1))
+        .collect();
+    out.extend(without);
+    out
+}
+
+/// The layers of every registered support at a few sizes, with their specs.
+fn layers() -> Vec<(String, sst::Layer)> {
+    let mut out = Vec::new();
+    for entry in REGISTRY {
+        for seed in [1, 2, 5] {
+            let support = (entry.random_instance)(seed);
+            for spec in specs(&support) {
+                if let Ok(m) = sst::compile(&spec) {
+                    out.push((spec, m.layer("l").clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every kernel the CUDA backend generates for the accepted plans, and how many plans it
+/// accepted and refused.
+fn generated_kernels() -> (BTreeSet<String>, Vec<Kernel>, usize, usize) {
+    let (mut seen, mut kernels, mut accepted, mut refused) = (BTreeSet::new(), Vec::new(), 0, 0);
+    for (_, layer) in layers() {
+        for result in [
+            cuda::kernels::<f32>(&layer.plan().program),
+            cuda::kernels::<f64>(&layer.plan().program),
+        ] {
+            match result {
+                Ok(ks) => {
+                    accepted += 1;
+                    for k in ks {
+                        if seen.insert(format!("{k:?}")) {
+                            kernels.push(k);
+                        }
+                    }
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    (seen, kernels, accepted, refused)
+}
+
+#[test]
+fn every_generated_kernel_compiles_to_cubin_for_sm_80_and_sm_90() {
+    if let Err(why) = cuda::nvrtc_version() {
+        panic!(
+            "this test needs NVRTC: {why} (scripts/test puts python/.venv's on LD_LIBRARY_PATH)"
+        );
+    }
+    let (_, kernels, accepted, refused) = generated_kernels();
+    assert!(
+        accepted >= 20,
+        "{accepted} plans accepted, {refused} refused"
+    );
+    // Every kind of kernel is among them, in both precisions: forward with Gumbel noise
+    // (argmax, softmax), logistic noise (positive, sigmoid, clip) and none (all five); backward
+    // of softmax, sigmoid and clip, from the saved solution or re-solved.
+    let kinds: BTreeSet<String> = kernels
+        .iter()
+        .map(|k| format!("{:?} {:?}", k.precision, k.pass))
+        .collect();
+    assert_eq!(kinds.len(), 2 * (2 + 3 + 5 + 3 * 2), "{kinds:#?}");
+    for kernel in &kernels {
+        let source = codegen::source(kernel);
+        for arch in ["sm_80", "sm_90"] {
+            let cubin = cuda::compile_cubin(&source, arch)
+                .unwrap_or_else(|e| panic!("{kernel:?} for {arch}: {e}\n{source}"));
+            assert_eq!(&cubin[..4], b"\x7fELF", "{kernel:?} {arch}: not a CUBIN");
+        }
+    }
+    eprintln!(
+        "{} kernels ({} kinds) for {accepted} accepted plans compiled for sm_80 and sm_90",
+        kernels.len(),
+        kinds.len()
+    );
+}
+
+/// The host's C compiler on the prelude and a driver printing, for three keys and the first
+/// 200 elements of a row, each element's Gumbel and logistic noise in both precisions through
+/// the kernels' own block/slot → element map, then `ln` and `exp` over a sweep; the lines are
+/// compared with the Rust code's bits.
+#[test]
+fn the_device_prelude_computes_the_rust_noise_bit_for_bit() {
+    let dir = TempDir::new();
+    let driver = r#"
+#include <stdio.h>
+int main(void) {
+    u64 seeds[3] = {0ull, 12345ull, 0xfedcba9876543210ull};
+    for (int k = 0; k < 3; k++) {
+        for (int per_block = 2; per_block <= 4; per_block += 2) {
+            for (int block = 0; block < 100; block++) {
+                u32 words[4];
+                sst_block_words(words, seeds[k], 3u, 7u, 0u, (u64)block);
+                for (int slot = 0; slot < per_block; slot++) {
+                    int e = sst_element(block, slot, per_block);
+                    if (e >= 200) continue;
+                    if (per_block == 4) {
+                        float u = sst_uniform_f32(words, slot);
+                        printf("f32 %d %d %08x %08x\n", k, e, bits_f32(sst_gumbel_f32(u)), bits_f32(sst_logistic_f32(u)));
+                    } else {
+                        double u = sst_uniform_f64(words, slot);
+                        printf("f64 %d %d %016llx %016llx\n", k, e, bits_f64(sst_gumbel_f64(u)), bits_f64(sst_logistic_f64(u)));
+                    }
+                }
+            }
+        }
+    }
+    for (int i = 0; i < 4000; i++) {
+        double x = -750.0 + 0.3751 * i;
+        printf("exp 0 %d %08x %016llx\n", i, bits_f32(sst_exp_f32((float)x)), bits_f64(sst_exp_f64(x)));
+        double y = 1e-300 * __builtin_pow(10.0, 0.15 * i);
+        if (y < 1e300) printf("ln 0 %d %08x %016llx\n", i, bits_f32(sst_ln_f32((float)(y > 1e-37 && y < 1e38 ? y : 1.5))), bits_f64(sst_ln_f64(y)));
+    }
+    return 0;
+}
+"#;
+    let file = dir.write("prelude.c", &(codegen::prelude() + driver));
+    let exe = file.with_extension("exe");
+    let compiled = Command::new("cc")
+        .args([
+            "-O2",
+            "-std=c99",
+            "-ffp-contract=off",
+            "-fno-fast-math",
+            "-o",
+        ])
+        .arg(&exe)
+        .arg(&file)
+        .arg("-lm")
+        .output()
+        .expect("the host's C compiler `cc` (which links Rust programs too)");
+    assert!(compiled.status.success(), "{}", text(&compiled.stderr));
+    let out = Command::new(&exe)
+        .output()
+        .expect("the compiled driver runs");
+    assert!(out.status.success());
+    let (mut noise_lines, mut math_lines) = (0, 0);
+    let seeds = [0u64, 12345, 0xfedc_ba98_7654_3210];
+    for line in text(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let i: usize = f[2].parse().unwrap();
+        let hex32 = |s: &str| u32::from_str_radix(s, 16).unwrap();
+        let hex64 = |s: &str| u64::from_str_radix(s, 16).unwrap();
+        match f[0] {
+            "f32" | "f64" => {
+                let key = NoiseKey {
+                    seed: seeds[f[1].parse::<usize>().unwrap()],
+                    sample: 3,
+                    batch: 7,
+                };
+                if f[0] == "f32" {
+                    let u: f32 = uniform(key, i as u64);
+                    assert_eq!(hex32(f[3]), gumbel(u).to_bits(), "{line}");
+                    assert_eq!(hex32(f[4]), logistic(u).to_bits(), "{line}");
+                    assert_eq!(block_and_slot::<f32>(i as u64).0 % 4, (i % 4) as u64);
+                } else {
+                    let u: f64 = uniform(key, i as u64);
+                    assert_eq!(hex64(f[3]), gumbel(u).to_bits(), "{line}");
+                    assert_eq!(hex64(f[4]), logistic(u).to_bits(), "{line}");
+                }
+                noise_lines += 1;
+            }
+            "exp" => {
+                let x = -750.0 + 0.3751 * i as f64;
+                assert_eq!(
+                    hex32(f[2 + 1]),
+                    sst::math::exp_f32(x as f32).to_bits(),
+                    "{line}"
+                );
+                assert_eq!(hex64(f[4]), sst::math::exp_f64(x).to_bits(), "{line}");
+                math_lines += 1;
+            }
+            "ln" => {
+                let y = 1e-300 * 10f64.powf(0.15 * i as f64);
+                let y32 = if y > 1e-37 && y < 1e38 { y } else { 1.5 } as f32;
+                assert_eq!(hex32(f[3]), sst::math::ln_f32(y32).to_bits(), "{line}");
+                assert_eq!(hex64(f[4]), sst::math::ln_f64(y).to_bits(), "{line}");
+                math_lines += 1;
+            }
+            other => panic!("unexpected line {other}: {line}"),
+        }
+    }
+    // 3 keys × 200 elements × 2 precisions; the sweeps.
+    assert_eq!(noise_lines, 3 * 200 * 2);
+    assert!(math_lines > 6000, "{math_lines}");
+}
+
+#[test]
+fn without_a_driver_backend_cuda_is_one_line_and_exit_2() {
+    if cuda::describe().is_ok() {
+        eprintln!("this machine has a GPU: the no-driver path is not exercised here");
+        return;
+    }
+    let dir = TempDir::new();
+    let spec = dir.write("l.sst", "layer l: categorical(4) {}");
+    let out = run(
+        &["eval", spec.to_str().unwrap(), "--backend", "cuda"],
+        r#"{"theta": [0, 1, 2, 3]}"#,
+    );
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("cuda") && err.contains("driver"), "{err}");
+    assert!(text(&out.stdout).is_empty());
+    // The host API: a request error naming the field.
+    let layer = sst::compile("layer l: categorical(4) {}").unwrap();
+    let theta = ndarray::array![0.0f32, 1.0, 2.0, 3.0].into_dyn();
+    let e = layer
+        .layer("l")
+        .try_forward(
+            theta.view(),
+            &Options::default().backend(BackendChoice::Cuda),
+        )
+        .unwrap_err();
+    assert_eq!(e.field, "backend");
+    assert!(e.message.contains("driver"), "{e}");
+}
+
+/// `‖a − b‖∞ / max(1, ‖b‖∞)`.
+fn relative<F: Real>(a: &ArrayD<F>, b: &ArrayD<F>) -> f64 {
+    let scale = b.iter().fold(1.0f64, |m, x| m.max(x.f64().abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x.f64() - y.f64()).abs()))
+        / scale
+}
+
+fn agree<F: Real>(layer: &sst::Layer, spec: &str, rng: &mut Rng, tol: f64) {
+    let shape = layer.plan().support.shape();
+    let mut dims = vec![3];
+    dims.extend(&shape);
+    let theta = rng.array(&dims, -3.0, 3.0).mapv(F::of);
+    let cot = rng.array(&dims, -1.0, 1.0).mapv(F::of);
+    for mode in [Mode::Hard, Mode::Soft] {
+        let opts = Options::default().seed(9).mode(mode).samples(2);
+        let on = |b| layer.try_forward(theta.view(), &opts.backend(b));
+        let (gpu, cpu) = (on(BackendChoice::Cuda), on(BackendChoice::Reference));
+        let (gpu, cpu) = match (gpu, cpu) {
+            (Ok(g), Ok(c)) => (g, c),
+            (Err(g), Err(c)) => {
+                assert_eq!(g.field, c.field, "{spec}");
+                continue;
+            }
+            (g, c) => panic!("{spec} {mode:?}: {g:?} vs {c:?}"),
+        };
+        assert_eq!(gpu.w, cpu.w, "{spec} {mode:?}: w");
+        match mode {
+            Mode::Hard => assert_eq!(gpu.z, cpu.z, "{spec}: hard samples"),
+            Mode::Soft => assert!(relative(&gpu.z, &cpu.z) <= tol, "{spec}: z"),
+        }
+        let g = layer.try_backward(&gpu, cot.view()).unwrap();
+        let c = layer.try_backward(&cpu, cot.view()).unwrap();
+        assert!(relative(&g, &c) <= tol, "{spec} {mode:?}: gradient");
+    }
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU: cargo test --release --features cuda --test cuda -- --ignored"]
+fn on_a_gpu_the_device_agrees_with_the_reference_on_every_accepted_plan() {
+    let device = cuda::describe().unwrap_or_else(|why| panic!("no GPU: {why}"));
+    let mut rng = Rng(17);
+    let mut checked = 0;
+    for (spec, layer) in layers() {
+        if cuda::kernels::<f32>(&layer.plan().program).is_err() {
+            continue;
+        }
+        agree::<f32>(&layer, &spec, &mut rng, 1e-5);
+        agree::<f64>(&layer, &spec, &mut rng, 1e-6);
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked}");
+    eprintln!("{checked} plans agree on {device}");
+}
