@@ -114,6 +114,7 @@ pub const EXP_F32: Exp<f32> = Exp {
 };
 
 /// `ln x` in f64 (module documentation); `x` positive and normal.
+#[inline(always)]
 pub fn ln_f64(x: f64) -> f64 {
     let c = &LN_F64;
     let bits = x.to_bits().wrapping_add(c.offset);
@@ -131,6 +132,7 @@ pub fn ln_f64(x: f64) -> f64 {
 }
 
 /// `ln x` in f32 (module documentation); `x` positive and normal.
+#[inline(always)]
 pub fn ln_f32(x: f32) -> f32 {
     let c = &LN_F32;
     let bits = x.to_bits().wrapping_add(c.offset as u32);

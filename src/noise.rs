@@ -13,6 +13,9 @@
 
 use crate::real::Real;
 
+mod lanes;
+pub use lanes::Transform;
+
 /// Philox multipliers and Weyl key increments (Random123 `PHILOX_M4x32_*`, `PHILOX_W32_*`).
 pub const PHILOX_M0: u32 = 0xD251_1F53;
 pub const PHILOX_M1: u32 = 0xCD9E_8D57;
@@ -144,6 +147,28 @@ pub fn fill_uniforms<F: Real>(key: NoiseKey, stream: u32, out: &mut [F]) {
     }
 }
 
+/// `out[i]` = `transform(uniform(key, i))` ([`gumbel`] or [`logistic`]) for a whole row, the
+/// same bits as element by element, vectorized for this CPU ([`lanes`]).
+pub fn fill_noise<F: Real>(key: NoiseKey, transform: Transform, out: &mut [F]) {
+    use std::any::TypeId;
+    let (ptr, len) = (out.as_mut_ptr(), out.len());
+    if TypeId::of::<F>() == TypeId::of::<f32>() {
+        // SAFETY: `F` is `f32` (checked above), so this is the same slice with its own type.
+        lanes::fill_f32(key, transform, unsafe {
+            std::slice::from_raw_parts_mut(ptr as *mut f32, len)
+        });
+    } else {
+        assert!(
+            TypeId::of::<F>() == TypeId::of::<f64>(),
+            "Real is f32 or f64"
+        );
+        // SAFETY: `F` is `f64` (asserted above).
+        lanes::fill_f64(key, transform, unsafe {
+            std::slice::from_raw_parts_mut(ptr as *mut f64, len)
+        });
+    }
+}
+
 /// Standard Gumbel by inversion: `G = −ln(−ln u)` (sst's own `ln`, [`crate::math`]).
 pub fn gumbel<F: Real>(u: F) -> F {
     -(-u.sst_ln()).sst_ln()
@@ -233,6 +258,18 @@ impl Perturbation {
         }
         if let Perturbation::None = self {
             w.copy_from_slice(theta);
+            return Ok(());
+        }
+        if let Perturbation::Gumbel = self {
+            // The noise of the whole row at once (vectorized, `lanes.rs`), then `θ + g`.
+            let transform = match coords {
+                Coordinates::Joint => Transform::Gumbel,
+                Coordinates::Binary => Transform::Logistic,
+            };
+            fill_noise(key, transform, w);
+            for (wi, &t) in w.iter_mut().zip(theta) {
+                *wi = t + *wi;
+            }
             return Ok(());
         }
         // The first uniforms straight into `w`, a block at a time, transformed in place; the

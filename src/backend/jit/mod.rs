@@ -1,13 +1,15 @@
-//! The Cranelift JIT backend (feature `jit`): the streaming part of a [`Program`] — noise,
-//! perturbation, scale by `1/T`, the solve and its closed-form backward — compiled into one fused
-//! function per kernel that loops over a range of rows, vectorized (`f32x4` / `f64x2`).
+//! The Cranelift JIT backend (feature `jit`): the streaming part of a [`Program`] — perturbation,
+//! scale by `1/T`, the solve and its closed-form backward — compiled into one fused function per
+//! kernel that loops over a range of rows, vectorized (`f32x4` / `f64x2`), with each row's noise
+//! written by [`crate::noise::fill_noise`] (sixteen lanes, AVX-512/AVX2 where the CPU has them)
+//! called from the compiled loop.
 //!
 //! It reads the IR only: [`Jit::supports`] says which programs it runs (identity scores, Gumbel
 //! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels, and
 //! `sparsemax` as the Rust kernel called from the compiled row loop); the layer runs the others
 //! on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional
 //! draws, finite differences) run on the reference backend from the same saved arrays. The
-//! noise is the reference backend's, bit for bit ([`crate::noise`], [`crate::math`]).
+//! noise is the reference backend's: the same function.
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
 //! in [`compile`]) and kept in a cache keyed by [`Kernel`].
@@ -30,6 +32,7 @@ use super::fused::{backward_kernel, forward_kernel, Kernel, Precision};
 use super::reference::{clamp_unit, Reference};
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
+use crate::noise::{fill_noise, NoiseKey, Transform};
 use crate::plan::Mode;
 use crate::real::Real;
 use translate::Helpers;
@@ -47,6 +50,8 @@ pub(crate) struct ForwardArgs<F> {
     z: *mut F,
     /// One padded row of working memory.
     scratch: *mut F,
+    /// One padded row for the noise of the row being worked on.
+    noise: *mut F,
     start: u64,
     end: u64,
     batch: u64,
@@ -135,11 +140,22 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         .finish(settings::Flags::new(flags))
         .map_err(|e| e.to_string())?;
     let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
-    let (sparsemax_name, sparsemax_code) = match kernel.precision {
-        Precision::F32 => ("sst_sparsemax_f32", sparsemax_row::<f32> as *const u8),
-        Precision::F64 => ("sst_sparsemax_f64", sparsemax_row::<f64> as *const u8),
+    let (sparsemax_name, sparsemax_code, noise_name, noise_code) = match kernel.precision {
+        Precision::F32 => (
+            "sst_sparsemax_f32",
+            sparsemax_row::<f32> as *const u8,
+            "sst_noise_f32",
+            noise_row::<f32> as *const u8,
+        ),
+        Precision::F64 => (
+            "sst_sparsemax_f64",
+            sparsemax_row::<f64> as *const u8,
+            "sst_noise_f64",
+            noise_row::<f64> as *const u8,
+        ),
     };
     jit_builder.symbol(sparsemax_name, sparsemax_code);
+    jit_builder.symbol(noise_name, noise_code);
     let mut module = JITModule::new(jit_builder);
     let pointer = module.target_config().pointer_type();
     let mut helper = module.make_signature();
@@ -149,10 +165,19 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
     let sparsemax = module
         .declare_function(sparsemax_name, Linkage::Import, &helper)
         .map_err(|e| e.to_string())?;
+    let mut noise_signature = module.make_signature();
+    noise_signature.params.push(AbiParam::new(pointer));
+    for _ in 0..5 {
+        noise_signature.params.push(AbiParam::new(types::I64));
+    }
+    let noise = module
+        .declare_function(noise_name, Linkage::Import, &noise_signature)
+        .map_err(|e| e.to_string())?;
     let mut ctx = module.make_context();
     ctx.func.signature = module.make_signature();
     let helpers = Helpers {
         sparsemax: module.declare_func_in_func(sparsemax, &mut ctx.func),
+        noise: module.declare_func_in_func(noise, &mut ctx.func),
     };
     let mut builder_context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut builder_context);
@@ -195,6 +220,34 @@ unsafe extern "C" fn sparsemax_row<F: Real>(x: *const F, z: *mut F, n: i64) {
     };
     crate::kernels::sparsemax::sparsemax(x, z);
     clamp_unit(z);
+}
+
+/// The noise row as compiled code calls it: `out[..n]` = the Gumbel noise (logistic when
+/// `logistic ≠ 0`) of key `(seed, sample, batch)`, [`crate::noise::fill_noise`].
+///
+/// # Safety
+/// `out` points to `n` writable elements: the compiled forward kernel passes its noise row, of
+/// the padded row length ≥ `n`.
+unsafe extern "C" fn noise_row<F: Real>(
+    out: *mut F,
+    n: i64,
+    seed: u64,
+    sample: u64,
+    batch: u64,
+    logistic: u64,
+) {
+    // SAFETY: the caller's contract above.
+    let out = unsafe { std::slice::from_raw_parts_mut(out, n as usize) };
+    let key = NoiseKey {
+        seed,
+        sample: sample as u32,
+        batch: batch as u32,
+    };
+    let transform = match logistic {
+        0 => Transform::Gumbel,
+        _ => Transform::Logistic,
+    };
+    fill_noise(key, transform, out);
 }
 
 impl<F: Real> Backend<F> for Jit {
@@ -296,9 +349,11 @@ fn run_forward<F: Real>(
         ),
         false => (Vec::new(), Vec::new()),
     };
-    let mut scratch = vec![F::zero(); stride];
+    let mut scratch = vec![F::zero(); 2 * stride];
+    let (scratch, noise) = scratch.split_at_mut(stride);
     let args = ForwardArgs {
         scratch: scratch.as_mut_ptr(),
+        noise: noise.as_mut_ptr(),
         theta: if pad {
             theta.as_ptr()
         } else {

@@ -3,11 +3,12 @@
 //! kernels re-read their own output for the normalisation); a backward kernel reads the saved
 //! `w` or solution and the cotangent and adds into the gradient.
 //!
-//! Rows are walked in *units* of four elements (one `f32x4`, two `f64x2`). With noise, units go
-//! in Philox groups: four blocks computed at once give `4·U` elements (`U` uniforms per block,
-//! [`crate::noise::block_and_slot`]). A row whose length is not a multiple of four is padded by
-//! the caller to the next multiple, and its last unit's extra lanes are masked here at compile
-//! time (the row length is a constant of the kernel).
+//! Rows are walked in *units* of four elements (one `f32x4`, two `f64x2`). The noise of a row is
+//! written into a scratch row by the Rust helper [`crate::noise::fill_noise`] (Philox and the
+//! transform, vectorized for the CPU it runs on), called from the compiled row loop, and read
+//! back unit by unit. A row whose length is not a multiple of four is padded by the caller to
+//! the next multiple, and its last unit's extra lanes are masked here at compile time (the row
+//! length is a constant of the kernel).
 
 use std::mem::offset_of;
 
@@ -20,11 +21,13 @@ use super::vmath::{self, cast, select, splat_f, splat_i};
 use super::{BackwardArgs, ForwardArgs};
 use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
 
-/// Rust kernels the compiled code calls, declared in the function being built: each
-/// `fn(x: *const F, z: *mut F, n: i64)`.
+/// Rust kernels the compiled code calls, declared in the function being built.
 #[derive(Clone, Copy)]
 pub struct Helpers {
+    /// `fn(x: *const F, z: *mut F, n: i64)`.
     pub sparsemax: FuncRef,
+    /// `fn(out: *mut F, n: i64, seed: i64, sample: i64, batch: i64, logistic: i64)`.
+    pub noise: FuncRef,
 }
 
 impl Kernel {
@@ -73,15 +76,6 @@ type Mask = Option<[bool; 4]>;
 
 /// A unit's noise vectors, when the pass draws noise.
 type UnitNoise = Option<Vec<Value>>;
-
-/// A row's noise: the transform, the Philox key vectors and the counter words of the row.
-#[derive(Clone, Copy)]
-struct Noise {
-    front: Front,
-    key: [Value; 2],
-    batch: Value,
-    sample: Value,
-}
 
 impl<'b> Emit<'_, 'b> {
     fn load_field(&mut self, ty: Type, args: Value, offset: usize) -> Value {
@@ -153,69 +147,26 @@ impl<'b> Emit<'_, 'b> {
         self.b.switch_to_block(exit);
     }
 
-    /// Calls `body(idx, mask, noise)` for every unit of a row, in order: with `noise`, the full
-    /// Philox groups in a loop, then the last partial group straight-line, each group's noise
-    /// transformed for all its units at once; without, the full units in a loop, then the
-    /// partial unit.
+    /// Calls `body(idx, mask, noise)` for every unit of a row, in order: the full units in a
+    /// loop, then the partial unit; `noise` the unit of the noise row when there is one.
     fn for_each_unit(
         &mut self,
-        noise: Option<Noise>,
+        noise_row: Option<Value>,
         body: &mut dyn FnMut(&mut Self, Value, Mask, UnitNoise),
     ) {
-        let units = self.n.div_ceil(4);
-        match noise {
-            Some(noise) => {
-                let per_group = self.p.uniforms_per_block();
-                let full_groups = self.n / (4 * per_group);
-                let (zero, end) = (self.iconst(0), self.iconst(full_groups as i64));
-                self.counted_loop(zero, end, &mut |k, q| {
-                    let first = k.b.ins().imul_imm_s(q, 4 * per_group as i64);
-                    let slots = k.group_noise(noise, q, per_group);
-                    for (slot, g) in slots.into_iter().enumerate() {
-                        let idx = k.b.ins().iadd_imm_s(first, 4 * slot as i64);
-                        body(k, idx, None, Some(g));
-                    }
-                });
-                let first = full_groups * per_group;
-                if units > first {
-                    let q = self.iconst(full_groups as i64);
-                    let slots = self.group_noise(noise, q, units - first);
-                    for (slot, g) in slots.into_iter().enumerate() {
-                        let unit = first + slot;
-                        let idx = self.iconst(4 * unit as i64);
-                        let mask = self.mask(unit);
-                        body(self, idx, mask, Some(g));
-                    }
-                }
-            }
-            None => {
-                let full = self.n / 4;
-                let (zero, end) = (self.iconst(0), self.iconst(full as i64));
-                self.counted_loop(zero, end, &mut |k, u| {
-                    let idx = k.b.ins().imul_imm_s(u, 4);
-                    body(k, idx, None, None)
-                });
-                if units > full {
-                    let idx = self.iconst(4 * full as i64);
-                    let mask = self.mask(full);
-                    body(self, idx, mask, None);
-                }
-            }
+        let full = self.n / 4;
+        let (zero, end) = (self.iconst(0), self.iconst(full as i64));
+        self.counted_loop(zero, end, &mut |k, u| {
+            let idx = k.b.ins().imul_imm_s(u, 4);
+            let g = noise_row.map(|row| k.load_unit(row, idx));
+            body(k, idx, None, g)
+        });
+        if self.n.div_ceil(4) > full {
+            let idx = self.iconst(4 * full as i64);
+            let mask = self.mask(full);
+            let g = noise_row.map(|row| self.load_unit(row, idx));
+            body(self, idx, mask, g);
         }
-    }
-
-    /// The noise of the first `slots` units of Philox group `q`: the uniforms of each slot,
-    /// transformed all together.
-    fn group_noise(&mut self, noise: Noise, q: Value, slots: usize) -> Vec<Vec<Value>> {
-        let words = self.philox_group(noise, q);
-        let u: Vec<Value> = (0..slots)
-            .flat_map(|slot| vmath::uniforms(self.b, self.p, words, slot))
-            .collect();
-        let g = match noise.front {
-            Front::Logistic => vmath::logistic(self.b, self.p, &u),
-            _ => vmath::gumbel(self.b, self.p, &u),
-        };
-        g.chunks(self.p.per_unit()).map(<[Value]>::to_vec).collect()
     }
 
     fn iconst(&mut self, x: i64) -> Value {
@@ -254,19 +205,6 @@ impl<'b> Emit<'_, 'b> {
                 select(self.b, self.p, m, x, fill)
             })
             .collect()
-    }
-
-    /// The Philox outputs of blocks `4q…4q + 3` of the row (`noise::block_words`, stream 0).
-    fn philox_group(&mut self, noise: Noise, q: Value) -> [Value; 4] {
-        let block = self.b.ins().imul_imm_s(q, 4);
-        let lo = self.b.ins().ireduce(types::I32, block);
-        let hi = self.b.ins().ushr_imm_u(block, 32);
-        let hi = self.b.ins().ireduce(types::I32, hi);
-        let lo = self.b.ins().splat(types::I32X4, lo);
-        let iota = vmath::lanes_i32(self.b, [0, 1, 2, 3]);
-        let c0 = self.b.ins().iadd(lo, iota);
-        let c1 = self.b.ins().splat(types::I32X4, hi);
-        vmath::philox4(self.b, [c0, c1, noise.batch, noise.sample], noise.key)
     }
 
     /// The sum of a vector's lanes, as a scalar (NaN if any lane is).
@@ -332,6 +270,7 @@ impl<'b> Emit<'_, 'b> {
         let w = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, w));
         let z = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, z));
         let scratch = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, scratch));
+        let noise_row = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, noise));
         let start = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, start));
         let end = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, end));
         let batch = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, batch));
@@ -342,13 +281,8 @@ impl<'b> Emit<'_, 'b> {
             Precision::F64 => t,
         };
         let t = self.splat_scalar(t);
-        let seed_lo = self.b.ins().ireduce(types::I32, seed);
-        let seed_hi = self.b.ins().ushr_imm_u(seed, 32);
-        let seed_hi = self.b.ins().ireduce(types::I32, seed_hi);
-        let key = [
-            self.b.ins().splat(types::I32X4, seed_lo),
-            self.b.ins().splat(types::I32X4, seed_hi),
-        ];
+        let n = self.iconst(self.n as i64);
+        let logistic = self.iconst(i64::from(front == Front::Logistic));
         self.counted_loop(start, end, &mut |k, i| {
             let sample = k.b.ins().udiv(i, batch);
             let past = k.b.ins().imul(sample, batch);
@@ -357,15 +291,11 @@ impl<'b> Emit<'_, 'b> {
             let theta_row = k.row_base(theta, row_b);
             let w_row = k.row_base(w, j);
             let z_row = k.row_base(z, j);
+            // The row's noise into the noise row: (seed, sample, batch row) is its key.
             let noise = (front != Front::None).then(|| {
-                let batch32 = k.b.ins().ireduce(types::I32, row_b);
-                let sample32 = k.b.ins().ireduce(types::I32, sample);
-                Noise {
-                    front,
-                    key,
-                    batch: k.b.ins().splat(types::I32X4, batch32),
-                    sample: k.b.ins().splat(types::I32X4, sample32),
-                }
+                let args = [noise_row, n, seed, sample, row_b, logistic];
+                k.b.ins().call(k.helpers.noise, &args);
+                noise_row
             });
             k.translate_row_forward(noise, solve, t, [theta_row, w_row, z_row, scratch], i);
         });
@@ -375,7 +305,7 @@ impl<'b> Emit<'_, 'b> {
     /// One row of the forward kernel.
     fn translate_row_forward(
         &mut self,
-        noise: Option<Noise>,
+        noise: Option<Value>,
         solve: Solve,
         t: Value,
         [theta_row, w_row, z_row, scratch]: [Value; 4],

@@ -1,0 +1,176 @@
+//! The Gumbel and logistic noise of a whole row, sixteen Philox blocks at a time: the numbers of
+//! [`super::uniform`] followed by [`super::gumbel`] or [`super::logistic`], element for element
+//! (the same IEEE operations in the same order; `tests.rs` checks the bits), written as
+//! structure-of-arrays loops over sixteen lanes that the compiler vectorizes. The loops are
+//! compiled three times — for AVX-512, for AVX2 and for the baseline — and [`fill_f32`] /
+//! [`fill_f64`] pick one by the CPU's features at run time.
+//!
+//! A *chunk* is sixteen consecutive blocks `16c … 16c + 15`: four Philox groups, so 64 f32 or
+//! 32 f64 elements of the row. Lane `L` is block `16c + L`; its word (f32) or word pair (f64)
+//! `s` is element `4U·(L div 4) + 4s + L mod 4` of the chunk ([`super::block_and_slot`]).
+
+use super::{NoiseKey, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1};
+use crate::math::{ln_f32, ln_f64};
+
+/// Which transform of a uniform `u` the noise is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// `−ln(−ln u)`.
+    Gumbel,
+    /// `ln u − ln(1 − u)`.
+    Logistic,
+}
+
+const LANES: usize = 16;
+
+/// The four words of the sixteen blocks of chunk `chunk` (stream 0), as `[word][lane]`.
+// Lane loops index the four word arrays by the lane: the form the vectorizer turns into one
+// instruction per word across the lanes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn chunk_words(key: NoiseKey, chunk: u64) -> [[u32; LANES]; 4] {
+    let mut c = [[0u32; LANES]; 4];
+    for l in 0..LANES {
+        let block = LANES as u64 * chunk + l as u64;
+        c[0][l] = block as u32;
+        c[1][l] = (block >> 32) as u32;
+        c[2][l] = key.batch;
+        c[3][l] = key.sample;
+    }
+    let mut k = [key.seed as u32, (key.seed >> 32) as u32];
+    // Philox4x32-10 (super::philox4x32_10), every lane at once.
+    for round in 0..10 {
+        if round > 0 {
+            k[0] = k[0].wrapping_add(PHILOX_W0);
+            k[1] = k[1].wrapping_add(PHILOX_W1);
+        }
+        for l in 0..LANES {
+            let p0 = u64::from(PHILOX_M0) * u64::from(c[0][l]);
+            let p1 = u64::from(PHILOX_M1) * u64::from(c[2][l]);
+            let next = [
+                (p1 >> 32) as u32 ^ c[1][l] ^ k[0],
+                p1 as u32,
+                (p0 >> 32) as u32 ^ c[3][l] ^ k[1],
+                p0 as u32,
+            ];
+            for (w, x) in next.into_iter().enumerate() {
+                c[w][l] = x;
+            }
+        }
+    }
+    c
+}
+
+/// The noise of the 64 f32 elements of chunk `chunk`.
+#[inline(always)]
+fn chunk_f32(key: NoiseKey, chunk: u64, t: Transform, out: &mut [f32; 64]) {
+    let c = chunk_words(key, chunk);
+    const TWO_POW_M23: f32 = 1.0 / (1u32 << 23) as f32;
+    for (s, words) in c.iter().enumerate() {
+        // (k + ½)·2⁻²³ with k the top 23 bits: every step exact in f32, as in f64.
+        let mut u = [0f32; LANES];
+        for l in 0..LANES {
+            u[l] = ((words[l] >> 9) as f32 + 0.5) * TWO_POW_M23;
+        }
+        let mut g = [0f32; LANES];
+        match t {
+            Transform::Gumbel => (0..LANES).for_each(|l| g[l] = -ln_f32(-ln_f32(u[l]))),
+            Transform::Logistic => {
+                (0..LANES).for_each(|l| g[l] = ln_f32(u[l]) - ln_f32(1.0 - u[l]))
+            }
+        }
+        for l in 0..LANES {
+            out[16 * (l / 4) + 4 * s + l % 4] = g[l];
+        }
+    }
+}
+
+/// The noise of the 32 f64 elements of chunk `chunk`.
+#[inline(always)]
+fn chunk_f64(key: NoiseKey, chunk: u64, t: Transform, out: &mut [f64; 32]) {
+    let c = chunk_words(key, chunk);
+    const TWO_POW_M52: f64 = 1.0 / (1u64 << 52) as f64;
+    for s in 0..2 {
+        // (k + ½)·2⁻⁵² with k the 52 bits hi[31..0] ‖ lo[31..12], exact.
+        let mut u = [0f64; LANES];
+        for l in 0..LANES {
+            let k = (u64::from(c[2 * s][l]) << 20) | u64::from(c[2 * s + 1][l] >> 12);
+            u[l] = (k as f64 + 0.5) * TWO_POW_M52;
+        }
+        let mut g = [0f64; LANES];
+        match t {
+            Transform::Gumbel => (0..LANES).for_each(|l| g[l] = -ln_f64(-ln_f64(u[l]))),
+            Transform::Logistic => {
+                (0..LANES).for_each(|l| g[l] = ln_f64(u[l]) - ln_f64(1.0 - u[l]))
+            }
+        }
+        for l in 0..LANES {
+            out[8 * (l / 4) + 4 * s + l % 4] = g[l];
+        }
+    }
+}
+
+/// `out[i]` = the noise of element `i` under `key`, chunk by chunk (the last one through a
+/// buffer when the row ends inside it).
+macro_rules! fill_row {
+    ($name:ident, $f:ty, $chunk:ident, $per_chunk:expr) => {
+        #[inline(always)]
+        pub(super) fn $name(key: NoiseKey, t: Transform, out: &mut [$f]) {
+            let mut chunks = out.chunks_exact_mut($per_chunk);
+            let mut done = 0;
+            for (c, o) in chunks.by_ref().enumerate() {
+                $chunk(key, c as u64, t, o.try_into().expect("a whole chunk"));
+                done = c + 1;
+            }
+            let rest = chunks.into_remainder();
+            if !rest.is_empty() {
+                let mut last = [0.0; $per_chunk];
+                $chunk(key, done as u64, t, &mut last);
+                rest.copy_from_slice(&last[..rest.len()]);
+            }
+        }
+    };
+}
+
+fill_row!(row_f32, f32, chunk_f32, 64);
+fill_row!(row_f64, f64, chunk_f64, 32);
+
+/// The same loops compiled for the CPU features named, and the choice among them.
+macro_rules! dispatch {
+    ($public:ident, $f:ty, $row:ident, $avx512:ident, $avx2:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
+        pub(super) fn $avx512(key: NoiseKey, t: Transform, out: &mut [$f]) {
+            $row(key, t, out)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        pub(super) fn $avx2(key: NoiseKey, t: Transform, out: &mut [$f]) {
+            $row(key, t, out)
+        }
+
+        /// `out[i]` = the noise (`t` of uniform `i` under `key`), vectorized for this CPU.
+        pub fn $public(key: NoiseKey, t: Transform, out: &mut [$f]) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU has the features the function is compiled for.
+                    return unsafe { $avx512(key, t, out) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { $avx2(key, t, out) };
+                }
+            }
+            $row(key, t, out)
+        }
+    };
+}
+
+dispatch!(fill_f32, f32, row_f32, row_f32_avx512, row_f32_avx2);
+dispatch!(fill_f64, f64, row_f64, row_f64_avx512, row_f64_avx2);
