@@ -46,6 +46,7 @@ pub mod math;
 pub mod noise;
 pub mod plan;
 pub mod real;
+pub mod simd;
 pub mod stdlib;
 pub mod support;
 pub mod syntax;

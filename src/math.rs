@@ -165,6 +165,7 @@ macro_rules! taylor {
 macro_rules! exp_in {
     ($name:ident, $f:ty, $c:expr, $bias:expr, $shift:expr) => {
         /// `exp x` (module documentation).
+        #[inline(always)]
         pub fn $name(x: $f) -> $f {
             let c = &$c;
             let xc = if x > c.high { c.high } else { x };

@@ -2,6 +2,7 @@
 //! (the entropy-regularized soft solver of `categorical`, DESIGN.md §2).
 
 use crate::real::Real;
+use crate::simd::multiversion;
 
 /// `z_i = exp(x_i − m) / Σ_j exp(x_j − m)`, `m = max_j x_j`. Max-shifted, so finite for any finite
 /// `x` (±1e30 included, in f64 and f32). The normaliser is summed in f64, so that long f32 rows
@@ -18,6 +19,47 @@ pub fn softmax<F: Real>(x: &[F], z: &mut [F]) {
     for zi in z.iter_mut() {
         *zi = *zi * inv;
     }
+}
+
+/// `z_i ← exp(z_i − m) / Σ_j exp(z_j − m)` in place for one precision: sst's `exp`
+/// ([`crate::math`]), the normaliser summed in f64 over sixteen lanes, then one reciprocal.
+macro_rules! exp_normalize_in {
+    ($body:ident, $f:ty, $exp:path) => {
+        #[inline(always)]
+        fn $body(z: &mut [$f], m: $f) {
+            const LANES: usize = 16;
+            let mut sums = [0f64; LANES];
+            let mut chunks = z.chunks_exact_mut(LANES);
+            for c in chunks.by_ref() {
+                for (x, s) in c.iter_mut().zip(sums.iter_mut()) {
+                    *x = $exp(*x - m);
+                    *s += f64::from(*x);
+                }
+            }
+            for (x, s) in chunks.into_remainder().iter_mut().zip(sums.iter_mut()) {
+                *x = $exp(*x - m);
+                *s += f64::from(*x);
+            }
+            let inv = (1.0 / sums.iter().sum::<f64>()) as $f;
+            for x in z.iter_mut() {
+                *x *= inv;
+            }
+        }
+    };
+}
+
+exp_normalize_in!(exp_normalize_f32_body, f32, crate::math::exp_f32);
+exp_normalize_in!(exp_normalize_f64_body, f64, crate::math::exp_f64);
+
+multiversion! {
+    /// The softmax of `x` held in `z`, given `m = max x`, in place (f32; the JIT's softmax
+    /// finish), vectorized for this CPU: `z_i = exp(x_i − m) / Σ_j exp(x_j − m)`.
+    pub fn exp_normalize_f32 / exp_normalize_f32_on(z: &mut [f32], m: f32) = exp_normalize_f32_body
+}
+
+multiversion! {
+    /// [`exp_normalize_f32`] in f64.
+    pub fn exp_normalize_f64 / exp_normalize_f64_on(z: &mut [f64], m: f64) = exp_normalize_f64_body
 }
 
 /// Backward of [`softmax`] from its output `z`: `grad_x += J g = z ⊙ (g − ⟨g, z⟩)`
@@ -59,6 +101,48 @@ mod tests {
         let mut z = [0.0; 2];
         softmax(&[0.0, 3f64.ln()], &mut z);
         assert!((z[0] - 0.25).abs() < 1e-16 && (z[1] - 0.75).abs() < 1e-16);
+    }
+
+    /// The JIT's in-place finish: every CPU variant gives the same bits, and the softmax of the
+    /// reference kernel within rounding (sst's `exp` is within 2 ulp of the standard library's).
+    #[test]
+    fn exp_normalize_is_the_softmax_in_every_variant() {
+        for seed in 0..20 {
+            let mut r = XorShift::new(seed);
+            let n = 1 + (r.next_u64() % 300) as usize;
+            let x = r.vec(n, -30.0, 30.0);
+            let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut want = vec![0.0; n];
+            softmax(&x, &mut want);
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let m32 = x32.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut first: Option<(Vec<f64>, Vec<f32>)> = None;
+            for variant in crate::simd::Variant::all_available() {
+                let mut z = x.clone();
+                exp_normalize_f64_on(variant, &mut z, m);
+                let mut z32 = x32.clone();
+                exp_normalize_f32_on(variant, &mut z32, m32);
+                for i in 0..n {
+                    assert!(
+                        (z[i] - want[i]).abs() <= 1e-14,
+                        "{variant:?} {i}: {} vs {}",
+                        z[i],
+                        want[i]
+                    );
+                    assert!(
+                        (f64::from(z32[i]) - want[i]).abs() <= 2e-6,
+                        "{variant:?} f32 {i}"
+                    );
+                }
+                match &first {
+                    None => first = Some((z, z32)),
+                    Some((a, a32)) => {
+                        assert_eq!(a, &z, "{variant:?}");
+                        assert_eq!(a32, &z32, "{variant:?}");
+                    }
+                }
+            }
+        }
     }
 
     fn check_extreme<F: Real>(scale: f64) {

@@ -2,8 +2,7 @@
 //! [`super::uniform`] followed by [`super::gumbel`] or [`super::logistic`], element for element
 //! (the same IEEE operations in the same order; `tests.rs` checks the bits), written as
 //! structure-of-arrays loops over sixteen lanes that the compiler vectorizes. The loops are
-//! compiled three times — for AVX-512, for AVX2 and for the baseline — and [`fill_f32`] /
-//! [`fill_f64`] pick one by the CPU's features at run time.
+//! compiled for the widest vector instructions of the CPU it runs on ([`crate::simd`]).
 //!
 //! A *chunk* is sixteen consecutive blocks `16c … 16c + 15`: four Philox groups, so 64 f32 or
 //! 32 f64 elements of the row. Lane `L` is block `16c + L`; its word (f32) or word pair (f64)
@@ -11,6 +10,7 @@
 
 use super::{NoiseKey, PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1};
 use crate::math::{ln_f32, ln_f64};
+use crate::simd::multiversion;
 
 /// Which transform of a uniform `u` the noise is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +115,7 @@ fn chunk_f64(key: NoiseKey, chunk: u64, t: Transform, out: &mut [f64; 32]) {
 macro_rules! fill_row {
     ($name:ident, $f:ty, $chunk:ident, $per_chunk:expr) => {
         #[inline(always)]
-        pub(super) fn $name(key: NoiseKey, t: Transform, out: &mut [$f]) {
+        fn $name(key: NoiseKey, t: Transform, out: &mut [$f]) {
             let mut chunks = out.chunks_exact_mut($per_chunk);
             let mut done = 0;
             for (c, o) in chunks.by_ref().enumerate() {
@@ -135,42 +135,12 @@ macro_rules! fill_row {
 fill_row!(row_f32, f32, chunk_f32, 64);
 fill_row!(row_f64, f64, chunk_f64, 32);
 
-/// The same loops compiled for the CPU features named, and the choice among them.
-macro_rules! dispatch {
-    ($public:ident, $f:ty, $row:ident, $avx512:ident, $avx2:ident) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-        pub(super) fn $avx512(key: NoiseKey, t: Transform, out: &mut [$f]) {
-            $row(key, t, out)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        pub(super) fn $avx2(key: NoiseKey, t: Transform, out: &mut [$f]) {
-            $row(key, t, out)
-        }
-
-        /// `out[i]` = the noise (`t` of uniform `i` under `key`), vectorized for this CPU.
-        pub fn $public(key: NoiseKey, t: Transform, out: &mut [$f]) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: the CPU has the features the function is compiled for.
-                    return unsafe { $avx512(key, t, out) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: as above.
-                    return unsafe { $avx2(key, t, out) };
-                }
-            }
-            $row(key, t, out)
-        }
-    };
+multiversion! {
+    /// `out[i]` = the noise (`t` of uniform `i` under `key`) in f32, vectorized for this CPU.
+    pub fn fill_f32 / fill_f32_on(key: NoiseKey, t: Transform, out: &mut [f32]) = row_f32
 }
 
-dispatch!(fill_f32, f32, row_f32, row_f32_avx512, row_f32_avx2);
-dispatch!(fill_f64, f64, row_f64, row_f64_avx512, row_f64_avx2);
+multiversion! {
+    /// `out[i]` = the noise (`t` of uniform `i` under `key`) in f64, vectorized for this CPU.
+    pub fn fill_f64 / fill_f64_on(key: NoiseKey, t: Transform, out: &mut [f64]) = row_f64
+}

@@ -439,30 +439,7 @@ fn neg_exponential_limits() {
 /// chunk or on its edge, several keys, both transforms and both precisions.
 #[test]
 fn row_noise_is_the_element_by_element_noise_in_every_variant() {
-    type Fill<F> = fn(NoiseKey, Transform, &mut [F]);
-    let mut f32_variants: Vec<(&str, Fill<f32>)> = vec![("baseline", lanes::row_f32)];
-    let mut f64_variants: Vec<(&str, Fill<f64>)> = vec![("baseline", lanes::row_f64)];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY (in the closures): the CPU has AVX2.
-            f32_variants.push(("avx2", |k, t, o| unsafe { lanes::row_f32_avx2(k, t, o) }));
-            f64_variants.push(("avx2", |k, t, o| unsafe { lanes::row_f64_avx2(k, t, o) }));
-        }
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-        {
-            // SAFETY (in the closures): the CPU has these AVX-512 features.
-            f32_variants.push(("avx512", |k, t, o| unsafe {
-                lanes::row_f32_avx512(k, t, o)
-            }));
-            f64_variants.push(("avx512", |k, t, o| unsafe {
-                lanes::row_f64_avx512(k, t, o)
-            }));
-        }
-    }
+    let variants = crate::simd::Variant::all_available();
     let keys = [
         KEY,
         NoiseKey {
@@ -487,9 +464,9 @@ fn row_noise_is_the_element_by_element_noise_in_every_variant() {
                     Transform::Gumbel => gumbel(u),
                     Transform::Logistic => logistic(u),
                 };
-                for (variant, fill) in &f32_variants {
+                for &variant in &variants {
                     let mut row = vec![0f32; len];
-                    fill(key, t, &mut row);
+                    lanes::fill_f32_on(variant, key, t, &mut row);
                     for (i, &g) in row.iter().enumerate() {
                         let u: f32 = uniform(key, i as u64);
                         let want = match t {
@@ -499,27 +476,24 @@ fn row_noise_is_the_element_by_element_noise_in_every_variant() {
                         assert_eq!(
                             g.to_bits(),
                             want.to_bits(),
-                            "f32 {variant} {name} {key:?} {i}/{len}"
+                            "f32 {variant:?} {name} {key:?} {i}/{len}"
                         );
                     }
                 }
-                for (variant, fill) in &f64_variants {
+                for &variant in &variants {
                     let mut row = vec![0f64; len];
-                    fill(key, t, &mut row);
+                    lanes::fill_f64_on(variant, key, t, &mut row);
                     for (i, &g) in row.iter().enumerate() {
                         let want = one(uniform(key, i as u64));
                         assert_eq!(
                             g.to_bits(),
                             want.to_bits(),
-                            "f64 {variant} {name} {key:?} {i}/{len}"
+                            "f64 {variant:?} {name} {key:?} {i}/{len}"
                         );
                     }
                 }
             }
         }
     }
-    eprintln!(
-        "variants checked: {:?}",
-        f32_variants.iter().map(|v| v.0).collect::<Vec<_>>()
-    );
+    eprintln!("variants checked: {variants:?}");
 }

@@ -32,6 +32,7 @@ use super::fused::{backward_kernel, forward_kernel, Kernel, Precision};
 use super::reference::{clamp_unit, Reference};
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
+use crate::kernels::softmax::{exp_normalize_f32, exp_normalize_f64};
 use crate::noise::{fill_noise, NoiseKey, Transform};
 use crate::plan::Mode;
 use crate::real::Real;
@@ -140,22 +141,27 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         .finish(settings::Flags::new(flags))
         .map_err(|e| e.to_string())?;
     let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
-    let (sparsemax_name, sparsemax_code, noise_name, noise_code) = match kernel.precision {
+    let (float, symbols): (_, [(&str, *const u8); 3]) = match kernel.precision {
         Precision::F32 => (
-            "sst_sparsemax_f32",
-            sparsemax_row::<f32> as *const u8,
-            "sst_noise_f32",
-            noise_row::<f32> as *const u8,
+            types::F32,
+            [
+                ("sst_sparsemax", sparsemax_row::<f32> as *const u8),
+                ("sst_noise", noise_row::<f32> as *const u8),
+                ("sst_exp_normalize", exp_normalize_f32_row as *const u8),
+            ],
         ),
         Precision::F64 => (
-            "sst_sparsemax_f64",
-            sparsemax_row::<f64> as *const u8,
-            "sst_noise_f64",
-            noise_row::<f64> as *const u8,
+            types::F64,
+            [
+                ("sst_sparsemax", sparsemax_row::<f64> as *const u8),
+                ("sst_noise", noise_row::<f64> as *const u8),
+                ("sst_exp_normalize", exp_normalize_f64_row as *const u8),
+            ],
         ),
     };
-    jit_builder.symbol(sparsemax_name, sparsemax_code);
-    jit_builder.symbol(noise_name, noise_code);
+    for (name, code) in symbols {
+        jit_builder.symbol(name, code);
+    }
     let mut module = JITModule::new(jit_builder);
     let pointer = module.target_config().pointer_type();
     let mut helper = module.make_signature();
@@ -163,7 +169,7 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         helper.params.push(AbiParam::new(ty));
     }
     let sparsemax = module
-        .declare_function(sparsemax_name, Linkage::Import, &helper)
+        .declare_function("sst_sparsemax", Linkage::Import, &helper)
         .map_err(|e| e.to_string())?;
     let mut noise_signature = module.make_signature();
     noise_signature.params.push(AbiParam::new(pointer));
@@ -171,13 +177,25 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         noise_signature.params.push(AbiParam::new(types::I64));
     }
     let noise = module
-        .declare_function(noise_name, Linkage::Import, &noise_signature)
+        .declare_function("sst_noise", Linkage::Import, &noise_signature)
+        .map_err(|e| e.to_string())?;
+    let mut exp_normalize_signature = module.make_signature();
+    for ty in [pointer, types::I64, types::I64, float] {
+        exp_normalize_signature.params.push(AbiParam::new(ty));
+    }
+    let exp_normalize = module
+        .declare_function(
+            "sst_exp_normalize",
+            Linkage::Import,
+            &exp_normalize_signature,
+        )
         .map_err(|e| e.to_string())?;
     let mut ctx = module.make_context();
     ctx.func.signature = module.make_signature();
     let helpers = Helpers {
         sparsemax: module.declare_func_in_func(sparsemax, &mut ctx.func),
         noise: module.declare_func_in_func(noise, &mut ctx.func),
+        exp_normalize: module.declare_func_in_func(exp_normalize, &mut ctx.func),
     };
     let mut builder_context = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut builder_context);
@@ -220,6 +238,32 @@ unsafe extern "C" fn sparsemax_row<F: Real>(x: *const F, z: *mut F, n: i64) {
     };
     crate::kernels::sparsemax::sparsemax(x, z);
     clamp_unit(z);
+}
+
+/// The softmax finish as compiled code calls it: `row[..n] ← exp(row − m) / Σ exp(row − m)`
+/// ([`exp_normalize_f32`]), `row[n..stride] ← 0`.
+///
+/// # Safety
+/// `row` points to `stride ≥ n` writable elements: the compiled kernel passes a row of its
+/// padded length.
+unsafe extern "C" fn exp_normalize_f32_row(row: *mut f32, n: i64, stride: i64, m: f32) {
+    // SAFETY: the caller's contract above.
+    let row = unsafe { std::slice::from_raw_parts_mut(row, stride as usize) };
+    let (z, padding) = row.split_at_mut(n as usize);
+    exp_normalize_f32(z, m);
+    padding.fill(0.0);
+}
+
+/// [`exp_normalize_f32_row`] in f64.
+///
+/// # Safety
+/// As [`exp_normalize_f32_row`].
+unsafe extern "C" fn exp_normalize_f64_row(row: *mut f64, n: i64, stride: i64, m: f64) {
+    // SAFETY: the caller's contract above.
+    let row = unsafe { std::slice::from_raw_parts_mut(row, stride as usize) };
+    let (z, padding) = row.split_at_mut(n as usize);
+    exp_normalize_f64(z, m);
+    padding.fill(0.0);
 }
 
 /// The noise row as compiled code calls it: `out[..n]` = the Gumbel noise (logistic when

@@ -28,6 +28,8 @@ pub struct Helpers {
     pub sparsemax: FuncRef,
     /// `fn(out: *mut F, n: i64, seed: i64, sample: i64, batch: i64, logistic: i64)`.
     pub noise: FuncRef,
+    /// `fn(row: *mut F, n: i64, stride: i64, m: F)`.
+    pub exp_normalize: FuncRef,
 }
 
 impl Kernel {
@@ -528,64 +530,14 @@ impl<'b> Emit<'_, 'b> {
             .store(MemFlagsData::new().with_notrap(), one, addr, 0);
     }
 
-    /// `row ← exp(x − m) / Σ exp(x − m)` in place over the row of `x`, the padding lanes left at
-    /// 0. The normaliser is summed in f64 whatever the precision (as the reference kernel does),
-    /// and its reciprocal rounded once.
+    /// `row ← exp(row − m) / Σ exp(row − m)` by the Rust helper
+    /// ([`crate::kernels::softmax::exp_normalize_f32`], vectorized for the CPU), which also
+    /// zeroes the padding past `n`.
     fn normalize_exp(&mut self, row: Value, m: Value) {
-        let m = self.splat_scalar(m);
-        let zero = splat_f(self.b, Precision::F64, 0.0);
-        let sum = self.var(types::F64X2, zero);
-        self.for_each_unit(None, &mut |k, idx, mask, _| {
-            let x = k.load_unit(row, idx);
-            let d: Vec<Value> = x.iter().map(|&x| k.b.ins().fsub(x, m)).collect();
-            let e = vmath::exp(k.b, k.p, &d);
-            let e = k.masked(mask, e, 0.0);
-            for wide in k.widened(&e) {
-                let s = k.b.use_var(sum);
-                let s = k.b.ins().fadd(s, wide);
-                k.b.def_var(sum, s);
-            }
-            k.store_unit(row, idx, &e);
-        });
-        let s = self.b.use_var(sum);
-        let (s0, s1) = (
-            self.b.ins().extractlane(s, 0),
-            self.b.ins().extractlane(s, 1),
-        );
-        let s = self.b.ins().fadd(s0, s1);
-        let one = self.b.ins().f64const(1.0);
-        let inv = self.b.ins().fdiv(one, s);
-        let inv = match self.p {
-            Precision::F32 => self.b.ins().fdemote(types::F32, inv),
-            Precision::F64 => inv,
-        };
-        let inv = self.splat_scalar(inv);
-        self.for_each_unit(None, &mut |k, idx, _, _| {
-            let e = k.load_unit(row, idx);
-            let z: Vec<Value> = e.iter().map(|&e| k.b.ins().fmul(e, inv)).collect();
-            k.store_unit(row, idx, &z);
-        });
-    }
-
-    /// A unit as `f64x2` vectors: itself in f64, its low and high halves widened in f32.
-    fn widened(&mut self, unit: &[Value]) -> Vec<Value> {
-        match self.p {
-            Precision::F64 => unit.to_vec(),
-            Precision::F32 => unit
-                .iter()
-                .flat_map(|&x| {
-                    let bytes = cast(self.b, types::I8X16, x);
-                    let high: Vec<u8> = (8..16).chain(8..16).collect();
-                    let high = self.b.func.dfg.immediates.push(high.as_slice().into());
-                    let high = self.b.ins().shuffle(bytes, bytes, high);
-                    let high = cast(self.b, types::F32X4, high);
-                    [
-                        self.b.ins().fvpromote_low(x),
-                        self.b.ins().fvpromote_low(high),
-                    ]
-                })
-                .collect(),
-        }
+        let n = self.iconst(self.n as i64);
+        let stride = self.iconst(self.stride);
+        let exp_normalize = self.helpers.exp_normalize;
+        self.b.ins().call(exp_normalize, &[row, n, stride, m]);
     }
 
     /// The backward kernel: for each row `i` of `start..end`, `grad += J_sᵀ g / T` with the soft
