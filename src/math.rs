@@ -188,6 +188,18 @@ macro_rules! exp_in {
 exp_in!(exp_f64, f64, EXP_F64, 1023, 52);
 exp_in!(exp_f32, f32, EXP_F32, 127, 23);
 
+#[inline(always)]
+fn exp_slice_f64_body(xs: &mut [f64]) {
+    for x in xs.iter_mut() {
+        *x = exp_f64(*x);
+    }
+}
+
+crate::simd::multiversion! {
+    /// `x ← exp x` ([`exp_f64`]) for every element, vectorized for this CPU (the same bits).
+    pub fn exp_slice_f64 / exp_slice_f64_on(xs: &mut [f64]) = exp_slice_f64_body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

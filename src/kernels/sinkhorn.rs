@@ -35,6 +35,7 @@
 //! iterations before it. All of it runs in f64.
 
 use crate::kernels::{add_narrowed, narrow, widen_padded};
+use crate::math::exp_slice_f64;
 use crate::real::Real;
 
 /// The largest spread `max x − min x` solved without ε-scaling.
@@ -188,13 +189,21 @@ fn schedule(x: &[f64], iters: usize) -> (Vec<f64>, usize) {
     (scales, cap)
 }
 
-/// The iterations of [`sinkhorn`], recording each into `trace` when given.
-fn run(x: &[f64], n: usize, settings: Settings, mut trace: Option<&mut Vec<Step>>) -> Run {
+crate::simd::multiversion! {
+    /// The iterations of [`sinkhorn`], recording each into `trace` when given; compiled for the
+    /// CPU's widest vectors.
+    fn run / run_on(x: &[f64], n: usize, settings: Settings, trace: Option<&mut Vec<Step>>) -> Run = run_body
+}
+
+/// The body of [`run`].
+#[inline(always)]
+fn run_body(x: &[f64], n: usize, settings: Settings, mut trace: Option<&mut Vec<Step>>) -> Run {
     assert!(settings.iters >= 1, "sinkhorn: iters must be at least 1");
     let (scales, cap) = schedule(x, settings.iters);
     let mut alpha = vec![0.0; n];
     let mut beta = vec![0.0; n];
     let mut next = vec![0.0; n];
+    let mut work = vec![0.0; n * n];
     let mut outcome = Outcome {
         iterations: 0,
         residual: f64::INFINITY,
@@ -206,7 +215,7 @@ fn run(x: &[f64], n: usize, settings: Settings, mut trace: Option<&mut Vec<Step>
         let mut rho = scale / previous_scale;
         previous_scale = scale;
         beta.iter_mut().for_each(|b| *b *= rho);
-        row_update(x, n, scale, &beta, &mut alpha);
+        row_update(x, n, scale, &beta, &mut alpha, &mut work);
         let (budget, stop) = if last {
             (settings.iters - outcome.iterations, settings.tol)
         } else {
@@ -221,7 +230,7 @@ fn run(x: &[f64], n: usize, settings: Settings, mut trace: Option<&mut Vec<Step>
                 newton = newton_step(x, n, &mut alpha, &mut beta);
                 newton_steps += usize::from(newton);
             }
-            col_update(x, n, scale, &alpha, &mut beta);
+            col_update(x, n, scale, &alpha, &mut beta, &mut work);
             outcome.iterations += 1;
             if let Some(t) = trace.as_deref_mut() {
                 t.push(Step {
@@ -232,7 +241,7 @@ fn run(x: &[f64], n: usize, settings: Settings, mut trace: Option<&mut Vec<Step>
                 });
             }
             rho = 1.0;
-            row_update(x, n, scale, &beta, &mut next);
+            row_update(x, n, scale, &beta, &mut next, &mut work);
             outcome.residual = alpha
                 .iter()
                 .zip(&next)
@@ -283,13 +292,14 @@ fn newton_step(x: &[f64], n: usize, alpha: &mut [f64], beta: &mut [f64]) -> bool
     let slope = -super::dot(&descent, &delta);
     let residual = descent.iter().fold(0.0, |m: f64, d| m.max(d.abs()));
     let (mut trial_alpha, mut trial_beta) = (vec![0.0; n], vec![0.0; n]);
+    let mut work = vec![0.0; n * n];
     let mut t = 1.0;
     for _ in 0..HALVINGS {
         if objective_change(&p, n, &delta, t) <= ARMIJO * t * slope {
             for ((tb, b), d) in trial_beta.iter_mut().zip(&*beta).zip(&delta) {
                 *tb = b + t * d;
             }
-            row_update(x, n, 1.0, &trial_beta, &mut trial_alpha);
+            row_update(x, n, 1.0, &trial_beta, &mut trial_alpha, &mut work);
             if column_residual(x, n, &trial_alpha, &trial_beta) < residual {
                 alpha.copy_from_slice(&trial_alpha);
                 beta.copy_from_slice(&trial_beta);
@@ -325,40 +335,48 @@ fn objective_change(p: &[f64], n: usize, delta: &[f64], t: f64) -> f64 {
     rows - t * delta.iter().sum::<f64>()
 }
 
-/// `α_i = −LSE_j(s·x_ij + β_j)` (max-shifted).
-fn row_update(x: &[f64], n: usize, s: f64, beta: &[f64], alpha: &mut [f64]) {
-    for (i, a) in alpha.iter_mut().enumerate() {
-        let row = &x[i * n..(i + 1) * n];
-        let m = row
-            .iter()
-            .zip(beta)
-            .map(|(&xij, &bj)| s * xij + bj)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = row
-            .iter()
-            .zip(beta)
-            .map(|(&xij, &bj)| (s * xij + bj - m).exp())
-            .sum();
-        *a = -(m + sum.ln());
+/// `α_i = −LSE_j(s·x_ij + β_j)` (max-shifted), the exponentials of the whole matrix at once in
+/// `work` (n², vectorized: [`exp_slice_f64`]).
+#[inline(always)]
+fn row_update(x: &[f64], n: usize, s: f64, beta: &[f64], alpha: &mut [f64], work: &mut [f64]) {
+    for ((wrow, xrow), m) in work
+        .chunks_exact_mut(n)
+        .zip(x.chunks_exact(n))
+        .zip(alpha.iter_mut())
+    {
+        for ((w, &xij), &bj) in wrow.iter_mut().zip(xrow).zip(beta) {
+            *w = s * xij + bj;
+        }
+        *m = wrow.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        wrow.iter_mut().for_each(|w| *w -= *m);
+    }
+    exp_slice_f64(work);
+    for (a, wrow) in alpha.iter_mut().zip(work.chunks_exact(n)) {
+        let sum: f64 = wrow.iter().sum();
+        *a = -(*a + sum.ln());
     }
 }
 
-/// `β_j = −LSE_i(s·x_ij + α_i)` (max-shifted), in row-major passes.
-fn col_update(x: &[f64], n: usize, s: f64, alpha: &[f64], beta: &mut [f64]) {
-    let mut m = vec![f64::NEG_INFINITY; n];
-    for (row, &ai) in x.chunks_exact(n).zip(alpha) {
-        for (mj, &xij) in m.iter_mut().zip(row) {
-            *mj = mj.max(s * xij + ai);
+/// `β_j = −LSE_i(s·x_ij + α_i)` (max-shifted), in row-major passes, the exponentials in `work`.
+#[inline(always)]
+fn col_update(x: &[f64], n: usize, s: f64, alpha: &[f64], beta: &mut [f64], work: &mut [f64]) {
+    beta.fill(f64::NEG_INFINITY);
+    for ((wrow, xrow), &ai) in work.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(alpha) {
+        for ((w, mj), &xij) in wrow.iter_mut().zip(beta.iter_mut()).zip(xrow) {
+            *w = s * xij + ai;
+            *mj = mj.max(*w);
         }
     }
+    for wrow in work.chunks_exact_mut(n) {
+        wrow.iter_mut().zip(&*beta).for_each(|(w, &mj)| *w -= mj);
+    }
+    exp_slice_f64(work);
     let mut sum = vec![0.0; n];
-    for (row, &ai) in x.chunks_exact(n).zip(alpha) {
-        for ((sj, &mj), &xij) in sum.iter_mut().zip(&m).zip(row) {
-            *sj += (s * xij + ai - mj).exp();
-        }
+    for wrow in work.chunks_exact(n) {
+        sum.iter_mut().zip(wrow).for_each(|(sj, &e)| *sj += e);
     }
-    for ((b, mj), sj) in beta.iter_mut().zip(m).zip(sum) {
-        *b = -(mj + sj.ln());
+    for (b, sj) in beta.iter_mut().zip(sum) {
+        *b = -(*b + sj.ln());
     }
 }
 
@@ -366,9 +384,10 @@ fn col_update(x: &[f64], n: usize, s: f64, alpha: &[f64], beta: &mut [f64]) {
 fn fill_plan(x: &[f64], n: usize, s: f64, alpha: &[f64], beta: &[f64], p: &mut [f64]) {
     for ((prow, xrow), &ai) in p.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(alpha) {
         for ((pij, &xij), &bj) in prow.iter_mut().zip(xrow).zip(beta) {
-            *pij = (s * xij + ai + bj).exp();
+            *pij = s * xij + ai + bj;
         }
     }
+    exp_slice_f64(p);
 }
 
 /// Implicit backward at the fixed point `P` (the output of [`sinkhorn`]): `grad_x += Jᵀ g`,
