@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use common::cli::{code, run, text, TempDir};
-use common::{rules, Rng};
+use common::Rng;
 use ndarray::ArrayD;
 use sst::backend::cuda::{self, codegen};
 use sst::backend::fused::Kernel;
@@ -27,21 +27,10 @@ use sst::noise::{block_and_slot, gumbel, logistic, uniform, NoiseKey};
 use sst::support::{SupportRef, REGISTRY};
 use sst::{BackendChoice, Mode, Options, Real};
 
-/// Every spec of `support`: each soft solver with each rule (relaxed), each estimator, with the
-/// support's default noise and with none.
+/// Every compared spec of `support` ([`common::solver_and_estimator_specs`]), with the support's
+/// default noise and with none.
 fn specs(support: &SupportRef) -> Vec<String> {
-    let mut out = Vec::new();
-    for solver in support.soft_solvers() {
-        for rule in rules(solver) {
-            out.push(format!(
-                "layer l: {} {{ regularizer: {}; solver: {}; backward: {rule} }}",
-                support.describe(),
-                solver.regularizer.name(),
-                solver.name
-            ));
-        }
-    }
-    out.extend(common::estimator_specs(support, "reinforce"));
+    let mut out = common::solver_and_estimator_specs(support);
     let without: Vec<String> = out
         .iter()
         .map(|s| s.replacen("{ ", "{ noise: none; ", 1))

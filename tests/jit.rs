@@ -13,29 +13,11 @@
 
 mod common;
 
-use common::{rules, Rng};
+use common::Rng;
 use ndarray::ArrayD;
 use sst::backend::jit::fallbacks;
-use sst::support::{SupportRef, REGISTRY};
+use sst::support::REGISTRY;
 use sst::{BackendChoice as Backend, Layer, Mode, Options, Real};
-
-/// Every spec of `support` to compare: each soft solver with each of its rules (relaxed), and
-/// each estimator with the first solver.
-fn specs(support: &SupportRef) -> Vec<String> {
-    let mut out = Vec::new();
-    for solver in support.soft_solvers() {
-        for rule in rules(solver) {
-            out.push(format!(
-                "layer l: {} {{ regularizer: {}; solver: {}; backward: {rule} }}",
-                support.describe(),
-                solver.regularizer.name(),
-                solver.name
-            ));
-        }
-    }
-    out.extend(common::estimator_specs(support, "reinforce"));
-    out
-}
 
 /// `‖a − b‖∞ / max(1, ‖b‖∞)` over one row.
 fn row_error(a: &[f64], b: &[f64]) -> f64 {
@@ -112,7 +94,7 @@ fn jit_agrees_with_the_reference_backend() {
                 (entry.random_instance)(seed),
                 (entry.gradient_instance)(seed),
             ] {
-                for spec in specs(&support) {
+                for spec in common::solver_and_estimator_specs(&support) {
                     let l = common::layer(&spec);
                     let runs_jit = l.backend_name::<f64>().0 == "jit";
                     compiled += usize::from(runs_jit);
@@ -264,6 +246,16 @@ fn eval_and_bench_take_backend() {
     );
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("jit_compile_total"));
+    // Forcing the JIT times what it runs and says which workloads it skipped.
+    let out = run(&["bench", "--repeats", "1", "--backend", "jit"], "");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("gumbel_softmax_fwd_bwd"));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("topk_soft_fwd_bwd_256x4096_k64 skipped"),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("topk_soft"));
 }
 
 /// Random valid specs (each support the JIT runs, with every estimator, noise and temperature

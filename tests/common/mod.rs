@@ -229,6 +229,24 @@ pub fn total_variance(rows: &[Vec<f64>]) -> (f64, f64) {
     (q_mean * n / (n - 1.0), (q_var / n).sqrt())
 }
 
+/// Every spec of `support` the backends are compared on: each soft solver with each of its
+/// rules (relaxed), and each estimator ([`estimator_specs`]).
+pub fn solver_and_estimator_specs(support: &SupportRef) -> Vec<String> {
+    let mut out = Vec::new();
+    for solver in support.soft_solvers() {
+        for rule in rules(solver) {
+            out.push(format!(
+                "layer l: {} {{ regularizer: {}; solver: {}; backward: {rule} }}",
+                support.describe(),
+                solver.regularizer.name(),
+                solver.name
+            ));
+        }
+    }
+    out.extend(estimator_specs(support, "reinforce"));
+    out
+}
+
 /// A layer spec for every estimator `support` offers (relaxed, straight-through, Gumbel-Rao with
 /// 3 draws where it has conditional noise, `reinforce` as given where it has a score function),
 /// at `T = 0.7`: what the autodiff integration tests loop over.
