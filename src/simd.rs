@@ -52,23 +52,23 @@ impl Variant {
 /// and `fn $on(variant, args) -> ret` running it for a given one (panics if the CPU lacks it).
 /// `$body` should be `#[inline(always)]`, so that it is compiled inside each variant.
 macro_rules! multiversion {
-    ($(#[$doc:meta])* $vis:vis fn $name:ident / $on:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:path) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident $(<$g:ident: $bound:path>)? / $on:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:path) => {
         $(#[$doc])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
             static WIDEST: std::sync::OnceLock<$crate::simd::Variant> = std::sync::OnceLock::new();
             $on(*WIDEST.get_or_init($crate::simd::Variant::widest), $($arg),*)
         }
 
         /// The same, compiled for `variant` (one this CPU runs).
-        $vis fn $on(variant: $crate::simd::Variant, $($arg: $ty),*) $(-> $ret)? {
+        $vis fn $on $(<$g: $bound>)? (variant: $crate::simd::Variant, $($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
-            fn avx512($($arg: $ty),*) $(-> $ret)? {
+            fn avx512 $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                 $body($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
-            fn avx2($($arg: $ty),*) $(-> $ret)? {
+            fn avx2 $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                 $body($($arg),*)
             }
             assert!(variant.available(), "this CPU does not run {variant:?}");

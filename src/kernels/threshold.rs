@@ -4,7 +4,9 @@
 //! - binary entropy `f = Σ z log z + (1 − z) log(1 − z)`: `h = sigmoid`;
 //! - entropy `f = Σ z log z`: `h(t) = min(1, exp(t))` (the `−1` of `∂f` is absorbed in `τ`).
 
+use crate::math::exp_f64;
 use crate::real::Real;
+use crate::simd::multiversion;
 
 /// The most iterations of [`solve_threshold`]; each at least halves the bracket every second
 /// step, so this is reached only if the residual never gets within `tol` (reported).
@@ -21,12 +23,14 @@ pub enum Link {
 }
 
 impl Link {
-    /// `(h(t), h'(t))`, with `exp` of non-positive arguments only, so finite for any finite `t`.
+    /// `(h(t), h'(t))`, with `exp` (sst's, [`crate::math`]) of non-positive arguments only, so
+    /// finite for any finite `t`.
+    #[inline(always)]
     /// At the kink of `CappedExp` (`t = 0`) the derivative is taken from the right, 0.
     fn eval(self, t: f64) -> (f64, f64) {
         match self {
             Link::Sigmoid => {
-                let e = (-t.abs()).exp();
+                let e = exp_f64(-t.abs());
                 let d = e / ((1.0 + e) * (1.0 + e));
                 if t >= 0.0 {
                     ((1.0 + e).recip(), d)
@@ -36,7 +40,7 @@ impl Link {
             }
             Link::CappedExp if t >= 0.0 => (1.0, 0.0),
             Link::CappedExp => {
-                let e = t.exp();
+                let e = exp_f64(t);
                 (e, e)
             }
         }
@@ -61,6 +65,40 @@ impl Link {
             Link::CappedExp => (min, hi),
         }
     }
+}
+
+/// `(Σ_i h(x_i − m − τ), Σ_i h'(x_i − m − τ))` in sixteen lane sums (one link's loop each, so
+/// that it vectorizes).
+#[inline(always)]
+fn sums_body<F: Real>(link: Link, x: &[F], m: f64, tau: f64) -> (f64, f64) {
+    const LANES: usize = 16;
+    #[inline(always)]
+    fn lanes<F: Real>(x: &[F], m: f64, tau: f64, eval: impl Fn(f64) -> (f64, f64)) -> (f64, f64) {
+        let (mut s, mut d) = ([0.0; LANES], [0.0; LANES]);
+        let mut chunks = x.chunks_exact(LANES);
+        for c in chunks.by_ref() {
+            for l in 0..LANES {
+                let (h, dh) = eval((c[l].f64() - m) - tau);
+                s[l] += h;
+                d[l] += dh;
+            }
+        }
+        for (l, xi) in chunks.remainder().iter().enumerate() {
+            let (h, dh) = eval((xi.f64() - m) - tau);
+            s[l] += h;
+            d[l] += dh;
+        }
+        (s.iter().sum(), d.iter().sum())
+    }
+    match link {
+        Link::Sigmoid => lanes(x, m, tau, |t| Link::Sigmoid.eval(t)),
+        Link::CappedExp => lanes(x, m, tau, |t| Link::CappedExp.eval(t)),
+    }
+}
+
+multiversion! {
+    /// [`sums_body`] compiled for the CPU's widest vectors.
+    fn sums<F: Real> / sums_on(link: Link, x: &[F], m: f64, tau: f64) -> (f64, f64) = sums_body
 }
 
 /// What [`solve_threshold`] found.
@@ -112,12 +150,7 @@ pub fn solve_threshold<F: Real>(link: Link, x: &[F], k: usize, tol: f64, z: &mut
             (lo.min(xi.f64()), hi.max(xi.f64()))
         });
     let residual = |tau: f64| -> (f64, f64) {
-        let (mut s, mut slope) = (0.0, 0.0);
-        for &xi in x {
-            let (h, dh) = link.eval((xi.f64() - m) - tau);
-            s += h;
-            slope += dh;
-        }
+        let (s, slope) = sums(link, x, m, tau);
         (s - kf, slope)
     };
     let (mut lo, mut hi) = link.bracket(min - m, 0.0, n as f64, kf);
@@ -193,5 +226,48 @@ pub fn threshold_vjp<F: Real>(link: Link, z: &[F], g: &[F], grad_x: &mut [F]) {
     let mean = sdg / sd;
     for ((gx, &zi), &gi) in grad_x.iter_mut().zip(z).zip(g) {
         *gx = *gx + F::of(d(zi) * (gi.f64() - mean));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::XorShift;
+
+    /// The lane sums are the same bits in every CPU variant and the plain sums within rounding;
+    /// the solved `z` sums to `k`.
+    #[test]
+    fn lane_sums_agree_across_variants_and_with_plain_sums() {
+        for seed in 0..20 {
+            let mut r = XorShift::new(seed);
+            let n = 2 + (r.next_u64() % 500) as usize;
+            let x = r.vec(n, -6.0, 6.0);
+            for link in [Link::Sigmoid, Link::CappedExp] {
+                let tau = r.vec(1, -2.0, 2.0)[0];
+                let plain = x.iter().fold((0.0, 0.0), |(s, d), &xi| {
+                    let (h, dh) = link.eval(xi - 1.0 - tau);
+                    (s + h, d + dh)
+                });
+                let variants = crate::simd::Variant::all_available();
+                let got: Vec<(f64, f64)> = variants
+                    .iter()
+                    .map(|&v| sums_on(v, link, &x, 1.0, tau))
+                    .collect();
+                assert!(got.iter().all(|g| *g == got[0]), "{link:?} {got:?}");
+                assert!(
+                    (got[0].0 - plain.0).abs() <= 1e-12 * n as f64,
+                    "{got:?} {plain:?}"
+                );
+                assert!(
+                    (got[0].1 - plain.1).abs() <= 1e-12 * n as f64,
+                    "{got:?} {plain:?}"
+                );
+                let k = 1 + (r.next_u64() as usize % (n - 1));
+                let mut z = vec![0.0; n];
+                let solved = solve_threshold(link, &x, k, 1e-10, &mut z);
+                assert!(solved.converged, "{link:?} n {n} k {k}");
+                assert!((z.iter().sum::<f64>() - k as f64).abs() <= 1e-8, "{link:?}");
+            }
+        }
     }
 }
