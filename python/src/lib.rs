@@ -122,26 +122,36 @@ impl Layer {
     /// Samples `z` for `θ` shaped `[B…, *shape]` (float32 or float64; other numbers are read
     /// as float64). `seed=None` draws a fresh seed (kept in `Forward.seed`); `noise=False`
     /// sets `w = θ`; `mode` is `"hard"`, `"soft"` or `None` (the estimator's);
-    /// `temperature` overrides the schedule, which is evaluated at `step`; `samples > 1` adds
-    /// a leading samples axis; `threads` fixes the row split (the numbers do not change);
+    /// `temperature` overrides the schedule, which is evaluated at `step`; `samples > 1` (default
+    /// 1) adds a leading samples axis; `threads` fixes the row split (the numbers do not change);
     /// `backend` is `"auto"`, `"jit"` or `"reference"`.
-    #[pyo3(signature = (theta, *, seed=None, mode=None, temperature=None, step=0.0, samples=1, noise=true, threads=None, backend="auto"))]
+    #[pyo3(signature = (theta, *, seed=None, mode=None, temperature=None, step=0.0, samples=None, noise=true, threads=None, backend="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         py: Python<'_>,
         theta: &Bound<'_, PyAny>,
-        seed: Option<u64>,
+        seed: Option<&Bound<'_, PyAny>>,
         mode: Option<&str>,
         temperature: Option<f64>,
         step: f64,
-        samples: usize,
+        samples: Option<&Bound<'_, PyAny>>,
         noise: bool,
-        threads: Option<usize>,
+        threads: Option<&Bound<'_, PyAny>>,
         backend: &str,
     ) -> PyResult<Forward> {
-        let seed = seed.unwrap_or_else(rand::random);
-        let mut opts = Options::default().seed(seed).step(step).samples(samples);
+        let seed = match seed {
+            Some(seed) => self.whole(py, "seed", seed, "in [0, 2**64)")?,
+            None => rand::random(),
+        };
+        let samples = match samples {
+            Some(samples) => self.whole(py, "samples", samples, "≥ 1")?,
+            None => 1,
+        };
+        let mut opts = Options::default()
+            .seed(seed)
+            .step(step)
+            .samples(samples as usize);
         if !noise {
             opts = opts.noise(Noise::None);
         }
@@ -152,7 +162,7 @@ impl Layer {
             opts = opts.temperature(t);
         }
         if let Some(n) = threads {
-            opts = opts.threads(n);
+            opts = opts.threads(self.whole(py, "threads", n, "≥ 1")? as usize);
         }
         opts = opts.backend(self.parse_backend(py, backend)?);
         let pass = match self.numbers(py, "theta", theta)? {
@@ -276,6 +286,25 @@ impl Layer {
                 )
             })?;
         Ok(Precision::F64(converted.extract()?))
+    }
+
+    /// A Python int that fits in 64 unsigned bits, else a request error on `field` saying what
+    /// is `valid`.
+    fn whole(
+        &self,
+        py: Python<'_>,
+        field: &'static str,
+        x: &Bound<'_, PyAny>,
+        valid: &str,
+    ) -> PyResult<u64> {
+        x.extract::<u64>().map_err(|_| {
+            let shown = x.repr().map(|r| r.to_string()).unwrap_or_default();
+            self.request_error(
+                py,
+                field,
+                format!("expected an integer {valid}, found {shown}"),
+            )
+        })
     }
 
     fn parse_mode(&self, py: Python<'_>, mode: &str) -> PyResult<Mode> {
