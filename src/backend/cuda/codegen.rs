@@ -19,8 +19,10 @@ use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
 use crate::math::{Exp, Ln, EXP_F32, EXP_F64, LN_F32, LN_F64};
 use crate::noise::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, SECOND_STREAM};
 
-/// Threads per block (one block per row).
+/// Threads per block (one block per row): a whole number of warps, at most 1024, as the
+/// reductions' full-warp shuffles and 32-entry scratch assume.
 pub const THREADS: u32 = 256;
+const _: () = assert!(THREADS.is_multiple_of(32) && THREADS <= 1024);
 
 /// The name of the kernel's `__global__` function.
 pub const ENTRY: &str = "sst_kernel";
@@ -431,7 +433,7 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
     let finish = match solve {
         Solve::Positive | Solve::Soft(SoftKernel::Sigmoid | SoftKernel::Clip) => String::new(),
         Solve::Argmax => "int at = sst_block_argmax(best, best_at, sst_scratch_r, sst_scratch_i);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = e == at ? (real)1 : (real)0;".into(),
-        Solve::Soft(SoftKernel::Softmax) => "real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real ex = sst_exp(z[e] - m); z[e] = ex; part += (double)ex; }\n    double total = sst_block_sum(part, sst_scratch_d);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)((double)z[e] / total);".into(),
+        Solve::Soft(SoftKernel::Softmax) => "real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real ex = sst_exp(z[e] - m); z[e] = ex; part += (double)ex; }\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = z[e] * inv;".into(),
         Solve::Soft(SoftKernel::Sparsemax) => unreachable!("sparsemax is not generated"),
     };
     let blocks = kernel.n.div_ceil(4 * u) * 4;
@@ -472,8 +474,8 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
     let (prepare, s_of) = match (soft, recompute) {
         (_, false) => (String::new(), "s_row[e]".to_string()),
         (SoftKernel::Softmax, true) => (
-            "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part += (double)sst_exp(w_row[e] / t - m);\n    double total = sst_block_sum(part, sst_scratch_d);".to_string(),
-            "(real)((double)sst_exp(w_row[e] / t - m) / total)".to_string(),
+            "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part += (double)sst_exp(w_row[e] / t - m);\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));".to_string(),
+            "(sst_exp(w_row[e] / t - m) * inv)".to_string(),
         ),
         (SoftKernel::Sigmoid, true) => (
             "bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);\n    if (bad) atomicMin(bad_row, row);".to_string(),

@@ -181,19 +181,29 @@ fn cache() -> &'static Mutex<HashMap<Kernel, Result<CudaFunction, String>>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// `kernel` compiled for the device and loaded, from the cache or now.
+/// `kernel` compiled for the device and loaded, from the cache or now. A CUBIN from the disk
+/// cache that the driver refuses (a damaged file) is deleted and compiled again.
 fn function(kernel: Kernel) -> Result<CudaFunction, String> {
     let device = device()?;
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
     cache
         .entry(kernel)
         .or_insert_with(|| {
-            let cubin = cached_cubin(&codegen::source(&kernel), &device.arch)?;
-            let module = device
-                .stream
-                .context()
-                .load_module(Ptx::from_binary(cubin))
-                .map_err(|e| format!("the driver refused the kernel: {e:?}"))?;
+            let source = codegen::source(&kernel);
+            let load = |cubin: Vec<u8>| {
+                device
+                    .stream
+                    .context()
+                    .load_module(Ptx::from_binary(cubin))
+                    .map_err(|e| format!("the driver refused the kernel: {e:?}"))
+            };
+            let module = match cached_cubin(&source, &device.arch)? {
+                (cubin, Some(path)) => load(cubin).or_else(|_| {
+                    let _ = std::fs::remove_file(path);
+                    load(compile_cubin(&source, &device.arch)?)
+                })?,
+                (cubin, None) => load(cubin)?,
+            };
             module
                 .load_function(codegen::ENTRY)
                 .map_err(|e| format!("{e:?}"))
@@ -201,20 +211,30 @@ fn function(kernel: Kernel) -> Result<CudaFunction, String> {
         .clone()
 }
 
-/// [`compile_cubin`] through the disk cache (a failed read or write only costs a compile).
-fn cached_cubin(source: &str, arch: &str) -> Result<Vec<u8>, String> {
+/// [`compile_cubin`] through the disk cache, keyed by the source, the options, the NVRTC version
+/// and the architecture; with the path when the CUBIN was read from the cache. Files are
+/// written whole (a temporary file renamed), and a failed read or write only costs a compile.
+fn cached_cubin(source: &str, arch: &str) -> Result<(Vec<u8>, Option<PathBuf>), String> {
     let (major, minor) = nvrtc_version()?;
-    let key = fnv1a(format!("{source}\0{major}.{minor}\0{arch}").as_bytes());
+    let options = NVRTC_OPTIONS.join(" ");
+    let key = fnv1a(format!("{source}\0{options}\0{major}.{minor}\0{arch}").as_bytes());
     let path = cache_dir().map(|d| d.join(format!("{key:016x}.cubin")));
-    if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
-        return Ok(bytes);
+    if let Some(path) = &path {
+        if let Ok(bytes) = std::fs::read(path) {
+            return Ok((bytes, Some(path.clone())));
+        }
     }
     let cubin = compile_cubin(source, arch)?;
     if let Some(path) = path {
-        let _ = std::fs::create_dir_all(path.parent().expect("a file in a folder"));
-        let _ = std::fs::write(path, &cubin);
+        let partial = path.with_extension(format!("{}.partial", std::process::id()));
+        let written = std::fs::create_dir_all(path.parent().expect("a file in a folder"))
+            .and_then(|()| std::fs::write(&partial, &cubin))
+            .and_then(|()| std::fs::rename(&partial, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
     }
-    Ok(cubin)
+    Ok((cubin, None))
 }
 
 fn cache_dir() -> Option<PathBuf> {
@@ -282,7 +302,11 @@ impl<F: Real> Backend<F> for Cuda {
             Ok(kernel) if generated(&kernel) => kernel,
             _ => return Reference.forward(rows, out),
         };
-        let f = function(kernel).map_err(SolveError::Device)?;
+        // A kernel that does not compile or load (e.g. a request's noise the program does
+        // not declare) runs on the reference backend, as in the JIT.
+        let Ok(f) = function(kernel) else {
+            return Reference.forward(rows, out);
+        };
         let (n, count) = (kernel.n, rows.range.len());
         if count == 0 {
             return Ok(());
@@ -331,7 +355,9 @@ impl<F: Real> Backend<F> for Cuda {
             Some(kernel) if generated(&kernel) => kernel,
             _ => return Reference.backward_into(rows, saved, grad),
         };
-        let f = function(kernel).map_err(SolveError::Device)?;
+        let Ok(f) = function(kernel) else {
+            return Reference.backward_into(rows, saved, grad);
+        };
         let (n, range) = (kernel.n, rows.range.clone());
         let count = range.len();
         if count == 0 {
