@@ -1,7 +1,8 @@
 //! sst's own `ln` and `exp`: polynomials specified once, here, and evaluated with the same IEEE
-//! operations in the same order by this Rust code and by the JIT's vector code
-//! (`src/backend/jit/vmath.rs` reads these constants), so that the noise transforms
-//! `−ln(−ln u)` and `ln u − ln(1 − u)` give the same bits on every backend.
+//! operations in the same order wherever they run — this Rust code (scalar, and inlined into the
+//! sixteen-lane loops of `noise/lanes.rs`), the JIT's vector `exp` (`src/backend/jit/vmath.rs`)
+//! and the CUDA prelude (`src/backend/cuda/codegen.rs`), which read these constants — so that
+//! the noise transforms `−ln(−ln u)` and `ln u − ln(1 − u)` give the same bits on every backend.
 //!
 //! - `ln x` for positive normal `x` (fdlibm's reduction): write `x = 2ᵏ·m` with
 //!   `m ∈ [√½, √2)`, `f = m − 1`, `s = f/(2 + f)`; then `ln m = f − f²/2 + s·(f²/2 + R(s²))`

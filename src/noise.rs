@@ -11,7 +11,7 @@
 //! transforms `−ln(−ln u)`, `ln u − ln(1 − u)`, … use sst's own `ln`/`exp` ([`crate::math`]), so
 //! the reference backend and the JIT compute the same bits.
 
-use crate::real::Real;
+use crate::real::{concrete, Concrete, Real};
 
 mod lanes;
 pub use lanes::Transform;
@@ -150,22 +150,9 @@ pub fn fill_uniforms<F: Real>(key: NoiseKey, stream: u32, out: &mut [F]) {
 /// `out[i]` = `transform(uniform(key, i))` ([`gumbel`] or [`logistic`]) for a whole row, the
 /// same bits as element by element, vectorized for this CPU ([`lanes`]).
 pub fn fill_noise<F: Real>(key: NoiseKey, transform: Transform, out: &mut [F]) {
-    use std::any::TypeId;
-    let (ptr, len) = (out.as_mut_ptr(), out.len());
-    if TypeId::of::<F>() == TypeId::of::<f32>() {
-        // SAFETY: `F` is `f32` (checked above), so this is the same slice with its own type.
-        lanes::fill_f32(key, transform, unsafe {
-            std::slice::from_raw_parts_mut(ptr as *mut f32, len)
-        });
-    } else {
-        assert!(
-            TypeId::of::<F>() == TypeId::of::<f64>(),
-            "Real is f32 or f64"
-        );
-        // SAFETY: `F` is `f64` (asserted above).
-        lanes::fill_f64(key, transform, unsafe {
-            std::slice::from_raw_parts_mut(ptr as *mut f64, len)
-        });
+    match concrete(out) {
+        Concrete::F32(out) => lanes::fill_f32(key, transform, out),
+        Concrete::F64(out) => lanes::fill_f64(key, transform, out),
     }
 }
 
@@ -279,8 +266,7 @@ impl Perturbation {
             let u1 = *wi;
             let u2 = || stream_uniform::<F>(key, SECOND_STREAM, i as u64);
             *wi = match (*self, coords) {
-                (Perturbation::Gumbel, Coordinates::Joint) => t + gumbel(u1),
-                (Perturbation::Gumbel, Coordinates::Binary) => t + logistic(u1),
+                (Perturbation::Gumbel | Perturbation::None, _) => unreachable!("returned above"),
                 (Perturbation::Gaussian { sigma }, _) => {
                     t + F::of(sigma) * standard_normal(u1, u2())
                 }
@@ -290,7 +276,6 @@ impl Perturbation {
                 (Perturbation::NegExponential, Coordinates::Binary) => {
                     t + exponential(u1).sst_ln() - exponential(u2()).sst_ln()
                 }
-                (Perturbation::None, _) => t,
             };
         }
         Ok(())

@@ -5,6 +5,30 @@
 
 use std::fmt::{Debug, Display};
 
+/// A slice of a [`Real`] as the concrete type it is, for code written once per precision (the
+/// vectorized row loops).
+pub enum Concrete<'a> {
+    F32(&'a mut [f32]),
+    F64(&'a mut [f64]),
+}
+
+/// `s` as the concrete precision it is.
+pub fn concrete<F: Real>(s: &mut [F]) -> Concrete<'_> {
+    use std::any::TypeId;
+    let (ptr, len) = (s.as_mut_ptr(), s.len());
+    if TypeId::of::<F>() == TypeId::of::<f32>() {
+        // SAFETY: `F` is `f32` (checked above), so this is the same slice with its own type.
+        Concrete::F32(unsafe { std::slice::from_raw_parts_mut(ptr as *mut f32, len) })
+    } else {
+        assert!(
+            TypeId::of::<F>() == TypeId::of::<f64>(),
+            "Real is f32 or f64"
+        );
+        // SAFETY: `F` is `f64` (asserted above).
+        Concrete::F64(unsafe { std::slice::from_raw_parts_mut(ptr as *mut f64, len) })
+    }
+}
+
 /// A floating-point type sst computes in.
 pub trait Real:
     num_traits::Float

@@ -28,24 +28,22 @@ import torch
 from ._pending import PENDING
 from ._sst import Layer
 
+# The layers the ops have seen, with whether each uses `reinforce` (no pathwise gradient).
 _LAYERS = []
-# Whether each of _LAYERS uses `reinforce` (no pathwise gradient).
-_REINFORCE = []
 
 
 def _layer_id(layer):
     """A small integer naming ``layer`` in the ops' arguments."""
-    for i, known in enumerate(_LAYERS):
+    for i, (known, _) in enumerate(_LAYERS):
         if known is layer:
             return i
-    _LAYERS.append(layer)
-    _REINFORCE.append(layer.plan()["estimator"].startswith("reinforce"))
+    _LAYERS.append((layer, layer.plan()["estimator"].startswith("reinforce")))
     return len(_LAYERS) - 1
 
 
 def _run(layer, theta, seed, step, settings):
     mode, temperature, samples, noise = settings
-    return _LAYERS[layer].forward(
+    return _LAYERS[layer][0].forward(
         theta.detach().cpu().numpy(),
         seed=int(seed) % 2**64,
         step=float(step),
@@ -102,9 +100,9 @@ def _backward(
 def _host_backward(layer, fwd, grad_z, samples):
     """``dL/dtheta`` on the host for the forward pass ``fwd``, summed over the samples; zero
     for ``reinforce``, whose gradient is the surrogate's."""
-    if _REINFORCE[layer]:
+    if _LAYERS[layer][1]:
         return torch.zeros(fwd.z.shape[1:] if samples > 1 else fwd.z.shape, dtype=grad_z.dtype)
-    grad = _LAYERS[layer].backward(fwd, grad_z.detach().cpu().contiguous().numpy())
+    grad = _LAYERS[layer][0].backward(fwd, grad_z.detach().cpu().contiguous().numpy())
     if samples > 1:
         grad = grad.sum(axis=0)
     return torch.from_numpy(grad)
@@ -168,7 +166,7 @@ class _Surrogate(torch.autograd.Function):
     def backward(ctx, scale):
         (losses,) = ctx.saved_tensors
         f = losses.detach().cpu().double().contiguous().numpy()
-        grad = torch.from_numpy(_LAYERS[ctx.layer].reinforce(ctx.fwd, f))
+        grad = torch.from_numpy(_LAYERS[ctx.layer][0].reinforce(ctx.fwd, f))
         if ctx.samples > 1:
             grad = grad.sum(dim=0)
         return (scale * grad.to(scale.device)), None, None, None, None
@@ -186,7 +184,7 @@ class Sample:
         """A scalar to add to the loss: value 0, gradient into ``theta`` the score-function
         estimate for ``losses`` (one per sample and batch row, ``[samples?, B...]``) with the
         spec's baseline; the losses themselves are not differentiated through it."""
-        if not _REINFORCE[self._module._id]:
+        if not _LAYERS[self._module._id][1]:
             raise ValueError(
                 f"layer `{self._module.layer.name}`: estimator: the surrogate is for reinforce "
                 "layers; this layer's gradient reaches theta through z"

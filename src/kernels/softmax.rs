@@ -1,7 +1,7 @@
 //! Softmax: `x: n → z ∈ Δⁿ, z = argmax_{z ∈ Δ} ⟨x, z⟩ + H(z) = exp(x − max x) / Σ exp(x − max x)`
 //! (the entropy-regularized soft solver of `categorical`, DESIGN.md §2).
 
-use crate::real::Real;
+use crate::real::{concrete, Concrete, Real};
 use crate::simd::multiversion;
 
 /// `z_i = exp(x_i − m) / Σ_j exp(x_j − m)`, `m = max_j x_j`. Max-shifted, so finite for any finite
@@ -60,6 +60,15 @@ multiversion! {
 multiversion! {
     /// [`exp_normalize_f32`] in f64.
     pub fn exp_normalize_f64 / exp_normalize_f64_on(z: &mut [f64], m: f64) = exp_normalize_f64_body
+}
+
+/// [`exp_normalize_f32`] / [`exp_normalize_f64`] in the precision of `F`.
+pub fn exp_normalize<F: Real>(z: &mut [F], m: F) {
+    match concrete(z) {
+        // `m` is an `F`, so these conversions are exact.
+        Concrete::F32(z) => exp_normalize_f32(z, m.f64() as f32),
+        Concrete::F64(z) => exp_normalize_f64(z, m.f64()),
+    }
 }
 
 /// Backward of [`softmax`] from its output `z`: `grad_x += J g = z ⊙ (g − ⟨g, z⟩)`

@@ -150,26 +150,14 @@ pub struct Constants {
     ln2_lo: f64,
 }
 
-impl Ln<f32> {
+impl<F: Copy + Into<f64>> Ln<F> {
     fn widen(&self) -> Constants {
         Constants {
             offset: self.offset,
             sqrt_half: self.sqrt_half,
-            lg: self.lg.iter().map(|&x| f64::from(x)).collect(),
-            ln2_hi: f64::from(self.ln2_hi),
-            ln2_lo: f64::from(self.ln2_lo),
-        }
-    }
-}
-
-impl Ln<f64> {
-    fn widen(&self) -> Constants {
-        Constants {
-            offset: self.offset,
-            sqrt_half: self.sqrt_half,
-            lg: self.lg.to_vec(),
-            ln2_hi: self.ln2_hi,
-            ln2_lo: self.ln2_lo,
+            lg: self.lg.iter().map(|&x| x.into()).collect(),
+            ln2_hi: self.ln2_hi.into(),
+            ln2_lo: self.ln2_lo.into(),
         }
     }
 }
@@ -185,30 +173,16 @@ pub struct ExpConstants {
     high: f64,
 }
 
-impl Exp<f32> {
+impl<F: Copy + Into<f64>> Exp<F> {
     fn widen(&self) -> ExpConstants {
         ExpConstants {
-            round: f64::from(self.round),
-            log2e: f64::from(self.log2e),
-            ln2_hi: f64::from(self.ln2_hi),
-            ln2_lo: f64::from(self.ln2_lo),
-            taylor: self.taylor.iter().map(|&x| f64::from(x)).collect(),
-            low: f64::from(self.low),
-            high: f64::from(self.high),
-        }
-    }
-}
-
-impl Exp<f64> {
-    fn widen(&self) -> ExpConstants {
-        ExpConstants {
-            round: self.round,
-            log2e: self.log2e,
-            ln2_hi: self.ln2_hi,
-            ln2_lo: self.ln2_lo,
-            taylor: self.taylor.to_vec(),
-            low: self.low,
-            high: self.high,
+            round: self.round.into(),
+            log2e: self.log2e.into(),
+            ln2_hi: self.ln2_hi.into(),
+            ln2_lo: self.ln2_lo.into(),
+            taylor: self.taylor.iter().map(|&x| x.into()).collect(),
+            low: self.low.into(),
+            high: self.high.into(),
         }
     }
 }

@@ -32,7 +32,7 @@ use super::fused::{backward_kernel, forward_kernel, Kernel, Precision};
 use super::reference::{clamp_unit, Reference};
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
-use crate::kernels::softmax::{exp_normalize_f32, exp_normalize_f64};
+use crate::kernels::softmax::exp_normalize;
 use crate::noise::{fill_noise, NoiseKey, Transform};
 use crate::plan::Mode;
 use crate::real::Real;
@@ -141,23 +141,9 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         .finish(settings::Flags::new(flags))
         .map_err(|e| e.to_string())?;
     let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
-    let (float, symbols): (_, [(&str, *const u8); 3]) = match kernel.precision {
-        Precision::F32 => (
-            types::F32,
-            [
-                ("sst_sparsemax", sparsemax_row::<f32> as *const u8),
-                ("sst_noise", noise_row::<f32> as *const u8),
-                ("sst_exp_normalize", exp_normalize_f32_row as *const u8),
-            ],
-        ),
-        Precision::F64 => (
-            types::F64,
-            [
-                ("sst_sparsemax", sparsemax_row::<f64> as *const u8),
-                ("sst_noise", noise_row::<f64> as *const u8),
-                ("sst_exp_normalize", exp_normalize_f64_row as *const u8),
-            ],
-        ),
+    let (float, symbols) = match kernel.precision {
+        Precision::F32 => (types::F32, helper_symbols::<f32>()),
+        Precision::F64 => (types::F64, helper_symbols::<f64>()),
     };
     for (name, code) in symbols {
         jit_builder.symbol(name, code);
@@ -240,30 +226,27 @@ unsafe extern "C" fn sparsemax_row<F: Real>(x: *const F, z: *mut F, n: i64) {
     clamp_unit(z);
 }
 
+/// The Rust helpers compiled code calls in precision `F`, by the names it imports them under.
+fn helper_symbols<F: Real>() -> [(&'static str, *const u8); 3] {
+    [
+        ("sst_sparsemax", sparsemax_row::<F> as *const u8),
+        ("sst_noise", noise_row::<F> as *const u8),
+        ("sst_exp_normalize", exp_normalize_row::<F> as *const u8),
+    ]
+}
+
 /// The softmax finish as compiled code calls it: `row[..n] ← exp(row − m) / Σ exp(row − m)`
-/// ([`exp_normalize_f32`]), `row[n..stride] ← 0`.
+/// ([`exp_normalize`]), `row[n..stride] ← 0`.
 ///
 /// # Safety
 /// `row` points to `stride ≥ n` writable elements: the compiled kernel passes a row of its
 /// padded length.
-unsafe extern "C" fn exp_normalize_f32_row(row: *mut f32, n: i64, stride: i64, m: f32) {
+unsafe extern "C" fn exp_normalize_row<F: Real>(row: *mut F, n: i64, stride: i64, m: F) {
     // SAFETY: the caller's contract above.
     let row = unsafe { std::slice::from_raw_parts_mut(row, stride as usize) };
     let (z, padding) = row.split_at_mut(n as usize);
-    exp_normalize_f32(z, m);
-    padding.fill(0.0);
-}
-
-/// [`exp_normalize_f32_row`] in f64.
-///
-/// # Safety
-/// As [`exp_normalize_f32_row`].
-unsafe extern "C" fn exp_normalize_f64_row(row: *mut f64, n: i64, stride: i64, m: f64) {
-    // SAFETY: the caller's contract above.
-    let row = unsafe { std::slice::from_raw_parts_mut(row, stride as usize) };
-    let (z, padding) = row.split_at_mut(n as usize);
-    exp_normalize_f64(z, m);
-    padding.fill(0.0);
+    exp_normalize(z, m);
+    padding.fill(F::zero());
 }
 
 /// The noise row as compiled code calls it: `out[..n]` = the Gumbel noise (logistic when

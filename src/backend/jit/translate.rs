@@ -531,7 +531,7 @@ impl<'b> Emit<'_, 'b> {
     }
 
     /// `row ← exp(row − m) / Σ exp(row − m)` by the Rust helper
-    /// ([`crate::kernels::softmax::exp_normalize_f32`], vectorized for the CPU), which also
+    /// ([`crate::kernels::softmax::exp_normalize`], vectorized for the CPU), which also
     /// zeroes the padding past `n`.
     fn normalize_exp(&mut self, row: Value, m: Value) {
         let n = self.iconst(self.n as i64);
