@@ -145,6 +145,15 @@ impl Soft {
             _ => 1,
         }
     }
+
+    /// How many f64 a soft forward pass keeps per row for its backward pass: the matrix-tree
+    /// kernels' inverse of the reduced Laplacian, `(n − 1)²`; none for the others.
+    pub fn kept_len(self) -> usize {
+        match self {
+            Soft::MatrixTree { n, .. } => (n - 1) * (n - 1),
+            _ => 0,
+        }
+    }
 }
 
 /// The linear map from the kernels' solution `s` to the layer's output `z`.

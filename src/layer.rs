@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 
 use crate::backend::{
-    score_lens, select, Backend, Choice, ForwardOut, Report, Rows, Saved, SolveError, Warning,
+    kept_width, score_lens, select, Backend, Choice, ForwardOut, Report, Rows, Saved, SolveError,
+    Warning,
 };
 use crate::diagnostic::number;
 use crate::estimator::{baseline_weights, score, updated_ema};
@@ -165,6 +166,8 @@ pub struct Forward<F> {
     pub w: ArrayD<F>,
     /// The solvers' output in score coordinates, for supports that decode it into `z`.
     solution: Option<ArrayD<F>>,
+    /// What the soft kernel kept for the backward pass ([`kept_width`] per flat row).
+    kept: Vec<f64>,
     /// Each batch row's score length (supports with score maps), see `w`.
     score_lens: Option<Vec<usize>>,
     pub mode: Mode,
@@ -312,6 +315,7 @@ impl Layer {
             w: raw(spare.w),
             z: raw(spare.z),
             solution: spare.solution.map(raw).unwrap_or_default(),
+            kept: spare.kept,
             theta: raw(spare.theta),
         };
         self.forward_into(theta, opts, buffers)
@@ -375,7 +379,8 @@ impl Layer {
                 format!("samples × batch × row length exceeds {MAX_NUMBERS} numbers"),
             ));
         }
-        self.check_budget::<F>(opts.samples, count, theta.len(), l, mapped)?;
+        let kept_width = kept_width(program, mode);
+        self.check_budget::<F>(opts.samples, count, theta.len(), l, mapped, kept_width)?;
         let call = |range: Range<usize>| Rows {
             program,
             theta,
@@ -391,14 +396,17 @@ impl Layer {
         let mut z = zeroed(buffers.z, count * m);
         let mut solution = zeroed(buffers.solution, if mapped { count * l } else { 0 });
         let s_width = if mapped { l } else { 0 };
+        let mut kept = zeroed(buffers.kept, count * kept_width);
         // One range of rows: its perturbed scores, its z, its solution in score coordinates
-        // (supports with score maps only), written in place; returns what the kernels reported.
-        let run_rows = |range: Range<usize>, [w, z, solution]: [&mut [F]; 3]| {
+        // (supports with score maps only), what its kernel keeps, written in place; returns
+        // what the kernels reported.
+        let run_rows = |range: Range<usize>, ([w, z, solution], kept): Outputs<F>| {
             let mut report = Report::default();
             let out = ForwardOut {
-                w,
-                z,
-                solution,
+                w: w.0,
+                z: z.0,
+                solution: solution.0,
+                kept: kept.0,
                 report: &mut report,
             };
             backend
@@ -406,11 +414,14 @@ impl Layer {
                 .map_err(|e| self.solve_error(e))?;
             Ok(report)
         };
-        let outputs = [
-            (&mut w[..], l),
-            (&mut z[..], m),
-            (&mut solution[..], s_width),
-        ];
+        let outputs = (
+            [
+                (&mut w[..], l),
+                (&mut z[..], m),
+                (&mut solution[..], s_width),
+            ],
+            (&mut kept[..], kept_width),
+        );
         for part_report in split_rows(count, l, opts.threads, outputs, run_rows)? {
             report.merge(part_report);
         }
@@ -450,6 +461,7 @@ impl Layer {
             z: shaped(z, &shape),
             w: shaped(w, &score_shape),
             solution: mapped.then(|| shaped(solution, &score_shape)),
+            kept,
             score_lens: lens,
             mode,
             temperature,
@@ -548,11 +560,12 @@ impl Layer {
         let saved = Saved {
             w,
             solution,
+            kept: &fwd.kept,
             cotangent,
             per_sample,
         };
         // One range of rows: their gradients, one row of `θ`'s shape each, added in place.
-        let run_rows = |range: Range<usize>, [grad]: [&mut [F]; 1]| {
+        let run_rows = |range: Range<usize>, (grad, _): (&mut [F], usize)| {
             let rows = Rows {
                 program,
                 theta,
@@ -573,7 +586,7 @@ impl Layer {
             fwd.samples * rows,
             l,
             fwd.threads,
-            [(&mut grad[..], m)],
+            (&mut grad[..], m),
             run_rows,
         )?;
         Ok(ArrayD::from_shape_vec(fwd.z.raw_dim(), grad).expect("sizes agree"))
@@ -658,12 +671,14 @@ impl Layer {
         theta_len: usize,
         l: usize,
         mapped: bool,
+        kept_width: usize,
     ) -> Result<(), RequestError> {
         let field = if samples > 1 { "samples" } else { "theta" };
         let m = self.row_len();
         let per_row = 2 * m + l + if mapped { l } else { 0 };
         let bytes = (count as u128 * per_row as u128 + theta_len as u128)
-            * std::mem::size_of::<F>() as u128;
+            * std::mem::size_of::<F>() as u128
+            + count as u128 * kept_width as u128 * 8;
         if bytes > MEMORY_BUDGET as u128 {
             return Err(self.error(
                 field,
@@ -769,12 +784,12 @@ const PARALLEL_MIN: usize = 1 << 16;
 /// on the calling thread. `Some(n)`: exactly `min(n, count)` ranges of near-equal length, each
 /// on its own thread (a single range runs on the calling thread). Noise is keyed by (seed,
 /// sample, batch row, element), so the split changes no number.
-fn split_rows<F: Send, T: Send, const N: usize>(
+fn split_rows<O: ByRows, T: Send>(
     count: usize,
     row_len: usize,
     threads: Option<usize>,
-    outputs: [(&mut [F], usize); N],
-    work: impl Fn(Range<usize>, [&mut [F]; N]) -> Result<T, RequestError> + Sync,
+    outputs: O,
+    work: impl Fn(Range<usize>, O) -> Result<T, RequestError> + Sync,
 ) -> Result<Vec<T>, RequestError> {
     let threads = match threads {
         Some(n) => n.min(count),
@@ -783,23 +798,18 @@ fn split_rows<F: Send, T: Send, const N: usize>(
             .map_or(1, |n| n.get())
             .min(count),
     };
-    let widths = outputs.each_ref().map(|&(_, width)| width);
-    let mut rest = outputs.map(|(buffer, _)| buffer);
     if threads <= 1 {
-        return Ok(vec![work(0..count, rest)?]);
+        return Ok(vec![work(0..count, outputs)?]);
     }
     // Range `i` is `[i·count/threads, (i+1)·count/threads)`: none empty since threads ≤ count.
     let bound = |i: usize| i * count / threads;
-    let parts: Vec<(Range<usize>, [&mut [F]; N])> = (0..threads)
+    let mut rest = Some(outputs);
+    let parts: Vec<(Range<usize>, O)> = (0..threads)
         .map(|i| {
             let range = bound(i)..bound(i + 1);
-            let chunks = std::array::from_fn(|k| {
-                let (head, tail) =
-                    std::mem::take(&mut rest[k]).split_at_mut(range.len() * widths[k]);
-                rest[k] = tail;
-                head
-            });
-            (range, chunks)
+            let (head, tail) = rest.take().expect("put back").split_rows(range.len());
+            rest = Some(tail);
+            (range, head)
         })
         .collect();
     std::thread::scope(|scope| {
@@ -818,6 +828,40 @@ fn split_rows<F: Send, T: Send, const N: usize>(
     })
 }
 
+/// Row-major output buffers that [`split_rows`] cuts into ranges of rows.
+trait ByRows: Send + Sized {
+    /// The first `rows` rows, and the rest.
+    fn split_rows(self, rows: usize) -> (Self, Self);
+}
+
+/// A buffer and its row width.
+impl<T: Send> ByRows for (&mut [T], usize) {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let (buffer, width) = self;
+        let (head, tail) = buffer.split_at_mut(rows * width);
+        ((head, width), (tail, width))
+    }
+}
+
+impl<A: ByRows, B: ByRows> ByRows for (A, B) {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let ((a, a_rest), (b, b_rest)) = (self.0.split_rows(rows), self.1.split_rows(rows));
+        ((a, b), (a_rest, b_rest))
+    }
+}
+
+impl<A: ByRows, const N: usize> ByRows for [A; N] {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let mut tails = Vec::with_capacity(N);
+        let heads = self.map(|a| {
+            let (head, tail) = a.split_rows(rows);
+            tails.push(tail);
+            head
+        });
+        (heads, tails.try_into().ok().expect("one tail per part"))
+    }
+}
+
 /// `buffer` emptied and refilled with `len` zeros (its memory kept when it is large enough).
 fn zeroed<F: Real>(mut buffer: Vec<F>, len: usize) -> Vec<F> {
     buffer.clear();
@@ -831,8 +875,13 @@ struct Buffers<F> {
     w: Vec<F>,
     z: Vec<F>,
     solution: Vec<F>,
+    kept: Vec<f64>,
     theta: Vec<F>,
 }
+
+/// A forward pass's outputs for a range of rows: `w`, `z` and the solution, and what the kernel
+/// keeps, each with its row width.
+type Outputs<'a, F> = ([(&'a mut [F], usize); 3], (&'a mut [f64], usize));
 
 /// `3, 3` from `[3, 3]`.
 fn dims_list(shape: &[usize]) -> String {
@@ -850,7 +899,8 @@ mod tests {
     /// The ranges `split_rows` runs and the threads it runs them on.
     fn ranges(count: usize, row_len: usize, threads: Option<usize>) -> Vec<(Range<usize>, bool)> {
         let caller = std::thread::current().id();
-        split_rows::<f64, _, 0>(count, row_len, threads, [], |r, []| {
+        let none: [(&mut [f64], usize); 0] = [];
+        split_rows(count, row_len, threads, none, |r, []| {
             Ok((r, std::thread::current().id() != caller))
         })
         .unwrap()

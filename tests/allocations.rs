@@ -90,12 +90,14 @@ fn count(spec: &str, mode: Mode, rows: usize) -> (usize, usize, usize) {
     };
     let (mut w, mut z) = (vec![0.0; rows * lens], vec![0.0; rows * program.row_len]);
     let mut solution = vec![0.0; if mapped { rows * lens } else { 0 }];
+    let mut kept = vec![0.0; rows * sst::backend::kept_width(program, mode)];
     let mut report = Report::default();
     let forward = calls(|| {
         let out = ForwardOut {
             w: &mut w,
             z: &mut z,
             solution: &mut solution,
+            kept: &mut kept,
             report: &mut report,
         };
         Backend::<f64>::forward(&Reference, &call, out).expect("forward");
@@ -104,6 +106,7 @@ fn count(spec: &str, mode: Mode, rows: usize) -> (usize, usize, usize) {
     let saved = Saved {
         w: &w,
         solution: if mapped { &solution } else { &z },
+        kept: &kept,
         cotangent: cotangent.as_slice().expect("standard layout"),
         per_sample: false,
     };

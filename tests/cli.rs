@@ -1375,9 +1375,7 @@ fn eval_reinforce_is_the_score_function_of_each_sample() {
 
 // `sst bench`
 
-/// `sst bench` has no option that limits its size (it times fixed 1024 × 1000 workloads, about
-/// 10 s on two cores), so the default test run only checks its usage; the full smoke test is
-/// ignored (`cargo test --release --test cli -- --ignored`).
+/// `sst bench --help` names its options.
 #[test]
 fn bench_usage_names_its_json_option() {
     let out = run(&["bench", "--help"], "");
@@ -1416,6 +1414,39 @@ fn bench_json_lists_named_workloads() {
         let ms = r["median_ms"].as_f64().expect("median_ms");
         assert!(ms.is_finite() && ms > 0.0, "{r}");
     }
+}
+
+/// `sst bench --only TEXT` times the workloads whose name contains TEXT (and reports the compile
+/// times, which every run has).
+#[test]
+fn bench_only_times_the_named_workloads() {
+    let out = run(
+        &[
+            "bench",
+            "--json",
+            "--repeats",
+            "1",
+            "--only",
+            "arborescence_marginals_fwd_16x64",
+        ],
+        "",
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bench --json is JSON");
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("a list of workloads")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "compile_specs",
+            "arborescence_marginals_fwd_16x64_f64",
+            "jit_compile_total"
+        ]
+    );
 }
 
 /// Numbers reach the layer exactly: with no noise, `w = θ` comes back bit for bit for 2000

@@ -33,6 +33,7 @@ import numpy as np
 from scipy.special import expit
 
 import timing
+import trees
 
 REPEATS = int(os.environ.get("PEERS_REPEATS", "15"))
 T = 0.5
@@ -41,6 +42,8 @@ CATEGORICAL = (1024, 1000)
 BINARY = (4096, 1024)
 TOPK, K = (256, 4096), 64
 SINKHORN, SINKHORN_ITERS = (64, 50, 50), 50
+# Matrix-tree marginals of TREE_BATCH rooted digraphs (root 0), no noise, f64 (trees.py's peers).
+TREE_BATCH, TREE_SIZES = 16, (64, 128, 256)
 # Bisection steps for the soft top-k threshold τ. The bracket [min x + ln((n-k)/n), max x + ln(n/k)]
 # (Σ sigmoid(x - τ) ≥ k at its low end, ≤ k at its high end, as in sst) is < 100 wide here, so
 # 40 steps (f32) and 60 (f64) take τ to the precision of the dtype, so |Σz - k| is rounding
@@ -61,6 +64,26 @@ def names(dt):
         "sinkhorn": f"sinkhorn_fwd_bwd_64x50x50_it{SINKHORN_ITERS}_{dt}",
         "copy": f"copy_bandwidth_1024x1000_{dt}",
     }
+
+
+def tree_peers(dt, fwd, fwd_bwd):
+    """The matrix-tree workloads of one peer, f64 only: `fwd(x)` the marginals of x = θ/T,
+    `fwd_bwd(x, c)` the marginals and the gradient ∂⟨c, μ⟩/∂x, divided by T here (sst's
+    gradient is with respect to θ)."""
+    if dt != "f64":
+        return {}
+    out = {}
+    for n in TREE_SIZES:
+        th = theta((TREE_BATCH, n, n), np.float64)
+        x, cot = th / T, th * 0.5
+
+        def step(x=x, cot=cot):
+            mu, grad = fwd_bwd(x, cot)
+            return mu, grad / T
+
+        out[f"arborescence_marginals_fwd_{TREE_BATCH}x{n}_f64"] = lambda x=x: fwd(x)
+        out[f"arborescence_marginals_fwd_bwd_{TREE_BATCH}x{n}_f64"] = step
+    return out
 
 
 def theta(shape, dtype):
@@ -190,6 +213,8 @@ def numpy_peers(dtype, dt):
         n["topk"]: soft_topk,
         # NumPy has no autodiff: no Sinkhorn peer. The copy is a memory-bandwidth reference.
         n["copy"]: lambda: np.copy(cat),
+        # The closed forms sst uses, on LAPACK's inverse.
+        **tree_peers(dt, trees.np_directed, trees.np_directed),
     }
 
 
@@ -282,6 +307,14 @@ def jax_peers(dtype, dt):
         # A new call number, so new noise, on every call.
         out[names(dt)[short]] = lambda f=f, args=args, count=count: jax.block_until_ready(
             f(*args, next(count)))
+    # log det of L̂ by slogdet, marginals by jax.grad, the backward by jax.vjp of those.
+    tree_fwd = jax.jit(jax.vmap(trees.jax_arborescence_z))
+    tree_fwd_bwd = trees.jax_fwd_bwd(trees.jax_arborescence_z)
+    out.update(tree_peers(
+        dt,
+        lambda x: jax.block_until_ready(tree_fwd(x)),
+        lambda x, c: jax.block_until_ready(tree_fwd_bwd(x, c)),
+    ))
     return out
 
 
@@ -364,6 +397,9 @@ def torch_peers(dtype, dt):
         n["concrete"]: lambda: fwd_bwd(binary, binary_cot, concrete),
         n["topk"]: lambda: fwd_bwd(topk, topk_cot, lambda t: SoftTopK.apply((t + gumbel(t.shape)) / T)),
         n["sinkhorn"]: lambda: fwd_bwd(sink, sink_cot, lambda t: sinkhorn((t + gumbel(t.shape)) / T)),
+        # logdet, marginals by autograd.grad(create_graph=True), the backward by a second grad.
+        **tree_peers(dt, trees.torch_fwd_bwd("arborescence", backward=False),
+                     trees.torch_fwd_bwd("arborescence")),
     }
 
 

@@ -6,13 +6,14 @@
 #   PEERS_THREADS=4 bash bench/peers/run.sh  # 4 threads each, pinned to cores 0-3
 #   PEERS_REPEATS=5 bash bench/peers/run.sh  # timed runs per workload (default 15)
 #   PEERS_TORCH=1 bash bench/peers/run.sh    # also install torch (large download)
+#   PEERS_ONLY=arborescence bash bench/peers/run.sh  # only the workloads whose name has this
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet numpy scipy "jax[cpu]"
+    "$venv/bin/pip" install --quiet numpy scipy "jax[cpu]" networkx
 fi
 if [ "${PEERS_TORCH:-0}" = 1 ] && ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
     "$venv/bin/pip" install --quiet torch
@@ -37,5 +38,5 @@ else
     echo "run.sh: not pinned (no taskset, or PEERS_THREADS=$threads > $cpus CPUs)" >&2
 fi
 ${pin[@]+"${pin[@]}"} "$root/target/release/sst" bench --json --threads "$threads" --repeats "$repeats" \
-    > "$here/.sst.json"
+    --only "${PEERS_ONLY:-}" > "$here/.sst.json"
 ${pin[@]+"${pin[@]}"} "$venv/bin/python" "$here/peers.py" "$here/.sst.json"

@@ -84,15 +84,16 @@ def jax_fwd_bwd(z_fn):
 
 # ---- PyTorch (when installed): logdet + autograd marginals, backward by double backward ----
 
-def torch_fwd_bwd(support):
-    """A function (x, cot) -> grad for the batch, or None when PyTorch is not installed."""
+def torch_fwd_bwd(support, backward=True):
+    """A function (x, cot) -> (marginals, grad) for the batch (`backward=False`: x -> marginals),
+    or None when PyTorch is not installed."""
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("PEERS_THREADS", "1")))
 
-    def run(x, cot):
+    def run(x, cot=None):
         x = torch.tensor(x, requires_grad=True)
         b, n, _ = x.shape
         if support == "arborescence":
@@ -110,18 +111,21 @@ def torch_fwd_bwd(support):
             a = torch.exp(xs - shift) * sym
         lap = torch.diag_embed(a.sum(dim=1)) - a
         logdet = torch.logdet(lap[:, 1:, 1:]).sum()
-        (mu,) = torch.autograd.grad(logdet, x, create_graph=True)
+        (mu,) = torch.autograd.grad(logdet, x, create_graph=backward)
+        if not backward:
+            return mu
         z = mu if support == "arborescence" else mu + mu.transpose(1, 2)
         (grad,) = torch.autograd.grad((z * torch.tensor(cot)).sum(), x)
-        return grad
+        return z.detach(), grad
 
     return run
 
 
 # ---- NumPy: LU inverse and the closed forms (the directed kernel, root 0) ----
 
-def np_directed(x, v):
-    """Marginals and the Hessian–vector product of log det L̂ for a batch of logit matrices."""
+def np_directed(x, v=None):
+    """Marginals and the Hessian–vector product of log det L̂ for a batch of logit matrices
+    (`v=None`: the marginals alone)."""
     b, n, _ = x.shape
     mask = np.ones((n, n)) - np.eye(n)
     mask[:, 0] = 0.0
@@ -139,6 +143,8 @@ def np_directed(x, v):
     diag = full[:, idx, idx]
     bmat = diag[:, None, :] - np.transpose(full, (0, 2, 1))
     mu = a * bmat
+    if v is None:
+        return mu
     da = a * v
     dl = np.zeros_like(a)
     dl[:, idx, idx] = da.sum(axis=1)

@@ -184,12 +184,23 @@ impl<F> Rows<'_, F> {
 
 /// Where a forward call writes, from the range's first row: `w` and `solution` with
 /// `rows.stride` entries per row (`solution` empty for programs without a score map), `z` with
-/// `row_len`.
+/// `row_len`, and what a soft kernel keeps for its backward pass (`kept`, [`kept_width`]
+/// entries per row).
 pub struct ForwardOut<'a, F> {
     pub w: &'a mut [F],
     pub z: &'a mut [F],
     pub solution: &'a mut [F],
+    pub kept: &'a mut [f64],
     pub report: &'a mut Report,
+}
+
+/// How many f64 per row a forward pass in `mode` keeps for the backward pass: the soft kernel's
+/// [`Soft::kept_len`](crate::ir::Soft::kept_len) in soft mode, none in hard mode.
+pub fn kept_width(program: &Program, mode: Mode) -> usize {
+    match mode {
+        Mode::Soft => program.soft.kept_len(),
+        Mode::Hard => 0,
+    }
 }
 
 /// What a backward call reads, for every row of the request (indexed by flat row): the
@@ -199,6 +210,8 @@ pub struct ForwardOut<'a, F> {
 pub struct Saved<'a, F> {
     pub w: &'a [F],
     pub solution: &'a [F],
+    /// What the forward pass's kernel kept, [`kept_width`] entries per flat row.
+    pub kept: &'a [f64],
     pub cotangent: &'a [F],
     pub per_sample: bool,
 }

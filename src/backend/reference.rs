@@ -3,7 +3,9 @@
 //! are tested against. Its working rows are allocated at most once per call (kernels that are
 //! not streaming — trees, assignment, Sinkhorn, the dynamic programs — still allocate their own).
 
-use super::{Backend, ForwardOut, Report, Rows, Saved, SolveError, Unsupported, Warning};
+use super::{
+    kept_width, Backend, ForwardOut, Report, Rows, Saved, SolveError, Unsupported, Warning,
+};
 use crate::estimator::{conditional_gumbel_max, conditional_logistic};
 use crate::grad::finite_diff;
 use crate::ir::{
@@ -40,12 +42,14 @@ struct Workspace<F> {
     soft: SoftScratch<F>,
 }
 
-/// What the soft backward works in: `x = w/T`, the re-solved `z`, `∂L/∂x`, and what a re-solve
-/// reports (discarded; reused so that recording its values allocates once per call).
+/// What the soft backward works in: `x = w/T`, the re-solved `z` and what its kernel keeps,
+/// `∂L/∂x`, and what a re-solve reports (discarded; reused so that recording its values
+/// allocates once per call).
 #[derive(Default)]
 struct SoftScratch<F> {
     x: Vec<F>,
     z: Vec<F>,
+    kept: Vec<f64>,
     grad_x: Vec<F>,
     report: Report,
 }
@@ -72,6 +76,7 @@ impl<F: Real> Backend<F> for Reference {
         let (m, l, batch) = (p.row_len, rows.stride, rows.batch_rows());
         let mapped = p.scores != ScoreMap::Identity;
         let t = F::of(rows.temperature);
+        let kept_len = kept_width(p, rows.mode);
         let mut ws = Workspace::default();
         for (j, i) in rows.range.clone().enumerate() {
             let (s, b) = (i / batch, i % batch);
@@ -100,7 +105,8 @@ impl<F: Real> Backend<F> for Reference {
                 Mode::Soft => {
                     let x = row(&mut ws.soft.x, lb, l);
                     scale(w_row, t, x)?;
-                    soft(p.soft, x, s_row, out.report)?;
+                    let kept = &mut out.kept[j * kept_len..(j + 1) * kept_len];
+                    soft(p.soft, x, s_row, kept, out.report)?;
                     clamp_unit(s_row);
                 }
             }
@@ -156,7 +162,9 @@ impl<F: Real> Backend<F> for Reference {
                     grad_w.iter_mut().for_each(|x| *x = *x * scale);
                 }
                 _ => {
-                    let soft_z = (rows.mode == Mode::Soft).then_some(solution_row);
+                    let kept_len = kept_width(p, rows.mode);
+                    let kept = &saved.kept[i * kept_len..(i + 1) * kept_len];
+                    let soft_z = (rows.mode == Mode::Soft).then_some((solution_row, kept));
                     soft_backward(p, w_row, soft_z, rows.temperature, g, grad_w, &mut ws.soft)?;
                 }
             }
@@ -241,11 +249,13 @@ fn hard<F: Real>(kernel: Hard, w: &[F], s: &mut [F]) {
     }
 }
 
-/// `s = argmax_{s∈conv Z} ⟨x, s⟩ − f(s)`.
+/// `s = argmax_{s∈conv Z} ⟨x, s⟩ − f(s)`; what the kernel keeps for its backward pass goes into
+/// `kept` (empty: nothing kept).
 fn soft<F: Real>(
     kernel: Soft,
     x: &[F],
     s: &mut [F],
+    kept: &mut [f64],
     report: &mut Report,
 ) -> Result<(), SolveError> {
     match kernel {
@@ -297,8 +307,8 @@ fn soft<F: Real>(
         }
         Soft::MatrixTree { n, trees } => {
             let method = match trees {
-                Trees::Undirected => matrix_tree::undirected_marginals(x, n, s),
-                Trees::Rooted(root) => matrix_tree::rooted_marginals(x, n, root, s),
+                Trees::Undirected => matrix_tree::undirected_marginals(x, n, s, kept),
+                Trees::Rooted(root) => matrix_tree::rooted_marginals(x, n, root, s, kept),
             };
             if method == Method::LogSpace {
                 report.record_max("log_space_marginals", 1.0);
@@ -308,12 +318,12 @@ fn soft<F: Real>(
     Ok(())
 }
 
-/// `grad_x += J(x)ᵀ g` at the soft solution `s = soft(x)` by the kernel's native `rule`.
+/// `grad_x += J(x)ᵀ g` at the soft solution `s = soft(x)` by the kernel's native `rule`, with
+/// what the kernel `kept` when it solved.
 fn soft_vjp<F: Real>(
     kernel: Soft,
     rule: Rule,
-    x: &[F],
-    s: &[F],
+    (x, s, kept): (&[F], &[F], &[f64]),
     g: &[F],
     grad_x: &mut [F],
 ) -> Result<(), SolveError> {
@@ -342,8 +352,10 @@ fn soft_vjp<F: Real>(
             }
         }
         Soft::MatrixTree { n, trees } => match trees {
-            Trees::Undirected => matrix_tree::undirected_marginals_vjp(x, n, g, grad_x),
-            Trees::Rooted(root) => matrix_tree::rooted_marginals_vjp(x, n, root, g, grad_x),
+            Trees::Undirected => matrix_tree::undirected_marginals_vjp(x, n, g, Some(kept), grad_x),
+            Trees::Rooted(root) => {
+                matrix_tree::rooted_marginals_vjp(x, n, root, g, Some(kept), grad_x)
+            }
         },
     }
     Ok(())
@@ -390,11 +402,12 @@ fn restrict_gradient(kernel: Soft, grad: &mut [f64]) {
 }
 
 /// `grad_w += (∂s_T/∂w)ᵀ g` at one row `w` by the program's backward rule; `soft_z` is the soft
-/// solution at `w` when the forward pass already computed it; `scratch` holds the working rows.
+/// solution at `w` and what its kernel kept, when the forward pass already computed them;
+/// `scratch` holds the working rows.
 fn soft_backward<F: Real>(
     p: &Program,
     w: &[F],
-    soft_z: Option<&[F]>,
+    soft_z: Option<(&[F], &[f64])>,
     temperature: f64,
     g: &[F],
     grad_w: &mut [F],
@@ -402,7 +415,8 @@ fn soft_backward<F: Real>(
 ) -> Result<(), SolveError> {
     let rule = match p.backward {
         Backward::FiniteDiff { eps } => {
-            let solve = |x: &[f64], z: &mut [f64]| soft(p.soft, x, z, &mut Report::default());
+            let solve =
+                |x: &[f64], z: &mut [f64]| soft(p.soft, x, z, &mut [], &mut Report::default());
             return finite_diff(
                 solve,
                 |c| fold_cotangent(p.soft, c),
@@ -420,17 +434,19 @@ fn soft_backward<F: Real>(
     let t = F::of(temperature);
     let x = row(&mut scratch.x, len, len);
     scale(w, t, x)?;
-    let z = match soft_z {
-        Some(z) => z,
+    let (z, kept) = match soft_z {
+        Some(solved) => solved,
         None => {
             let z = row(&mut scratch.z, len, len);
-            soft(p.soft, x, z, &mut scratch.report)?;
-            z
+            let kept_len = p.soft.kept_len();
+            let kept = row(&mut scratch.kept, kept_len, kept_len);
+            soft(p.soft, x, z, kept, &mut scratch.report)?;
+            (&*z, &*kept)
         }
     };
     let grad_x = row(&mut scratch.grad_x, len, len);
     grad_x.fill(F::zero());
-    soft_vjp(p.soft, rule, x, z, g, grad_x)?;
+    soft_vjp(p.soft, rule, (x, z, kept), g, grad_x)?;
     for (gw, &gx) in grad_w.iter_mut().zip(grad_x.iter()) {
         *gw = *gw + gx / t;
     }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use ndarray::ArrayD;
 use serde_json::json;
 use sst::backend::Choice;
-use sst::{Mode, Options, Real};
+use sst::{Mode, Noise, Options, Real};
 
 use super::CliError;
 
@@ -24,12 +24,14 @@ struct Timing {
 /// Repetitions per workload unless asked otherwise; the median is reported.
 pub const REPEATS: u16 = 15;
 
-/// How every workload runs.
+/// How every workload runs, and which run.
 #[derive(Clone, Copy)]
-struct Setup {
+struct Setup<'a> {
     repeats: usize,
     threads: usize,
     backend: Choice,
+    /// Only the workloads whose name (with its precision) contains this.
+    only: &'a str,
 }
 
 pub fn run(
@@ -37,6 +39,7 @@ pub fn run(
     repeats: usize,
     threads: usize,
     backend: Choice,
+    only: &str,
 ) -> Result<String, CliError> {
     if backend == Choice::Cuda {
         sst::backend::cuda_device()
@@ -46,6 +49,7 @@ pub fn run(
         repeats,
         threads,
         backend,
+        only,
     };
     let mut timings = Vec::new();
     let started = Instant::now();
@@ -58,6 +62,7 @@ pub fn run(
     });
     timings.extend(workloads::<f32>(setup)?);
     timings.extend(workloads::<f64>(setup)?);
+    timings.retain(|t| t.name.contains(only) || t.name == "compile_specs");
     timings.push(Timing {
         name: "jit_compile_total".to_string(),
         median_ms: sst::backend::compile_seconds() * 1e3,
@@ -105,10 +110,14 @@ struct Workload {
     /// Also time the soft forward alone and the hard forward under these names.
     forward_only: Option<&'static str>,
     hard: Option<&'static str>,
+    /// Gumbel noise (a fresh seed per call), or none: the kernel alone.
+    noise: bool,
+    /// Timed in f64 only (kernels that compute in f64 whatever the request's precision).
+    f64_only: bool,
 }
 
 /// The workloads `bench/peers/peers.py` times too (the names are shared).
-const WORKLOADS: [Workload; 5] = [
+const WORKLOADS: [Workload; 8] = [
     Workload {
         name: "gumbel_softmax_fwd_bwd_1024x1000",
         spec: "layer l: categorical(1000) { temperature: 0.5 }",
@@ -116,6 +125,8 @@ const WORKLOADS: [Workload; 5] = [
         shape: &[1000],
         forward_only: Some("gumbel_softmax_fwd_1024x1000"),
         hard: Some("gumbel_max_hard_1024x1000"),
+        noise: true,
+        f64_only: false,
     },
     Workload {
         name: "gumbel_sparsemax_fwd_bwd_1024x1000",
@@ -124,6 +135,8 @@ const WORKLOADS: [Workload; 5] = [
         shape: &[1000],
         forward_only: None,
         hard: None,
+        noise: true,
+        f64_only: false,
     },
     Workload {
         name: "binary_concrete_fwd_bwd_4096x1024",
@@ -132,6 +145,8 @@ const WORKLOADS: [Workload; 5] = [
         shape: &[1024],
         forward_only: None,
         hard: None,
+        noise: true,
+        f64_only: false,
     },
     Workload {
         name: "topk_soft_fwd_bwd_256x4096_k64",
@@ -140,6 +155,8 @@ const WORKLOADS: [Workload; 5] = [
         shape: &[4096],
         forward_only: None,
         hard: None,
+        noise: true,
+        f64_only: false,
     },
     Workload {
         name: "sinkhorn_fwd_bwd_64x50x50_it50",
@@ -149,8 +166,53 @@ const WORKLOADS: [Workload; 5] = [
         shape: &[50, 50],
         forward_only: None,
         hard: None,
+        noise: true,
+        f64_only: false,
     },
+    arborescence_marginals(
+        "layer l: arborescence(64) { temperature: 0.5 }",
+        &[64, 64],
+        [
+            "arborescence_marginals_fwd_bwd_16x64",
+            "arborescence_marginals_fwd_16x64",
+        ],
+    ),
+    arborescence_marginals(
+        "layer l: arborescence(128) { temperature: 0.5 }",
+        &[128, 128],
+        [
+            "arborescence_marginals_fwd_bwd_16x128",
+            "arborescence_marginals_fwd_16x128",
+        ],
+    ),
+    arborescence_marginals(
+        "layer l: arborescence(256) { temperature: 0.5 }",
+        &[256, 256],
+        [
+            "arborescence_marginals_fwd_bwd_16x256",
+            "arborescence_marginals_fwd_16x256",
+        ],
+    ),
 ];
+
+/// The matrix-tree marginals of 16 rooted digraphs of `shape` and their backward pass, named
+/// `[forward + backward, forward]`: no noise (the kernel alone), f64 only.
+const fn arborescence_marginals(
+    spec: &'static str,
+    shape: &'static [usize],
+    [name, forward_only]: [&'static str; 2],
+) -> Workload {
+    Workload {
+        name,
+        spec,
+        batch: 16,
+        shape,
+        forward_only: Some(forward_only),
+        hard: None,
+        noise: false,
+        f64_only: true,
+    }
+}
 
 /// `θ[i, j] = ((31 i + 17 j) mod 97)/25 − 2` over batch row `i` and flat element `j`; the
 /// cotangent is `θ/2`.
@@ -168,18 +230,30 @@ fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
     let mut out = Vec::new();
     // The time to stream the Gumbel-softmax workload's bytes once: read θ, write a copy.
     let theta1000 = theta::<F>(1024, &[1000]);
-    out.push(Timing {
-        name: format!("copy_bandwidth_1024x1000_{}", F::NAME),
-        median_ms: median_ms(setup.repeats, |_| theta1000.to_owned()),
+    let wanted = |name: &str| format!("{name}_{}", F::NAME).contains(setup.only);
+    if wanted("copy_bandwidth_1024x1000") {
+        out.push(Timing {
+            name: format!("copy_bandwidth_1024x1000_{}", F::NAME),
+            median_ms: median_ms(setup.repeats, |_| theta1000.to_owned()),
+        });
+    }
+    let chosen = WORKLOADS.iter().filter(|w| {
+        let names = [Some(w.name), w.forward_only, w.hard];
+        (F::NAME == "f64" || !w.f64_only) && names.into_iter().flatten().any(wanted)
     });
-    for w in &WORKLOADS {
+    for w in chosen {
         let module = sst::compile(w.spec).map_err(|e| CliError::Spec(e.to_string()))?;
         let layer = module.layer("l");
         let theta = theta::<F>(w.batch, w.shape);
         let cotangent = theta.mapv(|x| x * F::of(0.5));
         let opts = |seed| {
+            let noise = if w.noise {
+                Noise::Seed(seed)
+            } else {
+                Noise::None
+            };
             Options::default()
-                .seed(seed)
+                .noise(noise)
                 .threads(setup.threads)
                 .backend(setup.backend)
         };

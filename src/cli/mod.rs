@@ -71,6 +71,9 @@ enum Command {
         /// The backend: auto (the JIT where it applies), reference or jit.
         #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(sst::backend::Choice::NAMES))]
         backend: String,
+        /// Time only the workloads whose name contains this text (e.g. `arborescence`).
+        #[arg(long, value_name = "TEXT")]
+        only: Option<String>,
     },
     /// Declare layers and try them interactively (reads a script when stdin is not a terminal).
     Repl {
@@ -139,7 +142,14 @@ pub fn main() -> i32 {
             repeats,
             threads,
             backend,
-        } => bench::run(json, repeats.into(), threads.into(), choice(&backend)),
+            only,
+        } => bench::run(
+            json,
+            repeats.into(),
+            threads.into(),
+            choice(&backend),
+            only.as_deref().unwrap_or(""),
+        ),
         Command::Repl { file } => repl::run(file.as_deref()),
     };
     match result {

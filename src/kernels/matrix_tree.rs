@@ -10,18 +10,25 @@
 //!
 //! Numerics: every column `j` (the edges into `j`) is shifted by its maximum, which leaves `μ`
 //! and `∇²A` unchanged (every arborescence has exactly one edge into each non-root node), so
-//! `L̂_jj ≥ 1`. `L̂` is factored by LU in f64 in its subtraction-free variant for M-matrices
-//! ([`m_matrix_inverse`]), so the inverse is accurate entrywise and the rounding error of the
-//! marginals can be estimated from it. Where `L̂` is singular in f64 or that estimate exceeds
-//! [`MAX_FORWARD_ERROR`] (low temperatures: weights spanning more than f64 can resolve), the
-//! marginals come from a subtraction-free elimination in log space instead
-//! ([`log_space_marginals`]), which holds at any temperature; the Hessian–vector product uses
-//! the inverse, or the forward-mode derivative of the log-space elimination where `L̂` is singular or
-//! the estimate exceeds [`MAX_BACKWARD_ERROR`].
+//! `L̂_jj ≥ 1`. The inverse `M = L̂⁻¹` comes from faer's blocked LU with partial pivoting
+//! ([`lu_inverse`]), accepted when the marginals it gives pass their identities (each in
+//! `[0, 1]`, each node's in-marginals summing to 1: [`consistent`]). Otherwise `L̂` is factored
+//! in its subtraction-free variant for M-matrices ([`m_matrix_inverse`]), whose inverse is
+//! accurate entrywise, so that the rounding error of the marginals can be estimated from it;
+//! where `L̂` is singular in f64 or that estimate exceeds [`MAX_FORWARD_ERROR`] (low
+//! temperatures: weights spanning more than f64 can resolve), the marginals come from a
+//! subtraction-free elimination in log space instead ([`log_space_marginals`]), which holds at
+//! any temperature. The forward pass keeps `M` so that the backward
+//! pass, a Hessian–vector product through `M`, does not factor `L̂` again; it uses the
+//! forward-mode derivative of the log-space elimination where `M` is missing or inaccurate
+//! ([`MAX_BACKWARD_ERROR`], [`MAX_COLUMN_RESIDUAL`]).
 
+use std::borrow::Cow;
 use std::ops::{Add, Mul, Sub};
 
-use ndarray::ArrayView2;
+use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::DenseSolveCore;
+use faer::{Accum, MatMut, MatRef, Par};
 
 use crate::real::Real;
 
@@ -34,10 +41,19 @@ pub const MAX_FORWARD_ERROR: f64 = 1e-6;
 /// [`marginals_hvp`] uses the inverse; beyond it, the log-space derivative ([`log_space_hvp`]).
 pub const MAX_BACKWARD_ERROR: f64 = 1e-5;
 
+/// How far outside `[0, 1]`, and how far from 1 each node's in-marginals may sum, for
+/// [`consistent`] to accept the marginals of faer's inverse. Partial pivoting bounds the inverse's
+/// error by norms, not entrywise: at low temperatures (ill-conditioned `L̂`) its marginals drift,
+/// and the backward pass's cancellation `dM_jj − dM_ji` amplifies the drift. At well-conditioned
+/// `L̂` these identities hold to ~1e-15; 1e-12 sends the drifting cases to the subtraction-free
+/// inverse (1e-9 let the low-temperature tree gradients in tests/reliability.rs drift past
+/// their identity).
+pub const MAX_IDENTITY_ERROR: f64 = 1e-12;
+
 /// How [`marginals`] computed its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// LU and the inverse of `L̂`.
+    /// The inverse of `L̂` (faer's LU, or the subtraction-free elimination).
     Lu,
     /// The log-space elimination ([`log_space_marginals`]).
     LogSpace,
@@ -53,28 +69,101 @@ fn reduced(i: usize, root: usize) -> usize {
     i - usize::from(i > root)
 }
 
-/// `L̂` factored: the column-shifted weights and the inverse `M = L̂⁻¹`.
-struct Factored {
-    /// `a_ij = exp(x_ij − max_k x_kj)` on edges, 0 elsewhere; `n × n`.
-    a: Vec<f64>,
-    /// `M = L̂⁻¹`, `(n−1) × (n−1)`.
-    inv: Vec<f64>,
+/// `f(j, jj)` for every non-root column `j` of an `n`-node row and its index `jj` in a reduced
+/// row: two runs of consecutive indices, before and after the root (loops that vectorize).
+#[inline(always)]
+fn each_reduced(n: usize, root: usize, mut f: impl FnMut(usize, usize)) {
+    for j in 0..root {
+        f(j, j);
+    }
+    for j in root + 1..n {
+        f(j, j - 1);
+    }
 }
 
-/// `μ_ij = ∂A/∂x_ij` for every edge `i → j` (written into `mu`, which is `n × n`; other entries
-/// untouched). LU first; where `L̂` is numerically singular or the LU marginals would be
-/// inaccurate, the log-space elimination. Never fails for finite `x`.
-pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Method {
-    match factor(x, n, root) {
-        Ok(f) if f.error_bound(n, root) <= MAX_FORWARD_ERROR => {
-            koo_marginals(&f, n, root, mu);
+/// `Mᵀ` as kept by a forward pass ([`marginals`]), if it kept one.
+fn kept_inverse(kept: Option<&[f64]>) -> Option<&[f64]> {
+    kept.filter(|m| !m.is_empty() && !m[0].is_nan())
+}
+
+/// The column-shifted weights and `L̂`.
+struct Laplacian {
+    /// `a_ij = exp(x_ij − max_k x_kj)` on edges, 0 elsewhere; `n × n`.
+    a: Vec<f64>,
+    /// `L̂`, `(n−1) × (n−1)`, row-major.
+    lap: Vec<f64>,
+    /// `a_rj`, the part of column `j`'s diagonal that no off-diagonal entry of `L̂` balances.
+    excess: Vec<f64>,
+}
+
+/// `μ_ij = ∂A/∂x_ij` for every edge `i → j` (written into `mu`, which is `n × n`; zero off the
+/// edges): the inverse's marginals, else the log-space elimination's. Never fails for finite
+/// `x`. `Mᵀ` is written into `keep` when it is not empty (`(n − 1)²` numbers, row-major; a NaN
+/// first where the marginals came from log space).
+pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64], keep: &mut [f64]) -> Method {
+    match inverse(x, n, root, MAX_FORWARD_ERROR, mu) {
+        Some((_, mt)) => {
+            if !keep.is_empty() {
+                keep.copy_from_slice(&mt);
+            }
             Method::Lu
         }
-        _ => {
+        None => {
             log_space_marginals(x, n, root, mu);
+            if let Some(first) = keep.first_mut() {
+                *first = f64::NAN;
+            }
             Method::LogSpace
         }
     }
+}
+
+/// The weights and `Mᵀ = L̂⁻ᵀ` (row-major), with the marginals `μ_ij = a_ij (M_jj − M_ji)` written
+/// into `mu`: faer's inverse where its marginals are [`consistent`], else the subtraction-free
+/// one where its error estimate is at most `max_error`; `None` when neither holds.
+fn inverse(
+    x: &[f64],
+    n: usize,
+    root: usize,
+    max_error: f64,
+    mu: &mut [f64],
+) -> Option<(Laplacian, Vec<f64>)> {
+    let mut l = laplacian(x, n, root);
+    let m = n - 1;
+    if let Some(mt) = lu_inverse_transposed(&l.lap, m) {
+        koo_marginals(&l.a, &mt, n, root, mu);
+        if consistent(mu, n, root) {
+            return Some((l, mt));
+        }
+    }
+    let mt = transposed(&m_matrix_inverse(&mut l.lap, &mut l.excess, m)?, m);
+    if error_bound(&l.a, &mt, n, root) > max_error {
+        return None;
+    }
+    koo_marginals(&l.a, &mt, n, root, mu);
+    Some((l, mt))
+}
+
+/// Whether marginals pass the identities every exact answer satisfies: each in `[0, 1]`, and the
+/// edges into each non-root node (one of which every arborescence has) summing to 1, both to
+/// [`MAX_IDENTITY_ERROR`]. The sum is `(M L̂)_jj`, so this checks the inverse where it is used.
+fn consistent(mu: &[f64], n: usize, root: usize) -> bool {
+    let tol = MAX_IDENTITY_ERROR;
+    let in_range = mu.iter().all(|&m| (-tol..=1.0 + tol).contains(&m));
+    in_range
+        && column_sums(mu, n)
+            .iter()
+            .enumerate()
+            .all(|(j, s)| j == root || (s - 1.0).abs() <= tol)
+}
+
+/// The column sums of an `n × n` row-major array.
+fn column_sums(a: &[f64], n: usize) -> Vec<f64> {
+    let mut sums = vec![0.0; n];
+    for row in a.chunks_exact(n) {
+        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+    }
+    sums
 }
 
 /// `out += ∇²A(x) v` on the edges: the exact Hessian–vector product (= the VJP of
@@ -82,17 +171,30 @@ pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Method {
 /// (`M_jj` for `i = r`), `μ_ij = a_ij B_ij`, `da = a ⊙ v`, `dL̂` built from `da` like `L̂` from
 /// `a`, `dM = −M dL̂ M`:  `dμ_ij = da_ij B_ij + a_ij (dM_jj − dM_ji)`. O(n³).
 ///
-/// Where `L̂` is numerically singular, the inverse too inaccurate ([`MAX_BACKWARD_ERROR`]), or
-/// the product fails its identity `Σ_i (∇²A v)_ij = 0` (every arborescence has one edge into
-/// `j`, so `Σ_i μ_ij = 1`) by more than [`MAX_COLUMN_RESIDUAL`]` · ‖v‖∞` — cancellation in
-/// `dM_jj − dM_ji` at low temperatures that the marginals' estimate does not see — the product
-/// comes from [`log_space_hvp`] instead.
-pub fn marginals_hvp(x: &[f64], n: usize, root: usize, v: &[f64], out: &mut [f64]) {
-    let lu = factor(x, n, root)
-        .ok()
-        .filter(|f| f.error_bound(n, root) <= MAX_BACKWARD_ERROR)
-        .map(|f| lu_hvp(&f, n, root, v))
-        .filter(|hv| column_residual(hv, n, root) <= MAX_COLUMN_RESIDUAL * max_abs(v));
+/// `Mᵀ` is the forward pass's (`kept`) when it kept one, else computed as [`marginals`] does
+/// (with the looser [`MAX_BACKWARD_ERROR`]). Where there is none, the product overflows, or it
+/// fails its identity `Σ_i (∇²A v)_ij = 0` (every arborescence has one edge into `j`, so
+/// `Σ_i μ_ij = 1`) by more than [`MAX_COLUMN_RESIDUAL`]` · ‖v‖∞` — cancellation in
+/// `dM_jj − dM_ji` at low temperatures — the product comes from [`log_space_hvp`] instead.
+pub fn marginals_hvp(
+    x: &[f64],
+    n: usize,
+    root: usize,
+    v: &[f64],
+    kept: Option<&[f64]>,
+    out: &mut [f64],
+) {
+    let factored = match kept_inverse(kept) {
+        Some(mt) => Some((laplacian(x, n, root).a, Cow::Borrowed(mt))),
+        None => inverse(x, n, root, MAX_BACKWARD_ERROR, &mut vec![0.0; n * n])
+            .map(|(l, mt)| (l.a, Cow::Owned(mt))),
+    };
+    let lu = factored
+        .map(|(a, mt)| lu_hvp(&a, &mt, n, root, v))
+        .filter(|hv| {
+            hv.iter().all(|h| h.is_finite())
+                && column_residual(hv, n, root) <= MAX_COLUMN_RESIDUAL * max_abs(v)
+        });
     match lu {
         Some(hv) => out.iter_mut().zip(hv).for_each(|(o, h)| *o += h),
         // Low temperatures: the inverse has lost its digits; differentiate the log-space route.
@@ -110,118 +212,152 @@ fn max_abs(v: &[f64]) -> f64 {
 
 /// `max_j |Σ_i hv_ij|` over the non-root columns (zero in exact arithmetic).
 fn column_residual(hv: &[f64], n: usize, root: usize) -> f64 {
+    let sums = column_sums(hv, n);
     (0..n)
         .filter(|&j| j != root)
-        .map(|j| (0..n).map(|i| hv[i * n + j]).sum::<f64>().abs())
-        .fold(0.0, f64::max)
+        .fold(0.0, |worst, j| f64::max(worst, sums[j].abs()))
 }
 
-/// The product of [`marginals_hvp`] from the inverse `M` (see there), as a new `n × n` array.
-fn lu_hvp(f: &Factored, n: usize, root: usize, v: &[f64]) -> Vec<f64> {
+/// The product of [`marginals_hvp`] from the weights `a` and `Mᵀ` (see there), as a new `n × n`
+/// array; `dMᵀ = −Mᵀ dL̂ᵀ Mᵀ` by two of faer's matrix products.
+fn lu_hvp(a: &[f64], mt: &[f64], n: usize, root: usize, v: &[f64]) -> Vec<f64> {
     let m = n - 1;
-    let mut da = vec![0.0; n * n];
-    let mut dl = vec![0.0; m * m];
-    for i in 0..n {
-        for j in (0..n).filter(|&j| is_edge(i, j, root)) {
-            let d = f.a[i * n + j] * v[i * n + j];
-            da[i * n + j] = d;
-            let jj = reduced(j, root);
-            dl[jj * m + jj] += d;
-            if i != root {
-                dl[reduced(i, root) * m + jj] -= d;
-            }
-        }
-    }
-    let inv = ArrayView2::from_shape((m, m), &f.inv).expect("square");
-    let dl = ArrayView2::from_shape((m, m), &dl).expect("square");
-    // dM = −M (dL̂ M)
-    let dm = -inv.dot(&dl.dot(&inv));
+    let da: Vec<f64> = a.iter().zip(v).map(|(a, v)| a * v).collect();
+    let dl = reduced_laplacian(&da, n, root);
+    let dl_t = MatRef::from_row_major_slice(&dl, m, m).transpose();
+    let mut dl_mt = vec![0.0; m * m];
+    matmul(
+        MatMut::from_row_major_slice_mut(&mut dl_mt, m, m),
+        Accum::Replace,
+        dl_t,
+        MatRef::from_row_major_slice(mt, m, m),
+        1.0,
+        Par::Seq,
+    );
+    let mut dmt = vec![0.0; m * m];
+    matmul(
+        MatMut::from_row_major_slice_mut(&mut dmt, m, m),
+        Accum::Replace,
+        MatRef::from_row_major_slice(mt, m, m),
+        MatRef::from_row_major_slice(&dl_mt, m, m),
+        -1.0,
+        Par::Seq,
+    );
     let mut hv = vec![0.0; n * n];
+    let (diag, ddiag) = (diagonal(mt, m), diagonal(&dmt, m));
     for i in 0..n {
-        for j in (0..n).filter(|&j| is_edge(i, j, root)) {
-            let jj = reduced(j, root);
-            let (b, db) = if i == root {
-                (f.inv[jj * m + jj], dm[[jj, jj]])
-            } else {
-                let ii = reduced(i, root);
-                (
-                    f.inv[jj * m + jj] - f.inv[jj * m + ii],
-                    dm[[jj, jj]] - dm[[jj, ii]],
-                )
-            };
-            hv[i * n + j] = da[i * n + j] * b + f.a[i * n + j] * db;
+        let (ai, dai, hvi) = (&a[i * n..], &da[i * n..], &mut hv[i * n..(i + 1) * n]);
+        if i == root {
+            each_reduced(n, root, |j, jj| {
+                hvi[j] = dai[j] * diag[jj] + ai[j] * ddiag[jj]
+            });
+        } else {
+            let ii = reduced(i, root);
+            let (mti, dmti) = (&mt[ii * m..(ii + 1) * m], &dmt[ii * m..(ii + 1) * m]);
+            each_reduced(n, root, |j, jj| {
+                hvi[j] = dai[j] * (diag[jj] - mti[jj]) + ai[j] * (ddiag[jj] - dmti[jj])
+            });
         }
     }
     hv
 }
 
-/// Koo et al. (2007), eq. 6: `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`.
-fn koo_marginals(f: &Factored, n: usize, root: usize, mu: &mut [f64]) {
+/// The transpose of a row-major `m × m` matrix.
+fn transposed(a: &[f64], m: usize) -> Vec<f64> {
+    (0..m * m).map(|k| a[(k % m) * m + k / m]).collect()
+}
+
+/// The diagonal of a row-major `m × m` matrix.
+fn diagonal(a: &[f64], m: usize) -> Vec<f64> {
+    (0..m).map(|k| a[k * m + k]).collect()
+}
+
+/// Koo et al. (2007), eq. 6: `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`, from `Mᵀ`
+/// (row `i` of `μ` reads row `i` of `Mᵀ`); zero off the edges, where `a` is.
+fn koo_marginals(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) {
     let m = n - 1;
-    for i in 0..n {
-        for j in (0..n).filter(|&j| is_edge(i, j, root)) {
-            let jj = reduced(j, root);
-            let mut b = f.inv[jj * m + jj];
-            if i != root {
-                b -= f.inv[jj * m + reduced(i, root)];
-            }
-            mu[i * n + j] = f.a[i * n + j] * b;
+    let diag = diagonal(mt, m);
+    for (i, (ai, mui)) in a.chunks_exact(n).zip(mu.chunks_exact_mut(n)).enumerate() {
+        mui[root] = 0.0;
+        if i == root {
+            each_reduced(n, root, |j, jj| mui[j] = ai[j] * diag[jj]);
+        } else {
+            let mti = &mt[reduced(i, root) * m..];
+            each_reduced(n, root, |j, jj| mui[j] = ai[j] * (diag[jj] - mti[jj]));
         }
     }
 }
 
-/// Column-shifted weights, the reduced Laplacian, and its inverse (see [`m_matrix_inverse`]);
-/// fails where `L̂` is singular in f64.
-fn factor(x: &[f64], n: usize, root: usize) -> Result<Factored, String> {
+/// The column-shifted weights and the reduced Laplacian of `x`.
+fn laplacian(x: &[f64], n: usize, root: usize) -> Laplacian {
+    let mut a = x.to_vec();
+    for (i, row) in a.chunks_exact_mut(n).enumerate() {
+        row[i] = f64::NEG_INFINITY;
+        row[root] = f64::NEG_INFINITY;
+    }
+    let mut shift = vec![f64::NEG_INFINITY; n];
+    for row in a.chunks_exact(n) {
+        shift.iter_mut().zip(row).for_each(|(s, &v)| *s = s.max(v));
+    }
+    shift[root] = 0.0;
+    for row in a.chunks_exact_mut(n) {
+        row.iter_mut().zip(&shift).for_each(|(v, s)| *v -= s);
+    }
+    crate::math::exp_slice_f64(&mut a);
+    let lap = reduced_laplacian(&a, n, root);
+    let mut excess = vec![0.0; n - 1];
+    each_reduced(n, root, |j, jj| excess[jj] = a[root * n + j]);
+    Laplacian { a, lap, excess }
+}
+
+/// The reduced Laplacian (row-major, `(n−1) × (n−1)`) of edge weights `a` (zero off the edges):
+/// `L̂_jj = Σ_i a_ij`, `L̂_ij = −a_ij`, the root's row and column removed.
+fn reduced_laplacian(a: &[f64], n: usize, root: usize) -> Vec<f64> {
     let m = n - 1;
-    let mut a = vec![0.0; n * n];
+    let sums = column_sums(a, n);
     let mut lap = vec![0.0; m * m];
-    let mut excess = vec![0.0; m];
-    for j in (0..n).filter(|&j| j != root) {
-        let shift = (0..n)
-            .filter(|&i| i != j)
-            .map(|i| x[i * n + j])
-            .fold(f64::NEG_INFINITY, f64::max);
-        let jj = reduced(j, root);
-        for i in (0..n).filter(|&i| i != j) {
-            let w = (x[i * n + j] - shift).exp();
-            a[i * n + j] = w;
-            lap[jj * m + jj] += w;
-            if i == root {
-                excess[jj] = w;
-            } else {
-                lap[reduced(i, root) * m + jj] = -w;
-            }
-        }
+    for (i, ai) in a.chunks_exact(n).enumerate().filter(|&(i, _)| i != root) {
+        let ii = reduced(i, root);
+        let row = &mut lap[ii * m..(ii + 1) * m];
+        each_reduced(n, root, |j, jj| row[jj] = -ai[j]);
+        row[ii] = sums[i];
     }
-    let inv = m_matrix_inverse(&mut lap, &mut excess, m).ok_or_else(|| {
-        "the matrix-tree Laplacian of exp(w/T) is singular in f64: the logits w/T span more \
-         than f64 can resolve; use a higher temperature"
-            .to_string()
-    })?;
-    Ok(Factored { a, inv })
+    lap
 }
 
-impl Factored {
-    /// A first-order bound on the rounding error of `μ_ij = a_ij (M_jj − M_ji)`: the entries of
-    /// `M` carry relative errors of order `n·ε` ([`m_matrix_inverse`]), so the error is about
-    /// `n·ε·max_ij a_ij (M_jj + M_ji)` (a worst case; typical errors are smaller): small unless
-    /// the difference cancels.
-    fn error_bound(&self, n: usize, root: usize) -> f64 {
-        let m = n - 1;
-        let mut worst: f64 = 0.0;
-        for i in 0..n {
-            for j in (0..n).filter(|&j| is_edge(i, j, root)) {
-                let jj = reduced(j, root);
-                let mut b = self.inv[jj * m + jj];
-                if i != root {
-                    b += self.inv[jj * m + reduced(i, root)];
-                }
-                worst = worst.max(self.a[i * n + j] * b);
-            }
-        }
-        n as f64 * f64::EPSILON * worst
+/// `Mᵀ = L̂⁻ᵀ` (row-major) from faer's blocked LU with partial pivoting, one thread; `None` when
+/// an entry is not finite (singular `L̂`).
+fn lu_inverse_transposed(lap: &[f64], m: usize) -> Option<Vec<f64>> {
+    let inv = MatRef::from_row_major_slice(lap, m, m)
+        .partial_piv_lu()
+        .inverse();
+    // Column j of M (contiguous in faer's column-major matrix) is row j of Mᵀ.
+    let mut mt = Vec::with_capacity(m * m);
+    for j in 0..m {
+        mt.extend_from_slice(inv.col_as_slice(j));
     }
+    mt.iter().all(|v| v.is_finite()).then_some(mt)
+}
+
+/// A first-order bound on the rounding error of `μ_ij = a_ij (M_jj − M_ji)` from the
+/// subtraction-free inverse (given as `Mᵀ`): its entries carry relative errors of order `n·ε`
+/// ([`m_matrix_inverse`]), so the error is about `n·ε·max_ij a_ij (M_jj + M_ji)` (a worst case;
+/// typical errors are smaller): small unless the difference cancels.
+fn error_bound(a: &[f64], mt: &[f64], n: usize, root: usize) -> f64 {
+    let m = n - 1;
+    let diag = diagonal(mt, m);
+    let mut worst: f64 = 0.0;
+    for (i, ai) in a.chunks_exact(n).enumerate() {
+        if i == root {
+            each_reduced(n, root, |j, jj| worst = worst.max(ai[j] * diag[jj]));
+        } else {
+            let mti = &mt[reduced(i, root) * m..];
+            each_reduced(n, root, |j, jj| {
+                worst = worst.max(ai[j] * (diag[jj] + mti[jj]))
+            });
+        }
+    }
+    n as f64 * f64::EPSILON * worst
 }
 
 /// `L̂⁻¹` of a row-major `m × m` reduced Laplacian, a column diagonally dominant M-matrix whose
@@ -473,28 +609,32 @@ fn best_root(y: &[f64], n: usize) -> usize {
 /// The symmetric f64 logits `y_ij = y_ji = x_{min(i,j), max(i,j)}` of an undirected graph whose
 /// edge `{i, j}` weighs the upper-triangle entry of `x`.
 fn symmetric<F: Real>(x: &[F], n: usize) -> Vec<f64> {
-    (0..n * n)
-        .map(|k| x[(k / n).min(k % n) * n + (k / n).max(k % n)].f64())
-        .collect()
+    let mut y = crate::kernels::widen(x);
+    for i in 1..n {
+        for j in 0..i {
+            y[i * n + j] = y[j * n + i];
+        }
+    }
+    y
 }
 
 /// The f64 logits of the edges `i → j` of the digraph rooted at `root`, 0 off the edges.
 pub fn rooted<F: Real>(x: &[F], n: usize, root: usize) -> Vec<f64> {
-    (0..n * n)
-        .map(|k| match is_edge(k / n, k % n, root) {
-            true => x[k].f64(),
-            false => 0.0,
-        })
-        .collect()
+    let mut y = crate::kernels::widen(x);
+    for (i, row) in y.chunks_exact_mut(n).enumerate() {
+        row[i] = 0.0;
+        row[root] = 0.0;
+    }
+    y
 }
 
 /// Spanning-tree edge marginals of the complete graph with edge weights in the upper triangle
 /// of `x` (Kirchhoff): the directed kernel on the symmetric logits from the best root, the
 /// marginal of `{i, j}` being `μ_ij + μ_ji`, written into both halves of `z` (zero diagonal).
-pub fn undirected_marginals<F: Real>(x: &[F], n: usize, z: &mut [F]) -> Method {
+pub fn undirected_marginals<F: Real>(x: &[F], n: usize, z: &mut [F], keep: &mut [f64]) -> Method {
     let y = symmetric(x, n);
     let mut mu = vec![0.0; n * n];
-    let method = marginals(&y, n, best_root(&y, n), &mut mu);
+    let method = marginals(&y, n, best_root(&y, n), &mut mu, keep);
     for (k, zk) in z.iter_mut().enumerate() {
         let (i, j) = (k / n, k % n);
         *zk = F::of(if i == j { 0.0 } else { mu[k] + mu[j * n + i] });
@@ -504,14 +644,20 @@ pub fn undirected_marginals<F: Real>(x: &[F], n: usize, z: &mut [F]) -> Method {
 
 /// The VJP of [`undirected_marginals`] on the upper triangle: the cotangent folded onto the
 /// upper triangle, the directed Hessian–vector product, and its two halves summed. Adds into
-/// `grad_x` above the diagonal.
-pub fn undirected_marginals_vjp<F: Real>(x: &[F], n: usize, g: &[F], grad_x: &mut [F]) {
+/// `grad_x` above the diagonal. `kept`: what the forward pass kept, if it ran at `x`.
+pub fn undirected_marginals_vjp<F: Real>(
+    x: &[F],
+    n: usize,
+    g: &[F],
+    kept: Option<&[f64]>,
+    grad_x: &mut [F],
+) {
     let mut fold = crate::kernels::widen(g);
     fold_undirected(&mut fold, n);
     let v = symmetric(&fold, n);
     let y = symmetric(x, n);
     let mut hv = vec![0.0; n * n];
-    marginals_hvp(&y, n, best_root(&y, n), &v, &mut hv);
+    marginals_hvp(&y, n, best_root(&y, n), &v, kept, &mut hv);
     for i in 0..n {
         for j in i + 1..n {
             grad_x[i * n + j] = grad_x[i * n + j] + F::of(hv[i * n + j] + hv[j * n + i]);
@@ -519,18 +665,40 @@ pub fn undirected_marginals_vjp<F: Real>(x: &[F], n: usize, g: &[F], grad_x: &mu
     }
 }
 
-/// Arborescence edge marginals rooted at `root` (zero off the edges).
-pub fn rooted_marginals<F: Real>(x: &[F], n: usize, root: usize, z: &mut [F]) -> Method {
+/// Arborescence edge marginals rooted at `root` (zero off the edges); `M` kept as in
+/// [`marginals`].
+pub fn rooted_marginals<F: Real>(
+    x: &[F],
+    n: usize,
+    root: usize,
+    z: &mut [F],
+    keep: &mut [f64],
+) -> Method {
     let mut mu = vec![0.0; n * n];
-    let method = marginals(&rooted(x, n, root), n, root, &mut mu);
+    let method = marginals(&rooted(x, n, root), n, root, &mut mu, keep);
     crate::kernels::narrow(mu, z);
     method
 }
 
-/// The VJP of [`rooted_marginals`]; adds into `grad_x` on the edges.
-pub fn rooted_marginals_vjp<F: Real>(x: &[F], n: usize, root: usize, g: &[F], grad_x: &mut [F]) {
+/// The VJP of [`rooted_marginals`]; adds into `grad_x` on the edges. `kept`: what the forward
+/// pass kept, if it ran at `x`.
+pub fn rooted_marginals_vjp<F: Real>(
+    x: &[F],
+    n: usize,
+    root: usize,
+    g: &[F],
+    kept: Option<&[f64]>,
+    grad_x: &mut [F],
+) {
     let mut hv = vec![0.0; n * n];
-    marginals_hvp(&rooted(x, n, root), n, root, &rooted(g, n, root), &mut hv);
+    marginals_hvp(
+        &rooted(x, n, root),
+        n,
+        root,
+        &rooted(g, n, root),
+        kept,
+        &mut hv,
+    );
     crate::kernels::add_narrowed(hv, grad_x);
 }
 
@@ -630,12 +798,18 @@ mod tests {
             let x = r.vec(n * n, -3.0, 3.0);
             let want = brute(&x, n, root);
             let mut lu = vec![0.0; n * n];
-            assert_eq!(marginals(&x, n, root, &mut lu), Method::Lu);
+            assert_eq!(marginals(&x, n, root, &mut lu, &mut []), Method::Lu);
             let mut log = vec![0.0; n * n];
             log_space_marginals(&x, n, root, &mut log);
+            // The subtraction-free inverse, the fallback of faer's.
+            let mut l = laplacian(&x, n, root);
+            let inv = m_matrix_inverse(&mut l.lap, &mut l.excess, n - 1).expect("regular");
+            let mut gth = vec![0.0; n * n];
+            koo_marginals(&l.a, &transposed(&inv, n - 1), n, root, &mut gth);
             for k in 0..n * n {
                 assert!((lu[k] - want[k]).abs() < 1e-12, "{lu:?} vs {want:?}");
                 assert!((log[k] - want[k]).abs() < 1e-12, "{log:?} vs {want:?}");
+                assert!((gth[k] - want[k]).abs() < 1e-12, "{gth:?} vs {want:?}");
             }
         }
     }
@@ -649,12 +823,12 @@ mod tests {
             let x = r.vec(n * n, -2.0, 2.0);
             let v = r.vec(n * n, -1.0, 1.0);
             let mut hv = vec![0.0; n * n];
-            marginals_hvp(&x, n, root, &v, &mut hv);
+            marginals_hvp(&x, n, root, &v, None, &mut hv);
             let h = 1e-6;
             let at = |s: f64| {
                 let xs: Vec<f64> = x.iter().zip(&v).map(|(a, b)| a + s * h * b).collect();
                 let mut mu = vec![0.0; n * n];
-                marginals(&xs, n, root, &mut mu);
+                marginals(&xs, n, root, &mut mu, &mut []);
                 mu
             };
             let (p, m) = (at(1.0), at(-1.0));
@@ -677,7 +851,7 @@ mod tests {
             let x = r.vec(n * n, -2.0, 2.0);
             let v = r.vec(n * n, -1.0, 1.0);
             let (mut lu, mut log) = (vec![0.0; n * n], vec![0.0; n * n]);
-            marginals_hvp(&x, n, root, &v, &mut lu);
+            marginals_hvp(&x, n, root, &v, None, &mut lu);
             log_space_hvp(&x, n, root, &v, &mut log);
             for k in 0..n * n {
                 assert!(
@@ -690,7 +864,7 @@ mod tests {
             // x/T at T = 0.002: weights spanning e^2000.
             let cold: Vec<f64> = x.iter().map(|a| a / 0.002).collect();
             let mut hv = vec![0.0; n * n];
-            marginals_hvp(&cold, n, root, &v, &mut hv);
+            marginals_hvp(&cold, n, root, &v, None, &mut hv);
             let h = 1e-4;
             let at = |s: f64| {
                 let xs: Vec<f64> = cold.iter().zip(&v).map(|(a, b)| a + s * h * b).collect();
@@ -710,6 +884,72 @@ mod tests {
         }
     }
 
+    /// The backward pass from the inverse the forward pass kept is the one that factors `L̂`
+    /// again; a forward pass in log space keeps a NaN marker instead, and its backward pass
+    /// differentiates the log-space elimination.
+    #[test]
+    fn the_kept_inverse_gives_the_same_product() {
+        for seed in 0..20 {
+            let mut r = XorShift::new(300 + seed);
+            let n = 2 + (r.next_u64() % 40) as usize;
+            let root = (r.next_u64() % n as u64) as usize;
+            for scale in [1.0, 1000.0] {
+                let x: Vec<f64> = r.vec(n * n, -2.0, 2.0).iter().map(|a| a * scale).collect();
+                let v = r.vec(n * n, -1.0, 1.0);
+                let (mut mu, mut keep) = (vec![0.0; n * n], vec![0.0; (n - 1) * (n - 1)]);
+                let method = marginals(&x, n, root, &mut mu, &mut keep);
+                assert_eq!(kept_inverse(Some(&keep)).is_some(), method == Method::Lu);
+                let (mut kept, mut fresh) = (vec![0.0; n * n], vec![0.0; n * n]);
+                marginals_hvp(&x, n, root, &v, Some(&keep), &mut kept);
+                marginals_hvp(&x, n, root, &v, None, &mut fresh);
+                for k in 0..n * n {
+                    let tol = 1e-10 * (1.0 + fresh[k].abs());
+                    assert!(
+                        (kept[k] - fresh[k]).abs() <= tol,
+                        "{k}: {} vs {}",
+                        kept[k],
+                        fresh[k]
+                    );
+                }
+            }
+        }
+    }
+
+    /// At moderate spreads of the logits, faer's inverse passes the identities (so the blocked
+    /// LU, not the slower subtraction-free elimination, serves the usual case).
+    #[test]
+    fn faer_inverse_serves_moderate_logits() {
+        for seed in 0..40 {
+            let mut r = XorShift::new(700 + seed);
+            let n = 2 + (r.next_u64() % 60) as usize;
+            let root = (r.next_u64() % n as u64) as usize;
+            let x = r.vec(n * n, -6.0, 6.0);
+            let l = laplacian(&x, n, root);
+            let mt = lu_inverse_transposed(&l.lap, n - 1).expect("regular");
+            let mut mu = vec![0.0; n * n];
+            koo_marginals(&l.a, &mt, n, root, &mut mu);
+            assert!(consistent(&mu, n, root), "seed {seed}, n {n}");
+        }
+    }
+
+    /// Marginals outside `[0, 1]` or not summing to 1 over a node's in-edges are refused.
+    #[test]
+    fn inconsistent_marginals_are_refused() {
+        let (n, root) = (3, 0);
+        let mut x = vec![0.0; n * n];
+        x[1] = 0.5;
+        let mut mu = vec![0.0; n * n];
+        marginals(&x, n, root, &mut mu, &mut []);
+        assert!(consistent(&mu, n, root));
+        let mut off = mu.clone();
+        off[n + 2] += 1e-6;
+        assert!(!consistent(&off, n, root));
+        let mut outside = mu.clone();
+        outside[1] = -1e-3;
+        outside[2 * n + 1] += 1e-3;
+        assert!(!consistent(&outside, n, root));
+    }
+
     #[test]
     fn log_space_holds_where_lu_is_singular() {
         // A 2-cycle 1 ↔ 2 (weight 0) entered from the root at −5000 (into 1) or −6000 (into 2):
@@ -718,9 +958,9 @@ mod tests {
         let mut x = vec![0.0; n * n];
         x[1] = -5000.0;
         x[2] = -6000.0;
-        assert!(factor(&x, n, 0).is_err());
         let mut mu = vec![0.0; n * n];
-        assert_eq!(marginals(&x, n, 0, &mut mu), Method::LogSpace);
+        assert!(inverse(&x, n, 0, MAX_FORWARD_ERROR, &mut mu).is_none());
+        assert_eq!(marginals(&x, n, 0, &mut mu, &mut []), Method::LogSpace);
         let want = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
         for k in 0..n * n {
             assert!((mu[k] - want[k]).abs() < 1e-12, "{mu:?}");
