@@ -117,7 +117,7 @@ struct Workload {
 }
 
 /// The workloads `bench/peers/peers.py` times too (the names are shared).
-const WORKLOADS: [Workload; 8] = [
+const WORKLOADS: [Workload; 10] = [
     Workload {
         name: "gumbel_softmax_fwd_bwd_1024x1000",
         spec: "layer l: categorical(1000) { temperature: 0.5 }",
@@ -168,6 +168,28 @@ const WORKLOADS: [Workload; 8] = [
         hard: None,
         noise: true,
         f64_only: false,
+    },
+    // The exponential-family k-subset dynamic programs (no peer offers them): one row, 10⁶
+    // cells, f64 (they run in f64 whatever the precision).
+    Workload {
+        name: "expfamily_topk_fwd_bwd_1x10000_k100",
+        spec: "layer l: subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
+        batch: 1,
+        shape: &[10000],
+        forward_only: None,
+        hard: None,
+        noise: true,
+        f64_only: true,
+    },
+    Workload {
+        name: "corr_expfamily_topk_fwd_bwd_1x10000_k100",
+        spec: "layer l: correlated_subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
+        batch: 1,
+        shape: &[19999],
+        forward_only: None,
+        hard: None,
+        noise: true,
+        f64_only: true,
     },
     arborescence_marginals(
         "layer l: arborescence(64) { temperature: 0.5 }",

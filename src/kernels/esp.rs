@@ -56,8 +56,10 @@ fn lifted<F: Real, N: LogSemiring<f64>>(x: &[F], g: &[F], k: usize) -> (bool, Ve
 }
 
 /// Forward–backward over `α[i][j] = ln e_j(w_{<i})` (stored, `(n + 1) × (k + 1)`) and the
-/// suffix row `β[j] = ln e_j(w_{>i})` (rolled): `μ_i = exp(w_i + ln Σ_j e^{α[i][j] + β[k−1−j]}
-/// − α[n][k])`; calls `out(i, μ_i, μ̇_i)` for `i = n − 1, …, 0`.
+/// suffix row `β[j] = ln e_j(w_{>i})` (rolled, stored reversed: `rb[q] = β[k − q]`, so that the
+/// marginal's sum pairs aligned entries): `μ_i = exp(w_i + ln Σ_j e^{α[i][j] + β[k−1−j]}
+/// − α[n][k])`; calls `out(i, μ_i, μ̇_i)` for `i = n − 1, …, 0`. Each step is one whole-row
+/// operation of the semiring ([`LogSemiring::add_scaled`], [`LogSemiring::dot`]).
 fn run<N: LogSemiring<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) {
     let n = w.len();
     let row = k + 1;
@@ -66,28 +68,28 @@ fn run<N: LogSemiring<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f
     for (i, &wi) in w.iter().enumerate() {
         let (done, rest) = alpha.split_at_mut((i + 1) * row);
         let (prev, next) = (&done[i * row..], &mut rest[..row]);
+        let top = k.min(i + 1);
         next[0] = prev[0];
-        for j in 1..=k.min(i + 1) {
-            next[j] = prev[j].plus(prev[j - 1].times(wi));
-        }
+        // e_j(w_{≤i}) = e_j(w_{<i}) + e^{w_i} e_{j−1}(w_{<i}), j = 1..=top
+        N::add_scaled(&prev[1..=top], &prev[..top], wi, &mut next[1..=top]);
     }
     let log_z = alpha[n * row + k];
-    let mut beta = vec![N::zero(); row];
-    beta[0] = N::one();
+    let mut rb = vec![N::zero(); row];
+    rb[k] = N::one();
+    let mut old = rb.clone();
     for (i, &wi) in w.iter().enumerate().rev() {
         if k == 0 {
             out(i, 0.0, 0.0);
             continue;
         }
         let a = &alpha[i * row..(i + 1) * row];
-        let mut m = N::zero();
-        for j in (k + i).saturating_sub(n)..=i.min(k - 1) {
-            m = m.plus(a[j].times(beta[k - 1 - j]));
-        }
+        let (lo, hi) = ((k + i).saturating_sub(n), i.min(k - 1));
+        let m = N::dot(&a[lo..=hi], &rb[lo + 1..=hi + 1]);
         let (mu, dmu) = m.times(wi).ratio(log_z);
         out(i, mu.min(1.0), dmu);
-        for j in (1..=k.min(n - i)).rev() {
-            beta[j] = beta[j].plus(beta[j - 1].times(wi));
-        }
+        // β[j] ← β[j] ⊕ β[j−1] ⊗ w_i for j = 1..=min(k, n − i): rb[q] ⊕ rb[q+1] ⊗ w_i.
+        let q0 = k - k.min(n - i);
+        old.copy_from_slice(&rb);
+        N::add_scaled(&old[q0..k], &old[q0 + 1..=k], wi, &mut rb[q0..k]);
     }
 }
