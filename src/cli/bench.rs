@@ -172,7 +172,7 @@ const WORKLOADS: [Workload; 10] = [
     // The exponential-family k-subset dynamic programs (no peer offers them): one row, 10⁶
     // cells, f64 (they run in f64 whatever the precision).
     Workload {
-        name: "expfamily_topk_fwd_bwd_1x10000_k100",
+        name: "esp_topk_fwd_bwd_1x10000_k100",
         spec: "layer l: subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
         batch: 1,
         shape: &[10000],
@@ -182,7 +182,7 @@ const WORKLOADS: [Workload; 10] = [
         f64_only: true,
     },
     Workload {
-        name: "corr_expfamily_topk_fwd_bwd_1x10000_k100",
+        name: "chain_topk_fwd_bwd_1x10000_k100",
         spec: "layer l: correlated_subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
         batch: 1,
         shape: &[19999],
