@@ -218,6 +218,28 @@ def numpy_peers(dtype, dt):
     }
 
 
+# ---- SciPy ----
+
+def uniform_theta(shape):
+    """θ uniform in [0, 1): SplitMix64 of the flat index k, its top 53 bits over 2⁵³, as
+    `sst bench` builds it for the assignment (uint64 arithmetic wraps, as it does there)."""
+    z = np.arange(math.prod(shape), dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return ((z >> np.uint64(11)).astype(np.float64) / 2.0**53).reshape(shape)
+
+
+def scipy_peers(dtype, dt):
+    """The exact assignment (maximum weight) of a 1024 × 1024 matrix, f64 only."""
+    if dt != "f64":
+        return {}
+    from scipy.optimize import linear_sum_assignment
+
+    w = uniform_theta((1024, 1024))
+    return {"assignment_hard_1x1024_f64": lambda: linear_sum_assignment(w, maximize=True)}
+
+
 # ---- JAX ----
 
 def jax_peers(dtype, dt):
@@ -420,7 +442,8 @@ def check(workload, peer, out):
 
 def load_peers():
     peers = {}
-    builders = [("numpy", numpy_peers), ("jax", jax_peers), ("torch", torch_peers)]
+    builders = [("numpy", numpy_peers), ("scipy", scipy_peers), ("jax", jax_peers),
+                ("torch", torch_peers)]
     for peer, build in builders:
         try:
             for dtype, dt in DTYPES:

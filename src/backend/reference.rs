@@ -81,8 +81,8 @@ impl<F: Real> Backend<F> for Reference {
         for (j, i) in rows.range.clone().enumerate() {
             let (s, b) = (i / batch, i % batch);
             let lb = rows.score_len(b);
-            let scores = row(&mut ws.scores, lb, l);
-            score_map(p.scores, &rows.theta[b * m..(b + 1) * m], scores);
+            let theta_row = &rows.theta[b * m..(b + 1) * m];
+            let scores = scores_of(p.scores, theta_row, &mut ws.scores, lb, l);
             // Past a row's own length, its scores are outcomes it does not have.
             out.w[j * l + lb..(j + 1) * l].fill(F::neg_infinity());
             let w_row = &mut out.w[j * l..j * l + lb];
@@ -139,8 +139,7 @@ impl<F: Real> Backend<F> for Reference {
             grad_w.fill(F::zero());
             match (rows.mode, p.estimator) {
                 (Mode::Hard, Estimator::GumbelRao { draws, conditional }) => {
-                    let scores = row(&mut ws.scores, lb, l);
-                    score_map(p.scores, theta_row, scores);
+                    let scores = scores_of(p.scores, theta_row, &mut ws.scores, lb, l);
                     let w_draw = row(&mut ws.w_draw, lb, l);
                     let row_key = key(rows, s, b);
                     for draw in 0..draws as u32 {
@@ -191,11 +190,22 @@ fn key<F>(rows: &Rows<F>, s: usize, b: usize) -> NoiseKey {
     }
 }
 
-/// `ℓ(θ)` for one row.
-fn score_map<F: Real>(map: ScoreMap, theta: &[F], scores: &mut [F]) {
+/// `ℓ(θ)` for one row of score length `len`: `θ` itself for the identity map (no copy), else
+/// computed into `buf` (grown to `capacity` on first use).
+fn scores_of<'a, F: Real>(
+    map: ScoreMap,
+    theta: &'a [F],
+    buf: &'a mut Vec<F>,
+    len: usize,
+    capacity: usize,
+) -> &'a [F] {
     match map {
-        ScoreMap::Identity => scores.copy_from_slice(theta),
-        ScoreMap::Counts { law, .. } => truncated_log_pmf(law, theta[0], scores),
+        ScoreMap::Identity => theta,
+        ScoreMap::Counts { law, .. } => {
+            let scores = row(buf, len, capacity);
+            truncated_log_pmf(law, theta[0], scores);
+            scores
+        }
     }
 }
 

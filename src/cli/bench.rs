@@ -102,7 +102,8 @@ fn median_ms<T>(repeats: usize, mut f: impl FnMut(u64) -> T) -> f64 {
 /// A workload: a layer on a batch of `θ` rows, timed forward + backward (soft), and optionally
 /// forward alone and hard.
 struct Workload {
-    name: &'static str,
+    /// The soft forward + backward's name (`None`: not timed).
+    fwd_bwd: Option<&'static str>,
     spec: &'static str,
     /// Batch rows and the support's shape.
     batch: usize,
@@ -114,12 +115,14 @@ struct Workload {
     noise: bool,
     /// Timed in f64 only (kernels that compute in f64 whatever the request's precision).
     f64_only: bool,
+    /// `θ` uniform in `[0, 1)` ([`uniform_theta`]) instead of [`theta`]'s pattern.
+    uniform: bool,
 }
 
 /// The workloads `bench/peers/peers.py` times too (the names are shared).
-const WORKLOADS: [Workload; 10] = [
+const WORKLOADS: [Workload; 11] = [
     Workload {
-        name: "gumbel_softmax_fwd_bwd_1024x1000",
+        fwd_bwd: Some("gumbel_softmax_fwd_bwd_1024x1000"),
         spec: "layer l: categorical(1000) { temperature: 0.5 }",
         batch: 1024,
         shape: &[1000],
@@ -127,9 +130,10 @@ const WORKLOADS: [Workload; 10] = [
         hard: Some("gumbel_max_hard_1024x1000"),
         noise: true,
         f64_only: false,
+        uniform: false,
     },
     Workload {
-        name: "gumbel_sparsemax_fwd_bwd_1024x1000",
+        fwd_bwd: Some("gumbel_sparsemax_fwd_bwd_1024x1000"),
         spec: "layer l: categorical(1000) { regularizer: euclidean; temperature: 0.5 }",
         batch: 1024,
         shape: &[1000],
@@ -137,9 +141,10 @@ const WORKLOADS: [Workload; 10] = [
         hard: None,
         noise: true,
         f64_only: false,
+        uniform: false,
     },
     Workload {
-        name: "binary_concrete_fwd_bwd_4096x1024",
+        fwd_bwd: Some("binary_concrete_fwd_bwd_4096x1024"),
         spec: "layer l: binary_concrete(1024) { temperature: 0.5 }",
         batch: 4096,
         shape: &[1024],
@@ -147,9 +152,10 @@ const WORKLOADS: [Workload; 10] = [
         hard: None,
         noise: true,
         f64_only: false,
+        uniform: false,
     },
     Workload {
-        name: "topk_soft_fwd_bwd_256x4096_k64",
+        fwd_bwd: Some("topk_soft_fwd_bwd_256x4096_k64"),
         spec: "layer l: subset(4096, 64) { regularizer: binary_entropy; temperature: 0.5 }",
         batch: 256,
         shape: &[4096],
@@ -157,9 +163,10 @@ const WORKLOADS: [Workload; 10] = [
         hard: None,
         noise: true,
         f64_only: false,
+        uniform: false,
     },
     Workload {
-        name: "sinkhorn_fwd_bwd_64x50x50_it50",
+        fwd_bwd: Some("sinkhorn_fwd_bwd_64x50x50_it50"),
         spec: "layer l: permutation(50) { solver: sinkhorn(iters = 50, tol = 1e-300); \
                backward: unrolled; temperature: 0.5 }",
         batch: 64,
@@ -168,11 +175,12 @@ const WORKLOADS: [Workload; 10] = [
         hard: None,
         noise: true,
         f64_only: false,
+        uniform: false,
     },
     // The exponential-family k-subset dynamic programs (no peer offers them): one row, 10⁶
     // cells, f64 (they run in f64 whatever the precision).
     Workload {
-        name: "esp_topk_fwd_bwd_1x10000_k100",
+        fwd_bwd: Some("esp_topk_fwd_bwd_1x10000_k100"),
         spec: "layer l: subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
         batch: 1,
         shape: &[10000],
@@ -180,9 +188,10 @@ const WORKLOADS: [Workload; 10] = [
         hard: None,
         noise: true,
         f64_only: true,
+        uniform: false,
     },
     Workload {
-        name: "chain_topk_fwd_bwd_1x10000_k100",
+        fwd_bwd: Some("chain_topk_fwd_bwd_1x10000_k100"),
         spec: "layer l: correlated_subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
         batch: 1,
         shape: &[19999],
@@ -190,6 +199,20 @@ const WORKLOADS: [Workload; 10] = [
         hard: None,
         noise: true,
         f64_only: true,
+        uniform: false,
+    },
+    // The exact assignment through the layer, no noise (SciPy's linear_sum_assignment is the
+    // peer), on distinct weights.
+    Workload {
+        fwd_bwd: None,
+        spec: "layer l: permutation(1024) {}",
+        batch: 1,
+        shape: &[1024, 1024],
+        forward_only: None,
+        hard: Some("assignment_hard_1x1024"),
+        noise: false,
+        f64_only: true,
+        uniform: true,
     },
     arborescence_marginals(
         "layer l: arborescence(64) { temperature: 0.5 }",
@@ -225,7 +248,7 @@ const fn arborescence_marginals(
     [name, forward_only]: [&'static str; 2],
 ) -> Workload {
     Workload {
-        name,
+        fwd_bwd: Some(name),
         spec,
         batch: 16,
         shape,
@@ -233,6 +256,7 @@ const fn arborescence_marginals(
         hard: None,
         noise: false,
         f64_only: true,
+        uniform: false,
     }
 }
 
@@ -245,6 +269,21 @@ fn theta<F: Real>(batch: usize, shape: &[usize]) -> ArrayD<F> {
     });
     flat.into_shape_with_order([vec![batch], shape.to_vec()].concat())
         .expect("same size")
+}
+
+/// `θ` uniform in `[0, 1)`: SplitMix64 of the flat index `k`, its top 53 bits over `2⁵³`
+/// (`bench/peers/peers.py` builds the same).
+fn uniform_theta<F: Real>(batch: usize, shape: &[usize]) -> ArrayD<F> {
+    let len = batch * shape.iter().product::<usize>();
+    let splitmix = |k: u64| {
+        let z = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let values = (0..len as u64).map(|k| F::of((splitmix(k) >> 11) as f64 / (1u64 << 53) as f64));
+    ArrayD::from_shape_vec([vec![batch], shape.to_vec()].concat(), values.collect())
+        .expect("sizes agree")
 }
 
 fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
@@ -260,13 +299,16 @@ fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
         });
     }
     let chosen = WORKLOADS.iter().filter(|w| {
-        let names = [Some(w.name), w.forward_only, w.hard];
+        let names = [w.fwd_bwd, w.forward_only, w.hard];
         (F::NAME == "f64" || !w.f64_only) && names.into_iter().flatten().any(wanted)
     });
     for w in chosen {
         let module = sst::compile(w.spec).map_err(|e| CliError::Spec(e.to_string()))?;
         let layer = module.layer("l");
-        let theta = theta::<F>(w.batch, w.shape);
+        let theta = match w.uniform {
+            true => uniform_theta::<F>(w.batch, w.shape),
+            false => theta::<F>(w.batch, w.shape),
+        };
         let cotangent = theta.mapv(|x| x * F::of(0.5));
         let opts = |seed| {
             let noise = if w.noise {
@@ -299,18 +341,25 @@ fn workloads<F: Real>(setup: Setup) -> Result<Vec<Timing>, CliError> {
             Ok(())
         };
         let fwd_bwd = |seed| step(seed, Mode::Soft, true);
-        match fwd_bwd(0) {
+        let first = w.fwd_bwd.or(w.hard).expect("a workload times something");
+        let probe = match w.fwd_bwd {
+            Some(_) => fwd_bwd(0),
+            None => step(0, Mode::Hard, false),
+        };
+        match probe {
             // A forced backend that does not run this workload: say so and go on.
             Err(e) if e.field == "backend" => {
-                eprintln!("sst bench: {} skipped: {}", w.name, e.message);
+                eprintln!("sst bench: {first} skipped: {}", e.message);
                 continue;
             }
             other => other.map_err(request)?,
         }
-        out.push(Timing {
-            name: format!("{}_{}", w.name, F::NAME),
-            median_ms: median_ms(setup.repeats, fwd_bwd),
-        });
+        if let Some(name) = w.fwd_bwd {
+            out.push(Timing {
+                name: format!("{name}_{}", F::NAME),
+                median_ms: median_ms(setup.repeats, fwd_bwd),
+            });
+        }
         if let Some(name) = w.forward_only {
             out.push(Timing {
                 name: format!("{name}_{}", F::NAME),

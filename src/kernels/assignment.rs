@@ -11,7 +11,6 @@
 //! is a function of `w` alone: rows are augmented in index order, the Dijkstra search takes the
 //! first minimum in its scan order and prefers an unmatched column among equal distances).
 
-use crate::kernels::widen_padded;
 use crate::real::Real;
 
 /// An optimal assignment and a certificate of its optimality.
@@ -35,18 +34,30 @@ impl Assignment {
 }
 
 /// Solves `max_σ Σ_i w_{i,σ(i)}` for a row-major `n×n` matrix of finite weights (see the module
-/// doc for the algorithm). Panics if `w.len() != n²`.
-pub fn max_weight_assignment(w: &[f64], n: usize) -> Assignment {
+/// doc for the algorithm), in f64. Panics if `w.len() != n²`.
+pub fn max_weight_assignment<F: Real>(w: &[F], n: usize) -> Assignment {
     assert_eq!(w.len(), n * n, "assignment: w is not n×n");
+    padded_assignment(w, n)
+}
+
+/// [`max_weight_assignment`] of the `n × n` matrix whose first rows are `w` (row-major, `n`
+/// columns) and whose other rows are zero: the costs are built from `w` directly, with no padded
+/// copy of it.
+fn padded_assignment<F: Real>(w: &[F], n: usize) -> Assignment {
+    let rows = w.len() / n;
     let row_max: Vec<f64> = (0..n)
-        .map(|i| {
-            w[i * n..(i + 1) * n]
+        .map(|i| match i < rows {
+            true => w[i * n..(i + 1) * n]
                 .iter()
-                .copied()
-                .fold(f64::NEG_INFINITY, f64::max)
+                .fold(f64::NEG_INFINITY, |m, x| m.max(x.f64())),
+            false => 0.0,
         })
         .collect();
-    let cost: Vec<f64> = (0..n * n).map(|k| row_max[k / n] - w[k]).collect();
+    let mut cost = Vec::with_capacity(n * n);
+    for (row, &top) in w.chunks_exact(n).zip(&row_max) {
+        cost.extend(row.iter().map(|x| top - x.f64()));
+    }
+    cost.resize(n * n, 0.0);
     let mut solver = MinCost::new(&cost, n);
     for row in 0..n {
         if solver.col_of_row[row] == FREE {
@@ -94,17 +105,20 @@ impl<'a> MinCost<'a> {
             todo: Vec::with_capacity(n),
             scanned: Vec::with_capacity(n),
         };
-        for j in 0..n {
-            let mut best = 0;
-            for i in 1..n {
-                if cost[i * n + j] < cost[best * n + j] {
-                    best = i;
+        // v_j = min_i c_ij and its first row, row by row (consecutive memory).
+        let mut best = vec![0; n];
+        s.v.copy_from_slice(&cost[..n]);
+        for (i, row) in cost.chunks_exact(n).enumerate().skip(1) {
+            for ((v, b), &c) in s.v.iter_mut().zip(&mut best).zip(row) {
+                if c < *v {
+                    (*v, *b) = (c, i);
                 }
             }
-            s.v[j] = cost[best * n + j];
-            if s.col_of_row[best] == FREE {
-                s.col_of_row[best] = j;
-                s.row_of_col[j] = best;
+        }
+        for (j, &row) in best.iter().enumerate() {
+            if s.col_of_row[row] == FREE {
+                s.col_of_row[row] = j;
+                s.row_of_col[j] = row;
             }
         }
         s
@@ -193,7 +207,7 @@ impl<'a> MinCost<'a> {
 /// `cols × cols` matrix with `cols − rows` rows of zeros appended (any matching of the real rows
 /// extends to the padding rows at no weight).
 pub fn matching_indicator<F: Real>(w: &[F], rows: usize, cols: usize, s: &mut [F]) {
-    let assignment = max_weight_assignment(&widen_padded(w, cols * cols), cols);
+    let assignment = padded_assignment(&w[..rows * cols], cols);
     s.fill(F::zero());
     for (i, &j) in assignment.col_of_row.iter().take(rows).enumerate() {
         s[i * cols + j] = F::one();
