@@ -114,9 +114,7 @@ mod tests {
             let mut v: Vec<f64> = r.vec(n, -spread, spread);
             if seed % 5 == 0 {
                 // Ties, also one apart (the window's edges).
-                for i in 0..n {
-                    v[i] = (v[i] / spread * 3.0).round();
-                }
+                v.iter_mut().for_each(|x| *x = (*x / spread * 3.0).round());
             }
             let m = v.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
             v.iter_mut().for_each(|x| *x -= m);
