@@ -179,28 +179,16 @@ const WORKLOADS: [Workload; 11] = [
     },
     // The exponential-family k-subset dynamic programs (no peer offers them): one row, 10⁶
     // cells, f64 (they run in f64 whatever the precision).
-    Workload {
-        fwd_bwd: Some("esp_topk_fwd_bwd_1x10000_k100"),
-        spec: "layer l: subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
-        batch: 1,
-        shape: &[10000],
-        forward_only: None,
-        hard: None,
-        noise: true,
-        f64_only: true,
-        uniform: false,
-    },
-    Workload {
-        fwd_bwd: Some("chain_topk_fwd_bwd_1x10000_k100"),
-        spec: "layer l: correlated_subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
-        batch: 1,
-        shape: &[19999],
-        forward_only: None,
-        hard: None,
-        noise: true,
-        f64_only: true,
-        uniform: false,
-    },
+    subset_dp(
+        "esp_topk_fwd_bwd_1x10000_k100",
+        "layer l: subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
+        &[10000],
+    ),
+    subset_dp(
+        "chain_topk_fwd_bwd_1x10000_k100",
+        "layer l: correlated_subset(10000, 100) { regularizer: expfamily; temperature: 0.5 }",
+        &[19999],
+    ),
     // The exact assignment through the layer, no noise (SciPy's linear_sum_assignment is the
     // peer), on distinct weights.
     Workload {
@@ -239,6 +227,22 @@ const WORKLOADS: [Workload; 11] = [
         ],
     ),
 ];
+
+/// A k-subset dynamic program's forward + backward on one row of `shape`, with Gumbel noise, in
+/// f64 only.
+const fn subset_dp(name: &'static str, spec: &'static str, shape: &'static [usize]) -> Workload {
+    Workload {
+        fwd_bwd: Some(name),
+        spec,
+        batch: 1,
+        shape,
+        forward_only: None,
+        hard: None,
+        noise: true,
+        f64_only: true,
+        uniform: false,
+    }
+}
 
 /// The matrix-tree marginals of 16 rooted digraphs of `shape` and their backward pass, named
 /// `[forward + backward, forward]`: no noise (the kernel alone), f64 only.
