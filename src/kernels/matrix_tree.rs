@@ -185,16 +185,13 @@ pub fn marginals_hvp(
     out: &mut [f64],
 ) {
     let factored = match kept_inverse(kept) {
-        Some(mt) => Some((laplacian(x, n, root).a, Cow::Borrowed(mt))),
+        Some(mt) => Some((weights(x, n, root), Cow::Borrowed(mt))),
         None => inverse(x, n, root, MAX_BACKWARD_ERROR, &mut vec![0.0; n * n])
             .map(|(l, mt)| (l.a, Cow::Owned(mt))),
     };
     let lu = factored
         .map(|(a, mt)| lu_hvp(&a, &mt, n, root, v))
-        .filter(|hv| {
-            hv.iter().all(|h| h.is_finite())
-                && column_residual(hv, n, root) <= MAX_COLUMN_RESIDUAL * max_abs(v)
-        });
+        .filter(|hv| column_residual(hv, n, root) <= MAX_COLUMN_RESIDUAL * max_abs(v));
     match lu {
         Some(hv) => out.iter_mut().zip(hv).for_each(|(o, h)| *o += h),
         // Low temperatures: the inverse has lost its digits; differentiate the log-space route.
@@ -210,12 +207,18 @@ fn max_abs(v: &[f64]) -> f64 {
     v.iter().fold(0.0, |m, x| m.max(x.abs()))
 }
 
-/// `max_j |Σ_i hv_ij|` over the non-root columns (zero in exact arithmetic).
+/// `max_j |Σ_i hv_ij|` over the non-root columns (zero in exact arithmetic); NaN when an entry
+/// overflowed (a NaN or infinite sum wins the maximum).
 fn column_residual(hv: &[f64], n: usize, root: usize) -> f64 {
     let sums = column_sums(hv, n);
-    (0..n)
-        .filter(|&j| j != root)
-        .fold(0.0, |worst, j| f64::max(worst, sums[j].abs()))
+    (0..n).filter(|&j| j != root).fold(0.0, |worst, j| {
+        let r = sums[j].abs();
+        if r > worst || r.is_nan() {
+            r
+        } else {
+            worst
+        }
+    })
 }
 
 /// The product of [`marginals_hvp`] from the weights `a` and `Mᵀ` (see there), as a new `n × n`
@@ -290,6 +293,15 @@ fn koo_marginals(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) {
 
 /// The column-shifted weights and the reduced Laplacian of `x`.
 fn laplacian(x: &[f64], n: usize, root: usize) -> Laplacian {
+    let a = weights(x, n, root);
+    let lap = reduced_laplacian(&a, n, root);
+    let mut excess = vec![0.0; n - 1];
+    each_reduced(n, root, |j, jj| excess[jj] = a[root * n + j]);
+    Laplacian { a, lap, excess }
+}
+
+/// The column-shifted weights `a_ij = exp(x_ij − max_k x_kj)` on the edges, 0 elsewhere.
+fn weights(x: &[f64], n: usize, root: usize) -> Vec<f64> {
     let mut a = x.to_vec();
     for (i, row) in a.chunks_exact_mut(n).enumerate() {
         row[i] = f64::NEG_INFINITY;
@@ -304,10 +316,7 @@ fn laplacian(x: &[f64], n: usize, root: usize) -> Laplacian {
         row.iter_mut().zip(&shift).for_each(|(v, s)| *v -= s);
     }
     crate::math::exp_slice_f64(&mut a);
-    let lap = reduced_laplacian(&a, n, root);
-    let mut excess = vec![0.0; n - 1];
-    each_reduced(n, root, |j, jj| excess[jj] = a[root * n + j]);
-    Laplacian { a, lap, excess }
+    a
 }
 
 /// The reduced Laplacian (row-major, `(n−1) × (n−1)`) of edge weights `a` (zero off the edges):
