@@ -174,11 +174,12 @@ impl Planes {
 
     /// Entries `range` of the three planes.
     fn slice(&self, range: std::ops::Range<usize>) -> View<'_> {
-        View {
-            m: &self.m[range.clone()],
-            e: &self.e[range.clone()],
-            dm: &self.dm[range],
-        }
+        let all = View {
+            m: &self.m,
+            e: &self.e,
+            dm: &self.dm,
+        };
+        all.slice(range)
     }
 
     /// Entries `range`, to write, and (to read) the entries before `range.start`.
@@ -202,9 +203,8 @@ impl Planes {
 
     /// Copies `other` (of the same length) into these planes.
     fn copy_from(&mut self, other: &Planes) {
-        self.m.copy_from_slice(&other.m);
-        self.e.copy_from_slice(&other.e);
-        self.dm.copy_from_slice(&other.dm);
+        let len = other.m.len();
+        self.split(0..len).1.copy_from(other.slice(0..len));
     }
 }
 
@@ -221,6 +221,15 @@ struct ViewMut<'a> {
     m: &'a mut [f64],
     e: &'a mut [f64],
     dm: &'a mut [f64],
+}
+
+impl ViewMut<'_> {
+    /// Copies `from` (of the same length) into this run.
+    fn copy_from(self, from: View) {
+        self.m.copy_from_slice(from.m);
+        self.e.copy_from_slice(from.e);
+        self.dm.copy_from_slice(from.dm);
+    }
 }
 
 impl<'a> View<'a> {
@@ -421,10 +430,7 @@ fn fill_block<const T: bool>(
     let row = k + 1;
     let rows = (block.m.len() / row).min(t.len() + 1 - first);
     let (_, start) = block.split(0..row);
-    let from = checkpoints.slice(b * row..(b + 1) * row);
-    start.m.copy_from_slice(from.m);
-    start.e.copy_from_slice(from.e);
-    start.dm.copy_from_slice(from.dm);
+    start.copy_from(checkpoints.slice(b * row..(b + 1) * row));
     for r in 1..rows {
         let (done, next) = block.split(r * row..(r + 1) * row);
         let prev = done.slice((r - 1) * row..r * row);
