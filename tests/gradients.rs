@@ -164,13 +164,14 @@ impl Draw<'_> {
         if max_abs_diff(&fd, &fd2) > TOL {
             return Outcome::Kink;
         }
+        let unconverged = |fwd: &sst::Forward<f64>| {
+            fwd.report
+                .warnings
+                .iter()
+                .any(|w| w.contains("did not converge"))
+        };
         let fwd = layers[0].1.try_forward(theta.view(), opts).unwrap();
-        if fwd
-            .report
-            .warnings
-            .iter()
-            .any(|w| w.contains("did not converge"))
-        {
+        if unconverged(&fwd) {
             return Outcome::Unconverged;
         }
         if opts.noise == Noise::None && scores_are_theta(self.support) {
@@ -179,6 +180,15 @@ impl Draw<'_> {
         let mut first: Option<(&str, ArrayD<f64>)> = None;
         for (spec, l) in &layers {
             let fwd = l.try_forward(theta.view(), opts).unwrap();
+            // Where the first rule's solve converged and this one's did not, this layer computes
+            // another map (the unrolled rule runs Sinkhorn's iterations plain, the others take
+            // Newton steps on a stall): it is held to its own central differences and not
+            // compared with the other rules.
+            let own_map = unconverged(&fwd);
+            let fd = match own_map {
+                true => central(l, theta, cot, opts, H),
+                false => fd.clone(),
+            };
             let grad = l.try_backward(&fwd, cot.view()).unwrap();
             assert_eq!(grad.shape(), theta.shape(), "{spec}");
             let err = max_abs_diff(&grad, &fd);
@@ -195,6 +205,7 @@ impl Draw<'_> {
             assert!(err <= 1e-9, "{spec}: straight-through differs by {err:e}");
             // The rules agree with each other (finite_diff to its O(h²/T³) error).
             match &first {
+                _ if own_map => {}
                 None => first = Some((spec, grad)),
                 Some((first_spec, g)) => {
                     let err = max_abs_diff(g, &grad);

@@ -106,7 +106,7 @@ impl<F: Real> Backend<F> for Reference {
                     let x = row(&mut ws.soft.x, lb, l);
                     scale(w_row, t, x)?;
                     let kept = &mut out.kept[j * kept_len..(j + 1) * kept_len];
-                    soft(p.soft, x, s_row, kept, out.report)?;
+                    soft(p.soft, p.backward, x, s_row, kept, out.report)?;
                     clamp_unit(s_row);
                 }
             }
@@ -260,9 +260,11 @@ fn hard<F: Real>(kernel: Hard, w: &[F], s: &mut [F]) {
 }
 
 /// `s = argmax_{s∈conv Z} ⟨x, s⟩ − f(s)`; what the kernel keeps for its backward pass goes into
-/// `kept` (empty: nothing kept).
+/// `kept` (empty: nothing kept). Under the `backward` rule `unrolled`, Sinkhorn runs plain
+/// iterations (no Newton steps), the ones that rule differentiates.
 fn soft<F: Real>(
     kernel: Soft,
+    backward: Backward,
     x: &[F],
     s: &mut [F],
     kept: &mut [f64],
@@ -299,7 +301,11 @@ fn soft<F: Real>(
             iters,
             tol,
         } => {
-            let settings = Settings { iters, tol };
+            let settings = Settings {
+                iters,
+                tol,
+                newton: backward != Backward::Native(Rule::Unrolled),
+            };
             let outcome = padded_sinkhorn(x, rows, cols, settings, s);
             report.record_max("sinkhorn_iterations", outcome.iterations as f64);
             report.record_max("sinkhorn_residual", outcome.residual);
@@ -356,7 +362,11 @@ fn soft_vjp<F: Real>(
             tol,
         } => {
             let unrolled = rule == Rule::Unrolled;
-            let settings = Settings { iters, tol };
+            let settings = Settings {
+                iters,
+                tol,
+                newton: !unrolled,
+            };
             if !padded_sinkhorn_vjp(unrolled, x, s, rows, cols, settings, g, grad_x) {
                 return Err(SolveError::GradientNotFinite { kernel: "Sinkhorn" });
             }
@@ -425,8 +435,9 @@ fn soft_backward<F: Real>(
 ) -> Result<(), SolveError> {
     let rule = match p.backward {
         Backward::FiniteDiff { eps } => {
-            let solve =
-                |x: &[f64], z: &mut [f64]| soft(p.soft, x, z, &mut [], &mut Report::default());
+            let solve = |x: &[f64], z: &mut [f64]| {
+                soft(p.soft, p.backward, x, z, &mut [], &mut Report::default())
+            };
             return finite_diff(
                 solve,
                 |c| fold_cotangent(p.soft, c),
@@ -450,7 +461,7 @@ fn soft_backward<F: Real>(
             let z = row(&mut scratch.z, len, len);
             let kept_len = p.soft.kept_len();
             let kept = row(&mut scratch.kept, kept_len, kept_len);
-            soft(p.soft, x, z, kept, &mut scratch.report)?;
+            soft(p.soft, p.backward, x, z, kept, &mut scratch.report)?;
             (&*z, &*kept)
         }
     };

@@ -2,11 +2,15 @@
 //! the Sinkhorn operator of Gumbel-Sinkhorn (Mena et al. 2018) on `x = w/T`.
 //!
 //! The solution is `P_ij = exp(x_ij + α_i + β_j)` with `P 1 = 1`, `Pᵀ 1 = 1`; the duals are found
-//! by Sinkhorn's alternating normalisations in log space (Sinkhorn & Knopp 1967; Cuturi 2013):
-//! `α_i = −LSE_j(x_ij + β_j)`, `β_j = −LSE_i(x_ij + α_i)`, every log-sum-exp max-shifted so that
-//! any finite `x` gives finite duals. One iteration is a row and a column update; the output has
-//! exact column sums, and the iterations stop when the largest row residual `max_i |Σ_j P_ij − 1|`
-//! is at most `tol` (or after `iters` iterations; the residual is returned, never hidden).
+//! by Sinkhorn's alternating normalisations (Sinkhorn & Knopp 1967; Cuturi 2013):
+//! `α_i = −LSE_j(x_ij + β_j)`, `β_j = −LSE_i(x_ij + α_i)`. One iteration is a row and a column
+//! update; the output has exact column sums, and the iterations stop when the largest row
+//! residual `max_i |Σ_j P_ij − 1|` is at most `tol` (or after `iters` iterations; the residual is
+//! returned, never hidden). Where the spread of `x` is at most [`LINEAR_SPREAD`] the updates run
+//! in the linear domain, `a = 1 ⊘ K b`, `b = 1 ⊘ Kᵀ a` with `K = exp(x − max x)` (two
+//! matrix–vector products an iteration, no exponentials; [`Scaling`] says why nothing
+//! overflows); beyond it in log space, every log-sum-exp max-shifted so that any finite `x` gives
+//! finite duals. Both compute the same iterates up to rounding.
 //!
 //! Low temperatures (a spread of `x` beyond [`SPREAD`]) are solved with ε-scaling (Schmitzer 2019,
 //! "Stabilized sparse scaling algorithms for entropy regularized transport problems"): stages on
@@ -17,9 +21,9 @@
 //!
 //! Sinkhorn converges linearly, at a rate near 1 on near-permutation problems (`tanh(Δ/4)²` per
 //! iteration for a 2×2 with log cross-ratio `Δ`: ten thousand iterations at `Δ = 15`). When the
-//! last stage stalls (the residual has not halved over [`STALL_WINDOW`] iterations) the solver
-//! switches to Newton's method on the dual with `α` eliminated (Cuturi & Peyré 2016, §4.1;
-//! Brauer et al. 2017): `f(β) = Σ_i LSE_j(x_ij + β_j) − Σ_j β_j`, convex, minimised at the same
+//! last stage stalls (the residual has not halved over [`STALL_WINDOW`] iterations and is above
+//! rounding) the solver, unless [`Settings::newton`] is off, switches to Newton's method on the
+//! dual with `α` eliminated (Cuturi & Peyré 2016, §4.1; Brauer et al. 2017): `f(β) = Σ_i LSE_j(x_ij + β_j) − Σ_j β_j`, convex, minimised at the same
 //! fixed point, with gradient `Pᵀ1 − 1` and Hessian `diag(Pᵀ1) − PᵀP` (rows of `P` exact), solved
 //! by the conjugate gradients of the implicit backward and damped by an Armijo backtracking on
 //! `f`, so it never diverges. Each Newton iteration is a Newton step on `β` followed by a
@@ -28,7 +32,9 @@
 //!
 //! Backward rules: [`sinkhorn_implicit_vjp`] (implicit function theorem at the fixed point, a
 //! linear solve in the duals, memory O(n²) whatever the iterations) and [`sinkhorn_unrolled_vjp`]
-//! (reverse mode through the iterations as they ran, memory O(iterations·n) for the duals).
+//! (reverse mode through the iterations as they ran, memory O(iterations·n) for the duals; in
+//! the linear domain each iteration's reverse step is two matrix–vector products and two
+//! rank-one terms, summed and multiplied by `K` once per stage).
 //! A run that took Newton steps is differentiated by the unrolled rule with the implicit one:
 //! Newton's map has a zero Jacobian in its starting point at the fixed point, so the derivative
 //! of the computed map is the implicit derivative (up to the residual), not that of the Sinkhorn
@@ -61,6 +67,9 @@ pub struct Settings {
     pub iters: usize,
     /// Stop when `max_i |Σ_j P_ij − 1| ≤ tol`.
     pub tol: f64,
+    /// Switch to Newton steps when the last stage stalls (module doc); off, every iteration is
+    /// a Sinkhorn iteration, as the unrolled rule differentiates them.
+    pub newton: bool,
 }
 
 /// What a run did.
@@ -84,7 +93,7 @@ pub fn sinkhorn(x: &[f64], n: usize, settings: Settings, p: &mut [f64]) -> Outco
         x.len() == n * n && p.len() == n * n,
         "sinkhorn: x or p is not n×n"
     );
-    let run = run(x, n, settings, None);
+    let run = run(x, n, settings, None, LINEAR_SPREAD);
     fill_plan(x, n, 1.0, &run.alpha, &run.beta, p);
     run.outcome
 }
@@ -169,11 +178,7 @@ struct Run {
 /// stage: half of the budget shared between them. Scales are powers of 4, so the
 /// schedule is piecewise constant in `x` and the unrolled gradient is the exact derivative.
 fn schedule(x: &[f64], iters: usize) -> (Vec<f64>, usize) {
-    let (lo, hi) = x
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
+    let (lo, hi) = extent(x);
     let spread = hi - lo;
     if spread.is_nan() || spread <= SPREAD {
         return (vec![1.0], 0);
@@ -189,33 +194,51 @@ fn schedule(x: &[f64], iters: usize) -> (Vec<f64>, usize) {
     (scales, cap)
 }
 
+/// `(min x, max x)`.
+fn extent(x: &[f64]) -> (f64, f64) {
+    x.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
 crate::simd::multiversion! {
-    /// The iterations of [`sinkhorn`], recording each into `trace` when given; compiled for the
-    /// CPU's widest vectors.
-    fn run / run_on(x: &[f64], n: usize, settings: Settings, trace: Option<&mut Vec<Step>>) -> Run = run_body
+    /// The iterations of [`sinkhorn`], recording each into `trace` when given, in the linear
+    /// domain for the stages whose spread is at most `linear` ([`Domain::for_stage`]); compiled
+    /// for the CPU's widest vectors.
+    fn run / run_on(x: &[f64], n: usize, settings: Settings, trace: Option<&mut Vec<Step>>, linear: f64) -> Run = run_body
 }
 
 /// The body of [`run`].
 #[inline(always)]
-fn run_body(x: &[f64], n: usize, settings: Settings, mut trace: Option<&mut Vec<Step>>) -> Run {
+fn run_body(
+    x: &[f64],
+    n: usize,
+    settings: Settings,
+    mut trace: Option<&mut Vec<Step>>,
+    linear: f64,
+) -> Run {
     assert!(settings.iters >= 1, "sinkhorn: iters must be at least 1");
     let (scales, cap) = schedule(x, settings.iters);
     let mut alpha = vec![0.0; n];
     let mut beta = vec![0.0; n];
     let mut next = vec![0.0; n];
-    let mut work = vec![0.0; n * n];
     let mut outcome = Outcome {
         iterations: 0,
         residual: f64::INFINITY,
     };
     let mut newton_steps = 0;
+    // A residual below this is rounding (`n` terms summed per row), which Newton cannot improve.
+    let floor = 16.0 * n as f64 * f64::EPSILON;
     let mut previous_scale = scales[0];
     for &scale in &scales {
         let last = scale == 1.0;
         let mut rho = scale / previous_scale;
         previous_scale = scale;
         beta.iter_mut().for_each(|b| *b *= rho);
-        row_update(x, n, scale, &beta, &mut alpha, &mut work);
+        let mut domain = Domain::for_stage(x, n, scale, linear);
+        domain.enter(&mut alpha, &mut beta);
+        domain.row(x, &beta, &mut alpha);
         let (budget, stop) = if last {
             (settings.iters - outcome.iterations, settings.tol)
         } else {
@@ -227,26 +250,26 @@ fn run_body(x: &[f64], n: usize, settings: Settings, mut trace: Option<&mut Vec<
             // Here `α = A(β)`: the rows are exact, as the Newton step needs.
             let before = outcome.residual;
             if newton {
+                domain.leave(&mut alpha, &mut beta);
                 newton = newton_step(x, n, &mut alpha, &mut beta);
                 newton_steps += usize::from(newton);
+                domain.enter(&mut alpha, &mut beta);
             }
-            col_update(x, n, scale, &alpha, &mut beta, &mut work);
+            domain.col(x, &alpha, &mut beta);
             outcome.iterations += 1;
             if let Some(t) = trace.as_deref_mut() {
+                let (mut alpha, mut beta) = (alpha.clone(), beta.clone());
+                domain.leave(&mut alpha, &mut beta);
                 t.push(Step {
                     scale,
                     rho,
-                    alpha: alpha.clone(),
-                    beta: beta.clone(),
+                    alpha,
+                    beta,
                 });
             }
             rho = 1.0;
-            row_update(x, n, scale, &beta, &mut next, &mut work);
-            outcome.residual = alpha
-                .iter()
-                .zip(&next)
-                .map(|(a, b)| ((a - b).exp() - 1.0).abs())
-                .fold(0.0, f64::max);
+            domain.row(x, &beta, &mut next);
+            outcome.residual = domain.residual(&alpha, &next);
             if outcome.residual <= stop || it == budget {
                 break;
             }
@@ -254,17 +277,186 @@ fn run_body(x: &[f64], n: usize, settings: Settings, mut trace: Option<&mut Vec<
             if newton && outcome.residual > before / 2.0 {
                 newton = false;
             }
-            if last && it % STALL_WINDOW == 0 {
-                newton |= outcome.residual > checkpoint / 2.0;
+            if settings.newton && last && it % STALL_WINDOW == 0 {
+                newton |= outcome.residual > checkpoint / 2.0 && outcome.residual > floor;
                 checkpoint = outcome.residual;
             }
         }
+        domain.leave(&mut alpha, &mut beta);
     }
     Run {
         alpha,
         beta,
         outcome,
         newton_steps,
+    }
+}
+
+/// How a stage holds and updates its duals: `α`, `β` themselves (log domain), or their
+/// exponentials (linear domain, [`Scaling`]). `enter` turns the log-domain duals into the
+/// stage's own, `leave` turns them back; `row` and `col` are the two half-iterations
+/// `α = A(β)`, `β = B(α)` on the stage's own duals.
+enum Domain {
+    /// `α_i = −LSE_j(s·x_ij + β_j)`, `β_j = −LSE_i(s·x_ij + α_i)`: an exponential of every
+    /// entry in each half-iteration, any spread.
+    Log {
+        scale: f64,
+        work: Vec<f64>,
+    },
+    Linear(Scaling),
+}
+
+impl Domain {
+    /// The linear domain for a stage of scale `s` whose spread `s·(max x − min x)` is at most
+    /// `linear`, else the log domain.
+    #[inline(always)]
+    fn for_stage(x: &[f64], n: usize, scale: f64, linear: f64) -> Domain {
+        let (lo, hi) = extent(x);
+        if scale * (hi - lo) <= linear {
+            Domain::Linear(Scaling::new(x, n, scale))
+        } else {
+            Domain::Log {
+                scale,
+                work: vec![0.0; n * n],
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn enter(&mut self, alpha: &mut [f64], beta: &mut [f64]) {
+        if let Domain::Linear(scaling) = self {
+            scaling.enter(alpha, beta);
+        }
+    }
+
+    #[inline(always)]
+    fn leave(&self, alpha: &mut [f64], beta: &mut [f64]) {
+        if let Domain::Linear(scaling) = self {
+            scaling.leave(alpha, beta);
+        }
+    }
+
+    #[inline(always)]
+    fn row(&mut self, x: &[f64], beta: &[f64], alpha: &mut [f64]) {
+        match self {
+            Domain::Log { scale, work } => row_update(x, beta.len(), *scale, beta, alpha, work),
+            Domain::Linear(scaling) => reciprocal_product(&scaling.kernel_t, beta, alpha),
+        }
+    }
+
+    #[inline(always)]
+    fn col(&mut self, x: &[f64], alpha: &[f64], beta: &mut [f64]) {
+        match self {
+            Domain::Log { scale, work } => col_update(x, alpha.len(), *scale, alpha, beta, work),
+            Domain::Linear(scaling) => reciprocal_product(&scaling.kernel, alpha, beta),
+        }
+    }
+
+    /// The row residual `max_i |Σ_j P_ij − 1| = max_i |e^{α_i − α'_i} − 1|` of the plan with
+    /// row duals `alpha` whose exact row duals are `next`.
+    #[inline(always)]
+    fn residual(&self, alpha: &[f64], next: &[f64]) -> f64 {
+        let ratio = |a: f64, b: f64| match self {
+            Domain::Log { .. } => (a - b).exp(),
+            Domain::Linear(_) => a / b,
+        };
+        alpha
+            .iter()
+            .zip(next)
+            .map(|(&a, &b)| (ratio(a, b) - 1.0).abs())
+            .fold(0.0, f64::max)
+    }
+}
+
+/// Sinkhorn–Knopp scaling (Sinkhorn & Knopp 1967), the linear domain of a stage of scale `s`:
+/// with `K = exp(s·x − m)`, `m = s·max x`, and the scalings `a_i = e^{α_i + m − c}`,
+/// `b_j = e^{β_j + c}` (so `P = diag(a) K diag(b)`), the half-iterations are
+/// `a = 1 ⊘ K b` and `b = 1 ⊘ Kᵀ a`: two matrix–vector products, no exponentials. The gauge
+/// `c = −max β` is set on entering, so `b ≤ 1` then.
+///
+/// Why nothing overflows: for a stage spread `Δ ≤ LINEAR_SPREAD`, `K ∈ [e^{−Δ}, 1]`; a column
+/// update leaves `max β − min β ≤ Δ` (`β_j − β_k ≤ max_i (x_ik − x_ij)·s`), and Sinkhorn's
+/// map `β ↦ B(A(β))` commutes with adding constants and is non-expansive in the max norm, so
+/// the iterates stay within `Δ` of a fixed point that is within `Δ` of the entering `β`:
+/// `b ∈ [e^{−2Δ}, e^{Δ}]`, `a ∈ [e^{−Δ}/n, e^{3Δ}]`, far inside f64 for `Δ ≤ 128`. Sums of
+/// positive terms are accurate to rounding relative to the sum, as the max-shifted
+/// log-sum-exp is; the two domains differ by rounding only (tested).
+struct Scaling {
+    /// `K`, row-major.
+    kernel: Vec<f64>,
+    /// `Kᵀ`, row-major.
+    kernel_t: Vec<f64>,
+    /// `m = s·max x`.
+    shift: f64,
+    /// The gauge `c`.
+    gauge: f64,
+}
+
+/// The largest stage spread `s·(max x − min x)` iterated in the linear domain ([`Scaling`]).
+const LINEAR_SPREAD: f64 = 128.0;
+
+impl Scaling {
+    #[inline(always)]
+    fn new(x: &[f64], n: usize, scale: f64) -> Scaling {
+        let shift = scale * extent(x).1;
+        let mut kernel: Vec<f64> = x.iter().map(|&xij| scale * xij - shift).collect();
+        exp_slice_f64(&mut kernel);
+        let mut kernel_t = vec![0.0; n * n];
+        for (i, row) in kernel.chunks_exact(n).enumerate() {
+            for (j, &k) in row.iter().enumerate() {
+                kernel_t[j * n + i] = k;
+            }
+        }
+        Scaling {
+            kernel,
+            kernel_t,
+            shift,
+            gauge: 0.0,
+        }
+    }
+
+    /// `(α, β) → (a, b)`, setting the gauge `c = −max β`.
+    #[inline(always)]
+    fn enter(&mut self, alpha: &mut [f64], beta: &mut [f64]) {
+        self.gauge = exponentiate_duals(self.shift, alpha, beta);
+    }
+
+    /// `(a, b) → (α, β)`.
+    #[inline(always)]
+    fn leave(&self, alpha: &mut [f64], beta: &mut [f64]) {
+        alpha
+            .iter_mut()
+            .for_each(|a| *a = a.ln() - self.shift + self.gauge);
+        beta.iter_mut().for_each(|b| *b = b.ln() - self.gauge);
+    }
+}
+
+/// `(α, β) → (e^{α + m − c}, e^{β + c})` in place for the shift `m` and the gauge
+/// `c = −max β`, which it returns.
+#[inline(always)]
+fn exponentiate_duals(shift: f64, alpha: &mut [f64], beta: &mut [f64]) -> f64 {
+    let gauge = -beta.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    alpha
+        .iter_mut()
+        .for_each(|a| *a = (*a + shift - gauge).exp());
+    beta.iter_mut().for_each(|b| *b = (*b + gauge).exp());
+    gauge
+}
+
+/// `out = 1 ⊘ Mᵀ v` for a row-major `n×n` matrix `m`, as a sum of rows `Σ_i v_i M_i,·`
+/// (vectorizes across the row).
+#[inline(always)]
+fn reciprocal_product(m: &[f64], v: &[f64], out: &mut [f64]) {
+    transposed_product(m, v, out);
+    out.iter_mut().for_each(|o| *o = 1.0 / *o);
+}
+
+/// `out = Mᵀ v` for a row-major `n×n` matrix `m`, as a sum of rows.
+#[inline(always)]
+fn transposed_product(m: &[f64], v: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    for (row, &vi) in m.chunks_exact(out.len()).zip(v) {
+        out.iter_mut().zip(row).for_each(|(o, &mij)| *o += vi * mij);
     }
 }
 
@@ -572,12 +764,31 @@ pub fn sinkhorn_unrolled_vjp(
     g: &[f64],
     grad_x: &mut [f64],
 ) {
+    unrolled_vjp(x, n, settings, g, grad_x, LINEAR_SPREAD);
+}
+
+crate::simd::multiversion! {
+    /// [`sinkhorn_unrolled_vjp`] with the stages of spread at most `linear` replayed in the
+    /// linear domain, as [`run`] ran them; compiled for the CPU's widest vectors.
+    fn unrolled_vjp / unrolled_vjp_on(x: &[f64], n: usize, settings: Settings, g: &[f64], grad_x: &mut [f64], linear: f64) = unrolled_vjp_body
+}
+
+/// The body of [`unrolled_vjp`].
+#[inline(always)]
+fn unrolled_vjp_body(
+    x: &[f64],
+    n: usize,
+    settings: Settings,
+    g: &[f64],
+    grad_x: &mut [f64],
+    linear: f64,
+) {
     assert!(
         x.len() == n * n && g.len() == n * n && grad_x.len() == n * n,
         "sinkhorn_unrolled_vjp: length mismatch"
     );
     let mut steps = Vec::new();
-    let run = run(x, n, settings, Some(&mut steps));
+    let run = run(x, n, settings, Some(&mut steps), linear);
     let mut w = vec![0.0; n * n];
     fill_plan(x, n, 1.0, &run.alpha, &run.beta, &mut w);
     if run.newton_steps > 0 {
@@ -599,35 +810,145 @@ pub fn sinkhorn_unrolled_vjp(
         }
     }
     let zeros = vec![0.0; n];
+    let mut stage: Option<(f64, Domain)> = None;
+    // The linear stages' `Σ_k u_k v_kᵀ` (see `Scaling::step_back`), flushed at a stage's start.
+    let mut outer = vec![0.0; n * n];
     for (k, step) in steps.iter().enumerate().rev() {
-        let beta_prev = if k == 0 { &zeros } else { &steps[k - 1].beta };
-        // Through β_k = B(s x, α_k).
-        fill_plan(x, n, step.scale, &step.alpha, &step.beta, &mut w);
-        for ((gx, q), ab) in grad_x
-            .chunks_exact_mut(n)
-            .zip(w.chunks_exact(n))
-            .zip(&mut alpha_bar)
-        {
-            for j in 0..n {
-                gx[j] -= step.scale * q[j] * beta_bar[j];
-                *ab -= q[j] * beta_bar[j];
+        if stage.as_ref().is_none_or(|(scale, _)| *scale != step.scale) {
+            if let Some((scale, Domain::Linear(scaling))) = &stage {
+                scaling.flush(*scale, &mut outer, grad_x);
             }
+            stage = Some((step.scale, Domain::for_stage(x, n, step.scale, linear)));
         }
+        let beta_prev = if k == 0 { &zeros } else { &steps[k - 1].beta };
+        let Some((_, domain)) = &stage else {
+            unreachable!("set above")
+        };
+        match domain {
+            Domain::Linear(scaling) => {
+                scaling.step_back(step, beta_prev, &mut alpha_bar, &mut beta_bar, &mut outer)
+            }
+            Domain::Log { .. } => log_step_back(
+                x,
+                step,
+                beta_prev,
+                &mut alpha_bar,
+                &mut beta_bar,
+                &mut w,
+                grad_x,
+            ),
+        }
+    }
+    if let Some((scale, Domain::Linear(scaling))) = &stage {
+        scaling.flush(*scale, &mut outer, grad_x);
+    }
+}
+
+/// One iteration of the unrolled backward in the log domain (the plans exponentiated in `w`):
+/// `x̄ −= s Q ⊙ 1β̄ᵀ`, `ᾱ −= Q β̄`, then `x̄ −= s R ⊙ ᾱ1ᵀ`, `β̄ ← −ρ Rᵀ ᾱ`, `ᾱ ← 0`
+/// ([`sinkhorn_unrolled_vjp`]).
+#[inline(always)]
+fn log_step_back(
+    x: &[f64],
+    step: &Step,
+    beta_prev: &[f64],
+    alpha_bar: &mut [f64],
+    beta_bar: &mut [f64],
+    w: &mut [f64],
+    grad_x: &mut [f64],
+) {
+    let n = alpha_bar.len();
+    // Through β_k = B(s x, α_k).
+    fill_plan(x, n, step.scale, &step.alpha, &step.beta, w);
+    for ((gx, q), ab) in grad_x
+        .chunks_exact_mut(n)
+        .zip(w.chunks_exact(n))
+        .zip(alpha_bar.iter_mut())
+    {
+        for j in 0..n {
+            gx[j] -= step.scale * q[j] * beta_bar[j];
+            *ab -= q[j] * beta_bar[j];
+        }
+    }
+    // Through α_k = A(s x, ρ β_{k−1}).
+    let shifted: Vec<f64> = beta_prev.iter().map(|b| step.rho * b).collect();
+    fill_plan(x, n, step.scale, &step.alpha, &shifted, w);
+    beta_bar.fill(0.0);
+    for ((gx, r), &ab) in grad_x
+        .chunks_exact_mut(n)
+        .zip(w.chunks_exact(n))
+        .zip(alpha_bar.iter())
+    {
+        for j in 0..n {
+            gx[j] -= step.scale * r[j] * ab;
+            beta_bar[j] -= step.rho * r[j] * ab;
+        }
+    }
+    alpha_bar.fill(0.0);
+}
+
+impl Scaling {
+    /// The scalings `(a, b)` of the plan `exp(s·x + α 1ᵀ + 1 βᵀ) = diag(a) K diag(b)`, in the
+    /// gauge `c = −max β`.
+    #[inline(always)]
+    fn scalings(&self, alpha: &[f64], beta: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (mut a, mut b) = (alpha.to_vec(), beta.to_vec());
+        exponentiate_duals(self.shift, &mut a, &mut b);
+        (a, b)
+    }
+
+    /// One iteration of the unrolled backward in the linear domain: with `Q = diag(a) K
+    /// diag(b)` (the iteration's output duals) and `R = diag(a) K diag(b')` (`b'` from the
+    /// incoming `ρ β_{k−1}`), the log-domain step's products become
+    /// `ᾱ −= a ⊙ K (b ⊙ β̄)`, `β̄ ← −ρ b' ⊙ Kᵀ (a ⊙ ᾱ)`, and its `x̄` updates the rank-one terms
+    /// `a (b ⊙ β̄)ᵀ + (a ⊙ ᾱ) b'ᵀ`, summed into `outer` and multiplied by `−s K` once per stage
+    /// ([`Scaling::flush`]). `a` and `a'` differ: each pair is scaled by its own gauge.
+    #[inline(always)]
+    fn step_back(
+        &self,
+        step: &Step,
+        beta_prev: &[f64],
+        alpha_bar: &mut [f64],
+        beta_bar: &mut [f64],
+        outer: &mut [f64],
+    ) {
+        let n = alpha_bar.len();
+        let mut product = vec![0.0; n];
+        // Through β_k = B(s x, α_k).
+        let (a, b) = self.scalings(&step.alpha, &step.beta);
+        let t: Vec<f64> = b.iter().zip(&*beta_bar).map(|(b, bb)| b * bb).collect();
+        transposed_product(&self.kernel_t, &t, &mut product);
+        for ((ab, ai), p) in alpha_bar.iter_mut().zip(&a).zip(&product) {
+            *ab -= ai * p;
+        }
+        add_outer(&a, &t, outer);
         // Through α_k = A(s x, ρ β_{k−1}).
         let shifted: Vec<f64> = beta_prev.iter().map(|b| step.rho * b).collect();
-        fill_plan(x, n, step.scale, &step.alpha, &shifted, &mut w);
-        beta_bar.fill(0.0);
-        for ((gx, r), &ab) in grad_x
-            .chunks_exact_mut(n)
-            .zip(w.chunks_exact(n))
-            .zip(&alpha_bar)
-        {
-            for j in 0..n {
-                gx[j] -= step.scale * r[j] * ab;
-                beta_bar[j] -= step.rho * r[j] * ab;
-            }
+        let (a, b_in) = self.scalings(&step.alpha, &shifted);
+        let v: Vec<f64> = a.iter().zip(&*alpha_bar).map(|(a, ab)| a * ab).collect();
+        transposed_product(&self.kernel, &v, &mut product);
+        for ((bb, bi), p) in beta_bar.iter_mut().zip(&b_in).zip(&product) {
+            *bb = -step.rho * bi * p;
         }
+        add_outer(&v, &b_in, outer);
         alpha_bar.fill(0.0);
+    }
+
+    /// `x̄ −= s K ⊙ outer`, `outer ← 0`.
+    #[inline(always)]
+    fn flush(&self, scale: f64, outer: &mut [f64], grad_x: &mut [f64]) {
+        for ((gx, o), &k) in grad_x.iter_mut().zip(outer.iter_mut()).zip(&self.kernel) {
+            *gx -= scale * k * *o;
+            *o = 0.0;
+        }
+    }
+}
+
+/// `m += u vᵀ` for a row-major `m`.
+#[inline(always)]
+fn add_outer(u: &[f64], v: &[f64], m: &mut [f64]) {
+    for (row, &ui) in m.chunks_exact_mut(v.len()).zip(u) {
+        row.iter_mut().zip(v).for_each(|(mij, &vj)| *mij += ui * vj);
     }
 }
 
@@ -656,6 +977,7 @@ mod tests {
                 let s = Settings {
                     iters: 5000,
                     tol: 1e-10,
+                    newton: true,
                 };
                 let out = sinkhorn(&x, n, s, &mut p);
                 assert!(out.converged(s), "n {n} scale {scale}: {out:?}");
@@ -676,6 +998,7 @@ mod tests {
             Settings {
                 iters: 1000,
                 tol: 1e-14,
+                newton: true,
             },
             &mut p,
         );
@@ -702,6 +1025,7 @@ mod tests {
         let s = Settings {
             iters: 1000,
             tol: 1e-9,
+            newton: true,
         };
         let mut p = [0.0; 4];
         let out = sinkhorn(&x, 2, s, &mut p);
@@ -730,6 +1054,7 @@ mod tests {
         let s = Settings {
             iters: 1000,
             tol: 1e-9,
+            newton: true,
         };
         let mut p = vec![0.0; n * n];
         let out = sinkhorn(&x, n, s, &mut p);
@@ -745,6 +1070,7 @@ mod tests {
         let s = Settings {
             iters: 1000,
             tol: 1e-13,
+            newton: true,
         };
         let mut p = [0.0; 4];
         assert!(sinkhorn(&x, 2, s, &mut p).converged(s));
@@ -777,6 +1103,7 @@ mod tests {
             let s = Settings {
                 iters: 2000,
                 tol: 1e-13,
+                newton: true,
             };
             let mut p = vec![0.0; n * n];
             sinkhorn(&x, n, s, &mut p);
@@ -810,6 +1137,83 @@ mod tests {
     }
 
     #[test]
+    fn linear_and_log_domains_agree() {
+        // Ranges of x: one linear stage; two linear ε-scaling stages; two linear stages, then
+        // two in the log domain (spreads 9, 38, 150, 600).
+        for (seed, range) in [(1, 10.0), (2, 100.0), (3, 600.0)] {
+            let mut r = XorShift::new(seed);
+            let n = 12;
+            let x = r.vec(n * n, -range / 2.0, range / 2.0);
+            let g = r.vec(n * n, -1.0, 1.0);
+            for newton in [true, false] {
+                let s = Settings {
+                    iters: 400,
+                    tol: 1e-11,
+                    newton,
+                };
+                let plan = |linear: f64| {
+                    let run = run(&x, n, s, None, linear);
+                    let mut p = vec![0.0; n * n];
+                    fill_plan(&x, n, 1.0, &run.alpha, &run.beta, &mut p);
+                    (p, run.outcome.iterations)
+                };
+                let ((log, log_iters), (lin, lin_iters)) = (plan(0.0), plan(LINEAR_SPREAD));
+                assert!(
+                    log_iters.abs_diff(lin_iters) <= 1,
+                    "{log_iters} {lin_iters}"
+                );
+                for (a, b) in log.iter().zip(&lin) {
+                    assert!((a - b).abs() <= 1e-10, "range {range}: {a} vs {b}");
+                }
+                let grad = |linear: f64| {
+                    let mut grad = vec![0.0; n * n];
+                    unrolled_vjp(&x, n, s, &g, &mut grad, linear);
+                    grad
+                };
+                let (log, lin) = (grad(0.0), grad(LINEAR_SPREAD));
+                let scale = log.iter().fold(1.0, |m: f64, v| m.max(v.abs()));
+                for (a, b) in log.iter().zip(&lin) {
+                    assert!((a - b).abs() <= 1e-9 * scale, "range {range}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn without_newton_every_iteration_is_sinkhorn() {
+        // The stalling 2×2 within 200 iterations: Newton converges, plain Sinkhorn does not
+        // and runs all of them; the unrolled rule is then the derivative of those iterations.
+        let x = STALLING_2X2;
+        let g = [0.3, -1.0, 0.7, 0.2];
+        let mut p = [0.0; 4];
+        let with = Settings {
+            iters: 200,
+            tol: 1e-12,
+            newton: true,
+        };
+        assert!(sinkhorn(&x, 2, with, &mut p).converged(with));
+        let plain = Settings {
+            newton: false,
+            ..with
+        };
+        let out = sinkhorn(&x, 2, plain, &mut p);
+        assert!(out.iterations == 200 && out.residual > 1e-3, "{out:?}");
+        let fd = fd_grad(
+            |x, p| {
+                sinkhorn(x, 2, plain, p);
+            },
+            &x,
+            &g,
+            1e-6,
+        );
+        let mut grad = [0.0; 4];
+        sinkhorn_unrolled_vjp(&x, 2, plain, &g, &mut grad);
+        for k in 0..4 {
+            assert!((grad[k] - fd[k]).abs() < 1e-7, "{grad:?} vs {fd:?}");
+        }
+    }
+
+    #[test]
     fn unrolled_is_exact_for_few_iterations() {
         // Not converged: the unrolled rule is still the derivative of the computed map.
         let mut r = XorShift::new(9);
@@ -819,6 +1223,7 @@ mod tests {
         let s = Settings {
             iters: 3,
             tol: 1e-15,
+            newton: true,
         };
         let fd = fd_grad(
             |x, p| {

@@ -3,7 +3,7 @@
 //!
 //! - hard: the maximum-weight assignment `argmax_σ Σ_i w_{i,σ(i)}`, exact in O(n³)
 //!   ([`crate::kernels::assignment`], Jonker & Volgenant 1987);
-//! - `entropy` (`f = Σ z log z` on the Birkhoff polytope): Sinkhorn on `x = w/T` in log space
+//! - `entropy` (`f = Σ z log z` on the Birkhoff polytope): Sinkhorn on `x = w/T`
 //!   ([`crate::kernels::sinkhorn`]), the Gumbel-Sinkhorn relaxation (Mena et al. 2018), with the
 //!   backward rules `implicit` (the default) and `unrolled`.
 //!
