@@ -4,7 +4,7 @@
 //! - binary entropy `f = Σ z log z + (1 − z) log(1 − z)`: `h = sigmoid`;
 //! - entropy `f = Σ z log z`: `h(t) = min(1, exp(t))` (the `−1` of `∂f` is absorbed in `τ`).
 
-use crate::math::exp_f64;
+use crate::math::{exp_f64, exp_slice_f64};
 use crate::real::Real;
 use crate::simd::multiversion;
 
@@ -46,7 +46,30 @@ impl Link {
         }
     }
 
+    /// `(h(t), h'(t))` at `t = ln(e/c)` from `e = eᵗ⁺ᵗᵃᵘ` and `c = eᵗᵃᵘ` (`ic = 1/c`): the
+    /// sigmoid is `e/(e + c)` with slope `h·c/(e + c)`, the capped exponential `min(1, e·ic)`.
+    /// A division at most, no exponential: what [`solve_threshold`] evaluates on its cache.
+    #[inline(always)]
+    fn eval_cached(self, e: f64, c: f64, ic: f64) -> (f64, f64) {
+        match self {
+            Link::Sigmoid => {
+                let r = 1.0 / (e + c);
+                let h = e * r;
+                (h, h * c * r)
+            }
+            Link::CappedExp => {
+                let v = e * ic;
+                if v >= 1.0 {
+                    (1.0, 0.0)
+                } else {
+                    (v, v)
+                }
+            }
+        }
+    }
+
     /// `h'` recovered from `z = h(t)`: `z(1 − z)` for the sigmoid, `z` below the cap (else 0).
+    #[inline(always)]
     fn slope_from_output(self, z: f64) -> f64 {
         match self {
             Link::Sigmoid => z * (1.0 - z),
@@ -67,39 +90,124 @@ impl Link {
     }
 }
 
-/// `(Σ_i h(x_i − m − τ), Σ_i h'(x_i − m − τ))` in sixteen lane sums (one link's loop each, so
-/// that it vectorizes).
+const LANES: usize = 16;
+
+/// `(Σ_i u_i, Σ_i v_i)` for `(u_i, v_i) = eval(a_i, b_i)` (over the shorter of `a`, `b`: one
+/// slice given twice where the terms read one), element `i` summed in lane `i mod 16`
+/// (the same bits on every CPU variant). Evaluated a block at a time into buffers, then summed:
+/// a plain map is what the compiler vectorizes whatever `eval` holds (a division, a branch).
 #[inline(always)]
-fn sums_body<F: Real>(link: Link, x: &[F], m: f64, tau: f64) -> (f64, f64) {
-    const LANES: usize = 16;
-    #[inline(always)]
-    fn lanes<F: Real>(x: &[F], m: f64, tau: f64, eval: impl Fn(f64) -> (f64, f64)) -> (f64, f64) {
-        let (mut s, mut d) = ([0.0; LANES], [0.0; LANES]);
-        let mut chunks = x.chunks_exact(LANES);
-        for c in chunks.by_ref() {
-            for l in 0..LANES {
-                let (h, dh) = eval((c[l].f64() - m) - tau);
-                s[l] += h;
-                d[l] += dh;
-            }
+fn lane_sums<A: Copy, B: Copy>(a: &[A], b: &[B], eval: impl Fn(A, B) -> (f64, f64)) -> (f64, f64) {
+    const BLOCK: usize = 16 * LANES;
+    let (mut s, mut d) = ([0.0; LANES], [0.0; LANES]);
+    let (mut hs, mut ds) = ([0.0; BLOCK], [0.0; BLOCK]);
+    for (a, b) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let (hs, ds) = (&mut hs[..a.len()], &mut ds[..a.len()]);
+        for ((h, dh), (&ai, &bi)) in hs.iter_mut().zip(ds.iter_mut()).zip(a.iter().zip(b)) {
+            (*h, *dh) = eval(ai, bi);
         }
-        for (l, xi) in chunks.remainder().iter().enumerate() {
-            let (h, dh) = eval((xi.f64() - m) - tau);
-            s[l] += h;
-            d[l] += dh;
-        }
-        (s.iter().sum(), d.iter().sum())
+        add_lanes(&mut s, hs);
+        add_lanes(&mut d, ds);
     }
-    match link {
-        Link::Sigmoid => lanes(x, m, tau, |t| Link::Sigmoid.eval(t)),
-        Link::CappedExp => lanes(x, m, tau, |t| Link::CappedExp.eval(t)),
+    (s.iter().sum(), d.iter().sum())
+}
+
+/// `lanes[i mod 16] += values[i]`, in order of `i`.
+#[inline(always)]
+fn add_lanes(lanes: &mut [f64; LANES], values: &[f64]) {
+    let mut acc = *lanes;
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in chunks.by_ref() {
+        for l in 0..LANES {
+            acc[l] += chunk[l];
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += x;
+    }
+    *lanes = acc;
+}
+
+/// `(Σ_i h(t_i), Σ_i h'(t_i))` at `t = x − m − τ`, from `x` (`cache` `None`) or from the cached
+/// `E = exp(x − m)` (one link's loop each, so that it vectorizes).
+#[inline(always)]
+fn sums_body<F: Real>(link: Link, x: &[F], cache: Option<&[f64]>, m: f64, tau: f64) -> (f64, f64) {
+    let (c, ic) = (exp_f64(tau), exp_f64(-tau));
+    match (link, cache) {
+        (Link::Sigmoid, Some(e)) => lane_sums(e, e, |e, _| Link::Sigmoid.eval_cached(e, c, ic)),
+        (Link::CappedExp, Some(e)) => lane_sums(e, e, |e, _| Link::CappedExp.eval_cached(e, c, ic)),
+        (Link::Sigmoid, None) => lane_sums(x, x, |xi, _| Link::Sigmoid.eval((xi.f64() - m) - tau)),
+        (Link::CappedExp, None) => {
+            lane_sums(x, x, |xi, _| Link::CappedExp.eval((xi.f64() - m) - tau))
+        }
     }
 }
 
 multiversion! {
     /// [`sums_body`] compiled for the CPU's widest vectors.
-    fn sums<F: Real> / sums_on(link: Link, x: &[F], m: f64, tau: f64) -> (f64, f64) = sums_body
+    fn sums<F: Real> / sums_on(link: Link, x: &[F], cache: Option<&[f64]>, m: f64, tau: f64) -> (f64, f64) = sums_body
 }
+
+/// `z_i = h(x_i − m − τ)`, from `x` or from the cache as in [`sums_body`].
+#[inline(always)]
+fn outputs_body<F: Real>(
+    link: Link,
+    x: &[F],
+    cache: Option<&[f64]>,
+    m: f64,
+    tau: f64,
+    z: &mut [F],
+) {
+    let (c, ic) = (exp_f64(tau), exp_f64(-tau));
+    match cache {
+        Some(e) => {
+            for (zi, &ei) in z.iter_mut().zip(e) {
+                *zi = F::of(link.eval_cached(ei, c, ic).0);
+            }
+        }
+        None => {
+            for (zi, &xi) in z.iter_mut().zip(x) {
+                *zi = F::of(link.eval((xi.f64() - m) - tau).0);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`outputs_body`] compiled for the CPU's widest vectors.
+    fn outputs<F: Real> / outputs_on(link: Link, x: &[F], cache: Option<&[f64]>, m: f64, tau: f64, z: &mut [F]) = outputs_body
+}
+
+/// `(min x, max x)` in f64, over sixteen lanes.
+#[inline(always)]
+fn extent_body<F: Real>(x: &[F]) -> (f64, f64) {
+    let (mut lo, mut hi) = ([f64::INFINITY; LANES], [f64::NEG_INFINITY; LANES]);
+    let mut chunks = x.chunks_exact(LANES);
+    for c in chunks.by_ref() {
+        for l in 0..LANES {
+            lo[l] = lo[l].min(c[l].f64());
+            hi[l] = hi[l].max(c[l].f64());
+        }
+    }
+    for (l, xi) in chunks.remainder().iter().enumerate() {
+        lo[l] = lo[l].min(xi.f64());
+        hi[l] = hi[l].max(xi.f64());
+    }
+    (
+        lo.iter().copied().fold(f64::INFINITY, f64::min),
+        hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+multiversion! {
+    /// [`extent_body`] compiled for the CPU's widest vectors.
+    fn extent<F: Real> / extent_on(x: &[F]) -> (f64, f64) = extent_body
+}
+
+/// The largest spread `max x − min x` solved on the cache `E = exp(x − max x)`: every `E_i`
+/// stays a normal f64 (above `e^{−708}`), and `c = e^τ` too (the bracket reaches at most
+/// `ln(n)` below `min x − max x`).
+const CACHED_SPREAD: f64 = 600.0;
 
 /// What [`solve_threshold`] found.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -114,10 +222,13 @@ pub struct Solved {
 
 /// `z_i = h(x_i − τ)` with `Σ_i h(x_i − τ) = k`, by safeguarded Newton–bisection on `τ`
 /// (`rtsafe`, Press et al., Numerical Recipes §9.4): keep a bracket `[lo, hi]` around the root;
-/// take the Newton step `τ += (Σ z − k) / Σ h'` when it stays inside the bracket and shrinks
-/// fast enough, else bisect. Stops when `|Σ z − k| ≤ tol` or when `τ` can no longer move (the
+/// take the Newton step on `ln Σ z − ln k`, `τ += ln(Σ z / k)·Σ z / Σ h'`, when it stays inside
+/// the bracket and shrinks fast enough, else bisect. Stops when `|Σ z − k| ≤ tol` or when `τ` can no longer move (the
 /// bracket has collapsed to machine precision). Runs in f64 whatever `F` is, on `x − max x`;
-/// O(n) per iteration.
+/// O(n) per iteration. Where the spread of `x` is at most [`CACHED_SPREAD`], `E = exp(x − max x)`
+/// is computed once and each iteration evaluates the link from it with a division
+/// ([`Link::eval_cached`]), and the iterations start from the upper bound
+/// `τ = ln(Σ E / k)` (`h(t) ≤ eᵗ` for both links), near the root when few entries are active.
 /// `k = 0` and `k = n` give zeros and ones. Panics if the lengths differ or `k > n`.
 pub fn solve_threshold<F: Real>(link: Link, x: &[F], k: usize, tol: f64, z: &mut [F]) -> Solved {
     assert_eq!(
@@ -141,21 +252,47 @@ pub fn solve_threshold<F: Real>(link: Link, x: &[F], k: usize, tol: f64, z: &mut
             converged: true,
         };
     }
-    let kf = k as f64;
     // τ is solved relative to m = max x, so that its resolution near the root does not
     // depend on the magnitude of x (±1e8 at w = ±1e4, T = 1e-4).
-    let (min, m) = x
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), xi| {
-            (lo.min(xi.f64()), hi.max(xi.f64()))
-        });
+    let (min, m) = extent(x);
+    if m - min > CACHED_SPREAD {
+        return solve_from(link, x, None, (min, m), k, tol, z);
+    }
+    // The cache lives in a buffer per thread, grown to the longest row seen (no allocation per
+    // row).
+    thread_local! {
+        static CACHE: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    CACHE.with_borrow_mut(|cache| {
+        cache.clear();
+        cache.extend(x.iter().map(|xi| xi.f64() - m));
+        exp_slice_f64(cache);
+        solve_from(link, x, Some(cache), (min, m), k, tol, z)
+    })
+}
+
+/// [`solve_threshold`] from `x`'s extent `(min, m)`, on the cache `exp(x − m)` when given.
+fn solve_from<F: Real>(
+    link: Link,
+    x: &[F],
+    cache: Option<&[f64]>,
+    (min, m): (f64, f64),
+    k: usize,
+    tol: f64,
+    z: &mut [F],
+) -> Solved {
+    let (n, kf) = (x.len(), k as f64);
     let residual = |tau: f64| -> (f64, f64) {
-        let (s, slope) = sums(link, x, m, tau);
+        let (s, slope) = sums(link, x, cache, m, tau);
         (s - kf, slope)
     };
     let (mut lo, mut hi) = link.bracket(min - m, 0.0, n as f64, kf);
     let (mut dx_old, mut dx) = (hi - lo, hi - lo);
     let mut tau = lo + 0.5 * (hi - lo);
+    if let Some(e) = cache {
+        hi = hi.min((lane_sums(e, e, |e, _| (e, 0.0)).0 / kf).ln());
+        tau = hi;
+    }
     let mut solved = Solved {
         tau,
         iterations: 0,
@@ -178,7 +315,10 @@ pub fn solve_threshold<F: Real>(link: Link, x: &[F], k: usize, tol: f64, z: &mut
         } else {
             hi = tau;
         }
-        let step = r / slope;
+        // Newton on `ln Σ h − ln k` (the same root and bracket): exact in one step where
+        // `Σ h ≈ e^{−τ}·Σ eˣ` (few entries active), Newton's on `Σ h − k` near the root.
+        let sum = r + kf;
+        let step = (sum / kf).ln() * sum / slope;
         let newton = tau + step;
         let use_newton = slope > 0.0 && newton > lo && newton < hi && 2.0 * step.abs() <= dx_old;
         dx_old = dx;
@@ -196,9 +336,7 @@ pub fn solve_threshold<F: Real>(link: Link, x: &[F], k: usize, tol: f64, z: &mut
         }
         tau = next;
     }
-    for (zi, &xi) in z.iter_mut().zip(x) {
-        *zi = F::of(link.eval((xi.f64() - m) - solved.tau).0);
-    }
+    outputs(link, x, cache, m, solved.tau, z);
     Solved {
         tau: solved.tau + m,
         ..solved
@@ -214,12 +352,19 @@ pub fn threshold_vjp<F: Real>(link: Link, z: &[F], g: &[F], grad_x: &mut [F]) {
         z.len() == g.len() && z.len() == grad_x.len(),
         "threshold_vjp: length mismatch"
     );
+    vjp(link, z, g, grad_x);
+}
+
+multiversion! {
+    /// [`threshold_vjp`]'s arithmetic, compiled for the CPU's widest vectors.
+    fn vjp<F: Real> / vjp_on(link: Link, z: &[F], g: &[F], grad_x: &mut [F]) = vjp_body
+}
+
+/// The body of [`vjp`].
+#[inline(always)]
+fn vjp_body<F: Real>(link: Link, z: &[F], g: &[F], grad_x: &mut [F]) {
     let d = |zi: F| link.slope_from_output(zi.f64());
-    let (mut sd, mut sdg) = (0.0, 0.0);
-    for (&zi, &gi) in z.iter().zip(g) {
-        sd += d(zi);
-        sdg += d(zi) * gi.f64();
-    }
+    let (sd, sdg) = lane_sums(z, g, |zi, gi| (d(zi), d(zi) * gi.f64()));
     if sd <= 0.0 {
         return;
     }
@@ -233,6 +378,36 @@ pub fn threshold_vjp<F: Real>(link: Link, z: &[F], g: &[F], grad_x: &mut [F]) {
 mod tests {
     use super::*;
     use crate::kernels::testing::XorShift;
+
+    /// The iterations on the cache `exp(x − max x)` (a division per entry, started from
+    /// `ln(Σ eˣ/k)`) and on `x` itself (an exponential per entry, from the bracket's middle)
+    /// find the same `z`, for both links, spreads up to `CACHED_SPREAD`, any `k`.
+    #[test]
+    fn the_cached_solve_is_the_direct_one() {
+        for seed in 0..40 {
+            let mut r = XorShift::new(100 + seed);
+            let n = 2 + (r.next_u64() % 3000) as usize;
+            let spread = [1.0, 30.0, 300.0, 590.0][seed as usize % 4];
+            let x = r.vec(n, -spread / 2.0, spread / 2.0);
+            let k = 1 + (r.next_u64() as usize % (n - 1));
+            for link in [Link::Sigmoid, Link::CappedExp] {
+                let (min, m) = extent(&x);
+                let mut e: Vec<f64> = x.iter().map(|xi| xi - m).collect();
+                exp_slice_f64(&mut e);
+                let (mut cached, mut direct) = (vec![0.0; n], vec![0.0; n]);
+                let a = solve_from(link, &x, Some(&e), (min, m), k, 1e-10, &mut cached);
+                let b = solve_from(link, &x, None, (min, m), k, 1e-10, &mut direct);
+                assert!(
+                    a.converged && b.converged,
+                    "{link:?} n {n} k {k}: {a:?} {b:?}"
+                );
+                for (c, d) in cached.iter().zip(&direct) {
+                    assert!((c - d).abs() <= 1e-9, "{link:?} n {n} k {k}: {c} vs {d}");
+                }
+                assert!((cached.iter().sum::<f64>() - k as f64).abs() <= 1e-8);
+            }
+        }
+    }
 
     /// The lane sums are the same bits in every CPU variant and the plain sums within rounding;
     /// the solved `z` sums to `k`.
@@ -251,7 +426,7 @@ mod tests {
                 let variants = crate::simd::Variant::all_available();
                 let got: Vec<(f64, f64)> = variants
                     .iter()
-                    .map(|&v| sums_on(v, link, &x, 1.0, tau))
+                    .map(|&v| sums_on(v, link, &x, None, 1.0, tau))
                     .collect();
                 assert!(got.iter().all(|g| *g == got[0]), "{link:?} {got:?}");
                 assert!(
