@@ -22,7 +22,7 @@ use crate::backend::{
 use crate::diagnostic::number;
 use crate::estimator::{baseline_weights, score, updated_ema};
 use crate::ir::Estimator;
-use crate::kernels::dot;
+use crate::kernels::{all_finite, dot};
 use crate::noise::Perturbation;
 use crate::plan::{Baseline, Mode, Plan};
 use crate::real::Real;
@@ -271,12 +271,11 @@ impl Layer {
     ) -> Result<(), RequestError> {
         // A flat scan first, in blocks without an early exit (which vectorize); the
         // multi-index is only worked out for the message.
-        let finite = |c: &[F]| c.iter().fold(true, |ok, x| ok & x.is_finite());
-        let all_finite = match a.as_slice_memory_order() {
-            Some(s) => s.chunks(256).all(finite),
+        let finite = match a.as_slice_memory_order() {
+            Some(s) => all_finite(s),
             None => a.iter().all(|x| x.is_finite()),
         };
-        if all_finite {
+        if finite {
             return Ok(());
         }
         let (index, x) = a

@@ -21,7 +21,9 @@ use crate::kernels::logspace::{subset_dp_cells, MAX_DP_CELLS};
 use crate::kernels::matrix_tree::{self, Method};
 use crate::kernels::sinkhorn::{padded_sinkhorn, padded_sinkhorn_vjp, Settings};
 use crate::kernels::threshold::{solve_threshold, threshold_vjp};
-use crate::kernels::{argmax, assignment, logistic, max_tree, softmax, sparsemax, top_k};
+use crate::kernels::{
+    all_finite, argmax, assignment, logistic, max_tree, softmax, sparsemax, top_k,
+};
 use crate::noise::NoiseKey;
 use crate::plan::Mode;
 use crate::real::Real;
@@ -89,7 +91,10 @@ impl<F: Real> Backend<F> for Reference {
             rows.noise
                 .perturb(p.coordinates, scores, key(rows, s, b), w_row)
                 .map_err(SolveError::Noise)?;
-            if let Some(bad) = w_row.iter().find(|x| !x.is_finite()) {
+            if let Some(bad) = (!all_finite(w_row))
+                .then(|| w_row.iter().find(|x| !x.is_finite()))
+                .flatten()
+            {
                 return Err(SolveError::PerturbedOverflow {
                     value: bad.f64(),
                     precision: F::NAME,
@@ -479,6 +484,9 @@ fn soft_backward<F: Real>(
 fn scale<F: Real>(w: &[F], t: F, x: &mut [F]) -> Result<(), SolveError> {
     for (xi, &wi) in x.iter_mut().zip(w) {
         *xi = wi / t;
+    }
+    if all_finite(x) {
+        return Ok(());
     }
     match x.iter().position(|xi| !xi.is_finite()) {
         Some(i) => Err(SolveError::ScaledOverflow {

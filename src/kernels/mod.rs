@@ -91,6 +91,13 @@ pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
     a.iter().zip(b).map(|(&ai, &bi)| ai * bi).sum()
 }
 
+/// Whether every entry of `xs` is finite: a scan in blocks without an early exit inside a
+/// block (so that it vectorizes).
+pub fn all_finite<F: Real>(xs: &[F]) -> bool {
+    xs.chunks(256)
+        .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
+}
+
 /// `x` widened to f64, for the kernels that compute in f64 whatever the precision.
 pub fn widen<F: Real>(x: &[F]) -> Vec<f64> {
     x.iter().map(|xi| xi.f64()).collect()
