@@ -2,14 +2,19 @@
 //! Σ_i p_i z_i z_{i+1}` over `z ∈ {0,1}ⁿ` with `Σ z = k`. A row `w = (u_0…u_{n−1},
 //! p_0…p_{n−2})` has `2n − 1` entries and so has the layer's `z = (z_i, z_i z_{i+1})`, whose
 //! score is `⟨w, z⟩`. Both solvers are one dynamic program over (position, count, previous
-//! bit), O(nk) time, its suffix recursion written once over a [`Semiring`]: max-plus with
-//! backpointers for the exact solver, log-space forward–backward for the marginals of
-//! `p(z) ∝ exp⟨x, z⟩` (the exponential-family soft solver, DESIGN.md §2). They run in f64
-//! whatever the precision, on `min(k, n − k)`: with `z' = 1 − z` the score becomes
+//! bit), O(nk) time: over the max-plus [`Semiring`] with backpointers for the exact solver; the
+//! marginals of `p(z) ∝ exp⟨x, z⟩` (the
+//! exponential-family soft solver, DESIGN.md §2) by forward–backward on the same recursion, in
+//! the linear domain on numbers with an exponent of their own (`ext.rs`: no `exp` or `ln` per
+//! cell, vectorized rows, the forward table at `√n` checkpoints), which also carry the
+//! directional derivative for the backward pass. They run in f64 whatever the precision, on `min(k, n − k)`: with `z' = 1 − z` the score becomes
 //! `const + Σ u'_i z'_i + Σ p_i z'_i z'_{i+1}`, `u'_i = −u_i − p_{i−1} − p_i`, over the
 //! `(n − k)`-subsets, so `k = n − 1` costs what `k = 1` costs.
 
-use super::logspace::{Dual, LogSemiring, MaxPlus, Semiring};
+use super::ext::{
+    pair_sum, product, ratio, row_step, sum, Checkpointed, Ext, Planes, View, ViewMut,
+};
+use super::logspace::{MaxPlus, Semiring};
 use super::{add_narrowed, narrow, widen};
 use crate::real::Real;
 
@@ -121,7 +126,8 @@ fn with_one<N: Semiring<f64>>(w: &[N], i: usize, j: usize, b: usize, after: &[N]
     }
 }
 
-/// One step of the suffix recursion shared by both solvers: `β_i[j][b] = β_{i+1}[j][0] ⊕
+/// One step of the suffix recursion of the Viterbi (the marginals take the same steps on rows of
+/// `ext.rs` numbers, in [`run`]): `β_i[j][b] = β_{i+1}[j][0] ⊕
 /// u_i ⊗ (b·p_{i−1}) ⊗ β_{i+1}[j−1][1]` for `j ≤ min(k, n − i)`, `b ∈ {0, 1}`, from
 /// `after = β_{i+1}` into `here = β_i` (the other entries of `here` are left as they are).
 /// `note(2j + b, zero, one)` sees the two terms of each cell before they are added (the
@@ -145,8 +151,8 @@ fn suffix_step<N: Semiring<f64>>(
 }
 
 /// `z = E_p[(z_i, z_i z_{i+1})]` for `p(z) ∝ exp⟨x, z⟩` over the correlated k-subsets: unary and
-/// pairwise marginals, in `[0, 1]`. Log space in f64, so finite for any finite `x`. Allocates
-/// `2(n + 1)(min(k, n − k) + 1)` numbers. Panics if `k > n` or the lengths differ.
+/// pairwise marginals, in `[0, 1]`. On [`Ext`] numbers, so finite for any finite `x`. Allocates
+/// about `12√n (min(k, n − k) + 1)` numbers. Panics if `k > n` or the lengths differ.
 pub fn chain_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
     assert_eq!(
         x.len(),
@@ -156,7 +162,7 @@ pub fn chain_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
     let n = items(x.len());
     let (weights, k, flipped) = kept(x, k);
     let mut mu = vec![0.0; x.len()];
-    run(&weights, k, |i, m, _| mu[i] = m);
+    run::<false>(&weights, &[], k, |i, m, _| mu[i] = m);
     if flipped {
         uncomplement(&mut mu, n, 1.0);
     }
@@ -165,8 +171,8 @@ pub fn chain_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
 
 /// Backward of [`chain_marginals`]: `grad_x += J g`, `J = Cov_p((z_i, z_i z_{i+1}))` (the
 /// Hessian of the log-partition, symmetric), computed exactly as `d/dε marginals(x + ε g)` by
-/// running the same forward–backward on [`Dual`] numbers (through the complement's linear maps
-/// when it is taken). Adds into `grad_x`.
+/// running the same forward–backward with the derivatives of its [`Ext`] numbers (through the
+/// complement's linear maps when it is taken). Adds into `grad_x`.
 pub fn chain_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]) {
     assert!(
         x.len() == g.len() && x.len() == grad_x.len(),
@@ -175,67 +181,125 @@ pub fn chain_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]
     let n = items(x.len());
     let (tangents, _, _) = kept(g, k);
     let (values, k, flipped) = kept(x, k);
-    let weights: Vec<Dual<f64>> = values
-        .iter()
-        .zip(tangents)
-        .map(|(&v, d)| Dual { v, d })
-        .collect();
     let mut dmu = vec![0.0; x.len()];
-    run(&weights, k, |i, _, d| dmu[i] = d);
+    run::<true>(&values, &tangents, k, |i, _, d| dmu[i] = d);
     if flipped {
         uncomplement(&mut dmu, n, 0.0);
     }
     add_narrowed(dmu, grad_x);
 }
 
-/// Forward–backward in log space. `α[i][j][b]` (stored): log-sum of the scores of items `< i`
-/// with `j` ones and last bit `b`; `β[j][b]` (rolled backwards): log-sum over items `> i` with
-/// `j` ones after a bit `b` at item `i`, the pair `(i, i+1)` included. Then
-/// `P(z_i = 1) ∝ Σ_j α[i+1][j][1] β_{i+1}[k−j][1]` and
+/// Forward–backward. `α[i][j][b]`: the sum of `e^{score}` over the items `< i` with `j` ones
+/// and last bit `b`, `α[i+1][j][0] = α[i][j][0] + α[i][j][1]`,
+/// `α[i+1][j][1] = e^{u_i} α[i][j−1][0] + e^{u_i + p_{i−1}} α[i][j−1][1]` (kept at checkpoints,
+/// [`Checkpointed`]; a row holds `b = 0` then `b = 1`); `β[j][b]` (rolled backwards, stored
+/// reversed: `rb[q] = β[k − q]`, so that the sums pair aligned entries): the sum over the items
+/// `> i` with `j` ones after a bit `b` at item `i`, the pair `(i, i+1)` included (the recursion of
+/// [`suffix_step`]). Then `P(z_i = 1) ∝ Σ_j α[i+1][j][1] β_{i+1}[k−j][1]` and
 /// `P(z_i z_{i+1} = 1) ∝ Σ_j α[i+1][j][1] e^{u_{i+1} + p_i} β_{i+2}[k−j−1][1]`, each over the
-/// partition function `Σ_b α[n][k][b]`. Calls `out(index in z, μ, μ̇)`.
-fn run<N: LogSemiring<f64>>(w: &[N], k: usize, mut out: impl FnMut(usize, f64, f64)) {
+/// partition function `Σ_b α[n][k][b]`. `T`: whether derivatives (along `dw`) are carried. Calls
+/// `out(index in z, μ, μ̇)`.
+fn run<const T: bool>(w: &[f64], dw: &[f64], k: usize, mut out: impl FnMut(usize, f64, f64)) {
     let n = items(w.len());
     assert!(k <= n, "chain_marginals: k = {k} > n = {n}");
-    let row = 2 * (k + 1);
-    let mut alpha = vec![N::zero(); (n + 1) * row];
-    alpha[0] = N::one();
-    for i in 0..n {
-        let (done, rest) = alpha.split_at_mut((i + 1) * row);
-        let (prev, next) = (&done[i * row..], &mut rest[..row]);
-        for j in 0..=k.min(i + 1) {
-            next[2 * j] = prev[2 * j].plus(prev[2 * j + 1]);
-            if j >= 1 {
-                let from = prev[2 * (j - 1)].plus(prev[2 * (j - 1) + 1].times(pair(w, i, 1)));
-                next[2 * j + 1] = from.times(w[i]);
+    let weight = |q: usize| Ext::exp(w[q], if T { dw[q] } else { 0.0 });
+    // e^{u_i}, and e^{u_i + p_{i−1}} (the pair's weight; e^{u_0} for the first item).
+    let unary: Vec<Ext> = (0..n).map(weight).collect();
+    let linked: Vec<Ext> = (0..n)
+        .map(|i| match i {
+            0 => unary[0],
+            _ => product(unary[i], weight(n + i - 1)),
+        })
+        .collect();
+    let row = k + 1;
+    let step = |i: usize, prev: View, next: ViewMut| {
+        let (zero, one) = next.split_at(row);
+        let (a0, a1) = (prev.slice(0..row), prev.slice(row..2 * row));
+        row_step::<T>(a0, Ext::ONE, a1, Ext::ONE, zero);
+        let (mut first, rest) = one.split_at(1);
+        first.set(0, Ext::ZERO);
+        row_step::<T>(a0.slice(0..k), unary[i], a1.slice(0..k), linked[i], rest);
+    };
+    // Row 0: α[0][0][0] = 1, nothing else.
+    let origin = |row: ViewMut| (row.m[0], row.e[0]) = (1.0, 0.0);
+    let mut alpha = Checkpointed::new(n, 2 * row, origin, step);
+    let (blocks, c) = (alpha.blocks(), alpha.c);
+    alpha.fill(blocks - 1);
+    let last = alpha.row(n - (blocks - 1) * c);
+    let partition = sum(last.get(k), last.get(row + k));
+    // β_n[0][b] = 1.
+    let mut rb = Planes::zeros(2 * row);
+    rb.set(k, Ext::ONE);
+    rb.set(row + k, Ext::ONE);
+    let (mut after, mut old) = (rb.clone(), rb.clone());
+    for b in (0..blocks).rev() {
+        alpha.fill(b);
+        for r in (b * c..((b + 1) * c).min(n + 1)).rev().filter(|&r| r >= 1) {
+            let i = r - 1;
+            let ones = alpha.row(r - b * c).slice(row..2 * row);
+            let lo = (k + i + 1).saturating_sub(n).max(1);
+            let hi = k.min(i + 1);
+            let s = pair_sum::<T>(ones.slice(lo..hi + 1), rb.slice(row + lo..row + hi + 1));
+            let (mu, dmu) = ratio(s, Ext::ONE, partition);
+            out(i, mu, dmu);
+            if i + 1 < n {
+                let hi = (i + 1).min(k.saturating_sub(1));
+                let s = match lo <= hi {
+                    true => pair_sum::<T>(
+                        ones.slice(lo..hi + 1),
+                        after.slice(row + lo + 1..row + hi + 2),
+                    ),
+                    false => Ext::ZERO,
+                };
+                let (mu, dmu) = ratio(s, linked[i + 1], partition);
+                out(n + i, mu, dmu);
             }
+            // β_i from β_{i+1}: rb[q] ← rb[q] + e^{u_i}·rb1[q + 1] (b = 0) and
+            // rb1[q] ← rb[q] + e^{u_i + p_{i−1}}·rb1[q + 1] (b = 1), q < k; rb1[k] ← rb[k] = 1.
+            old.copy_from(&rb);
+            let (b0, b1) = (old.slice(0..row), old.slice(row..2 * row));
+            let (_, rest) = rb.split(0..2 * row);
+            let (zero, one) = rest.split_at(row);
+            let (zero, _) = zero.split_at(k);
+            let (one, mut top) = one.split_at(k);
+            row_step::<T>(b0.slice(0..k), Ext::ONE, b1.slice(1..row), unary[i], zero);
+            row_step::<T>(b0.slice(0..k), Ext::ONE, b1.slice(1..row), linked[i], one);
+            top.set(0, b0.get(k));
+            std::mem::swap(&mut after, &mut old);
         }
     }
-    let log_z = alpha[n * row + 2 * k].plus(alpha[n * row + 2 * k + 1]);
-    let mut cur = vec![N::zero(); row];
-    cur[0] = N::one();
-    cur[1] = N::one();
-    let mut after = cur.clone();
-    let mut fresh = cur.clone();
-    for i in (0..n).rev() {
-        let a = &alpha[(i + 1) * row..(i + 2) * row];
-        let mut unary = N::zero();
-        for j in (k + i + 1).saturating_sub(n).max(1)..=k.min(i + 1) {
-            unary = unary.plus(a[2 * j + 1].times(cur[2 * (k - j) + 1]));
-        }
-        let (mu, dmu) = unary.ratio(log_z);
-        out(i, mu, dmu);
-        if i + 1 < n {
-            let link = w[i + 1].times(w[n + i]);
-            let mut both = N::zero();
-            for j in (k + i + 1).saturating_sub(n).max(1)..=(i + 1).min(k.saturating_sub(1)) {
-                both = both.plus(a[2 * j + 1].times(link).times(after[2 * (k - j - 1) + 1]));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::XorShift;
+
+    /// Over many checkpoint blocks and at logits far beyond `exp`'s range: the unary marginals
+    /// sum to `k`, and each pair's marginal is a joint probability of its two items
+    /// (`max(0, μ_i + μ_{i+1} − 1) ≤ μ_{i,i+1} ≤ min(μ_i, μ_{i+1})`), the complement (`2k > n`)
+    /// included.
+    #[test]
+    fn marginals_hold_their_identities_across_blocks() {
+        let mut r = XorShift::new(8);
+        for (n, k, scale) in [(500, 60, 5.0), (300, 150, 1e4), (97, 90, 30.0)] {
+            let x = r.vec(2 * n - 1, -scale, scale);
+            let mut z = vec![0.0; 2 * n - 1];
+            chain_marginals(&x, k, &mut z);
+            let (unary, pairs) = z.split_at(n);
+            let total: f64 = unary.iter().sum();
+            assert!(
+                (total - k as f64).abs() <= 1e-9 * k as f64,
+                "n {n} k {k}: {total}"
+            );
+            for (i, &p) in pairs.iter().enumerate() {
+                let (a, b) = (unary[i], unary[i + 1]);
+                assert!(p <= a.min(b) + 1e-12, "n {n} pair {i}: {p} > min({a}, {b})");
+                assert!(
+                    p >= a + b - 1.0 - 1e-12,
+                    "n {n} pair {i}: {p} < {a} + {b} − 1"
+                );
             }
-            let (mu, dmu) = both.ratio(log_z);
-            out(n + i, mu, dmu);
         }
-        suffix_step(w, k, i, &cur, &mut fresh, |_, _, _| {});
-        std::mem::swap(&mut after, &mut cur);
-        std::mem::swap(&mut cur, &mut fresh);
     }
 }

@@ -8,6 +8,7 @@ pub mod capped_simplex;
 pub mod chain_subset;
 pub mod counts;
 pub mod esp;
+mod ext;
 pub mod logistic;
 pub mod logspace;
 pub mod matrix_tree;

@@ -957,6 +957,18 @@ mod tests {
     use super::*;
     use crate::kernels::testing::{fd_grad, XorShift};
 
+    /// Central differences of `⟨g, sinkhorn(x)⟩`.
+    fn sinkhorn_fd(x: &[f64], n: usize, s: Settings, g: &[f64]) -> Vec<f64> {
+        fd_grad(
+            |x, p| {
+                sinkhorn(x, n, s, p);
+            },
+            x,
+            g,
+            1e-6,
+        )
+    }
+
     fn marginals(p: &[f64], n: usize) -> (f64, f64) {
         let rows = (0..n)
             .map(|i| (p[i * n..(i + 1) * n].iter().sum::<f64>() - 1.0).abs())
@@ -1074,14 +1086,7 @@ mod tests {
         };
         let mut p = [0.0; 4];
         assert!(sinkhorn(&x, 2, s, &mut p).converged(s));
-        let fd = fd_grad(
-            |x, p| {
-                sinkhorn(x, 2, s, p);
-            },
-            &x,
-            &g,
-            1e-6,
-        );
+        let fd = sinkhorn_fd(&x, 2, s, &g);
         let mut implicit = [0.0; 4];
         sinkhorn_implicit_vjp(&p, 2, &g, &mut implicit);
         let mut unrolled = [0.0; 4];
@@ -1107,14 +1112,7 @@ mod tests {
             };
             let mut p = vec![0.0; n * n];
             sinkhorn(&x, n, s, &mut p);
-            let fd = fd_grad(
-                |x, p| {
-                    sinkhorn(x, n, s, p);
-                },
-                &x,
-                &g,
-                1e-6,
-            );
+            let fd = sinkhorn_fd(&x, n, s, &g);
             let prior = r.vec(n * n, -1.0, 1.0);
             let mut implicit = prior.clone();
             sinkhorn_implicit_vjp(&p, n, &g, &mut implicit);
@@ -1198,14 +1196,7 @@ mod tests {
         };
         let out = sinkhorn(&x, 2, plain, &mut p);
         assert!(out.iterations == 200 && out.residual > 1e-3, "{out:?}");
-        let fd = fd_grad(
-            |x, p| {
-                sinkhorn(x, 2, plain, p);
-            },
-            &x,
-            &g,
-            1e-6,
-        );
+        let fd = sinkhorn_fd(&x, 2, plain, &g);
         let mut grad = [0.0; 4];
         sinkhorn_unrolled_vjp(&x, 2, plain, &g, &mut grad);
         for k in 0..4 {
@@ -1225,14 +1216,7 @@ mod tests {
             tol: 1e-15,
             newton: true,
         };
-        let fd = fd_grad(
-            |x, p| {
-                sinkhorn(x, n, s, p);
-            },
-            &x,
-            &g,
-            1e-6,
-        );
+        let fd = sinkhorn_fd(&x, n, s, &g);
         let mut grad = vec![0.0; n * n];
         sinkhorn_unrolled_vjp(&x, n, s, &g, &mut grad);
         for k in 0..n * n {
