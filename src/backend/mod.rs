@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use crate::ir::{Program, ScoreMap, Truncation};
 use crate::kernels::counts::MAX_OUTCOMES;
-use crate::kernels::logspace::dp_too_large;
+use crate::kernels::dp::dp_too_large;
 use crate::noise::Perturbation;
 use crate::plan::Mode;
 use crate::real::Real;

@@ -16,8 +16,8 @@ use crate::kernels::chain_subset::{chain_argmax, chain_marginals, chain_marginal
 use crate::kernels::counts::{
     count_mean, count_mean_vjp, truncated_log_pmf, truncated_log_pmf_vjp,
 };
+use crate::kernels::dp::{subset_dp_cells, MAX_DP_CELLS};
 use crate::kernels::esp::{esp_marginals, esp_marginals_jvp};
-use crate::kernels::logspace::{subset_dp_cells, MAX_DP_CELLS};
 use crate::kernels::matrix_tree::{self, Method};
 use crate::kernels::sinkhorn::{padded_sinkhorn, padded_sinkhorn_vjp, Settings};
 use crate::kernels::threshold::{solve_threshold, threshold_vjp};

@@ -2,19 +2,18 @@
 //! Σ_i p_i z_i z_{i+1}` over `z ∈ {0,1}ⁿ` with `Σ z = k`. A row `w = (u_0…u_{n−1},
 //! p_0…p_{n−2})` has `2n − 1` entries and so has the layer's `z = (z_i, z_i z_{i+1})`, whose
 //! score is `⟨w, z⟩`. Both solvers are one dynamic program over (position, count, previous
-//! bit), O(nk) time: over the max-plus [`Semiring`] with backpointers for the exact solver; the
-//! marginals of `p(z) ∝ exp⟨x, z⟩` (the
-//! exponential-family soft solver, DESIGN.md §2) by forward–backward on the same recursion, in
-//! the linear domain on numbers with an exponent of their own (`ext.rs`: no `exp` or `ln` per
-//! cell, vectorized rows, the forward table at `√n` checkpoints), which also carry the
-//! directional derivative for the backward pass. They run in f64 whatever the precision, on `min(k, n − k)`: with `z' = 1 − z` the score becomes
-//! `const + Σ u'_i z'_i + Σ p_i z'_i z'_{i+1}`, `u'_i = −u_i − p_{i−1} − p_i`, over the
-//! `(n − k)`-subsets, so `k = n − 1` costs what `k = 1` costs.
+//! bit), O(nk) time, run as vectorized rows: in max-plus with backpointers for the exact solver;
+//! for the marginals of `p(z) ∝ exp⟨x, z⟩` (the exponential-family soft solver, DESIGN.md §2)
+//! by forward–backward in the linear domain on numbers with an exponent of their own (`ext.rs`:
+//! no `exp` or `ln` per cell, the forward table at `√n` checkpoints), which also carry the
+//! directional derivative for the backward pass. They run in f64 whatever the precision, on
+//! `min(k, n − k)`: with `z' = 1 − z` the score becomes `const + Σ u'_i z'_i + Σ p_i z'_i
+//! z'_{i+1}`, `u'_i = −u_i − p_{i−1} − p_i`, over the `(n − k)`-subsets, so `k = n − 1` costs
+//! what `k = 1` costs.
 
 use super::ext::{
     pair_sum, product, ratio, row_step, sum, Checkpointed, Ext, Planes, View, ViewMut,
 };
-use super::logspace::{MaxPlus, Semiring};
 use super::{add_narrowed, narrow, widen};
 use crate::real::Real;
 
@@ -61,11 +60,11 @@ fn items(len: usize) -> usize {
 /// `z = argmax ⟨w, z⟩` over the correlated k-subsets, ties to ones at the lowest indices (to
 /// zeros at the lowest indices when the complement is taken, `2k > n`).
 ///
-/// Suffix Viterbi: the recursion of [`suffix_step`] in max-plus, `V_i[j][b]` = best score of
-/// items `i..n` holding `j` ones after a previous bit `b`, `V_i[j][b] = max(V_{i+1}[j][0],
-/// u_i + b·p_{i−1} + V_{i+1}[j−1][1])`; the backpointers (one decision per cell, `2n(k + 1)`
-/// bytes) are traced forward from `(i, j, b) = (0, k, 0)`, taking a one on ties. Panics if
-/// `k > n` or the lengths differ.
+/// Suffix Viterbi, the recursion of the marginals' `β` (see [`run`]) in max-plus: `V_i[j][b]` =
+/// best score of items `i..n` holding `j` ones after a previous bit `b`, `V_i[j][b] =
+/// max(V_{i+1}[j][0], u_i + b·p_{i−1} + V_{i+1}[j−1][1])`, `V_n[0][b] = 0`, `−∞` where no
+/// subset fits; the backpointers (whether the one won, ties to the one: `2n(k + 1)` bytes) are
+/// traced forward from `(i, j, b) = (0, k, 0)`. Panics if `k > n` or the lengths differ.
 pub fn chain_argmax<F: Real>(w: &[F], k: usize, z: &mut [F]) {
     assert_eq!(w.len(), z.len(), "chain_argmax: w and z differ in length");
     let n = items(w.len());
@@ -77,28 +76,31 @@ pub fn chain_argmax<F: Real>(w: &[F], k: usize, z: &mut [F]) {
     narrow(bits, z);
 }
 
-/// The suffix Viterbi of [`chain_argmax`] on `w` in f64: `(z_i, z_i z_{i+1})`.
+/// The suffix Viterbi of [`chain_argmax`] on `w` in f64: `(z_i, z_i z_{i+1})`. The rows of `V`
+/// are stored reversed like the marginals' (`v[q] = V[k − q][0]`, `v[row + q] = V[k − q][1]`),
+/// so that a step reads aligned slices.
 fn viterbi(w: &[f64], n: usize, k: usize) -> Vec<f64> {
-    let w: Vec<MaxPlus<f64>> = w.iter().map(|&v| MaxPlus(v)).collect();
-    let row = 2 * (k + 1);
-    let mut take_one = vec![false; n * row];
-    let mut next = vec![MaxPlus::zero(); row];
-    next[0] = MaxPlus::one();
-    next[1] = MaxPlus::one();
-    let mut cur = next.clone();
+    let row = k + 1;
+    let mut take_one = vec![0u8; 2 * n * row];
+    let mut after = vec![f64::NEG_INFINITY; 2 * row];
+    (after[k], after[row + k]) = (0.0, 0.0);
+    let mut here = after.clone();
     for i in (0..n).rev() {
-        let picks = &mut take_one[i * row..(i + 1) * row];
-        suffix_step(&w, k, i, &next, &mut cur, |cell, zero, one| {
-            picks[cell] = one.0 > f64::NEG_INFINITY && one.0 >= zero.0;
-        });
-        std::mem::swap(&mut cur, &mut next);
+        let linked = w[i] + if i >= 1 { w[n + i - 1] } else { 0.0 };
+        let (zero, one) = after.split_at(row);
+        let (here0, here1) = here.split_at_mut(row);
+        let (picks0, picks1) = take_one[2 * i * row..2 * (i + 1) * row].split_at_mut(row);
+        max_plus_step(&zero[..k], &one[1..], w[i], here0, picks0);
+        max_plus_step(&zero[..k], &one[1..], linked, here1, picks1);
+        (here0[k], here1[k]) = (zero[k], zero[k]);
+        std::mem::swap(&mut here, &mut after);
     }
     let mut z = vec![0.0; w.len()];
-    let (mut j, mut b) = (k, 0);
+    let (mut q, mut b) = (0, 0);
     for i in 0..n {
-        let pick = take_one[i * row + 2 * j + b];
+        let pick = q < k && take_one[(2 * i + b) * row + q] == 1;
         z[i] = f64::from(u8::from(pick));
-        j -= usize::from(pick);
+        q += usize::from(pick);
         b = usize::from(pick);
     }
     for i in 0..n - 1 {
@@ -107,47 +109,22 @@ fn viterbi(w: &[f64], n: usize, k: usize) -> Vec<f64> {
     z
 }
 
-/// `b ⊗ p_{i−1}`: the pairwise weight earned by a one at item `i` after a bit `b` (`1̸` when
-/// `b = 0` or `i = 0`).
-fn pair<N: Semiring<f64>>(w: &[N], i: usize, b: usize) -> N {
-    if b == 1 && i >= 1 {
-        w[items(w.len()) + i - 1]
-    } else {
-        N::one()
+#[inline(always)]
+fn max_plus_step_body(zero: &[f64], one: &[f64], s: f64, out: &mut [f64], picks: &mut [u8]) {
+    let len = zero.len();
+    let (one, out, picks) = (&one[..len], &mut out[..len], &mut picks[..len]);
+    for q in 0..len {
+        let (z, o) = (zero[q], one[q] + s);
+        let pick = o >= z;
+        out[q] = if pick { o } else { z };
+        picks[q] = u8::from(pick);
     }
 }
 
-/// The suffix weight of a one at item `i` after a bit `b`, with `j` ones in items `i..n`:
-/// `u_i ⊗ (b·p_{i−1}) ⊗ β_{i+1}[j−1][1]` (`0̸` when `j = 0`), `after = β_{i+1}`.
-fn with_one<N: Semiring<f64>>(w: &[N], i: usize, j: usize, b: usize, after: &[N]) -> N {
-    match j {
-        0 => N::zero(),
-        _ => w[i].times(pair(w, i, b)).times(after[2 * (j - 1) + 1]),
-    }
-}
-
-/// One step of the suffix recursion of the Viterbi (the marginals take the same steps on rows of
-/// `ext.rs` numbers, in [`run`]): `β_i[j][b] = β_{i+1}[j][0] ⊕
-/// u_i ⊗ (b·p_{i−1}) ⊗ β_{i+1}[j−1][1]` for `j ≤ min(k, n − i)`, `b ∈ {0, 1}`, from
-/// `after = β_{i+1}` into `here = β_i` (the other entries of `here` are left as they are).
-/// `note(2j + b, zero, one)` sees the two terms of each cell before they are added (the
-/// Viterbi records its backpointers there).
-fn suffix_step<N: Semiring<f64>>(
-    w: &[N],
-    k: usize,
-    i: usize,
-    after: &[N],
-    here: &mut [N],
-    mut note: impl FnMut(usize, N, N),
-) {
-    let n = items(w.len());
-    for j in 0..=k.min(n - i) {
-        for b in 0..2 {
-            let (zero, one) = (after[2 * j], with_one(w, i, j, b, after));
-            note(2 * j + b, zero, one);
-            here[2 * j + b] = zero.plus(one);
-        }
-    }
+crate::simd::multiversion! {
+    /// One row of the Viterbi in max-plus: `out[q] = max(zero[q], one[q] + s)` and
+    /// `picks[q] = [one[q] + s ≥ zero[q]]` for every `q` of `zero`, vectorized for this CPU.
+    fn max_plus_step / max_plus_step_on(zero: &[f64], one: &[f64], s: f64, out: &mut [f64], picks: &mut [u8]) = max_plus_step_body
 }
 
 /// `z = E_p[(z_i, z_i z_{i+1})]` for `p(z) ∝ exp⟨x, z⟩` over the correlated k-subsets: unary and
@@ -194,8 +171,8 @@ pub fn chain_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]
 /// `α[i+1][j][1] = e^{u_i} α[i][j−1][0] + e^{u_i + p_{i−1}} α[i][j−1][1]` (kept at checkpoints,
 /// [`Checkpointed`]; a row holds `b = 0` then `b = 1`); `β[j][b]` (rolled backwards, stored
 /// reversed: `rb[q] = β[k − q]`, so that the sums pair aligned entries): the sum over the items
-/// `> i` with `j` ones after a bit `b` at item `i`, the pair `(i, i+1)` included (the recursion of
-/// [`suffix_step`]). Then `P(z_i = 1) ∝ Σ_j α[i+1][j][1] β_{i+1}[k−j][1]` and
+/// `> i` with `j` ones after a bit `b` at item `i`, the pair `(i, i+1)` included, `β_i[j][b] = β_{i+1}[j][0] +
+/// e^{u_i + b·p_{i−1}} β_{i+1}[j−1][1]`. Then `P(z_i = 1) ∝ Σ_j α[i+1][j][1] β_{i+1}[k−j][1]` and
 /// `P(z_i z_{i+1} = 1) ∝ Σ_j α[i+1][j][1] e^{u_{i+1} + p_i} β_{i+2}[k−j−1][1]`, each over the
 /// partition function `Σ_b α[n][k][b]`. `T`: whether derivatives (along `dw`) are carried. Calls
 /// `out(index in z, μ, μ̇)`.
@@ -274,6 +251,44 @@ fn run<const T: bool>(w: &[f64], dw: &[f64], k: usize, mut out: impl FnMut(usize
 mod tests {
     use super::*;
     use crate::kernels::testing::XorShift;
+
+    /// `Σ u_i z_i + Σ p_i z_i z_{i+1}` of the bits `z` under `w = (u, p)`.
+    fn chain_score(w: &[f64], z: &[f64]) -> f64 {
+        let n = z.len();
+        let unary: f64 = (0..n).map(|i| w[i] * z[i]).sum();
+        unary + (0..n - 1).map(|i| w[n + i] * z[i] * z[i + 1]).sum::<f64>()
+    }
+
+    /// Beyond brute force's reach (tests/subset.rs goes to n = 12): the Viterbi's subset has `k`
+    /// ones, its pairs are the products of its bits, and no exchange of a one with a zero scores
+    /// higher (complement included); all-equal scores give the ones at the lowest indices.
+    #[test]
+    fn no_exchange_improves_the_viterbi() {
+        let mut r = XorShift::new(3);
+        for (n, k) in [(60, 7), (60, 50), (41, 20)] {
+            let w = r.vec(2 * n - 1, -2.0, 2.0);
+            let mut z = vec![0.0; 2 * n - 1];
+            chain_argmax(&w, k, &mut z);
+            let (bits, pairs) = z.split_at(n);
+            assert_eq!(bits.iter().sum::<f64>(), k as f64, "n {n} k {k}");
+            for i in 0..n - 1 {
+                assert_eq!(pairs[i], bits[i] * bits[i + 1], "n {n} k {k} pair {i}");
+            }
+            let best = chain_score(&w, bits);
+            let mut other = bits.to_vec();
+            for (a, b) in (0..n).flat_map(|a| (0..n).map(move |b| (a, b))) {
+                if bits[a] == 1.0 && bits[b] == 0.0 {
+                    (other[a], other[b]) = (0.0, 1.0);
+                    let s = chain_score(&w, &other);
+                    assert!(s <= best + 1e-12, "n {n} k {k}: {a}↔{b} gives {s} > {best}");
+                    (other[a], other[b]) = (1.0, 0.0);
+                }
+            }
+        }
+        let mut z = vec![0.0; 9];
+        chain_argmax(&[0.0; 9], 2, &mut z);
+        assert_eq!(&z[..5], &[1.0, 1.0, 0.0, 0.0, 0.0]);
+    }
 
     /// Over many checkpoint blocks and at logits far beyond `exp`'s range: the unary marginals
     /// sum to `k`, and each pair's marginal is a joint probability of its two items

@@ -7,7 +7,8 @@ use crate::real::Real;
 ///
 /// Quickselect (`select_nth_unstable_by`, O(n) expected) finds the k-th largest value `t` in a
 /// copy of `w` held in `z`; then the entries `> t` and the first `k − #{w > t}` entries equal to
-/// `t` get a one. Allocates nothing. Assumes no NaN and `k ≤ n`; `k = 0` gives zeros.
+/// `t` get a one (when every entry equal to `t` is taken, that is `z_i = [w_i ≥ t]`, one
+/// branch-free pass). Allocates nothing. Assumes no NaN and `k ≤ n`; `k = 0` gives zeros.
 /// Panics if the lengths differ.
 pub fn top_k<F: Real>(w: &[F], k: usize, z: &mut [F]) {
     assert_eq!(w.len(), z.len(), "top_k: w and z differ in length");
@@ -18,7 +19,16 @@ pub fn top_k<F: Real>(w: &[F], k: usize, z: &mut [F]) {
     }
     z.copy_from_slice(w);
     let (_, &mut t, _) = z.select_nth_unstable_by(k - 1, |a, b| b.f64().total_cmp(&a.f64()));
-    let mut ties = k - w.iter().filter(|&&wi| wi > t).count();
+    let (above, equal) = w.iter().fold((0, 0), |(a, e), &wi| {
+        (a + usize::from(wi > t), e + usize::from(wi == t))
+    });
+    let mut ties = k - above;
+    if ties == equal {
+        for (zi, &wi) in z.iter_mut().zip(w) {
+            *zi = if wi >= t { F::one() } else { F::zero() };
+        }
+        return;
+    }
     for (zi, &wi) in z.iter_mut().zip(w) {
         let one = wi > t || (wi == t && ties > 0);
         if wi == t && ties > 0 {

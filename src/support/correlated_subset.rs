@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::subset::{sizes, small_sizes, K_PARAM};
 use super::{ArgError, Entry, Regularizer, Rule, SoftCall, SoftSolver, Structure, SIZE_PARAM};
 use crate::ir::{Hard, Soft};
-use crate::kernels::logspace::{dp_too_large, subset_dp_cells, MAX_DP_CELLS};
+use crate::kernels::dp::{dp_too_large, subset_dp_cells, MAX_DP_CELLS};
 
 pub const ENTRY: Entry = Entry {
     name: "correlated_subset",
