@@ -54,7 +54,7 @@ pub mod syntax;
 use std::fmt;
 use std::path::Path;
 
-pub use backend::{Choice as BackendChoice, Report, SolveError};
+pub use backend::{Choice as BackendChoice, Report, SolveError, Warning};
 pub use diagnostic::Diagnostic;
 pub use layer::{Forward, Layer, Noise, Options, RequestError};
 pub use plan::{Estimator, Mode, Plan};

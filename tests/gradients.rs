@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use common::{loss, max_abs, max_abs_diff, rules, scores_are_theta, Rng};
 use ndarray::ArrayD;
 use sst::support::{Entry, Regularizer, SoftSolver, SupportRef, REGISTRY};
-use sst::{Mode, Noise, Options};
+use sst::{Mode, Noise, Options, Warning};
 
 const SEEDS: usize = 20;
 const TEMPERATURES: [f64; 2] = [0.5, 1.5];
@@ -165,10 +165,9 @@ impl Draw<'_> {
             return Outcome::Kink;
         }
         let unconverged = |fwd: &sst::Forward<f64>| {
-            fwd.report
-                .warnings
-                .iter()
-                .any(|w| w.contains("did not converge"))
+            [Warning::SinkhornNotConverged, Warning::BisectionNotConverged]
+                .into_iter()
+                .any(|kind| fwd.report.has(kind))
         };
         let fwd = layers[0].1.try_forward(theta.view(), opts).unwrap();
         if unconverged(&fwd) {
@@ -186,7 +185,13 @@ impl Draw<'_> {
             // compared with the other rules.
             let own_map = unconverged(&fwd);
             let fd = match own_map {
-                true => central(l, theta, cot, opts, H),
+                true => {
+                    let own = central(l, theta, cot, opts, H);
+                    if max_abs_diff(&own, &central(l, theta, cot, opts, 2.0 * H)) > TOL {
+                        return Outcome::Kink;
+                    }
+                    own
+                }
                 false => fd.clone(),
             };
             let grad = l.try_backward(&fwd, cot.view()).unwrap();

@@ -353,6 +353,11 @@ impl Report {
         self.warnings.push(sentence);
     }
 
+    /// Whether a warning of `kind` was given.
+    pub fn has(&self, kind: Warning) -> bool {
+        self.kinds.contains(&kind)
+    }
+
     /// Merges another report into this one.
     pub fn merge(&mut self, other: Report) {
         for (k, v) in other.values {

@@ -13,6 +13,10 @@
 /// scales zero's mantissa, not the other operand's, and zero plus zero stays zero.
 pub(super) const ZERO_EXP: f64 = -1e300;
 
+/// The largest `|w|` that [`Ext::exp`] represents as it is; beyond, `e^{±1e200}` (`w` that
+/// large differs from its neighbours by far more than any DP can resolve).
+const EXP_ARG_LIMIT: f64 = 1e200;
+
 /// A nonnegative number `m · 2^e` (`m ∈ [1, 2)` and `e` an integer, or `m = 0`, `e = ZERO_EXP`)
 /// and its derivative `dm · 2^e` along the DP's direction.
 #[derive(Clone, Copy, Debug)]
@@ -36,13 +40,15 @@ impl Ext {
 
     /// `e^w` with derivative `e^w · dw`: `w = e·ln 2 + r`, `|r| ≤ ln2/2` (ln 2 split in two as
     /// in sst's `exp`, so `r` carries no more error than `w` itself), `m = e^r` normalised into
-    /// `[1, 2)`.
+    /// `[1, 2)`. Finite for any finite `w`: `w` is clamped to `±`[`EXP_ARG_LIMIT`] (exponents
+    /// stay far from [`ZERO_EXP`]), and `r` to `[−1, 1]`, a bound it leaves only where the
+    /// rounding of `|w| ≳ 2⁵²` exceeds `ln 2` (there every `r` is as right as `w`).
     pub(super) fn exp(w: f64, dw: f64) -> Ext {
         let c = &crate::math::EXP_F64;
+        let w = w.clamp(-EXP_ARG_LIMIT, EXP_ARG_LIMIT);
         let e = (w / std::f64::consts::LN_2).round();
-        let m = ((w - e * c.ln2_hi) - e * c.ln2_lo).exp();
-        let (m, e) = if m < 1.0 { (2.0 * m, e - 1.0) } else { (m, e) };
-        Ext { m, e, dm: m * dw }
+        let m = ((w - e * c.ln2_hi) - e * c.ln2_lo).clamp(-1.0, 1.0).exp();
+        normalised(m, e, m * dw)
     }
 }
 
@@ -83,8 +89,8 @@ pub(super) fn sum(a: Ext, b: Ext) -> Ext {
     add_scaled::<true>(a, Ext::ONE, b, Ext::ONE)
 }
 
-/// `(m, e, dm)` with `m ∈ [0, 8)` brought into `[1, 2)` (its own exponent moved into `e`);
-/// zero gets [`ZERO_EXP`].
+/// `(m, e, dm)` with `m` zero or a normal number below `2^1023` brought into `[1, 2)` (its own
+/// exponent moved into `e`); zero gets [`ZERO_EXP`].
 #[inline(always)]
 pub(super) fn normalised(m: f64, e: f64, dm: f64) -> Ext {
     let biased = m.to_bits() >> 52;
@@ -358,6 +364,8 @@ pub(super) struct Checkpointed<S> {
     checkpoints: Planes,
     /// The rows of the block last filled, from its checkpoint on.
     pub(super) block: Planes,
+    /// Which block `block` holds.
+    filled: Option<usize>,
     step: S,
 }
 
@@ -372,6 +380,7 @@ impl<S: Fn(usize, View, ViewMut)> Checkpointed<S> {
             width,
             checkpoints: Planes::zeros(blocks * width),
             block: Planes::zeros(c * width),
+            filled: None,
             step,
         };
         first(table.checkpoints.split(0..width).1);
@@ -391,10 +400,14 @@ impl<S: Fn(usize, View, ViewMut)> Checkpointed<S> {
     }
 
     /// Rows `b·c..` of block `b` (at most `c`, at most up to row `n`) into `block`, from its
-    /// checkpoint; returns how many.
+    /// checkpoint, unless it holds them already; returns how many.
     pub(super) fn fill(&mut self, b: usize) -> usize {
         let (width, first) = (self.width, b * self.c);
         let rows = self.c.min(self.n + 1 - first);
+        if self.filled == Some(b) {
+            return rows;
+        }
+        self.filled = Some(b);
         let (_, start) = self.block.split(0..width);
         start.copy_from(self.checkpoints.slice(b * width..(b + 1) * width));
         for r in 1..rows {
@@ -454,22 +467,22 @@ mod tests {
             va[0] = f64::NEG_INFINITY;
             let (da, db) = (r.vec(len, -1.0, 1.0), r.vec(len, -1.0, 1.0));
             let (a, b) = (row(&va, &da), row(&vb, &db));
-            let t = Ext::exp(3.25, 0.5);
+            let (s, t) = (Ext::exp(-2.5, -0.25), Ext::exp(3.25, 0.5));
             type Bits = (Vec<f64>, Vec<f64>, Vec<f64>, f64, f64);
             let mut first: Option<Bits> = None;
             for variant in Variant::all_available() {
                 let mut out = Planes::zeros(len);
                 let (_, o) = out.split(0..len);
-                row_step_tangents_on(variant, a.slice(0..len), Ext::ONE, b.slice(0..len), t, o);
+                row_step_tangents_on(variant, a.slice(0..len), s, b.slice(0..len), t, o);
                 for q in 0..len {
-                    // ln(e^{va} + e^{vb + 3.25}) and its derivative along (da, db, 0.5).
-                    let (x, y) = (va[q], vb[q] + 3.25);
+                    // ln(e^{va − 2.5} + e^{vb + 3.25}), derivative along (da, db, −0.25, 0.5).
+                    let (x, y) = (va[q] - 2.5, vb[q] + 3.25);
                     let hi = x.max(y);
                     let want = hi + ((x - hi).exp() + (y - hi).exp()).ln();
                     let got = out.slice(0..len).get(q);
                     assert!((ln(got) - want).abs() <= 1e-14 * want.abs().max(1.0), "{q}");
                     let (wx, wy) = ((x - want).exp(), (y - want).exp());
-                    let dwant = wx * da[q] + wy * (db[q] + 0.5);
+                    let dwant = wx * (da[q] - 0.25) + wy * (db[q] + 0.5);
                     assert!((got.dm / got.m - dwant).abs() <= 1e-12, "{q}");
                 }
                 let s = pair_sum_tangents_on(variant, a.slice(0..len), b.slice(0..len));
@@ -488,6 +501,22 @@ mod tests {
                     Some(f) => assert!(*f == bits, "{variant:?} differs"),
                 }
             }
+        }
+    }
+
+    /// `Ext::exp` is `e^w` to rounding where f64 resolves `w`, and a normalised, finite number
+    /// for every finite `w`, the largest included.
+    #[test]
+    fn exp_is_accurate_and_finite_for_every_finite_argument() {
+        for w in [-700.5, -1.0, 0.0, 0.3, 1e5, -1e8, 3e12] {
+            let x = Ext::exp(w, 2.0);
+            assert!((ln(x) - w).abs() <= 4.0 * f64::EPSILON * w.abs().max(1.0), "{w}");
+            assert_eq!(x.dm, 2.0 * x.m, "{w}");
+        }
+        for w in [1e17, -1e19, 1e200, -1e250, f64::MAX, f64::MIN] {
+            let x = Ext::exp(w, 1.0);
+            assert!((1.0..2.0).contains(&x.m) && x.e.is_finite(), "{w}: {x:?}");
+            assert!(x.e.abs() <= 1.5 * EXP_ARG_LIMIT, "{w}: {x:?}");
         }
     }
 }

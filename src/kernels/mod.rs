@@ -99,6 +99,38 @@ pub fn all_finite<F: Real>(xs: &[F]) -> bool {
         .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
 }
 
+/// Independent lanes of [`extent`]'s running minimum and maximum.
+const EXTENT_LANES: usize = 16;
+
+#[inline(always)]
+fn extent_body<F: Real>(x: &[F]) -> (f64, f64) {
+    let (mut lo, mut hi) = (
+        [f64::INFINITY; EXTENT_LANES],
+        [f64::NEG_INFINITY; EXTENT_LANES],
+    );
+    let mut chunks = x.chunks_exact(EXTENT_LANES);
+    for c in chunks.by_ref() {
+        for l in 0..EXTENT_LANES {
+            lo[l] = lo[l].min(c[l].f64());
+            hi[l] = hi[l].max(c[l].f64());
+        }
+    }
+    for (l, xi) in chunks.remainder().iter().enumerate() {
+        lo[l] = lo[l].min(xi.f64());
+        hi[l] = hi[l].max(xi.f64());
+    }
+    (
+        lo.iter().copied().fold(f64::INFINITY, f64::min),
+        hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+crate::simd::multiversion! {
+    /// `(min x, max x)` in f64 (`(∞, −∞)` for no entries), over sixteen lanes compiled for the
+    /// CPU's widest vectors.
+    pub(crate) fn extent<F: Real> / extent_on(x: &[F]) -> (f64, f64) = extent_body
+}
+
 /// `x` widened to f64, for the kernels that compute in f64 whatever the precision.
 pub fn widen<F: Real>(x: &[F]) -> Vec<f64> {
     x.iter().map(|xi| xi.f64()).collect()

@@ -6,11 +6,12 @@
 //! `α_i = −LSE_j(x_ij + β_j)`, `β_j = −LSE_i(x_ij + α_i)`. One iteration is a row and a column
 //! update; the output has exact column sums, and the iterations stop when the largest row
 //! residual `max_i |Σ_j P_ij − 1|` is at most `tol` (or after `iters` iterations; the residual is
-//! returned, never hidden). Where the spread of `x` is at most [`LINEAR_SPREAD`] the updates run
-//! in the linear domain, `a = 1 ⊘ K b`, `b = 1 ⊘ Kᵀ a` with `K = exp(x − max x)` (two
-//! matrix–vector products an iteration, no exponentials; [`Scaling`] says why nothing
-//! overflows); beyond it in log space, every log-sum-exp max-shifted so that any finite `x` gives
-//! finite duals. Both compute the same iterates up to rounding.
+//! returned, never hidden). A stage on `s·x` (below) whose spread `s·(max x − min x)` is at
+//! most [`LINEAR_SPREAD`] runs in the linear domain, `a = 1 ⊘ K b`, `b = 1 ⊘ Kᵀ a` with
+//! `K = exp(s·x − s·max x)` (two matrix–vector products an iteration, no exponentials;
+//! [`Scaling`] says why nothing overflows); a wider one in log space, every log-sum-exp
+//! max-shifted so that any finite `x` gives finite duals. Both compute the same iterates up to
+//! rounding.
 //!
 //! Low temperatures (a spread of `x` beyond [`SPREAD`]) are solved with ε-scaling (Schmitzer 2019,
 //! "Stabilized sparse scaling algorithms for entropy regularized transport problems"): stages on
@@ -23,8 +24,9 @@
 //! iteration for a 2×2 with log cross-ratio `Δ`: ten thousand iterations at `Δ = 15`). When the
 //! last stage stalls (the residual has not halved over [`STALL_WINDOW`] iterations and is above
 //! rounding) the solver, unless [`Settings::newton`] is off, switches to Newton's method on the
-//! dual with `α` eliminated (Cuturi & Peyré 2016, §4.1; Brauer et al. 2017): `f(β) = Σ_i LSE_j(x_ij + β_j) − Σ_j β_j`, convex, minimised at the same
-//! fixed point, with gradient `Pᵀ1 − 1` and Hessian `diag(Pᵀ1) − PᵀP` (rows of `P` exact), solved
+//! dual with `α` eliminated (Cuturi & Peyré 2016, §4.1; Brauer et al. 2017):
+//! `f(β) = Σ_i LSE_j(x_ij + β_j) − Σ_j β_j`, convex, minimised at the same fixed point, with
+//! gradient `Pᵀ1 − 1` and Hessian `diag(Pᵀ1) − PᵀP` (rows of `P` exact), solved
 //! by the conjugate gradients of the implicit backward and damped by an Armijo backtracking on
 //! `f`, so it never diverges. Each Newton iteration is a Newton step on `β` followed by a
 //! Sinkhorn iteration and counts as one of `iters`; an iteration that fails to halve the residual
@@ -40,7 +42,7 @@
 //! of the computed map is the implicit derivative (up to the residual), not that of the Sinkhorn
 //! iterations before it. All of it runs in f64.
 
-use crate::kernels::{add_narrowed, narrow, widen_padded};
+use crate::kernels::{add_narrowed, extent, narrow, widen_padded};
 use crate::math::exp_slice_f64;
 use crate::real::Real;
 
@@ -194,14 +196,6 @@ fn schedule(x: &[f64], iters: usize) -> (Vec<f64>, usize) {
     (scales, cap)
 }
 
-/// `(min x, max x)`.
-fn extent(x: &[f64]) -> (f64, f64) {
-    x.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        })
-}
-
 crate::simd::multiversion! {
     /// The iterations of [`sinkhorn`], recording each into `trace` when given, in the linear
     /// domain for the stages whose spread is at most `linear` ([`Domain::for_stage`]); compiled
@@ -311,14 +305,12 @@ impl Domain {
     /// `linear`, else the log domain.
     #[inline(always)]
     fn for_stage(x: &[f64], n: usize, scale: f64, linear: f64) -> Domain {
-        let (lo, hi) = extent(x);
-        if scale * (hi - lo) <= linear {
-            Domain::Linear(Scaling::new(x, n, scale))
-        } else {
-            Domain::Log {
+        match Scaling::for_stage(x, n, scale, linear) {
+            Some(scaling) => Domain::Linear(scaling),
+            None => Domain::Log {
                 scale,
                 work: vec![0.0; n * n],
-            }
+            },
         }
     }
 
@@ -377,8 +369,10 @@ impl Domain {
 /// Why nothing overflows: for a stage spread `Δ ≤ LINEAR_SPREAD`, `K ∈ [e^{−Δ}, 1]`; a column
 /// update leaves `max β − min β ≤ Δ` (`β_j − β_k ≤ max_i (x_ik − x_ij)·s`), and Sinkhorn's
 /// map `β ↦ B(A(β))` commutes with adding constants and is non-expansive in the max norm, so
-/// the iterates stay within `Δ` of a fixed point that is within `Δ` of the entering `β`:
-/// `b ∈ [e^{−2Δ}, e^{Δ}]`, `a ∈ [e^{−Δ}/n, e^{3Δ}]`, far inside f64 for `Δ ≤ 128`. Sums of
+/// the iterates stay within `Δ` of a fixed point that is within `Δ` of the entering `β`
+/// (itself in `[−Δ, 0]` in the gauge): `b ∈ [e^{−3Δ}, e^{2Δ}]`, and `a = 1 ⊘ K b` with
+/// `e^{−Δ} max b ≤ (K b)_i ≤ n max b` gives `a ∈ [e^{−2Δ}/n, e^{3Δ}]`, far inside f64 for
+/// `Δ ≤ 128`. Sums of
 /// positive terms are accurate to rounding relative to the sum, as the max-shifted
 /// log-sum-exp is; the two domains differ by rounding only (tested).
 struct Scaling {
@@ -396,6 +390,14 @@ struct Scaling {
 const LINEAR_SPREAD: f64 = 128.0;
 
 impl Scaling {
+    /// The linear domain of a stage of scale `s` whose spread `s·(max x − min x)` is at most
+    /// `linear`; `None` for a wider one.
+    #[inline(always)]
+    fn for_stage(x: &[f64], n: usize, scale: f64, linear: f64) -> Option<Scaling> {
+        let (lo, hi) = extent(x);
+        (scale * (hi - lo) <= linear).then(|| Scaling::new(x, n, scale))
+    }
+
     #[inline(always)]
     fn new(x: &[f64], n: usize, scale: f64) -> Scaling {
         let shift = scale * extent(x).1;
@@ -455,8 +457,16 @@ fn reciprocal_product(m: &[f64], v: &[f64], out: &mut [f64]) {
 #[inline(always)]
 fn transposed_product(m: &[f64], v: &[f64], out: &mut [f64]) {
     out.fill(0.0);
+    add_transposed_product(m, v, 1.0, out);
+}
+
+/// `out += c·Mᵀ v` for a row-major `n×n` matrix `m`, as a sum of rows `Σ_i (c v_i) M_i,·`
+/// (`c = ±1` exactly scales).
+#[inline(always)]
+fn add_transposed_product(m: &[f64], v: &[f64], c: f64, out: &mut [f64]) {
     for (row, &vi) in m.chunks_exact(out.len()).zip(v) {
-        out.iter_mut().zip(row).for_each(|(o, &mij)| *o += vi * mij);
+        let cv = c * vi;
+        out.iter_mut().zip(row).for_each(|(o, &mij)| *o += cv * mij);
     }
 }
 
@@ -605,7 +615,7 @@ pub fn sinkhorn_implicit_vjp(p: &[f64], n: usize, g: &[f64], grad_x: &mut [f64])
         }
     }
     let mut rhs = col_g;
-    mat_t_vec_sub(p, n, &row_g, &mut rhs);
+    add_transposed_product(p, &row_g, -1.0, &mut rhs);
     let ones = vec![1.0; n];
     let mu = conjugate_gradients(dense_operator(p, n, &ones), &ones, rhs, 1e-14, 4 * n + 50);
     let mut lambda = row_g;
@@ -624,15 +634,6 @@ pub fn sinkhorn_implicit_vjp(p: &[f64], n: usize, g: &[f64], grad_x: &mut [f64])
     }
 }
 
-/// `out −= Pᵀ y`.
-fn mat_t_vec_sub(p: &[f64], n: usize, y: &[f64], out: &mut [f64]) {
-    for (prow, &yi) in p.chunks_exact(n).zip(y) {
-        for (o, &pij) in out.iter_mut().zip(prow) {
-            *o -= pij * yi;
-        }
-    }
-}
-
 /// `v ↦ (diag(d) − PᵀP) v` for a dense row-major `P`: O(n²).
 fn dense_operator<'a>(p: &'a [f64], n: usize, d: &'a [f64]) -> impl Fn(&[f64], &mut [f64]) + 'a {
     move |v, out| {
@@ -640,7 +641,7 @@ fn dense_operator<'a>(p: &'a [f64], n: usize, d: &'a [f64]) -> impl Fn(&[f64], &
         out.iter_mut()
             .zip(v.iter().zip(d))
             .for_each(|(o, (vj, dj))| *o = dj * vj);
-        mat_t_vec_sub(p, n, &pv, out);
+        add_transposed_product(p, &pv, -1.0, out);
     }
 }
 
@@ -810,25 +811,25 @@ fn unrolled_vjp_body(
         }
     }
     let zeros = vec![0.0; n];
-    let mut stage: Option<(f64, Domain)> = None;
+    let mut stage: Option<(f64, Option<Scaling>)> = None;
     // The linear stages' `Σ_k u_k v_kᵀ` (see `Scaling::step_back`), flushed at a stage's start.
     let mut outer = vec![0.0; n * n];
     for (k, step) in steps.iter().enumerate().rev() {
         if stage.as_ref().is_none_or(|(scale, _)| *scale != step.scale) {
-            if let Some((scale, Domain::Linear(scaling))) = &stage {
+            if let Some((scale, Some(scaling))) = &stage {
                 scaling.flush(*scale, &mut outer, grad_x);
             }
-            stage = Some((step.scale, Domain::for_stage(x, n, step.scale, linear)));
+            stage = Some((step.scale, Scaling::for_stage(x, n, step.scale, linear)));
         }
         let beta_prev = if k == 0 { &zeros } else { &steps[k - 1].beta };
         let Some((_, domain)) = &stage else {
             unreachable!("set above")
         };
         match domain {
-            Domain::Linear(scaling) => {
+            Some(scaling) => {
                 scaling.step_back(step, beta_prev, &mut alpha_bar, &mut beta_bar, &mut outer)
             }
-            Domain::Log { .. } => log_step_back(
+            None => log_step_back(
                 x,
                 step,
                 beta_prev,
@@ -839,7 +840,7 @@ fn unrolled_vjp_body(
             ),
         }
     }
-    if let Some((scale, Domain::Linear(scaling))) = &stage {
+    if let Some((scale, Some(scaling))) = &stage {
         scaling.flush(*scale, &mut outer, grad_x);
     }
 }
@@ -898,11 +899,11 @@ impl Scaling {
     }
 
     /// One iteration of the unrolled backward in the linear domain: with `Q = diag(a) K
-    /// diag(b)` (the iteration's output duals) and `R = diag(a) K diag(b')` (`b'` from the
-    /// incoming `ρ β_{k−1}`), the log-domain step's products become
-    /// `ᾱ −= a ⊙ K (b ⊙ β̄)`, `β̄ ← −ρ b' ⊙ Kᵀ (a ⊙ ᾱ)`, and its `x̄` updates the rank-one terms
-    /// `a (b ⊙ β̄)ᵀ + (a ⊙ ᾱ) b'ᵀ`, summed into `outer` and multiplied by `−s K` once per stage
-    /// ([`Scaling::flush`]). `a` and `a'` differ: each pair is scaled by its own gauge.
+    /// diag(b)` (the iteration's output duals `(α_k, β_k)`) and `R = diag(a′) K diag(b′)` (the
+    /// pair `(α_k, ρ β_{k−1})` it read), the log-domain step's products become
+    /// `ᾱ −= a ⊙ K (b ⊙ β̄)`, `β̄ ← −ρ b′ ⊙ Kᵀ (a′ ⊙ ᾱ)`, and its `x̄` the rank-one terms
+    /// `a (b ⊙ β̄)ᵀ + (a′ ⊙ ᾱ) b′ᵀ`, summed into `outer` and multiplied by `−s K` once per
+    /// stage ([`Scaling::flush`]). `a` and `a′` differ: each pair is scaled by its own gauge.
     #[inline(always)]
     fn step_back(
         &self,

@@ -4,6 +4,7 @@
 //! - binary entropy `f = Σ z log z + (1 − z) log(1 − z)`: `h = sigmoid`;
 //! - entropy `f = Σ z log z`: `h(t) = min(1, exp(t))` (the `−1` of `∂f` is absorbed in `τ`).
 
+use super::extent;
 use crate::math::{exp_f64, exp_slice_f64};
 use crate::real::Real;
 use crate::simd::multiversion;
@@ -92,13 +93,14 @@ impl Link {
 
 const LANES: usize = 16;
 
-/// `(Σ_i u_i, Σ_i v_i)` for `(u_i, v_i) = eval(a_i, b_i)` (over the shorter of `a`, `b`: one
-/// slice given twice where the terms read one), element `i` summed in lane `i mod 16`
+/// `(Σ_i u_i, Σ_i v_i)` for `(u_i, v_i) = eval(a_i, b_i)` (`a`, `b` of one length: one slice
+/// given twice where the terms read one), element `i` summed in lane `i mod 16`
 /// (the same bits on every CPU variant). Evaluated a block at a time into buffers, then summed:
 /// a plain map is what the compiler vectorizes whatever `eval` holds (a division, a branch).
 #[inline(always)]
 fn lane_sums<A: Copy, B: Copy>(a: &[A], b: &[B], eval: impl Fn(A, B) -> (f64, f64)) -> (f64, f64) {
     const BLOCK: usize = 16 * LANES;
+    assert_eq!(a.len(), b.len(), "lane_sums: a and b differ in length");
     let (mut s, mut d) = ([0.0; LANES], [0.0; LANES]);
     let (mut hs, mut ds) = ([0.0; BLOCK], [0.0; BLOCK]);
     for (a, b) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
@@ -176,32 +178,6 @@ fn outputs_body<F: Real>(
 multiversion! {
     /// [`outputs_body`] compiled for the CPU's widest vectors.
     fn outputs<F: Real> / outputs_on(link: Link, x: &[F], cache: Option<&[f64]>, m: f64, tau: f64, z: &mut [F]) = outputs_body
-}
-
-/// `(min x, max x)` in f64, over sixteen lanes.
-#[inline(always)]
-fn extent_body<F: Real>(x: &[F]) -> (f64, f64) {
-    let (mut lo, mut hi) = ([f64::INFINITY; LANES], [f64::NEG_INFINITY; LANES]);
-    let mut chunks = x.chunks_exact(LANES);
-    for c in chunks.by_ref() {
-        for l in 0..LANES {
-            lo[l] = lo[l].min(c[l].f64());
-            hi[l] = hi[l].max(c[l].f64());
-        }
-    }
-    for (l, xi) in chunks.remainder().iter().enumerate() {
-        lo[l] = lo[l].min(xi.f64());
-        hi[l] = hi[l].max(xi.f64());
-    }
-    (
-        lo.iter().copied().fold(f64::INFINITY, f64::min),
-        hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    )
-}
-
-multiversion! {
-    /// [`extent_body`] compiled for the CPU's widest vectors.
-    fn extent<F: Real> / extent_on(x: &[F]) -> (f64, f64) = extent_body
 }
 
 /// The largest spread `max x − min x` solved on the cache `E = exp(x − max x)`: every `E_i`
@@ -282,10 +258,6 @@ fn solve_from<F: Real>(
     z: &mut [F],
 ) -> Solved {
     let (n, kf) = (x.len(), k as f64);
-    let residual = |tau: f64| -> (f64, f64) {
-        let (s, slope) = sums(link, x, cache, m, tau);
-        (s - kf, slope)
-    };
     let (mut lo, mut hi) = link.bracket(min - m, 0.0, n as f64, kf);
     let (mut dx_old, mut dx) = (hi - lo, hi - lo);
     let mut tau = lo + 0.5 * (hi - lo);
@@ -300,7 +272,8 @@ fn solve_from<F: Real>(
         converged: false,
     };
     while solved.iterations < MAX_ITERS {
-        let (r, slope) = residual(tau);
+        let (sum, slope) = sums(link, x, cache, m, tau);
+        let r = sum - kf;
         solved = Solved {
             tau,
             iterations: solved.iterations + 1,
@@ -317,7 +290,6 @@ fn solve_from<F: Real>(
         }
         // Newton on `ln Σ h − ln k` (the same root and bracket): exact in one step where
         // `Σ h ≈ e^{−τ}·Σ eˣ` (few entries active), Newton's on `Σ h − k` near the root.
-        let sum = r + kf;
         let step = (sum / kf).ln() * sum / slope;
         let newton = tau + step;
         let use_newton = slope > 0.0 && newton > lo && newton < hi && 2.0 * step.abs() <= dx_old;
