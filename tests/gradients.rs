@@ -165,9 +165,12 @@ impl Draw<'_> {
             return Outcome::Kink;
         }
         let unconverged = |fwd: &sst::Forward<f64>| {
-            [Warning::SinkhornNotConverged, Warning::BisectionNotConverged]
-                .into_iter()
-                .any(|kind| fwd.report.has(kind))
+            [
+                Warning::SinkhornNotConverged,
+                Warning::BisectionNotConverged,
+            ]
+            .into_iter()
+            .any(|kind| fwd.report.has(kind))
         };
         let fwd = layers[0].1.try_forward(theta.view(), opts).unwrap();
         if unconverged(&fwd) {

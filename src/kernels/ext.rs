@@ -510,7 +510,10 @@ mod tests {
     fn exp_is_accurate_and_finite_for_every_finite_argument() {
         for w in [-700.5, -1.0, 0.0, 0.3, 1e5, -1e8, 3e12] {
             let x = Ext::exp(w, 2.0);
-            assert!((ln(x) - w).abs() <= 4.0 * f64::EPSILON * w.abs().max(1.0), "{w}");
+            assert!(
+                (ln(x) - w).abs() <= 4.0 * f64::EPSILON * w.abs().max(1.0),
+                "{w}"
+            );
             assert_eq!(x.dm, 2.0 * x.m, "{w}");
         }
         for w in [1e17, -1e19, 1e200, -1e250, f64::MAX, f64::MIN] {
