@@ -391,8 +391,8 @@ impl Layer {
             score_lens: lens.as_deref(),
             stride: l,
         };
-        let mut w = zeroed(buffers.w, count * l);
-        let mut z = zeroed(buffers.z, count * m);
+        let mut w = to_overwrite(buffers.w, count * l);
+        let mut z = to_overwrite(buffers.z, count * m);
         let mut solution = zeroed(buffers.solution, if mapped { count * l } else { 0 });
         let s_width = if mapped { l } else { 0 };
         let mut kept = zeroed(buffers.kept, count * kept_width);
@@ -862,6 +862,16 @@ impl<A: ByRows, const N: usize> ByRows for [A; N] {
 }
 
 /// `buffer` emptied and refilled with `len` zeros (its memory kept when it is large enough).
+/// `buffer` as `len` numbers that the backend overwrites: its old contents are kept where it is
+/// long enough, zeros where it grows (no pass over memory that is written anyway). Every backend
+/// writes every entry of a forward pass's `w` and `z` (tests/reliability.rs hands back spares
+/// filled with NaN).
+fn to_overwrite<F: Real>(mut buffer: Vec<F>, len: usize) -> Vec<F> {
+    buffer.truncate(len);
+    buffer.resize(len, F::zero());
+    buffer
+}
+
 fn zeroed<F: Real>(mut buffer: Vec<F>, len: usize) -> Vec<F> {
     buffer.clear();
     buffer.resize(len, F::zero());

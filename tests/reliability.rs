@@ -9,7 +9,7 @@ use common::{layer, softmax, Rng};
 use ndarray::{array, ArrayD, IxDyn};
 use serde_json::{json, Value};
 use sst::support::REGISTRY;
-use sst::{Mode, Noise, Options};
+use sst::{BackendChoice, Mode, Noise, Options};
 
 // WORK AND MEMORY
 
@@ -570,12 +570,13 @@ fn sinkhorn_converges_at_low_temperature() {
 
 /// A training loop hands back last step's forward pass and gradient: `try_forward_reusing` and
 /// `try_backward_reusing` give, bit for bit, the numbers of fresh calls, whatever the shape,
-/// layer and mode the reused memory came from (larger, smaller, another support), for every
-/// support, hard and soft, with a samples axis.
+/// layer and mode the reused memory came from (larger, smaller, another support; its `w` and `z`
+/// filled with NaN), for every support, hard and soft, on the default and the reference backend,
+/// with a samples axis.
 #[test]
 fn reusing_memory_changes_no_number() {
     let mut rng = Rng(0x2E05);
-    let mut spare_fwd = None;
+    let mut spare_fwd: Option<sst::Forward<f64>> = None;
     let mut spare_grad = ArrayD::<f64>::zeros(IxDyn(&[0]));
     for entry in REGISTRY {
         for seed in 0..2 {
@@ -587,12 +588,23 @@ fn reusing_memory_changes_no_number() {
             let shape = [vec![1 + seed as usize * 3], support.shape()].concat();
             let theta = rng.array(&shape, -2.0, 2.0);
             let cot = rng.array(&[vec![2], shape.clone()].concat(), -1.0, 1.0);
-            for mode in [Mode::Hard, Mode::Soft] {
-                let opts = Options::default().seed(seed).samples(2).mode(mode);
+            let modes = [Mode::Hard, Mode::Soft];
+            let backends = [BackendChoice::Auto, BackendChoice::Reference];
+            for (mode, backend) in modes.into_iter().flat_map(|m| backends.map(|b| (m, b))) {
+                let opts = Options::default()
+                    .seed(seed)
+                    .samples(2)
+                    .mode(mode)
+                    .backend(backend);
                 let fresh = l.try_forward(theta.view(), &opts).unwrap();
                 let fresh_grad = l.try_backward(&fresh, cot.view()).unwrap();
                 let reused = match spare_fwd.take() {
-                    Some(spare) => l.try_forward_reusing(theta.view(), &opts, spare).unwrap(),
+                    Some(mut spare) => {
+                        // What a backend does not overwrite would show as NaN.
+                        spare.w.fill(f64::NAN);
+                        spare.z.fill(f64::NAN);
+                        l.try_forward_reusing(theta.view(), &opts, spare).unwrap()
+                    }
                     None => l.try_forward(theta.view(), &opts).unwrap(),
                 };
                 let grad = l
