@@ -861,7 +861,6 @@ impl<A: ByRows, const N: usize> ByRows for [A; N] {
     }
 }
 
-/// `buffer` emptied and refilled with `len` zeros (its memory kept when it is large enough).
 /// `buffer` as `len` numbers that the backend overwrites: its old contents are kept where it is
 /// long enough, zeros where it grows (no pass over memory that is written anyway). Every backend
 /// writes every entry of a forward pass's `w` and `z` (tests/reliability.rs hands back spares
@@ -872,6 +871,7 @@ fn to_overwrite<F: Real>(mut buffer: Vec<F>, len: usize) -> Vec<F> {
     buffer
 }
 
+/// `buffer` emptied and refilled with `len` zeros (its memory kept when it is large enough).
 fn zeroed<F: Real>(mut buffer: Vec<F>, len: usize) -> Vec<F> {
     buffer.clear();
     buffer.resize(len, F::zero());
