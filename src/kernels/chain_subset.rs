@@ -171,8 +171,9 @@ pub fn chain_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]
 /// `α[i+1][j][1] = e^{u_i} α[i][j−1][0] + e^{u_i + p_{i−1}} α[i][j−1][1]` (kept at checkpoints,
 /// [`Checkpointed`]; a row holds `b = 0` then `b = 1`); `β[j][b]` (rolled backwards, stored
 /// reversed: `rb[q] = β[k − q]`, so that the sums pair aligned entries): the sum over the items
-/// `> i` with `j` ones after a bit `b` at item `i`, the pair `(i, i+1)` included, `β_i[j][b] = β_{i+1}[j][0] +
-/// e^{u_i + b·p_{i−1}} β_{i+1}[j−1][1]`. Then `P(z_i = 1) ∝ Σ_j α[i+1][j][1] β_{i+1}[k−j][1]` and
+/// `> i` with `j` ones after a bit `b` at item `i`, the pair `(i, i+1)` included,
+/// `β_i[j][b] = β_{i+1}[j][0] + e^{u_i + b·p_{i−1}} β_{i+1}[j−1][1]`. Then
+/// `P(z_i = 1) ∝ Σ_j α[i+1][j][1] β_{i+1}[k−j][1]` and
 /// `P(z_i z_{i+1} = 1) ∝ Σ_j α[i+1][j][1] e^{u_{i+1} + p_i} β_{i+2}[k−j−1][1]`, each over the
 /// partition function `Σ_b α[n][k][b]`. `T`: whether derivatives (along `dw`) are carried. Calls
 /// `out(index in z, μ, μ̇)`.

@@ -395,12 +395,13 @@ impl Scaling {
     #[inline(always)]
     fn for_stage(x: &[f64], n: usize, scale: f64, linear: f64) -> Option<Scaling> {
         let (lo, hi) = extent(x);
-        (scale * (hi - lo) <= linear).then(|| Scaling::new(x, n, scale))
+        (scale * (hi - lo) <= linear).then(|| Scaling::new(x, n, scale, hi))
     }
 
+    /// The stage of scale `s` on `x` whose largest entry is `max`.
     #[inline(always)]
-    fn new(x: &[f64], n: usize, scale: f64) -> Scaling {
-        let shift = scale * extent(x).1;
+    fn new(x: &[f64], n: usize, scale: f64, max: f64) -> Scaling {
+        let shift = scale * max;
         let mut kernel: Vec<f64> = x.iter().map(|&xij| scale * xij - shift).collect();
         exp_slice_f64(&mut kernel);
         let mut kernel_t = vec![0.0; n * n];
