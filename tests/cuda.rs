@@ -7,6 +7,9 @@
 //! - the generated prelude (Philox, the uniforms' layout, `ln`, `exp`, the Gumbel and logistic
 //!   transforms), compiled as C by the host's compiler without contraction, gives the Rust
 //!   noise bit for bit: the same IEEE operations the GPU runs under `--fmad=false`;
+//! - every kind of generated kernel, compiled by the host's C++ compiler after an emulation of
+//!   the CUDA it uses (`tests/cuda_host/emulation.hpp`: a thread per CUDA thread, barriers for
+//!   `__syncthreads` and the warp shuffles), computes what the reference backend does;
 //! - `--backend cuda` on a machine without a driver is one line and exit 2.
 //!
 //! With a GPU (`cargo test --release --features cuda --test cuda -- --ignored`, DEVELOPERS'
@@ -22,7 +25,7 @@ use common::cli::{code, run, text, TempDir};
 use common::Rng;
 use ndarray::ArrayD;
 use sst::backend::cuda::{self, codegen};
-use sst::backend::fused::Kernel;
+use sst::backend::fused::{Kernel, Pass, Precision, Solve};
 use sst::noise::{block_and_slot, gumbel, logistic, uniform, NoiseKey};
 use sst::support::{SupportRef, REGISTRY};
 use sst::{BackendChoice, Mode, Options, Real};
@@ -310,4 +313,317 @@ fn on_a_gpu_the_device_agrees_with_the_reference_on_every_accepted_plan() {
     }
     assert!(checked >= 10, "{checked}");
     eprintln!("{checked} plans agree on {device}");
+}
+
+/// The forward and backward drivers' `main`: arguments `input output rows start batch seed
+/// temperature` (forward: the input holds θ's batch rows, the output `w`, `z`, the bad row) or
+/// `input output rows start batch per_sample temperature` (backward: the input holds `w`, the
+/// solution, the cotangent and the gradient; the output the gradient and the bad row).
+const FORWARD_MAIN: &str = r#"
+int main(int argc, char** argv) {
+    if (argc != 8) return 2;
+    u64 rows = strtoull(argv[3], 0, 10), start = strtoull(argv[4], 0, 10);
+    u64 batch = strtoull(argv[5], 0, 10), seed = strtoull(argv[6], 0, 10);
+    double temperature = strtod(argv[7], 0);
+    FILE* in = fopen(argv[1], "rb");
+    std::vector<real> theta = sst_read<real>(in, batch * SST_N), w(rows * SST_N), z(rows * SST_N);
+    std::vector<u64> bad(1, ~0ull);
+    sst_launch(rows, THREADS, [&] {
+        sst_kernel(theta.data(), w.data(), z.data(), start, batch, seed, temperature, bad.data());
+    });
+    FILE* out = fopen(argv[2], "wb");
+    sst_write(out, w); sst_write(out, z); sst_write(out, bad);
+    return fclose(out);
+}
+"#;
+const BACKWARD_MAIN: &str = r#"
+int main(int argc, char** argv) {
+    if (argc != 8) return 2;
+    u64 rows = strtoull(argv[3], 0, 10), start = strtoull(argv[4], 0, 10);
+    u64 batch = strtoull(argv[5], 0, 10);
+    int per_sample = atoi(argv[6]);
+    double temperature = strtod(argv[7], 0);
+    FILE* in = fopen(argv[1], "rb");
+    std::vector<real> w = sst_read<real>(in, rows * SST_N), s = sst_read<real>(in, rows * SST_N);
+    std::vector<real> g = sst_read<real>(in, (per_sample ? rows : batch) * SST_N);
+    std::vector<real> grad = sst_read<real>(in, rows * SST_N);
+    std::vector<u64> bad(1, ~0ull);
+    sst_launch(rows, THREADS, [&] {
+        sst_kernel(w.data(), s.data(), g.data(), grad.data(), start, batch, per_sample,
+                   temperature, bad.data());
+    });
+    FILE* out = fopen(argv[2], "wb");
+    sst_write(out, grad); sst_write(out, bad);
+    return fclose(out);
+}
+"#;
+
+/// A generated kernel compiled for the host ([`tests/cuda_host/emulation.hpp`] before it, a
+/// driver after it) by the host's C++ compiler, without contraction as NVRTC runs it.
+struct Emulated {
+    exe: std::path::PathBuf,
+    kernel: Kernel,
+}
+
+/// Starts compiling `kernel` in `dir` as `name`; [`Emulated::ready`] waits for it.
+fn emulate(dir: &TempDir, name: &str, kernel: Kernel) -> (Emulated, std::process::Child) {
+    let main = match kernel.pass {
+        Pass::Forward { .. } => FORWARD_MAIN,
+        Pass::Backward { .. } => BACKWARD_MAIN,
+    };
+    let source = format!(
+        "{}#define THREADS {}\n{}{main}",
+        include_str!("cuda_host/emulation.hpp"),
+        codegen::THREADS,
+        codegen::source(&kernel)
+    );
+    let file = dir.write(&format!("{name}.cpp"), &source);
+    let exe = file.with_extension("exe");
+    let child = Command::new("c++")
+        .args([
+            "-std=c++20",
+            "-O1",
+            "-pthread",
+            "-ffp-contract=off",
+            "-fno-fast-math",
+        ])
+        .args(["-Wno-unused-result", "-o"])
+        .arg(&exe)
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the host's C++ compiler `c++` (g++ ≥ 11 or clang ≥ 14: <barrier>)");
+    (Emulated { exe, kernel }, child)
+}
+
+/// Values of `F` as the kernel's bytes, and back.
+fn to_bytes<F: Real>(values: &[F]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        match F::NAME {
+            "f32" => out.extend((v.f64() as f32).to_le_bytes()),
+            _ => out.extend(v.f64().to_le_bytes()),
+        }
+    }
+    out
+}
+fn from_bytes<F: Real>(bytes: &[u8]) -> Vec<F> {
+    let size = std::mem::size_of::<F>();
+    bytes
+        .chunks(size)
+        .map(|c| match size {
+            4 => F::of(f32::from_le_bytes(c.try_into().unwrap()) as f64),
+            _ => F::of(f64::from_le_bytes(c.try_into().unwrap())),
+        })
+        .collect()
+}
+
+impl Emulated {
+    /// Runs the driver on `input` with `args`; the output's values and the bad row.
+    fn run<F: Real>(&self, dir: &TempDir, input: &[F], args: &[String]) -> (Vec<F>, Option<u64>) {
+        let input_path = dir.0.join("input.bin");
+        let output_path = dir.0.join("output.bin");
+        std::fs::write(&input_path, to_bytes(input)).unwrap();
+        // A kernel whose threads miss each other at a barrier hangs: 60 s is far beyond a run.
+        let status = Command::new("timeout")
+            .arg("60")
+            .arg(&self.exe)
+            .arg(&input_path)
+            .arg(&output_path)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{:?}: {status}", self.kernel);
+        let bytes = std::fs::read(&output_path).unwrap();
+        let (values, bad) = bytes.split_at(bytes.len() - 8);
+        let bad = u64::from_le_bytes(bad.try_into().unwrap());
+        (from_bytes(values), (bad != u64::MAX).then_some(bad))
+    }
+
+    /// `w`, `z` and the bad row of rows `start..start + rows` for θ's `batch` rows.
+    fn forward<F: Real>(
+        &self,
+        dir: &TempDir,
+        theta: &[F],
+        (rows, start, batch): (usize, usize, usize),
+        seed: u64,
+        temperature: f64,
+    ) -> (Vec<F>, Vec<F>, Option<u64>) {
+        let args = [rows, start, batch, seed as usize].map(|x| x.to_string());
+        let mut args = args.to_vec();
+        args.push(format!("{temperature:e}"));
+        let (mut wz, bad) = self.run(dir, theta, &args);
+        let z = wz.split_off(rows * self.kernel.n);
+        (wz, z, bad)
+    }
+}
+
+/// Every kind of kernel the backend generates (precision × pass, the kinds the NVRTC test
+/// counts), at a row length of the registry's instances and at 1999 (more elements than
+/// threads, more Philox blocks than threads, a partial last group), run on the host by the
+/// emulation and held to the reference backend through the layer API: the same `w` bits and
+/// hard samples, soft outputs and gradients to rounding (sums in another order), on every row,
+/// on a range that starts at the second sample, with one cotangent per batch row and one per
+/// sample; and a row whose `w/T` overflows is the one reported.
+#[test]
+fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does() {
+    let long = [
+        "layer l: categorical(1999) { temperature: 0.7 }",
+        "layer l: bernoulli(1999) { temperature: 0.7 }",
+        "layer l: bernoulli(1999) { regularizer: euclidean; temperature: 0.7 }",
+    ];
+    let mut layers = layers();
+    for spec in long {
+        for spec in [spec.to_string(), spec.replacen("{ ", "{ noise: none; ", 1)] {
+            let layer = sst::compile(&spec).unwrap().layer("l").clone();
+            layers.push((spec, layer));
+        }
+    }
+    let dir = TempDir::new();
+    // The first layer of each kind at each of the two lengths, and its kernels.
+    let mut seen = BTreeSet::new();
+    let mut chosen: Vec<(String, sst::Layer, Kernel)> = Vec::new();
+    for (spec, layer) in layers {
+        for kernels in [
+            cuda::kernels::<f32>(&layer.plan().program),
+            cuda::kernels::<f64>(&layer.plan().program),
+        ] {
+            for kernel in kernels.into_iter().flatten() {
+                let kind = format!(
+                    "{:?} {:?} {}",
+                    kernel.precision,
+                    kernel.pass,
+                    kernel.n > 1000
+                );
+                if seen.insert(kind) {
+                    chosen.push((spec.clone(), layer.clone(), kernel));
+                }
+            }
+        }
+    }
+    assert_eq!(chosen.len(), 2 * 32, "{seen:#?}");
+    // Compiled four at a time.
+    let mut emulated = Vec::new();
+    for (g, group) in chosen.chunks(4).enumerate() {
+        let started: Vec<_> = group
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, k))| emulate(&dir, &format!("kernel{}", 4 * g + i), *k))
+            .collect();
+        for (e, child) in started {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{:?}: {}",
+                e.kernel,
+                text(&out.stderr)
+            );
+            emulated.push(e);
+        }
+    }
+    let mut rng = Rng(23);
+    for ((spec, layer, _), e) in chosen.iter().zip(&emulated) {
+        match e.kernel.precision {
+            Precision::F32 => host_agrees::<f32>(&dir, layer, spec, e, &mut rng, 1e-5),
+            Precision::F64 => host_agrees::<f64>(&dir, layer, spec, e, &mut rng, 1e-13),
+        }
+    }
+}
+
+fn flat<F: Real>(a: &ArrayD<F>) -> Vec<F> {
+    a.iter().copied().collect()
+}
+
+/// One emulated kernel against the reference backend: batch 3, 2 samples.
+fn host_agrees<F: Real>(
+    dir: &TempDir,
+    layer: &sst::Layer,
+    spec: &str,
+    e: &Emulated,
+    rng: &mut Rng,
+    tol: f64,
+) {
+    let (n, batch, samples) = (e.kernel.n, 3, 2);
+    let rows = batch * samples;
+    let mut dims = vec![batch];
+    dims.extend(layer.plan().support.shape());
+    let theta = rng.array(&dims, -3.0, 3.0).mapv(F::of);
+    let mode = match e.kernel.pass {
+        Pass::Forward {
+            solve: Solve::Soft(_),
+            ..
+        }
+        | Pass::Backward {
+            recompute: false, ..
+        } => Mode::Soft,
+        _ => Mode::Hard,
+    };
+    let opts = Options::default()
+        .seed(9)
+        .mode(mode)
+        .samples(samples)
+        .backend(BackendChoice::Reference);
+    let cpu = layer.try_forward(theta.view(), &opts).unwrap();
+    let close = |a: &[F], b: &[F], what: &str| {
+        let scale = b.iter().fold(1.0f64, |m, x| m.max(x.f64().abs()));
+        let err = a
+            .iter()
+            .zip(b)
+            .fold(0.0f64, |m, (x, y)| m.max((x.f64() - y.f64()).abs()));
+        assert!(
+            err <= tol * scale,
+            "{spec} {:?}: {what} off by {err:e}",
+            e.kernel
+        );
+    };
+    let (w, z) = (flat(&cpu.w), flat(&cpu.z));
+    match e.kernel.pass {
+        Pass::Forward { solve, .. } => {
+            let theta = flat(&theta);
+            let (ew, ez, bad) = e.forward(dir, &theta, (rows, 0, batch), 9, cpu.temperature);
+            assert_eq!(ew, w, "{spec} {:?}: w", e.kernel);
+            assert_eq!(bad, None);
+            match solve {
+                Solve::Soft(_) => close(&ez, &z, "z"),
+                _ => assert_eq!(ez, z, "{spec} {:?}: hard z", e.kernel),
+            }
+            // The rows of the second sample alone.
+            let (lw, lz, _) = e.forward(dir, &theta, (batch, batch, batch), 9, cpu.temperature);
+            assert_eq!((&lw[..], &lz[..]), (&ew[batch * n..], &ez[batch * n..]));
+            // An entry whose w/T overflows, in batch row 1: rows 1 and 4 are bad, 1 is named.
+            if let Solve::Soft(_) = solve {
+                let mut huge = theta.clone();
+                huge[n + n / 2] = F::max_value() / F::of(2.0);
+                let (_, _, bad) = e.forward(dir, &huge, (rows, 0, batch), 9, 0.25);
+                assert_eq!(bad, Some(1), "{spec} {:?}", e.kernel);
+            }
+        }
+        Pass::Backward { .. } => {
+            let mut cdims = vec![samples];
+            cdims.extend(&dims);
+            for per_sample in [false, true] {
+                let cot_dims = if per_sample { &cdims[..] } else { &dims[..] };
+                let cot = rng.array(cot_dims, -1.0, 1.0).mapv(F::of);
+                let want = flat(&layer.try_backward(&cpu, cot.view()).unwrap());
+                let mut input = w.clone();
+                input.extend(&z);
+                input.extend(flat(&cot));
+                input.extend(vec![F::zero(); rows * n]);
+                let args = [rows, 0, batch, usize::from(per_sample)].map(|x| x.to_string());
+                let mut args = args.to_vec();
+                args.push(format!("{:e}", cpu.temperature));
+                let (grad, bad) = e.run::<F>(dir, &input, &args);
+                assert_eq!(bad, None);
+                close(
+                    &grad,
+                    &want,
+                    if per_sample {
+                        "gradient (per sample)"
+                    } else {
+                        "gradient"
+                    },
+                );
+            }
+        }
+    }
 }
