@@ -96,13 +96,13 @@ fn every_generated_kernel_compiles_to_cubin_for_sm_80_and_sm_90() {
         "{accepted} plans accepted, {refused} refused"
     );
     // Every kind of kernel is among them, in both precisions: forward with Gumbel noise
-    // (argmax, softmax), logistic noise (positive, sigmoid, clip) and none (all five); backward
-    // of softmax, sigmoid and clip, from the saved solution or re-solved.
+    // (argmax, softmax, sparsemax), logistic noise (positive, sigmoid, clip) and none (all six);
+    // backward of softmax, sigmoid, clip and sparsemax, from the saved solution or re-solved.
     let kinds: BTreeSet<String> = kernels
         .iter()
         .map(|k| format!("{:?} {:?}", k.precision, k.pass))
         .collect();
-    assert_eq!(kinds.len(), 2 * (2 + 3 + 5 + 3 * 2), "{kinds:#?}");
+    assert_eq!(kinds.len(), 2 * (3 + 3 + 6 + 4 * 2), "{kinds:#?}");
     for kernel in &kernels {
         let source = codegen::source(kernel);
         for arch in ["sm_80", "sm_90"] {
@@ -358,41 +358,59 @@ int main(int argc, char** argv) {
 }
 "#;
 
-/// A generated kernel compiled for the host ([`tests/cuda_host/emulation.hpp`] before it, a
-/// driver after it) by the host's C++ compiler, without contraction as NVRTC runs it.
+/// A generated kernel compiled for the host (`#include "emulation.hpp"` before it, a driver
+/// after it) by the host's C++ compiler, without contraction as NVRTC runs it.
 struct Emulated {
     exe: std::path::PathBuf,
     kernel: Kernel,
 }
 
-/// Starts compiling `kernel` in `dir` as `name`; [`Emulated::ready`] waits for it.
+/// The host C++ compiler with the emulation's flags (a precompiled header needs the same).
+fn cxx() -> Command {
+    let mut c = Command::new("c++");
+    c.args([
+        "-std=c++20",
+        "-O1",
+        "-pthread",
+        "-ffp-contract=off",
+        "-fno-fast-math",
+    ]);
+    c.stderr(std::process::Stdio::piped());
+    c
+}
+
+/// Writes `emulation.hpp` into `dir` and precompiles it (its standard headers are most of a
+/// kernel's compile time).
+fn precompile_emulation(dir: &TempDir) {
+    let header = dir.write("emulation.hpp", include_str!("cuda_host/emulation.hpp"));
+    let out = cxx()
+        .args(["-x", "c++-header", "-o"])
+        .arg(header.with_extension("hpp.gch"))
+        .arg(&header)
+        .output()
+        .expect("the host's C++ compiler `c++` (g++ ≥ 11 or clang ≥ 14: <barrier>)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Starts compiling `kernel` in `dir` (after [`precompile_emulation`]) as `name`.
 fn emulate(dir: &TempDir, name: &str, kernel: Kernel) -> (Emulated, std::process::Child) {
     let main = match kernel.pass {
         Pass::Forward { .. } => FORWARD_MAIN,
         Pass::Backward { .. } => BACKWARD_MAIN,
     };
     let source = format!(
-        "{}#define THREADS {}\n{}{main}",
-        include_str!("cuda_host/emulation.hpp"),
+        "#include \"emulation.hpp\"\n#define THREADS {}\n{}{main}",
         codegen::THREADS,
         codegen::source(&kernel)
     );
     let file = dir.write(&format!("{name}.cpp"), &source);
     let exe = file.with_extension("exe");
-    let child = Command::new("c++")
-        .args([
-            "-std=c++20",
-            "-O1",
-            "-pthread",
-            "-ffp-contract=off",
-            "-fno-fast-math",
-        ])
+    let child = cxx()
         .args(["-Wno-unused-result", "-o"])
         .arg(&exe)
         .arg(&file)
-        .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("the host's C++ compiler `c++` (g++ ≥ 11 or clang ≥ 14: <barrier>)");
+        .unwrap();
     (Emulated { exe, kernel }, child)
 }
 
@@ -469,6 +487,7 @@ impl Emulated {
 fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does() {
     let long = [
         "layer l: categorical(1999) { temperature: 0.7 }",
+        "layer l: categorical(1999) { regularizer: euclidean; temperature: 0.7 }",
         "layer l: bernoulli(1999) { temperature: 0.7 }",
         "layer l: bernoulli(1999) { regularizer: euclidean; temperature: 0.7 }",
     ];
@@ -501,7 +520,8 @@ fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does()
             }
         }
     }
-    assert_eq!(chosen.len(), 2 * 32, "{seen:#?}");
+    assert_eq!(chosen.len(), 2 * 40, "{seen:#?}");
+    precompile_emulation(&dir);
     // Compiled four at a time.
     let mut emulated = Vec::new();
     for (g, group) in chosen.chunks(4).enumerate() {

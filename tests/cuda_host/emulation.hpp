@@ -24,8 +24,8 @@ static inline float __int_as_float(int b) { return sst_cast<float>(b); }
 static inline double __longlong_as_double(long long b) { return sst_cast<double>(b); }
 static inline long long __double_as_longlong(double x) { return sst_cast<long long>(x); }
 struct sst_dim3 { unsigned x, y, z; };
-static thread_local sst_dim3 threadIdx;
-static sst_dim3 blockIdx, blockDim;
+static thread_local sst_dim3 threadIdx, blockIdx;
+static sst_dim3 blockDim;
 static std::barrier<>* sst_block_barrier;
 static std::barrier<>* sst_warp_barrier[32];
 static unsigned long long sst_lane_value[1024];
@@ -48,19 +48,25 @@ static inline unsigned long long atomicMin(unsigned long long* p, unsigned long 
     if (v < old) *p = v;
     return old;
 }
-/* Runs `body` as `grid` blocks of `threads` threads. */
+/* Runs `body` as `grid` blocks of `threads` threads: one team of threads takes the blocks in
+   turn, meeting at a barrier after each (so a block's __shared__ statics are its own). */
 template <class Body> static void sst_launch(unsigned grid, unsigned threads, Body body) {
     std::barrier<> block(threads);
     std::vector<std::barrier<>*> warps;
     for (unsigned w = 0; w < threads / 32; w++) warps.push_back(sst_warp_barrier[w] = new std::barrier<>(32));
     sst_block_barrier = &block;
     blockDim = {threads, 1, 1};
-    for (unsigned b = 0; b < grid; b++) {
-        blockIdx = {b, 0, 0};
-        std::vector<std::thread> team;
-        for (unsigned t = 0; t < threads; t++) team.emplace_back([=] { threadIdx = {t, 0, 0}; body(); });
-        for (auto& member : team) member.join();
-    }
+    std::vector<std::thread> team;
+    for (unsigned t = 0; t < threads; t++)
+        team.emplace_back([=] {
+            threadIdx = {t, 0, 0};
+            for (unsigned b = 0; b < grid; b++) {
+                blockIdx = {b, 0, 0};
+                body();
+                __syncthreads();
+            }
+        });
+    for (auto& member : team) member.join();
     for (auto* w : warps) delete w;
 }
 /* The next `count` values of T in `f`, or exit 3. */

@@ -362,7 +362,7 @@ fn first_pass(solve: Solve) -> &'static str {
     match solve {
         Solve::Positive => "z[e] = wv > (real)0 ? (real)1 : (real)0;",
         Solve::Argmax => "sst_better(&best, &best_at, wv, e);",
-        Solve::Soft(SoftKernel::Softmax) => {
+        Solve::Soft(SoftKernel::Softmax | SoftKernel::Sparsemax) => {
             "real x = wv / t; bad |= !isfinite(x); z[e] = x; best = fmax(best, x);"
         }
         Solve::Soft(SoftKernel::Sigmoid) => {
@@ -371,7 +371,6 @@ fn first_pass(solve: Solve) -> &'static str {
         Solve::Soft(SoftKernel::Clip) => {
             "real x = wv / t; bad |= !isfinite(x); z[e] = sst_clip(x);"
         }
-        Solve::Soft(SoftKernel::Sparsemax) => unreachable!("sparsemax is not generated"),
     }
 }
 
@@ -387,6 +386,18 @@ __device__ real sst_sigmoid(real x) {{
 }}
 __device__ real sst_clip(real x) {{ return fmin(fmax(x + (real)0.5, (real)0), (real)1); }}
 "#
+    )
+}
+
+/// Sparsemax's threshold without a sort (Michelot 1986), for the row `x_e` = `x_of` (an
+/// expression in `e`) whose block maximum `m` is known: on `s = x − m`, the support is
+/// `{s > τ}` with `τ = (Σ_{s > τ} s − 1) / |{s > τ}|`. Starting from `S₀ = {s > −1}` (a superset
+/// of the support, since `τ ≥ −1`), each step takes `τ = (Σ_S s − 1)/|S|` and `S = {s > τ}`; the
+/// sets shrink and the step that keeps `|S|` has found the support and `τ` — at most `n + 1`
+/// steps, usually a few. Leaves `double tau` (the threshold of `s`) in scope.
+fn sparsemax_threshold(x_of: &str) -> String {
+    format!(
+        "double tau = -1.0, count = -1.0;\n    for (int step = 0; step <= SST_N; step++) {{\n        double part = 0.0, members = 0.0;\n        for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ double s = (double)({x_of} - m); if (s > tau) {{ part += s; members += 1.0; }} }}\n        double sum = sst_block_sum(part, sst_scratch_d), size = sst_block_sum(members, sst_scratch_d);\n        if (size == count) break;\n        count = size;\n        tau = (sum - 1.0) / size;\n    }}"
     )
 }
 
@@ -408,7 +419,10 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
         Solve::Positive | Solve::Soft(SoftKernel::Sigmoid | SoftKernel::Clip) => String::new(),
         Solve::Argmax => "int at = sst_block_argmax(best, best_at, sst_scratch_r, sst_scratch_i);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = e == at ? (real)1 : (real)0;".into(),
         Solve::Soft(SoftKernel::Softmax) => "real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real ex = sst_exp(z[e] - m); z[e] = ex; part += (double)ex; }\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = z[e] * inv;".into(),
-        Solve::Soft(SoftKernel::Sparsemax) => unreachable!("sparsemax is not generated"),
+        Solve::Soft(SoftKernel::Sparsemax) => format!(
+            "real m = sst_block_max(best, sst_scratch_r);\n    {}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = fmax((z[e] - m) - (real)tau, (real)0);",
+            sparsemax_threshold("z[e]")
+        ),
     };
     let blocks = kernel.n.div_ceil(4 * u) * 4;
     format!(
@@ -459,7 +473,13 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
             "bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);\n    if (bad) atomicMin(bad_row, row);".to_string(),
             "sst_clip(w_row[e] / t)".to_string(),
         ),
-        (SoftKernel::Sparsemax, _) => unreachable!("sparsemax is not generated"),
+        (SoftKernel::Sparsemax, true) => (
+            format!(
+                "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }}\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    {}",
+                sparsemax_threshold("w_row[e] / t")
+            ),
+            "fmax((w_row[e] / t - m) - (real)tau, (real)0)".to_string(),
+        ),
     };
     let vjp = match soft {
         SoftKernel::Softmax => format!(
@@ -471,7 +491,9 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
         SoftKernel::Clip => format!(
             "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] += s > (real)0 && s < (real)1 ? g_row[e] / t : (real)0; }}"
         ),
-        SoftKernel::Sparsemax => unreachable!("sparsemax is not generated"),
+        SoftKernel::Sparsemax => format!(
+            "double part = 0.0, members = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) if ({s_of} > (real)0) {{ part += (double)g_row[e]; members += 1.0; }}\n    double size = sst_block_sum(members, sst_scratch_d);\n    real mean = (real)(sst_block_sum(part, sst_scratch_d) / size);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) if ({s_of} > (real)0) grad[e] += (g_row[e] - mean) / t;"
+        ),
     };
     format!(
         r#"{maps}

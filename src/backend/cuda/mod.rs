@@ -4,7 +4,7 @@
 //! and NVRTC (`libnvrtc.so.13`) when first needed: the build needs neither, and a machine
 //! without them gets a sentence saying so ([`device`], [`nvrtc_version`]), never a panic.
 //!
-//! It runs the programs the JIT compiles except `sparsemax` (no device sort yet); a request
+//! It runs the programs the JIT compiles (sparsemax by Michelot's sort-free iteration); a request
 //! whose mode needs a kernel it does not generate runs that pass on the reference backend, as
 //! do the backward passes no fused kernel covers (Gumbel-Rao's draws, finite differences).
 //! Arrays travel per call: `θ` up, `w` and `z` (or the gradient) down.
@@ -24,7 +24,7 @@ use cudarc::driver::PushKernelArg;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
 use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys, Ptx};
 
-use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, SoftKernel, Solve};
+use super::fused::{backward_kernel, forward_kernel, Kernel};
 use super::reference::Reference;
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
@@ -144,33 +144,13 @@ pub fn describe() -> Result<String, String> {
     device().map(|d| format!("{} ({})", d.name, d.arch))
 }
 
-/// Whether the backend generates `kernel` (every fused kernel but sparsemax's).
-fn generated(kernel: &Kernel) -> bool {
-    !matches!(
-        kernel.pass,
-        Pass::Forward {
-            solve: Solve::Soft(SoftKernel::Sparsemax),
-            ..
-        } | Pass::Backward {
-            soft: SoftKernel::Sparsemax,
-            ..
-        }
-    )
-}
-
 /// The kernels this backend generates for `program` in `F`: both modes' forward kernels and the
 /// backward kernels there are, or why it does not run the program.
 pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
     let mut out = Vec::new();
     for mode in [Mode::Hard, Mode::Soft] {
-        let forward = forward_kernel::<F>(program, program.noise, mode)?;
-        if !generated(&forward) {
-            return Err(Unsupported(
-                "sparsemax is not generated for CUDA (it needs a device sort)".into(),
-            ));
-        }
-        out.push(forward);
-        out.extend(backward_kernel::<F>(program, program.noise, mode).filter(generated));
+        out.push(forward_kernel::<F>(program, program.noise, mode)?);
+        out.extend(backward_kernel::<F>(program, program.noise, mode));
     }
     Ok(out)
 }
@@ -299,7 +279,7 @@ impl<F: Real> Backend<F> for Cuda {
 
     fn forward(&self, rows: &Rows<F>, out: ForwardOut<F>) -> Result<(), SolveError> {
         let kernel = match forward_kernel::<F>(rows.program, rows.noise, rows.mode) {
-            Ok(kernel) if generated(&kernel) => kernel,
+            Ok(kernel) => kernel,
             _ => return Reference.forward(rows, out),
         };
         // A kernel that does not compile or load (e.g. a request's noise the program does
@@ -352,7 +332,7 @@ impl<F: Real> Backend<F> for Cuda {
         grad: &mut [F],
     ) -> Result<(), SolveError> {
         let kernel = match backward_kernel::<F>(rows.program, rows.noise, rows.mode) {
-            Some(kernel) if generated(&kernel) => kernel,
+            Some(kernel) => kernel,
             _ => return Reference.backward_into(rows, saved, grad),
         };
         let Ok(f) = function(kernel) else {
