@@ -4,10 +4,12 @@
 //! [`backward_kernel`]). A forward kernel reads `θ` once and writes `w = θ + noise` and `z`; a
 //! backward kernel reads the saved `w` or solution and the cotangent and adds `∂L/∂θ` into the
 //! gradient. Both backends read this description only; a program it does not cover runs on the
-//! reference backend.
+//! reference backend, as does a kernel a backend does not generate (the JIT leaves top-k and the
+//! threshold solvers to the reference: [`Kernel::jit_translates`]).
 
 use super::Unsupported;
 use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
+use crate::kernels::threshold::Link;
 use crate::noise::{Coordinates, Perturbation};
 use crate::plan::Mode;
 use crate::real::Real;
@@ -30,6 +32,8 @@ pub enum Solve {
     Argmax,
     /// `z_i = [w_i > 0]`.
     Positive,
+    /// The indicator of the `k` largest `w`, ties to the lowest indices (CUDA only).
+    TopK { k: usize },
     /// `z = soft(w/T)`.
     Soft(SoftKernel),
 }
@@ -46,6 +50,10 @@ pub enum SoftKernel {
     /// `s = sparsemax(x)`; `∂L/∂w = (g − mean_S g) ⊙ [s > 0] / T`, `S = {s > 0}` (the JIT calls
     /// the Rust kernel from its compiled row loop).
     Sparsemax,
+    /// `s_i = h(x_i − τ)` with `Σ s = k` to `|Σ s − k| ≤ tol` (`tol_bits`, the f64's bits);
+    /// `∂L/∂w = d ⊙ (g − ⟨d, g⟩/Σ d) / T`, `d = h'(x − τ)` from `s` (the implicit function
+    /// theorem) (CUDA only).
+    Threshold { link: Link, k: usize, tol_bits: u64 },
 }
 
 /// The precision a kernel computes in.
@@ -104,6 +112,27 @@ pub enum Pass {
     },
 }
 
+impl Kernel {
+    /// Whether the Cranelift JIT translates this kernel, or why not.
+    pub fn jit_translates(&self) -> Result<(), String> {
+        match self.pass {
+            Pass::Forward {
+                solve: Solve::TopK { .. },
+                ..
+            } => Err("the top_k hard kernel is not compiled".into()),
+            Pass::Forward {
+                solve: Solve::Soft(SoftKernel::Threshold { .. }),
+                ..
+            }
+            | Pass::Backward {
+                soft: SoftKernel::Threshold { .. },
+                ..
+            } => Err("the bisection soft kernel is not compiled".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The forward kernel of `program` in `F` for a request's noise and mode, or why there is none.
 pub fn forward_kernel<F: Real>(
     program: &Program,
@@ -124,14 +153,15 @@ pub fn forward_kernel<F: Real>(
         Mode::Hard => match program.hard {
             Hard::Argmax => Solve::Argmax,
             Hard::Positive => Solve::Positive,
+            Hard::TopK { k } => Solve::TopK { k },
             other => return why(&format!("the {} hard kernel is not compiled", other.name())),
         },
         Mode::Soft => match soft_kernel(program.soft) {
             Some(soft) => Solve::Soft(soft),
             None => {
                 return why(&format!(
-                    "the {} soft kernel is not compiled (softmax, sigmoid, clip and sparsemax \
-                     are)",
+                    "the {} soft kernel is not compiled (softmax, sigmoid, clip, sparsemax and \
+                     the threshold solvers are)",
                     program.soft.name()
                 ))
             }
@@ -145,8 +175,8 @@ pub fn forward_kernel<F: Real>(
 }
 
 /// The backward kernel of `program` in `F` and `mode`, or `None` where the reference backend
-/// runs the backward pass (Gumbel-Rao's draws, finite differences, rules other than closed
-/// form).
+/// runs the backward pass (Gumbel-Rao's draws, finite differences, rules other than the
+/// solver's exact VJP).
 pub fn backward_kernel<F: Real>(
     program: &Program,
     noise: Perturbation,
@@ -161,9 +191,14 @@ pub fn backward_kernel<F: Real>(
         return None;
     }
     let soft = soft_kernel(program.soft)?;
-    let closed_form = program.backward == Backward::Native(Rule::ClosedForm);
+    // The solver's exact VJP: closed form, or the implicit-function theorem for a threshold.
+    let exact = match soft {
+        SoftKernel::Threshold { .. } => Rule::Implicit,
+        _ => Rule::ClosedForm,
+    };
+    let exact_vjp = program.backward == Backward::Native(exact);
     let gumbel_rao = matches!(program.estimator, Estimator::GumbelRao { .. });
-    (closed_form && !(mode == Mode::Hard && gumbel_rao)).then_some(Kernel {
+    (exact_vjp && !(mode == Mode::Hard && gumbel_rao)).then_some(Kernel {
         n: program.row_len,
         precision: Precision::of::<F>(),
         pass: Pass::Backward {
@@ -180,6 +215,11 @@ fn soft_kernel(soft: Soft) -> Option<SoftKernel> {
         Soft::Sigmoid => Some(SoftKernel::Sigmoid),
         Soft::Clip => Some(SoftKernel::Clip),
         Soft::Sparsemax => Some(SoftKernel::Sparsemax),
+        Soft::Threshold { link, k, tol } => Some(SoftKernel::Threshold {
+            link,
+            k,
+            tol_bits: tol.to_bits(),
+        }),
         _ => None,
     }
 }

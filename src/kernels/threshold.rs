@@ -14,7 +14,7 @@ use crate::simd::multiversion;
 pub const MAX_ITERS: usize = 300;
 
 /// The link `h` of a threshold solver: `z_i = h(x_i − τ)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Link {
     /// `h(t) = 1 / (1 + exp(−t))` (binary entropy).
@@ -183,7 +183,7 @@ multiversion! {
 /// The largest spread `max x − min x` solved on the cache `E = exp(x − max x)`: every `E_i`
 /// stays a normal f64 (above `e^{−708}`), and `c = e^τ` too (the bracket reaches at most
 /// `ln(n)` below `min x − max x`).
-const CACHED_SPREAD: f64 = 600.0;
+pub const CACHED_SPREAD: f64 = 600.0;
 
 /// What [`solve_threshold`] found.
 #[derive(Clone, Copy, Debug, PartialEq)]

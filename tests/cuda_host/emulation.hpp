@@ -28,16 +28,20 @@ static thread_local sst_dim3 threadIdx, blockIdx;
 static sst_dim3 blockDim;
 static std::barrier<>* sst_block_barrier;
 static std::barrier<>* sst_warp_barrier[32];
-static unsigned long long sst_lane_value[1024];
+/* Lane values, double-buffered: a shuffle writes one buffer, meets its warp, reads; the next
+   shuffle uses the other buffer, so one barrier per shuffle suffices (no thread can be two
+   shuffles ahead of another of its warp). */
+static unsigned long long sst_lane_value[2][1024];
+static thread_local int sst_parity;
 static inline void __syncthreads() { sst_block_barrier->arrive_and_wait(); }
 template <class T> static T __shfl_xor_sync(unsigned, T v, int offset) {
     unsigned t = threadIdx.x;
     unsigned long long bits = 0;
     memcpy(&bits, &v, sizeof v);
-    sst_lane_value[t] = bits;
+    sst_lane_value[sst_parity][t] = bits;
     sst_warp_barrier[t / 32]->arrive_and_wait();
-    bits = sst_lane_value[t ^ offset];
-    sst_warp_barrier[t / 32]->arrive_and_wait();
+    bits = sst_lane_value[sst_parity][t ^ offset];
+    sst_parity ^= 1;
     memcpy(&v, &bits, sizeof v);
     return v;
 }

@@ -16,6 +16,7 @@
 use std::fmt::Write;
 
 use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
+use crate::kernels::threshold::{Link, CACHED_SPREAD, MAX_ITERS};
 use crate::math::{Exp, Ln, EXP_F32, EXP_F64, LN_F32, LN_F64};
 use crate::noise::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, SECOND_STREAM};
 
@@ -362,7 +363,8 @@ fn first_pass(solve: Solve) -> &'static str {
     match solve {
         Solve::Positive => "z[e] = wv > (real)0 ? (real)1 : (real)0;",
         Solve::Argmax => "sst_better(&best, &best_at, wv, e);",
-        Solve::Soft(SoftKernel::Softmax | SoftKernel::Sparsemax) => {
+        Solve::TopK { .. } => "",
+        Solve::Soft(SoftKernel::Softmax | SoftKernel::Sparsemax | SoftKernel::Threshold { .. }) => {
             "real x = wv / t; bad |= !isfinite(x); z[e] = x; best = fmax(best, x);"
         }
         Solve::Soft(SoftKernel::Sigmoid) => {
@@ -386,6 +388,131 @@ __device__ real sst_sigmoid(real x) {{
 }}
 __device__ real sst_clip(real x) {{ return fmin(fmax(x + (real)0.5, (real)0), (real)1); }}
 "#
+    )
+}
+
+/// The indicator of the `k` largest `w` of the row, ties to the lowest indices, as
+/// [`crate::kernels::top_k::top_k`] defines it, without a sort: the key of the k-th largest
+/// value is built bit by bit from the top (`key = prefix | bit` while at least `k` keys are `≥`
+/// it: one block count per bit), then the index `I` below which the ties taken lie is bisected
+/// (`k − #{key > prefix}` ties below `I`). Keys are the values' bits flipped into unsigned order
+/// (−0 as +0).
+fn top_k(k: usize, precision: Precision) -> String {
+    let (key, bits) = match precision {
+        Precision::F32 => ("u32", 32),
+        Precision::F64 => ("u64", 64),
+    };
+    format!(
+        r#"{key} prefix = 0;
+    for (int bit = {top}; bit >= 0; bit--) {{
+        {key} cand = prefix | (({key})1 << bit);
+        double part = 0.0;
+        for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part += sst_key(w[e]) >= cand ? 1.0 : 0.0;
+        if (sst_block_sum(part, sst_scratch_d) >= {k}.0) prefix = cand;
+    }}
+    double above = 0.0;
+    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) above += sst_key(w[e]) > prefix ? 1.0 : 0.0;
+    double need = {k}.0 - sst_block_sum(above, sst_scratch_d);
+    int lo = 0, hi = SST_N;
+    while (lo < hi) {{
+        int mid = (lo + hi) / 2;
+        double ties = 0.0;
+        for (int e = threadIdx.x; e < mid; e += blockDim.x) ties += sst_key(w[e]) == prefix ? 1.0 : 0.0;
+        if (sst_block_sum(ties, sst_scratch_d) >= need) hi = mid; else lo = mid + 1;
+    }}
+    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{
+        {key} key = sst_key(w[e]);
+        z[e] = key > prefix || (key == prefix && e < lo) ? (real)1 : (real)0;
+    }}"#,
+        top = bits - 1,
+    )
+}
+
+/// The link of a threshold kernel as `double sst_link(double t, double* slope)` (`h(t)`, and
+/// `h'(t)` into `slope` when it is not null), the reference's formulas
+/// ([`crate::kernels::threshold::Link`]) with sst's `exp`; and `sst_key`, the unsigned key of a
+/// value for [`top_k`]. Empty for the other kernels.
+fn link_fn(kernel: &Kernel) -> String {
+    let link = match kernel.pass {
+        Pass::Forward {
+            solve: Solve::TopK { .. },
+            ..
+        } => {
+            return match kernel.precision {
+                Precision::F32 => "__device__ u32 sst_key(float v) { u32 b = bits_f32(v + 0.0f); return (b & 0x80000000u) ? ~b : b | 0x80000000u; }\n",
+                Precision::F64 => "__device__ u64 sst_key(double v) { u64 b = bits_f64(v + 0.0); return (b & 0x8000000000000000ull) ? ~b : b | 0x8000000000000000ull; }\n",
+            }
+            .to_string()
+        }
+        Pass::Forward {
+            solve: Solve::Soft(SoftKernel::Threshold { link, .. }),
+            ..
+        }
+        | Pass::Backward {
+            soft: SoftKernel::Threshold { link, .. },
+            ..
+        } => link,
+        _ => return String::new(),
+    };
+    let body = match link {
+        Link::Sigmoid => "double e = sst_exp_f64(-fabs(t));\n    if (slope) *slope = e / ((1.0 + e) * (1.0 + e));\n    return t >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);",
+        Link::CappedExp => "if (t >= 0.0) { if (slope) *slope = 0.0; return 1.0; }\n    double e = sst_exp_f64(t);\n    if (slope) *slope = e;\n    return e;",
+    };
+    format!("__device__ double sst_link(double t, double* slope) {{\n    {body}\n}}\n")
+}
+
+/// The threshold `τ` of `Σ h(x − m − τ) = k` for the row `x_e` = `x_of` (an expression in `e`),
+/// `m = max x`, by the reference's safeguarded Newton–bisection
+/// ([`crate::kernels::threshold::solve_threshold`]: the same bracket, start, steps and stopping
+/// rules, every sum a block sum in double). Leaves `double m, tau` and `bool converged` in
+/// scope and flags a non-finite `x` in `bad`. `k = 0` and `k = n` are the constant solutions.
+fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
+    let (lo, hi) = (
+        match link {
+            Link::Sigmoid => "-spread + log((nf - kf) / nf)",
+            Link::CappedExp => "-spread",
+        },
+        "log(nf / kf)",
+    );
+    format!(
+        r#"real top = -SST_INF, low = SST_INF;
+    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = {x_of}; bad |= !isfinite(x); top = fmax(top, x); low = fmin(low, x); }}
+    double m = (double)sst_block_max(top, sst_scratch_r);
+    double spread = m + (double)sst_block_max(-low, sst_scratch_r);
+    double kf = {k}.0, nf = (double)SST_N;
+    double tau = {k} == 0 ? SST_INF : -SST_INF;
+    bool converged = true;
+    if ({k} > 0 && {k} < SST_N) {{
+        double lo = {lo}, hi = {hi};
+        double dx_old = hi - lo, dx = hi - lo;
+        tau = lo + 0.5 * (hi - lo);
+        if (spread <= {cached}) {{
+            /* h(t) ≤ eᵗ: Σ h(x − m − τ) ≤ k at τ = ln(Σ e^(x − m) / k). */
+            double part = 0.0;
+            for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part += sst_exp_f64((double)({x_of}) - m);
+            hi = fmin(hi, log(sst_block_sum(part, sst_scratch_d) / kf));
+            tau = hi;
+        }}
+        converged = false;
+        for (int it = 0; it < {iters}; it++) {{
+            double part_h = 0.0, part_d = 0.0;
+            for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ double d; part_h += sst_link(((double)({x_of}) - m) - tau, &d); part_d += d; }}
+            double sum = sst_block_sum(part_h, sst_scratch_d), slope = sst_block_sum(part_d, sst_scratch_d);
+            double r = sum - kf;
+            if (fabs(r) <= {tol}) {{ converged = true; break; }}
+            if (r > 0.0) lo = tau; else hi = tau;
+            double step = log(sum / kf) * sum / slope, newton = tau + step;
+            bool use_newton = slope > 0.0 && newton > lo && newton < hi && 2.0 * fabs(step) <= dx_old;
+            dx_old = dx;
+            double next;
+            if (use_newton) {{ dx = fabs(step); next = newton; }} else {{ dx = 0.5 * (hi - lo); next = lo + dx; }}
+            if (next == tau || next <= lo || next >= hi) {{ converged = true; break; }}
+            tau = next;
+        }}
+    }}"#,
+        cached = f64_literal(CACHED_SPREAD),
+        iters = MAX_ITERS,
+        tol = f64_literal(tol),
     )
 }
 
@@ -419,6 +546,11 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
         Solve::Positive | Solve::Soft(SoftKernel::Sigmoid | SoftKernel::Clip) => String::new(),
         Solve::Argmax => "int at = sst_block_argmax(best, best_at, sst_scratch_r, sst_scratch_i);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = e == at ? (real)1 : (real)0;".into(),
         Solve::Soft(SoftKernel::Softmax) => "real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real ex = sst_exp(z[e] - m); z[e] = ex; part += (double)ex; }\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = z[e] * inv;".into(),
+        Solve::TopK { k } => top_k(k, kernel.precision),
+        Solve::Soft(SoftKernel::Threshold { link, k, tol_bits }) => format!(
+            "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)sst_link(((double)z[e] - m) - tau, 0);\n    bad |= !converged;",
+            threshold_solve(link, k, f64::from_bits(tol_bits), "z[e]")
+        ),
         Solve::Soft(SoftKernel::Sparsemax) => format!(
             "real m = sst_block_max(best, sst_scratch_r);\n    {}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = fmax((z[e] - m) - (real)tau, (real)0);",
             sparsemax_threshold("z[e]")
@@ -448,7 +580,7 @@ extern "C" __global__ void {ENTRY}(const real* __restrict__ theta, real* __restr
     if (bad) atomicMin(bad_row, row);
 }}
 "#,
-        maps = soft_maps(p),
+        maps = soft_maps(p) + &link_fn(kernel),
         n = kernel.n,
     )
 }
@@ -473,6 +605,13 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
             "bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);\n    if (bad) atomicMin(bad_row, row);".to_string(),
             "sst_clip(w_row[e] / t)".to_string(),
         ),
+        (SoftKernel::Threshold { link, k, tol_bits }, true) => (
+            format!(
+                "bool bad = false;\n    {}\n    if (bad) atomicMin(bad_row, row);",
+                threshold_solve(link, k, f64::from_bits(tol_bits), "(w_row[e] / t)")
+            ),
+            "(real)sst_link(((double)(w_row[e] / t) - m) - tau, 0)".to_string(),
+        ),
         (SoftKernel::Sparsemax, true) => (
             format!(
                 "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }}\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    {}",
@@ -491,6 +630,15 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
         SoftKernel::Clip => format!(
             "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] += s > (real)0 && s < (real)1 ? g_row[e] / t : (real)0; }}"
         ),
+        SoftKernel::Threshold { link, .. } => {
+            let d = match link {
+                Link::Sigmoid => "(double)s * (1.0 - (double)s)",
+                Link::CappedExp => "((double)s < 1.0 ? (double)s : 0.0)",
+            };
+            format!(
+                "double part_d = 0.0, part_dg = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; part_d += d; part_dg += d * (double)g_row[e]; }}\n    double sd = sst_block_sum(part_d, sst_scratch_d), sdg = sst_block_sum(part_dg, sst_scratch_d);\n    if (sd > 0.0) for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; grad[e] += (real)(d * ((double)g_row[e] - sdg / sd)) / t; }}"
+            )
+        }
         SoftKernel::Sparsemax => format!(
             "double part = 0.0, members = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) if ({s_of} > (real)0) {{ part += (double)g_row[e]; members += 1.0; }}\n    double size = sst_block_sum(members, sst_scratch_d);\n    real mean = (real)(sst_block_sum(part, sst_scratch_d) / size);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) if ({s_of} > (real)0) grad[e] += (g_row[e] - mean) / t;"
         ),
@@ -512,7 +660,7 @@ extern "C" __global__ void {ENTRY}(const real* __restrict__ w_all, const real* _
     {vjp}
 }}
 "#,
-        maps = soft_maps(p),
+        maps = soft_maps(p) + &link_fn(kernel),
         n = kernel.n,
     )
 }

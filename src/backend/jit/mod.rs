@@ -132,6 +132,7 @@ fn compiled(kernel: Kernel) -> Result<Compiled, Unsupported> {
 /// Translates `kernel` into Cranelift IR and compiles it for this machine: declare the
 /// function, define its body, finalize the module, fetch the code pointer.
 fn compile(kernel: Kernel) -> Result<Compiled, String> {
+    kernel.jit_translates()?;
     let mut flags = settings::builder();
     for (name, value) in [("opt_level", "speed"), ("is_pic", "false")] {
         flags.set(name, value).map_err(|e| e.to_string())?;

@@ -21,6 +21,10 @@ use super::vmath::{self, cast, select, splat_f, splat_i};
 use super::{BackwardArgs, ForwardArgs};
 use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
 
+/// What an arm for a kernel that [`Kernel::jit_translates`] refuses (top-k, the threshold
+/// solvers: the reference backend runs them) says if it is ever reached.
+const REFUSED: &str = "refused by Kernel::jit_translates before translation";
+
 /// Rust kernels the compiled code calls, declared in the function being built.
 #[derive(Clone, Copy)]
 pub struct Helpers {
@@ -352,6 +356,7 @@ impl<'b> Emit<'_, 'b> {
                     let x = k.scaled(&w, t);
                     k.soft_unit(soft, x, [z_row, scratch], idx, mask, [finite_x, best]);
                 }
+                Solve::TopK { .. } => unreachable!("{REFUSED}"),
             }
         });
         self.fail_unless_finite(finite_w, row);
@@ -359,6 +364,7 @@ impl<'b> Emit<'_, 'b> {
             Solve::Positive => {}
             Solve::Argmax => self.write_one_hot(best, best_at, z_row),
             Solve::Soft(soft) => self.finish_soft(soft, [z_row, scratch], [finite_x, best], row),
+            Solve::TopK { .. } => unreachable!("{REFUSED}"),
         }
     }
 
@@ -393,6 +399,7 @@ impl<'b> Emit<'_, 'b> {
                 self.store_unit(out_row, idx, &s);
             }
             SoftKernel::Sparsemax => self.store_unit(x_row, idx, &x),
+            SoftKernel::Threshold { .. } => unreachable!("{REFUSED}"),
         }
     }
 
@@ -435,6 +442,7 @@ impl<'b> Emit<'_, 'b> {
                 self.b.ins().call(sparsemax, &[x_row, out_row, n]);
             }
             SoftKernel::Sigmoid | SoftKernel::Clip => {}
+            SoftKernel::Threshold { .. } => unreachable!("{REFUSED}"),
         }
     }
 
@@ -690,6 +698,7 @@ impl<'b> Emit<'_, 'b> {
                     b.ins().fmul(s, c)
                 });
             }
+            SoftKernel::Threshold { .. } => unreachable!("{REFUSED}"),
         }
     }
 
