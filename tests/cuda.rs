@@ -109,11 +109,11 @@ fn every_generated_kernel_compiles_to_cubin_for_sm_80_and_sm_90() {
         "{accepted} plans accepted, {refused} refused"
     );
     // Every kind of kernel is among them, in both precisions: forward with Gumbel noise
-    // (argmax, softmax, sparsemax, top-k, the two threshold links), logistic noise (positive,
-    // sigmoid, clip) and none (all nine); backward of the six soft kernels, from the saved
-    // solution or re-solved.
+    // (argmax, softmax, sparsemax, top-k, the two threshold links, the capped simplex), logistic
+    // noise (positive, sigmoid, clip) and none (all ten); backward of the seven soft kernels,
+    // from the saved solution or re-solved.
     let kinds: BTreeSet<String> = kernels.iter().map(kind).collect();
-    assert_eq!(kinds.len(), 2 * (6 + 3 + 9 + 6 * 2), "{kinds:#?}");
+    assert_eq!(kinds.len(), 2 * (7 + 3 + 10 + 7 * 2), "{kinds:#?}");
     for kernel in &kernels {
         let source = codegen::source(kernel);
         for arch in ["sm_80", "sm_90"] {
@@ -506,6 +506,7 @@ fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does()
         "layer l: bernoulli(1999) { temperature: 0.7 }",
         "layer l: subset(1999, k = 700) { temperature: 0.7 }",
         "layer l: subset(1999, k = 3) { regularizer: entropy; temperature: 0.7 }",
+        "layer l: subset(1999, k = 900) { regularizer: euclidean; temperature: 0.7 }",
         "layer l: bernoulli(1999) { regularizer: euclidean; temperature: 0.7 }",
     ];
     let mut layers = layers();
@@ -531,7 +532,7 @@ fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does()
             }
         }
     }
-    assert_eq!(chosen.len(), 2 * 60, "{seen:#?}");
+    assert_eq!(chosen.len(), 2 * 68, "{seen:#?}");
     precompile_emulation(&dir);
     // Compiled four at a time.
     let mut emulated = Vec::new();

@@ -5,7 +5,7 @@
 //! backward kernel reads the saved `w` or solution and the cotangent and adds `∂L/∂θ` into the
 //! gradient. Both backends read this description only; a program it does not cover runs on the
 //! reference backend, as does a kernel a backend does not generate (the JIT leaves top-k and the
-//! threshold solvers to the reference: [`Kernel::jit_translates`]).
+//! subset solvers to the reference: [`Kernel::jit_translates`]).
 
 use super::Unsupported;
 use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
@@ -54,6 +54,9 @@ pub enum SoftKernel {
     /// `∂L/∂w = d ⊙ (g − ⟨d, g⟩/Σ d) / T`, `d = h'(x − τ)` from `s` (the implicit function
     /// theorem) (CUDA only).
     Threshold { link: Link, k: usize, tol_bits: u64 },
+    /// `s = clip(x − τ, 0, 1)` with `Σ s = k` (the capped simplex); `∂L/∂w = (g − mean_L g) ⊙
+    /// [0 < s < 1] / T`, `L = {0 < s < 1}` (CUDA only).
+    CappedSimplex { k: usize },
 }
 
 /// The precision a kernel computes in.
@@ -128,6 +131,14 @@ impl Kernel {
                 soft: SoftKernel::Threshold { .. },
                 ..
             } => Err("the bisection soft kernel is not compiled".into()),
+            Pass::Forward {
+                solve: Solve::Soft(SoftKernel::CappedSimplex { .. }),
+                ..
+            }
+            | Pass::Backward {
+                soft: SoftKernel::CappedSimplex { .. },
+                ..
+            } => Err("the capped_simplex soft kernel is not compiled".into()),
             _ => Ok(()),
         }
     }
@@ -161,7 +172,7 @@ pub fn forward_kernel<F: Real>(
             None => {
                 return why(&format!(
                     "the {} soft kernel is not compiled (softmax, sigmoid, clip, sparsemax and \
-                     the threshold solvers are)",
+                     the subset solvers are)",
                     program.soft.name()
                 ))
             }
@@ -220,6 +231,7 @@ fn soft_kernel(soft: Soft) -> Option<SoftKernel> {
             k,
             tol_bits: tol.to_bits(),
         }),
+        Soft::CappedSimplex { k } => Some(SoftKernel::CappedSimplex { k }),
         _ => None,
     }
 }

@@ -364,9 +364,12 @@ fn first_pass(solve: Solve) -> &'static str {
         Solve::Positive => "z[e] = wv > (real)0 ? (real)1 : (real)0;",
         Solve::Argmax => "sst_better(&best, &best_at, wv, e);",
         Solve::TopK { .. } => "",
-        Solve::Soft(SoftKernel::Softmax | SoftKernel::Sparsemax | SoftKernel::Threshold { .. }) => {
-            "real x = wv / t; bad |= !isfinite(x); z[e] = x; best = fmax(best, x);"
-        }
+        Solve::Soft(
+            SoftKernel::Softmax
+            | SoftKernel::Sparsemax
+            | SoftKernel::Threshold { .. }
+            | SoftKernel::CappedSimplex { .. },
+        ) => "real x = wv / t; bad |= !isfinite(x); z[e] = x; best = fmax(best, x);",
         Solve::Soft(SoftKernel::Sigmoid) => {
             "real x = wv / t; bad |= !isfinite(x); z[e] = sst_sigmoid(x);"
         }
@@ -482,7 +485,7 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
     double kf = {k}.0, nf = (double)SST_N;
     double tau = {k} == 0 ? SST_INF : -SST_INF;
     bool converged = true;
-    if ({k} > 0 && {k} < SST_N) {{
+    if ({k} > 0 && {k} < SST_N && isfinite(spread)) {{
         double lo = {lo}, hi = {hi};
         double dx_old = hi - lo, dx = hi - lo;
         tau = lo + 0.5 * (hi - lo);
@@ -513,6 +516,50 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
         cached = f64_literal(CACHED_SPREAD),
         iters = MAX_ITERS,
         tol = f64_literal(tol),
+    )
+}
+
+/// The VJP of a projection whose free coordinates are `L = {free(s)}` (`free` a C condition on
+/// `s`) and whose constraint is `Σ_L s = const` ([`crate::kernels::centered_on_free_vjp`]):
+/// `grad += (g − mean_L g) / T` on `L`, with `s` = `s_of`.
+fn centered_on_free(s_of: &str, free: &str) -> String {
+    format!(
+        "double part = 0.0, members = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; if ({free}) {{ part += (double)g_row[e]; members += 1.0; }} }}\n    double size = sst_block_sum(members, sst_scratch_d);\n    real mean = (real)(sst_block_sum(part, sst_scratch_d) / size);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; if ({free}) grad[e] += (g_row[e] - mean) / t; }}"
+    )
+}
+
+/// The threshold `τ` of the capped-simplex projection `clip(x − m − τ, 0, 1)`, `Σ = k`, for the
+/// row `x_e` = `x_of` with `m = max x` ([`crate::kernels::capped_simplex::capped_simplex`]
+/// without a sort): `s(τ) = Σ clip(x − m − τ, 0, 1)` is nonincreasing with `s(min x − m − 1) = n`
+/// and `s(0) = 0`, so bisection (a block sum a step) brackets the root between neighbouring
+/// doubles `[lo, hi]`; on the piece at `hi`, with `U = {x − m − hi ≥ 1}` and
+/// `L = {0 < x − m − hi < 1}`, `τ = hi + (Σ_L (x − m − hi) + |U| − k)/|L|` (`hi` when `L` is
+/// empty). Leaves `double m, tau` in scope and flags a non-finite `x` in `bad`.
+fn capped_simplex_solve(k: usize, x_of: &str) -> String {
+    format!(
+        r#"real top = -SST_INF, low = SST_INF;
+    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = {x_of}; bad |= !isfinite(x); top = fmax(top, x); low = fmin(low, x); }}
+    double m = (double)sst_block_max(top, sst_scratch_r);
+    double lo = -(double)sst_block_max(-low, sst_scratch_r) - m - 1.0, hi = 0.0, kf = {k}.0;
+    double tau = {k} == 0 ? SST_INF : -SST_INF;
+    /* A row with a non-finite x (flagged in bad) is solved on the host: no bisection on NaN. */
+    if ({k} > 0 && {k} < SST_N && isfinite(lo)) {{
+        for (;;) {{
+            double mid = lo + 0.5 * (hi - lo);
+            if (mid <= lo || mid >= hi) break;
+            double part = 0.0;
+            for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part += fmin(fmax(((double)({x_of}) - m) - mid, 0.0), 1.0);
+            if (sst_block_sum(part, sst_scratch_d) >= kf) lo = mid; else hi = mid;
+        }}
+        double part_l = 0.0, part_u = 0.0, part_n = 0.0;
+        for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{
+            double d = ((double)({x_of}) - m) - hi;
+            if (d >= 1.0) part_u += 1.0; else if (d > 0.0) {{ part_l += d; part_n += 1.0; }}
+        }}
+        double sl = sst_block_sum(part_l, sst_scratch_d), su = sst_block_sum(part_u, sst_scratch_d);
+        double sn = sst_block_sum(part_n, sst_scratch_d);
+        tau = sn > 0.0 ? hi + (sl + su - kf) / sn : hi;
+    }}"#
     )
 }
 
@@ -550,6 +597,10 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
         Solve::Soft(SoftKernel::Threshold { link, k, tol_bits }) => format!(
             "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)sst_link(((double)z[e] - m) - tau, 0);\n    bad |= !converged;",
             threshold_solve(link, k, f64::from_bits(tol_bits), "z[e]")
+        ),
+        Solve::Soft(SoftKernel::CappedSimplex { k }) => format!(
+            "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)fmin(fmax(((double)z[e] - m) - tau, 0.0), 1.0);",
+            capped_simplex_solve(k, "z[e]")
         ),
         Solve::Soft(SoftKernel::Sparsemax) => format!(
             "real m = sst_block_max(best, sst_scratch_r);\n    {}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = fmax((z[e] - m) - (real)tau, (real)0);",
@@ -612,6 +663,13 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
             ),
             "(real)sst_link(((double)(w_row[e] / t) - m) - tau, 0)".to_string(),
         ),
+        (SoftKernel::CappedSimplex { k }, true) => (
+            format!(
+                "bool bad = false;\n    {}\n    if (bad) atomicMin(bad_row, row);",
+                capped_simplex_solve(k, "(w_row[e] / t)")
+            ),
+            "(real)fmin(fmax(((double)(w_row[e] / t) - m) - tau, 0.0), 1.0)".to_string(),
+        ),
         (SoftKernel::Sparsemax, true) => (
             format!(
                 "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }}\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    {}",
@@ -639,9 +697,8 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
                 "double part_d = 0.0, part_dg = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; part_d += d; part_dg += d * (double)g_row[e]; }}\n    double sd = sst_block_sum(part_d, sst_scratch_d), sdg = sst_block_sum(part_dg, sst_scratch_d);\n    if (sd > 0.0) for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; grad[e] += (real)(d * ((double)g_row[e] - sdg / sd)) / t; }}"
             )
         }
-        SoftKernel::Sparsemax => format!(
-            "double part = 0.0, members = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) if ({s_of} > (real)0) {{ part += (double)g_row[e]; members += 1.0; }}\n    double size = sst_block_sum(members, sst_scratch_d);\n    real mean = (real)(sst_block_sum(part, sst_scratch_d) / size);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) if ({s_of} > (real)0) grad[e] += (g_row[e] - mean) / t;"
-        ),
+        SoftKernel::Sparsemax => centered_on_free(&s_of, "s > (real)0"),
+        SoftKernel::CappedSimplex { .. } => centered_on_free(&s_of, "s > (real)0 && s < (real)1"),
     };
     format!(
         r#"{maps}

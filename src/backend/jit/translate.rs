@@ -399,7 +399,9 @@ impl<'b> Emit<'_, 'b> {
                 self.store_unit(out_row, idx, &s);
             }
             SoftKernel::Sparsemax => self.store_unit(x_row, idx, &x),
-            SoftKernel::Threshold { .. } => unreachable!("{REFUSED}"),
+            SoftKernel::Threshold { .. } | SoftKernel::CappedSimplex { .. } => {
+                unreachable!("{REFUSED}")
+            }
         }
     }
 
@@ -442,7 +444,9 @@ impl<'b> Emit<'_, 'b> {
                 self.b.ins().call(sparsemax, &[x_row, out_row, n]);
             }
             SoftKernel::Sigmoid | SoftKernel::Clip => {}
-            SoftKernel::Threshold { .. } => unreachable!("{REFUSED}"),
+            SoftKernel::Threshold { .. } | SoftKernel::CappedSimplex { .. } => {
+                unreachable!("{REFUSED}")
+            }
         }
     }
 
@@ -698,7 +702,9 @@ impl<'b> Emit<'_, 'b> {
                     b.ins().fmul(s, c)
                 });
             }
-            SoftKernel::Threshold { .. } => unreachable!("{REFUSED}"),
+            SoftKernel::Threshold { .. } | SoftKernel::CappedSimplex { .. } => {
+                unreachable!("{REFUSED}")
+            }
         }
     }
 
