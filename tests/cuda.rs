@@ -25,7 +25,7 @@ use common::cli::{code, run, text, TempDir};
 use common::Rng;
 use ndarray::ArrayD;
 use sst::backend::cuda::{self, codegen};
-use sst::backend::fused::{Front, Kernel, Pass, Precision, Solve};
+use sst::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
 use sst::noise::{block_and_slot, gumbel, logistic, uniform, NoiseKey};
 use sst::support::{SupportRef, REGISTRY};
 use sst::{BackendChoice, Mode, Options, Real};
@@ -327,7 +327,8 @@ fn on_a_gpu_the_device_agrees_with_the_reference_on_every_accepted_plan() {
 }
 
 /// The forward and backward drivers' `main`: arguments `input output rows start batch seed
-/// temperature` (forward: the input holds θ's batch rows, the output `w`, `z`, the bad row) or
+/// temperature` (forward: the input holds θ's batch rows, the output `w`, `z`, the bad row, and
+/// `output.stats` the rows' stats) or
 /// `input output rows start batch per_sample temperature` (backward: the input holds `w`, the
 /// solution, the cotangent and the gradient; the output the gradient and the bad row).
 const FORWARD_MAIN: &str = r#"
@@ -339,12 +340,16 @@ int main(int argc, char** argv) {
     FILE* in = fopen(argv[1], "rb");
     std::vector<real> theta = sst_read<real>(in, batch * SST_N), w(rows * SST_N), z(rows * SST_N);
     std::vector<u64> bad(1, ~0ull);
+    std::vector<double> stats(rows * STATS);
     sst_launch(rows, THREADS, [&] {
-        sst_kernel(theta.data(), w.data(), z.data(), start, batch, seed, temperature, bad.data());
+        sst_kernel(theta.data(), w.data(), z.data(), start, batch, seed, temperature, bad.data(),
+                   stats.data());
     });
     FILE* out = fopen(argv[2], "wb");
     sst_write(out, w); sst_write(out, z); sst_write(out, bad);
-    return fclose(out);
+    FILE* report = fopen((std::string(argv[2]) + ".stats").c_str(), "wb");
+    sst_write(report, stats);
+    return fclose(out) | fclose(report);
 }
 "#;
 const BACKWARD_MAIN: &str = r#"
@@ -415,7 +420,8 @@ fn emulate(dir: &TempDir, name: &str, kernel: Kernel) -> (Emulated, std::process
         Pass::Backward { .. } => BACKWARD_MAIN,
     };
     let source = format!(
-        "#include \"emulation.hpp\"\n#define THREADS {EMULATED_THREADS}\n{}{main}",
+        "#include \"emulation.hpp\"\n#include <string>\n#define THREADS {EMULATED_THREADS}\n#define STATS {}\n{}{main}",
+        codegen::STATS,
         codegen::source(&kernel)
     );
     let file = dir.write(&format!("{name}.cpp"), &source);
@@ -451,6 +457,14 @@ fn from_bytes<F: Real>(bytes: &[u8]) -> Vec<F> {
         .collect()
 }
 
+/// What an emulated forward kernel wrote.
+struct Emulation<F> {
+    w: Vec<F>,
+    z: Vec<F>,
+    stats: Vec<f64>,
+    bad: Option<u64>,
+}
+
 impl Emulated {
     /// Runs the driver on `input` with `args`; the output's values and the bad row.
     fn run<F: Real>(&self, dir: &TempDir, input: &[F], args: &[String]) -> (Vec<F>, Option<u64>) {
@@ -473,7 +487,8 @@ impl Emulated {
         (from_bytes(values), (bad != u64::MAX).then_some(bad))
     }
 
-    /// `w`, `z` and the bad row of rows `start..start + rows` for θ's `batch` rows.
+    /// `w`, `z` and the bad row of rows `start..start + rows` for θ's `batch` rows, and each
+    /// row's stats.
     fn forward<F: Real>(
         &self,
         dir: &TempDir,
@@ -481,13 +496,15 @@ impl Emulated {
         (rows, start, batch): (usize, usize, usize),
         seed: u64,
         temperature: f64,
-    ) -> (Vec<F>, Vec<F>, Option<u64>) {
+    ) -> Emulation<F> {
         let args = [rows, start, batch, seed as usize].map(|x| x.to_string());
         let mut args = args.to_vec();
         args.push(format!("{temperature:e}"));
-        let (mut wz, bad) = self.run(dir, theta, &args);
-        let z = wz.split_off(rows * self.kernel.n);
-        (wz, z, bad)
+        let (mut w, bad) = self.run(dir, theta, &args);
+        let z = w.split_off(rows * self.kernel.n);
+        let stats = std::fs::read(dir.0.join("output.bin.stats")).unwrap();
+        let stats = from_bytes::<f64>(&stats);
+        Emulation { w, z, stats, bad }
     }
 }
 
@@ -620,21 +637,32 @@ fn host_agrees<F: Real>(
     match e.kernel.pass {
         Pass::Forward { solve, .. } => {
             let theta = flat(&theta);
-            let (ew, ez, bad) = e.forward(dir, &theta, (rows, 0, batch), 9, cpu.temperature);
-            assert_eq!(ew, w, "{spec} {:?}: w", e.kernel);
-            assert_eq!(bad, None);
+            let out = e.forward(dir, &theta, (rows, 0, batch), 9, cpu.temperature);
+            assert_eq!(out.w, w, "{spec} {:?}: w", e.kernel);
+            assert_eq!(out.bad, None);
             match solve {
-                Solve::Soft(_) => close(&ez, &z, "z"),
-                _ => assert_eq!(ez, z, "{spec} {:?}: hard z", e.kernel),
+                Solve::Soft(_) => close(&out.z, &z, "z"),
+                _ => assert_eq!(out.z, z, "{spec} {:?}: hard z", e.kernel),
+            }
+            // A solver's stats are the reference's report: the same iterations (the same steps
+            // from the same start), residuals within the tolerance.
+            if let Solve::Soft(SoftKernel::Threshold { tol_bits, .. }) = solve {
+                let worst = |i: usize| out.stats.chunks(2).fold(0.0f64, |m, r| m.max(r[i]));
+                let report = &cpu.report.values;
+                assert_eq!(worst(0), report["tau_iterations"], "{spec}");
+                assert!(worst(1) <= f64::from_bits(tol_bits).max(1e-9), "{spec}");
             }
             // The rows of the second sample alone.
-            let (lw, lz, _) = e.forward(dir, &theta, (batch, batch, batch), 9, cpu.temperature);
-            assert_eq!((&lw[..], &lz[..]), (&ew[batch * n..], &ez[batch * n..]));
+            let half = e.forward(dir, &theta, (batch, batch, batch), 9, cpu.temperature);
+            assert_eq!(
+                (&half.w[..], &half.z[..]),
+                (&out.w[batch * n..], &out.z[batch * n..])
+            );
             // An entry whose w/T overflows, in batch row 1: rows 1 and 4 are bad, 1 is named.
             if let Solve::Soft(_) = solve {
                 let mut huge = theta.clone();
                 huge[n + n / 2] = F::max_value() / F::of(2.0);
-                let (_, _, bad) = e.forward(dir, &huge, (rows, 0, batch), 9, 0.25);
+                let bad = e.forward(dir, &huge, (rows, 0, batch), 9, 0.25).bad;
                 assert_eq!(bad, Some(1), "{spec} {:?}", e.kernel);
             }
         }

@@ -467,8 +467,9 @@ fn link_fn(kernel: &Kernel) -> String {
 /// The threshold `τ` of `Σ h(x − m − τ) = k` for the row `x_e` = `x_of` (an expression in `e`),
 /// `m = max x`, by the reference's safeguarded Newton–bisection
 /// ([`crate::kernels::threshold::solve_threshold`]: the same bracket, start, steps and stopping
-/// rules, every sum a block sum in double). Leaves `double m, tau` and `bool converged` in
-/// scope and flags a non-finite `x` in `bad`. `k = 0` and `k = n` are the constant solutions.
+/// rules, every sum a block sum in double). Leaves `double m, tau, iterations, residual` (the
+/// reference's report: sums evaluated, `|Σ h − k|` at the last) and `bool converged` in scope
+/// and flags a non-finite `x` in `bad`. `k = 0` and `k = n` are the constant solutions.
 fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
     let (lo, hi) = (
         match link {
@@ -483,7 +484,7 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
     double m = (double)sst_block_max(top, sst_scratch_r);
     double spread = m + (double)sst_block_max(-low, sst_scratch_r);
     double kf = {k}.0, nf = (double)SST_N;
-    double tau = {k} == 0 ? SST_INF : -SST_INF;
+    double tau = {k} == 0 ? SST_INF : -SST_INF, iterations = 0.0, residual = 0.0;
     bool converged = true;
     if ({k} > 0 && {k} < SST_N && isfinite(spread)) {{
         double lo = {lo}, hi = {hi};
@@ -502,7 +503,9 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
             for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ double d; part_h += sst_link(((double)({x_of}) - m) - tau, &d); part_d += d; }}
             double sum = sst_block_sum(part_h, sst_scratch_d), slope = sst_block_sum(part_d, sst_scratch_d);
             double r = sum - kf;
-            if (fabs(r) <= {tol}) {{ converged = true; break; }}
+            iterations = it + 1;
+            residual = fabs(r);
+            if (residual <= {tol}) {{ converged = true; break; }}
             if (r > 0.0) lo = tau; else hi = tau;
             double step = log(sum / kf) * sum / slope, newton = tau + step;
             bool use_newton = slope > 0.0 && newton > lo && newton < hi && 2.0 * fabs(step) <= dx_old;
@@ -595,7 +598,7 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
         Solve::Soft(SoftKernel::Softmax) => "real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real ex = sst_exp(z[e] - m); z[e] = ex; part += (double)ex; }\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = z[e] * inv;".into(),
         Solve::TopK { k } => top_k(k, kernel.precision),
         Solve::Soft(SoftKernel::Threshold { link, k, tol_bits }) => format!(
-            "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)sst_link(((double)z[e] - m) - tau, 0);\n    bad |= !converged;",
+            "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)sst_link(((double)z[e] - m) - tau, 0);\n    bad |= !converged;\n    if (threadIdx.x == 0) {{ stats[0] = iterations; stats[1] = residual; }}",
             threshold_solve(link, k, f64::from_bits(tol_bits), "z[e]")
         ),
         Solve::Soft(SoftKernel::CappedSimplex { k }) => format!(
@@ -614,13 +617,14 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
 #define SST_BLOCKS {blocks}
 extern "C" __global__ void {ENTRY}(const real* __restrict__ theta, real* __restrict__ w_all,
         real* __restrict__ z_all, u64 start, u64 batch, u64 seed, double temperature,
-        u64* bad_row) {{
+        u64* bad_row, double* __restrict__ stats_all) {{
     u64 row = start + blockIdx.x;
     [[maybe_unused]] u32 sample = (u32)(row / batch);
     u32 batch_row = (u32)(row % batch);
     const real* theta_row = theta + (u64)batch_row * SST_N;
     real* w = w_all + (u64)blockIdx.x * SST_N;
     real* z = z_all + (u64)blockIdx.x * SST_N;
+    [[maybe_unused]] double* stats = stats_all + (u64)blockIdx.x * {STATS};
     [[maybe_unused]] real t = (real)temperature;
     [[maybe_unused]] real best = -SST_INF;
     [[maybe_unused]] int best_at = 0x7fffffff;
@@ -635,6 +639,10 @@ extern "C" __global__ void {ENTRY}(const real* __restrict__ theta, real* __restr
         n = kernel.n,
     )
 }
+
+/// Numbers per row in the forward kernel's `stats` (a solver's iterations and residual, which
+/// the host merges into the report as the reference backend's keys).
+pub const STATS: usize = 2;
 
 /// The backward kernel: `grad += J_sᵀ g / T` for row `start + blockIdx.x`, with `s` the saved
 /// solution or (`recompute`, straight-through) `soft(w/T)` re-solved from the saved `w`, and

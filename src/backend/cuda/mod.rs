@@ -24,7 +24,7 @@ use cudarc::driver::PushKernelArg;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
 use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys, Ptx};
 
-use super::fused::{backward_kernel, forward_kernel, Kernel};
+use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, SoftKernel, Solve};
 use super::reference::Reference;
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
@@ -142,6 +142,18 @@ fn device() -> Result<&'static Device, String> {
 /// The device's name and architecture (`"NVIDIA H200 (sm_90)"`), or why there is none.
 pub fn describe() -> Result<String, String> {
     device().map(|d| format!("{} ({})", d.name, d.arch))
+}
+
+/// The report keys of a forward kernel's `stats` ([`codegen::STATS`] per row), the reference
+/// backend's for the same solver; `None` for kernels that report nothing.
+fn reported(kernel: &Kernel) -> Option<[&'static str; codegen::STATS]> {
+    match kernel.pass {
+        Pass::Forward {
+            solve: Solve::Soft(SoftKernel::Threshold { .. }),
+            ..
+        } => Some(["tau_iterations", "tau_residual"]),
+        _ => None,
+    }
 }
 
 /// The kernels this backend generates for `program` in `F`: both modes' forward kernels and the
@@ -297,6 +309,9 @@ impl<F: Real> Backend<F> for Cuda {
         let mut w = stream.alloc_zeros::<u8>(size).map_err(failed)?;
         let mut z = stream.alloc_zeros::<u8>(size).map_err(failed)?;
         let mut bad = stream.clone_htod(&[u64::MAX]).map_err(failed)?;
+        let mut stats = stream
+            .alloc_zeros::<f64>(count * codegen::STATS)
+            .map_err(failed)?;
         let (start, batch) = (rows.range.start as u64, rows.batch_rows() as u64);
         let mut launch = stream.launch_builder(&f);
         launch
@@ -307,10 +322,11 @@ impl<F: Real> Backend<F> for Cuda {
             .arg(&batch)
             .arg(&rows.seed)
             .arg(&rows.temperature)
-            .arg(&mut bad);
+            .arg(&mut bad)
+            .arg(&mut stats);
         // SAFETY: the arguments are the forward kernel's parameters in order (codegen::forward):
         // θ holds every batch row, `w` and `z` one row of `n` per block of the grid, `bad` one
-        // u64; the kernel indexes nothing else.
+        // u64, `stats` codegen::STATS per block; the kernel indexes nothing else.
         unsafe { launch.launch(launch_config(count)) }.map_err(failed)?;
         if bad_row(stream, &bad)?.is_some() {
             // A row overflowed: the reference backend finds it and says so.
@@ -322,6 +338,14 @@ impl<F: Real> Backend<F> for Cuda {
         stream
             .memcpy_dtoh(&z, bytes_mut(&mut out.z[..count * n]))
             .map_err(failed)?;
+        if let Some(keys) = reported(&kernel) {
+            let stats = stream.clone_dtoh(&stats).map_err(failed)?;
+            for row in stats.chunks_exact(codegen::STATS) {
+                for (&key, &value) in keys.iter().zip(row) {
+                    out.report.record_max(key, value);
+                }
+            }
+        }
         Ok(())
     }
 
