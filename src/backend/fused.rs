@@ -57,6 +57,15 @@ pub enum SoftKernel {
     /// `s = clip(x − τ, 0, 1)` with `Σ s = k` (the capped simplex); `∂L/∂w = (g − mean_L g) ⊙
     /// [0 < s < 1] / T`, `L = {0 < s < 1}` (CUDA only).
     CappedSimplex { k: usize },
+    /// `s = exp(x + α 1ᵀ + 1 βᵀ)` on the `rows × cols` matrix padded square with zero rows,
+    /// doubly stochastic to a row residual of `tol` (`tol_bits`) within `iters` iterations (CUDA
+    /// only; forward alone: its implicit and unrolled VJPs run on the host).
+    Sinkhorn {
+        rows: usize,
+        cols: usize,
+        iters: usize,
+        tol_bits: u64,
+    },
 }
 
 /// The precision a kernel computes in.
@@ -139,6 +148,14 @@ impl Kernel {
                 soft: SoftKernel::CappedSimplex { .. },
                 ..
             } => Err("the capped_simplex soft kernel is not compiled".into()),
+            Pass::Forward {
+                solve: Solve::Soft(SoftKernel::Sinkhorn { .. }),
+                ..
+            }
+            | Pass::Backward {
+                soft: SoftKernel::Sinkhorn { .. },
+                ..
+            } => Err("the sinkhorn soft kernel is not compiled".into()),
             _ => Ok(()),
         }
     }
@@ -202,9 +219,11 @@ pub fn backward_kernel<F: Real>(
         return None;
     }
     let soft = soft_kernel(program.soft)?;
-    // The solver's exact VJP: closed form, or the implicit-function theorem for a threshold.
+    // The solver's exact VJP: closed form, or the implicit-function theorem for a threshold
+    // (Sinkhorn's needs a linear solve: no fused kernel).
     let exact = match soft {
         SoftKernel::Threshold { .. } => Rule::Implicit,
+        SoftKernel::Sinkhorn { .. } => return None,
         _ => Rule::ClosedForm,
     };
     let exact_vjp = program.backward == Backward::Native(exact);
@@ -232,6 +251,17 @@ fn soft_kernel(soft: Soft) -> Option<SoftKernel> {
             tol_bits: tol.to_bits(),
         }),
         Soft::CappedSimplex { k } => Some(SoftKernel::CappedSimplex { k }),
+        Soft::Sinkhorn {
+            rows,
+            cols,
+            iters,
+            tol,
+        } => Some(SoftKernel::Sinkhorn {
+            rows,
+            cols,
+            iters,
+            tol_bits: tol.to_bits(),
+        }),
         _ => None,
     }
 }

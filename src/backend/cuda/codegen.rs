@@ -368,7 +368,8 @@ fn first_pass(solve: Solve) -> &'static str {
             SoftKernel::Softmax
             | SoftKernel::Sparsemax
             | SoftKernel::Threshold { .. }
-            | SoftKernel::CappedSimplex { .. },
+            | SoftKernel::CappedSimplex { .. }
+            | SoftKernel::Sinkhorn { .. },
         ) => "real x = wv / t; bad |= !isfinite(x); z[e] = x; best = fmax(best, x);",
         Solve::Soft(SoftKernel::Sigmoid) => {
             "real x = wv / t; bad |= !isfinite(x); z[e] = sst_sigmoid(x);"
@@ -522,6 +523,67 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
     )
 }
 
+/// What a Sinkhorn backward arm says if reached: [`crate::backend::fused::backward_kernel`]
+/// gives none (its VJPs run on the host).
+const NO_SINKHORN_VJP: &str = "Sinkhorn has no backward kernel";
+
+/// The largest `cols` of a generated Sinkhorn kernel: its duals live in shared memory, 16 bytes a
+/// column (32 KiB of the 48 KiB a block may declare).
+pub const MAX_SINKHORN_COLS: usize = 2048;
+
+/// Sinkhorn in log space on the `cols × cols` matrix `x` (the row's `rows × cols` entries of
+/// `x = w/T`, then `cols − rows` rows of zeros), as [`crate::kernels::sinkhorn::padded_sinkhorn`]
+/// defines it: from `β = 0`, iterations of `α_i = −LSE_j(x_ij + β_j)`,
+/// `β_j = −LSE_i(x_ij + α_i)` (a thread per row, then per column; every log-sum-exp
+/// max-shifted), until the row residual `max_i |Σ_j exp(x_ij + α_i + β_j) − 1|` is at most `tol`
+/// or `iters` have run; `z = exp(x + α 1ᵀ + 1 βᵀ)` on the first `rows` rows. No ε-scaling or
+/// Newton steps: a row that has not converged is flagged in `bad` (the host re-solves the range,
+/// whose report then says so). Stats: iterations and the last residual.
+fn sinkhorn(rows: usize, cols: usize, iters: usize, tol: f64) -> String {
+    format!(
+        r#"/* x(i, j): the scores, zero in the padding rows. */
+#define SST_X(i, j) ((i) < {rows} ? (double)z[(i) * {cols} + (j)] : 0.0)
+    __shared__ double sst_alpha[{cols}], sst_beta[{cols}];
+    for (int j = threadIdx.x; j < {cols}; j += blockDim.x) sst_beta[j] = 0.0;
+    double residual = 0.0, iterations = 0.0;
+    bool converged = false;
+    for (int it = 0; it < {iters}; it++) {{
+        __syncthreads();
+        for (int i = threadIdx.x; i < {cols}; i += blockDim.x) {{
+            double top = -SST_INF, sum = 0.0;
+            for (int j = 0; j < {cols}; j++) top = fmax(top, SST_X(i, j) + sst_beta[j]);
+            for (int j = 0; j < {cols}; j++) sum += sst_exp_f64(SST_X(i, j) + sst_beta[j] - top);
+            sst_alpha[i] = -(top + log(sum));
+        }}
+        __syncthreads();
+        for (int j = threadIdx.x; j < {cols}; j += blockDim.x) {{
+            double top = -SST_INF, sum = 0.0;
+            for (int i = 0; i < {cols}; i++) top = fmax(top, SST_X(i, j) + sst_alpha[i]);
+            for (int i = 0; i < {cols}; i++) sum += sst_exp_f64(SST_X(i, j) + sst_alpha[i] - top);
+            sst_beta[j] = -(top + log(sum));
+        }}
+        __syncthreads();
+        real worst = (real)0;
+        for (int i = threadIdx.x; i < {cols}; i += blockDim.x) {{
+            double sum = 0.0;
+            for (int j = 0; j < {cols}; j++) sum += sst_exp_f64(SST_X(i, j) + sst_alpha[i] + sst_beta[j]);
+            worst = fmax(worst, (real)fabs(sum - 1.0));
+        }}
+        residual = (double)sst_block_max(worst, sst_scratch_r);
+        iterations = it + 1;
+        if (residual <= {tol}) {{ converged = true; break; }}
+    }}
+    bad |= !converged;
+    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{
+        int i = e / {cols}, j = e % {cols};
+        z[e] = (real)sst_exp_f64(SST_X(i, j) + sst_alpha[i] + sst_beta[j]);
+    }}
+    if (threadIdx.x == 0) {{ stats[0] = iterations; stats[1] = residual; }}
+#undef SST_X"#,
+        tol = f64_literal(tol),
+    )
+}
+
 /// The VJP of a projection whose free coordinates are `L = {free(s)}` (`free` a C condition on
 /// `s`) and whose constraint is `Σ_L s = const` ([`crate::kernels::centered_on_free_vjp`]):
 /// `grad += (g − mean_L g) / T` on `L`, with `s` = `s_of`.
@@ -601,6 +663,12 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
             "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)sst_link(((double)z[e] - m) - tau, 0);\n    bad |= !converged;\n    if (threadIdx.x == 0) {{ stats[0] = iterations; stats[1] = residual; }}",
             threshold_solve(link, k, f64::from_bits(tol_bits), "z[e]")
         ),
+        Solve::Soft(SoftKernel::Sinkhorn {
+            rows,
+            cols,
+            iters,
+            tol_bits,
+        }) => sinkhorn(rows, cols, iters, f64::from_bits(tol_bits)),
         Solve::Soft(SoftKernel::CappedSimplex { k }) => format!(
             "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)fmin(fmax(((double)z[e] - m) - tau, 0.0), 1.0);",
             capped_simplex_solve(k, "z[e]")
@@ -678,6 +746,7 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
             ),
             "(real)fmin(fmax(((double)(w_row[e] / t) - m) - tau, 0.0), 1.0)".to_string(),
         ),
+        (SoftKernel::Sinkhorn { .. }, true) => unreachable!("{NO_SINKHORN_VJP}"),
         (SoftKernel::Sparsemax, true) => (
             format!(
                 "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }}\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    {}",
@@ -705,6 +774,7 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
                 "double part_d = 0.0, part_dg = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; part_d += d; part_dg += d * (double)g_row[e]; }}\n    double sd = sst_block_sum(part_d, sst_scratch_d), sdg = sst_block_sum(part_dg, sst_scratch_d);\n    if (sd > 0.0) for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; grad[e] += (real)(d * ((double)g_row[e] - sdg / sd)) / t; }}"
             )
         }
+        SoftKernel::Sinkhorn { .. } => unreachable!("{NO_SINKHORN_VJP}"),
         SoftKernel::Sparsemax => centered_on_free(&s_of, "s > (real)0"),
         SoftKernel::CappedSimplex { .. } => centered_on_free(&s_of, "s > (real)0 && s < (real)1"),
     };

@@ -27,7 +27,7 @@ use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys, Ptx};
 use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, SoftKernel, Solve};
 use super::reference::Reference;
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
-use crate::ir::Program;
+use crate::ir::{Hard, Program};
 use crate::plan::Mode;
 use crate::real::Real;
 
@@ -152,19 +152,57 @@ fn reported(kernel: &Kernel) -> Option<[&'static str; codegen::STATS]> {
             solve: Solve::Soft(SoftKernel::Threshold { .. }),
             ..
         } => Some(["tau_iterations", "tau_residual"]),
+        Pass::Forward {
+            solve: Solve::Soft(SoftKernel::Sinkhorn { .. }),
+            ..
+        } => Some(["sinkhorn_iterations", "sinkhorn_residual"]),
         _ => None,
     }
 }
 
 /// The kernels this backend generates for `program` in `F`: both modes' forward kernels and the
 /// backward kernels there are, or why it does not run the program.
+/// An exact combinatorial hard solver (the assignment, maximum trees, the chain's Viterbi) stays
+/// on the host: its forward pass runs on the reference backend, the soft one on the device.
 pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
     let mut out = Vec::new();
     for mode in [Mode::Hard, Mode::Soft] {
-        out.push(forward_kernel::<F>(program, program.noise, mode)?);
+        match forward_kernel::<F>(program, program.noise, mode) {
+            Ok(kernel) => out.push(kernel),
+            Err(_) if mode == Mode::Hard && combinatorial(program.hard) => {}
+            Err(why) => return Err(why),
+        }
         out.extend(backward_kernel::<F>(program, program.noise, mode));
     }
+    if let Some(kernel) = out.iter().find(|k| too_wide(k)) {
+        return Err(Unsupported(format!(
+            "Sinkhorn over more than {} columns is not generated ({kernel:?})",
+            codegen::MAX_SINKHORN_COLS
+        )));
+    }
     Ok(out)
+}
+
+/// Whether `hard` is an exact combinatorial solver, which runs on the host.
+fn combinatorial(hard: Hard) -> bool {
+    matches!(
+        hard,
+        Hard::Assignment { .. }
+            | Hard::MaxSpanningTree { .. }
+            | Hard::MaxArborescence { .. }
+            | Hard::ChainViterbi { .. }
+    )
+}
+
+/// A Sinkhorn kernel whose duals would not fit the block's shared memory.
+fn too_wide(kernel: &Kernel) -> bool {
+    matches!(
+        kernel.pass,
+        Pass::Forward {
+            solve: Solve::Soft(SoftKernel::Sinkhorn { cols, .. }),
+            ..
+        } if cols > codegen::MAX_SINKHORN_COLS
+    )
 }
 
 /// Every kernel loaded in this process, or why it could not be.

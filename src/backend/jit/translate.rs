@@ -399,7 +399,9 @@ impl<'b> Emit<'_, 'b> {
                 self.store_unit(out_row, idx, &s);
             }
             SoftKernel::Sparsemax => self.store_unit(x_row, idx, &x),
-            SoftKernel::Threshold { .. } | SoftKernel::CappedSimplex { .. } => {
+            SoftKernel::Threshold { .. }
+            | SoftKernel::CappedSimplex { .. }
+            | SoftKernel::Sinkhorn { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
@@ -444,7 +446,9 @@ impl<'b> Emit<'_, 'b> {
                 self.b.ins().call(sparsemax, &[x_row, out_row, n]);
             }
             SoftKernel::Sigmoid | SoftKernel::Clip => {}
-            SoftKernel::Threshold { .. } | SoftKernel::CappedSimplex { .. } => {
+            SoftKernel::Threshold { .. }
+            | SoftKernel::CappedSimplex { .. }
+            | SoftKernel::Sinkhorn { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
@@ -702,7 +706,9 @@ impl<'b> Emit<'_, 'b> {
                     b.ins().fmul(s, c)
                 });
             }
-            SoftKernel::Threshold { .. } | SoftKernel::CappedSimplex { .. } => {
+            SoftKernel::Threshold { .. }
+            | SoftKernel::CappedSimplex { .. }
+            | SoftKernel::Sinkhorn { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
