@@ -270,6 +270,44 @@ fn without_a_driver_backend_cuda_is_one_line_and_exit_2() {
     assert!(e.message.contains("driver"), "{e}");
 }
 
+/// `sst check` names the kernels `--backend cuda` runs on the device, says when the hard pass
+/// stays on the host, and why a layer runs on the reference backend.
+#[test]
+fn check_says_which_kernels_run_on_the_device() {
+    let dir = TempDir::new();
+    let spec = dir.write(
+        "l.sst",
+        "layer p: permutation(6) {}\nlayer s: subset(8, k = 3) {}\nlayer t: spanning_tree(5) {}",
+    );
+    let out = run(&["check", spec.to_str().unwrap()], "");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("with --backend cuda"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].contains(
+            "1 fused kernels on the device (forward gumbel sinkhorn), the hard pass on the host"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("(forward gumbel top_k, backward threshold (re-solved), forward gumbel threshold, backward threshold);"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains(
+            "reference  # with --backend cuda: the matrix_tree soft kernel is not compiled"
+        ),
+        "{}",
+        lines[2]
+    );
+}
+
 /// `‖a − b‖∞ / max(1, ‖b‖∞)`.
 fn relative<F: Real>(a: &ArrayD<F>, b: &ArrayD<F>) -> f64 {
     let scale = b.iter().fold(1.0f64, |m, x| m.max(x.f64().abs()));

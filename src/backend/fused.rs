@@ -124,6 +124,38 @@ pub enum Pass {
     },
 }
 
+impl Solve {
+    /// The solve's name, as `sst check` shows it (`top_k`, `sinkhorn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Solve::Argmax => "argmax",
+            Solve::Positive => "positive",
+            Solve::TopK { .. } => "top_k",
+            Solve::Soft(soft) => soft.name(),
+        }
+    }
+
+    /// Whether this is a hard mode's solve (an exact solver, no temperature).
+    pub fn is_hard(self) -> bool {
+        !matches!(self, Solve::Soft(_))
+    }
+}
+
+impl SoftKernel {
+    /// The kernel's name, as `sst check` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SoftKernel::Softmax => "softmax",
+            SoftKernel::Sigmoid => "sigmoid",
+            SoftKernel::Clip => "clip",
+            SoftKernel::Sparsemax => "sparsemax",
+            SoftKernel::Threshold { .. } => "threshold",
+            SoftKernel::CappedSimplex { .. } => "capped_simplex",
+            SoftKernel::Sinkhorn { .. } => "sinkhorn",
+        }
+    }
+}
+
 impl Kernel {
     /// Whether the Cranelift JIT translates this kernel, or why not.
     pub fn jit_translates(&self) -> Result<(), String> {

@@ -67,10 +67,14 @@ fn cuda_line(layer: &sst::Layer) -> String {
     let device = sst::backend::cuda_device().unwrap_or_else(|why| format!("no device: {why}"));
     match sst::backend::cuda::kernels::<f32>(&layer.plan().program) {
         Ok(kernels) => format!(
-            "  {:<12} cuda  # with --backend cuda: {} fused kernels on the device ({}); {device}\n",
+            "  {:<12} cuda  # with --backend cuda: {} fused kernels on the device ({}){}; {device}\n",
             "",
             kernels.len(),
-            kernel_names(&kernels).join(", ")
+            kernel_names(&kernels).join(", "),
+            match hard_on_device(&kernels) {
+                true => "",
+                false => ", the hard pass on the host",
+            }
         ),
         Err(why) => format!("  {:<12} reference  # with --backend cuda: {}\n", "", why.0),
     }
@@ -79,9 +83,11 @@ fn cuda_line(layer: &sst::Layer) -> String {
 #[cfg(feature = "cuda")]
 fn cuda_json(layer: &sst::Layer) -> serde_json::Value {
     match sst::backend::cuda::kernels::<f32>(&layer.plan().program) {
-        Ok(kernels) => {
-            json!({ "kernels": kernel_names(&kernels), "device": sst::backend::cuda_device().ok() })
-        }
+        Ok(kernels) => json!({
+            "kernels": kernel_names(&kernels),
+            "hard_on_device": hard_on_device(&kernels),
+            "device": sst::backend::cuda_device().ok(),
+        }),
         Err(why) => json!({ "kernels": [], "why_not": why.0 }),
     }
 }
@@ -90,20 +96,33 @@ fn cuda_json(layer: &sst::Layer) -> serde_json::Value {
 #[cfg(feature = "cuda")]
 fn kernel_names(kernels: &[sst::backend::fused::Kernel]) -> Vec<String> {
     use sst::backend::fused::Pass;
-    let names: Vec<String> = kernels
+    kernels
         .iter()
         .map(|k| match k.pass {
-            Pass::Forward { front, solve } => format!("forward {front:?} {solve:?}"),
-            Pass::Backward { soft, recompute } => {
+            Pass::Forward { front, solve } => {
                 format!(
-                    "backward {soft:?}{}",
-                    if recompute { " (re-solved)" } else { "" }
+                    "forward {} {}",
+                    format!("{front:?}").to_lowercase(),
+                    solve.name()
                 )
             }
+            Pass::Backward { soft, recompute } => format!(
+                "backward {}{}",
+                soft.name(),
+                if recompute { " (re-solved)" } else { "" }
+            ),
         })
-        .map(|name| name.to_lowercase())
-        .collect();
-    names
+        .collect()
+}
+
+/// Whether the hard mode's forward pass is among the device's kernels (exact combinatorial
+/// solvers run on the host).
+#[cfg(feature = "cuda")]
+fn hard_on_device(kernels: &[sst::backend::fused::Kernel]) -> bool {
+    use sst::backend::fused::Pass;
+    kernels
+        .iter()
+        .any(|k| matches!(k.pass, Pass::Forward { solve, .. } if solve.is_hard()))
 }
 
 /// A plan as an aligned table: field, value, why.
