@@ -110,10 +110,11 @@ fn every_generated_kernel_compiles_to_cubin_for_sm_80_and_sm_90() {
     );
     // Every kind of kernel is among them, in both precisions: forward with Gumbel noise
     // (argmax, softmax, sparsemax, top-k, the two threshold links, the capped simplex,
-    // Sinkhorn), logistic noise (positive, sigmoid, clip) and none (all eleven); backward of the
-    // seven soft kernels but Sinkhorn's, from the saved solution or re-solved.
+    // Sinkhorn, the matrix-tree), logistic noise (positive, sigmoid, clip) and none (all
+    // twelve); backward of the soft kernels but Sinkhorn's and the matrix-tree's, from the saved
+    // solution or re-solved.
     let kinds: BTreeSet<String> = kernels.iter().map(kind).collect();
-    assert_eq!(kinds.len(), 2 * (8 + 3 + 11 + 7 * 2), "{kinds:#?}");
+    assert_eq!(kinds.len(), 2 * (9 + 3 + 12 + 7 * 2), "{kinds:#?}");
     for kernel in &kernels {
         let source = codegen::source(kernel);
         for arch in ["sm_80", "sm_90"] {
@@ -378,10 +379,10 @@ int main(int argc, char** argv) {
     FILE* in = fopen(argv[1], "rb");
     std::vector<real> theta = sst_read<real>(in, batch * SST_N), w(rows * SST_N), z(rows * SST_N);
     std::vector<u64> bad(1, ~0ull);
-    std::vector<double> stats(rows * STATS);
+    std::vector<double> stats(rows * STATS), kept(rows * KEPT);
     sst_launch(rows, THREADS, [&] {
         sst_kernel(theta.data(), w.data(), z.data(), start, batch, seed, temperature, bad.data(),
-                   stats.data());
+                   stats.data(), kept.data());
     });
     FILE* out = fopen(argv[2], "wb");
     sst_write(out, w); sst_write(out, z); sst_write(out, bad);
@@ -451,6 +452,17 @@ fn precompile_emulation(dir: &TempDir) {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// The f64 a forward kernel keeps per row (at least one, for the driver's buffer).
+fn kept_width(kernel: &Kernel) -> usize {
+    match kernel.pass {
+        Pass::Forward {
+            solve: Solve::Soft(SoftKernel::MatrixTree { n, .. }),
+            ..
+        } => (n - 1) * (n - 1),
+        _ => 1,
+    }
+}
+
 /// Starts compiling `kernel` in `dir` (after [`precompile_emulation`]) as `name`.
 fn emulate(dir: &TempDir, name: &str, kernel: Kernel) -> (Emulated, std::process::Child) {
     let main = match kernel.pass {
@@ -458,8 +470,9 @@ fn emulate(dir: &TempDir, name: &str, kernel: Kernel) -> (Emulated, std::process
         Pass::Backward { .. } => BACKWARD_MAIN,
     };
     let source = format!(
-        "#include \"emulation.hpp\"\n#include <string>\n#define THREADS {EMULATED_THREADS}\n#define STATS {}\n{}{main}",
+        "#include \"emulation.hpp\"\n#include <string>\n#define THREADS {EMULATED_THREADS}\n#define STATS {}\n#define KEPT {}\n{}{main}",
         codegen::STATS,
+        kept_width(&kernel),
         codegen::source(&kernel)
     );
     let file = dir.write(&format!("{name}.cpp"), &source);
@@ -564,6 +577,7 @@ fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does()
         "layer l: subset(1999, k = 900) { regularizer: euclidean; temperature: 0.7 }",
         "layer l: bernoulli(1999) { regularizer: euclidean; temperature: 0.7 }",
         "layer l: matching(n = 30, m = 40) { temperature: 0.7 }",
+        "layer l: arborescence(nodes = 40, root = 3) { temperature: 0.7 }",
     ];
     let mut layers = layers();
     for spec in long {
@@ -588,7 +602,7 @@ fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does()
             }
         }
     }
-    assert_eq!(chosen.len(), 2 * 72, "{seen:#?}");
+    assert_eq!(chosen.len(), 2 * 76, "{seen:#?}");
     precompile_emulation(&dir);
     // Compiled four at a time.
     let mut emulated = Vec::new();

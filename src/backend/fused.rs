@@ -8,7 +8,7 @@
 //! subset solvers to the reference: [`Kernel::jit_translates`]).
 
 use super::Unsupported;
-use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft};
+use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft, Trees};
 use crate::kernels::threshold::Link;
 use crate::noise::{Coordinates, Perturbation};
 use crate::plan::Mode;
@@ -66,6 +66,10 @@ pub enum SoftKernel {
         iters: usize,
         tol_bits: u64,
     },
+    /// The edge marginals of arborescences of `n` nodes rooted at `root` (the directed
+    /// matrix-tree theorem), keeping `L̂⁻ᵀ` for the backward pass, which runs on the host (CUDA
+    /// only; forward alone).
+    MatrixTree { n: usize, root: usize },
 }
 
 /// The precision a kernel computes in.
@@ -152,6 +156,7 @@ impl SoftKernel {
             SoftKernel::Threshold { .. } => "threshold",
             SoftKernel::CappedSimplex { .. } => "capped_simplex",
             SoftKernel::Sinkhorn { .. } => "sinkhorn",
+            SoftKernel::MatrixTree { .. } => "matrix_tree",
         }
     }
 }
@@ -188,6 +193,14 @@ impl Kernel {
                 soft: SoftKernel::Sinkhorn { .. },
                 ..
             } => Err("the sinkhorn soft kernel is not compiled".into()),
+            Pass::Forward {
+                solve: Solve::Soft(SoftKernel::MatrixTree { .. }),
+                ..
+            }
+            | Pass::Backward {
+                soft: SoftKernel::MatrixTree { .. },
+                ..
+            } => Err("the matrix_tree soft kernel is not compiled".into()),
             _ => Ok(()),
         }
     }
@@ -252,10 +265,10 @@ pub fn backward_kernel<F: Real>(
     }
     let soft = soft_kernel(program.soft)?;
     // The solver's exact VJP: closed form, or the implicit-function theorem for a threshold
-    // (Sinkhorn's needs a linear solve: no fused kernel).
+    // (Sinkhorn's and the matrix-tree's need linear solves: no fused kernel).
     let exact = match soft {
         SoftKernel::Threshold { .. } => Rule::Implicit,
-        SoftKernel::Sinkhorn { .. } => return None,
+        SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => return None,
         _ => Rule::ClosedForm,
     };
     let exact_vjp = program.backward == Backward::Native(exact);
@@ -294,6 +307,10 @@ fn soft_kernel(soft: Soft) -> Option<SoftKernel> {
             iters,
             tol_bits: tol.to_bits(),
         }),
+        Soft::MatrixTree {
+            n,
+            trees: Trees::Rooted(root),
+        } => Some(SoftKernel::MatrixTree { n, root }),
         _ => None,
     }
 }

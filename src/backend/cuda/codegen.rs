@@ -369,7 +369,8 @@ fn first_pass(solve: Solve) -> &'static str {
             | SoftKernel::Sparsemax
             | SoftKernel::Threshold { .. }
             | SoftKernel::CappedSimplex { .. }
-            | SoftKernel::Sinkhorn { .. },
+            | SoftKernel::Sinkhorn { .. }
+            | SoftKernel::MatrixTree { .. },
         ) => "real x = wv / t; bad |= !isfinite(x); z[e] = x; best = fmax(best, x);",
         Solve::Soft(SoftKernel::Sigmoid) => {
             "real x = wv / t; bad |= !isfinite(x); z[e] = sst_sigmoid(x);"
@@ -523,9 +524,82 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
     )
 }
 
-/// What a Sinkhorn backward arm says if reached: [`crate::backend::fused::backward_kernel`]
-/// gives none (its VJPs run on the host).
-const NO_SINKHORN_VJP: &str = "Sinkhorn has no backward kernel";
+/// What a Sinkhorn or matrix-tree backward arm says if reached:
+/// [`crate::backend::fused::backward_kernel`] gives none (their VJPs run on the host).
+const NO_VJP: &str = "Sinkhorn and the matrix-tree have no backward kernel";
+
+/// The largest `n` of a generated matrix-tree kernel (its per-node arrays live in shared
+/// memory).
+pub const MAX_TREE_NODES: usize = 512;
+
+/// The edge marginals of arborescences rooted at `root` on `n` nodes
+/// ([`crate::kernels::matrix_tree::rooted_marginals`]) for the row's `x = w/T` (in `z`): the
+/// column-shifted weights `a_ij = exp(x_ij − max_k x_kj)` on the edges (`i ≠ j`, `j ≠ root`),
+/// `L̂ᵀ` (`L̂_jj = Σ_i a_ij`, `L̂_ij = −a_ij`, the root's row and column removed) built in the
+/// row's `kept` and inverted there in place by Gauss–Jordan without pivoting (`L̂ᵀ` is row
+/// diagonally dominant, where elimination needs none), leaving `Mᵀ = L̂⁻ᵀ` for the host's
+/// backward pass; then Koo et al.'s `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`. Marginals
+/// that fail the identities the host checks (each in `[0, 1]`, each non-root node's in-edges
+/// summing to 1, both to `MAX_IDENTITY_ERROR`) flag the row in `bad`: the host then takes its
+/// LU, subtraction-free or log-space route.
+fn matrix_tree(n: usize, root: usize) -> String {
+    let m = n - 1;
+    format!(
+        r#"/* x(i, j) as written by the first pass; node(r) the node of reduced index r. */
+#define SST_X(i, j) ((double)z[(i) * {n} + (j)])
+#define SST_NODE(r) ((r) < {root} ? (r) : (r) + 1)
+#define SST_EDGE(i, j) ((i) != (j) && (j) != {root})
+    __shared__ double sst_shift[{n}], sst_in[{n}], sst_factor[{m}];
+    double* lt = kept_all + (u64)blockIdx.x * {m} * {m};
+    for (int j = threadIdx.x; j < {n}; j += blockDim.x) {{
+        double top = -SST_INF;
+        for (int i = 0; i < {n}; i++) if (SST_EDGE(i, j)) top = fmax(top, SST_X(i, j));
+        sst_shift[j] = j == {root} ? 0.0 : top;
+    }}
+    __syncthreads();
+    for (int j = threadIdx.x; j < {n}; j += blockDim.x) {{
+        double in = 0.0;
+        for (int i = 0; i < {n}; i++) if (SST_EDGE(i, j)) in += sst_exp_f64(SST_X(i, j) - sst_shift[j]);
+        sst_in[j] = in;
+    }}
+    __syncthreads();
+    for (int e = threadIdx.x; e < {m} * {m}; e += blockDim.x) {{
+        int r = e / {m}, c = e % {m}, j = SST_NODE(r), i = SST_NODE(c);
+        /* lt[r][c] = L̂[c][r] */
+        lt[e] = r == c ? sst_in[j] : -sst_exp_f64(SST_X(i, j) - sst_shift[j]);
+    }}
+    for (int k = 0; k < {m}; k++) {{
+        __syncthreads();
+        double pivot = lt[k * {m} + k];
+        __syncthreads();
+        for (int c = threadIdx.x; c < {m}; c += blockDim.x) lt[k * {m} + c] = (c == k ? 1.0 : lt[k * {m} + c]) / pivot;
+        for (int r = threadIdx.x; r < {m}; r += blockDim.x) sst_factor[r] = r == k ? 0.0 : lt[r * {m} + k];
+        __syncthreads();
+        for (int e = threadIdx.x; e < {m} * {m}; e += blockDim.x) {{
+            int r = e / {m}, c = e % {m};
+            if (r != k) lt[e] = (c == k ? 0.0 : lt[e]) - sst_factor[r] * lt[k * {m} + c];
+        }}
+    }}
+    __syncthreads();
+#define SST_MU(i, j) (!SST_EDGE(i, j) ? 0.0 : sst_exp_f64(SST_X(i, j) - sst_shift[j]) * ((i) == {root} ? lt[((j) - ((j) > {root})) * ({m} + 1)] : lt[((j) - ((j) > {root})) * ({m} + 1)] - lt[((i) - ((i) > {root})) * {m} + (j) - ((j) > {root})]))
+    for (int j = threadIdx.x; j < {n}; j += blockDim.x) {{
+        double sum = 0.0;
+        for (int i = 0; i < {n}; i++) {{
+            double mu = SST_MU(i, j);
+            bad |= !(mu >= -{tol} && mu <= 1.0 + {tol});
+            sum += mu;
+        }}
+        bad |= j != {root} && !(fabs(sum - 1.0) <= {tol});
+    }}
+    __syncthreads();
+    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)SST_MU(e / {n}, e % {n});
+#undef SST_MU
+#undef SST_EDGE
+#undef SST_NODE
+#undef SST_X"#,
+        tol = f64_literal(crate::kernels::matrix_tree::MAX_IDENTITY_ERROR),
+    )
+}
 
 /// The largest `cols` of a generated Sinkhorn kernel: its duals live in shared memory, 16 bytes a
 /// column (32 KiB of the 48 KiB a block may declare).
@@ -669,6 +743,7 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
             iters,
             tol_bits,
         }) => sinkhorn(rows, cols, iters, f64::from_bits(tol_bits)),
+        Solve::Soft(SoftKernel::MatrixTree { n, root }) => matrix_tree(n, root),
         Solve::Soft(SoftKernel::CappedSimplex { k }) => format!(
             "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)fmin(fmax(((double)z[e] - m) - tau, 0.0), 1.0);",
             capped_simplex_solve(k, "z[e]")
@@ -685,7 +760,7 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
 #define SST_BLOCKS {blocks}
 extern "C" __global__ void {ENTRY}(const real* __restrict__ theta, real* __restrict__ w_all,
         real* __restrict__ z_all, u64 start, u64 batch, u64 seed, double temperature,
-        u64* bad_row, double* __restrict__ stats_all) {{
+        u64* bad_row, double* __restrict__ stats_all, double* __restrict__ kept_all) {{
     u64 row = start + blockIdx.x;
     [[maybe_unused]] u32 sample = (u32)(row / batch);
     u32 batch_row = (u32)(row % batch);
@@ -746,7 +821,9 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
             ),
             "(real)fmin(fmax(((double)(w_row[e] / t) - m) - tau, 0.0), 1.0)".to_string(),
         ),
-        (SoftKernel::Sinkhorn { .. }, true) => unreachable!("{NO_SINKHORN_VJP}"),
+        (SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. }, true) => {
+            unreachable!("{NO_VJP}")
+        }
         (SoftKernel::Sparsemax, true) => (
             format!(
                 "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }}\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    {}",
@@ -774,7 +851,7 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
                 "double part_d = 0.0, part_dg = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; part_d += d; part_dg += d * (double)g_row[e]; }}\n    double sd = sst_block_sum(part_d, sst_scratch_d), sdg = sst_block_sum(part_dg, sst_scratch_d);\n    if (sd > 0.0) for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; grad[e] += (real)(d * ((double)g_row[e] - sdg / sd)) / t; }}"
             )
         }
-        SoftKernel::Sinkhorn { .. } => unreachable!("{NO_SINKHORN_VJP}"),
+        SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => unreachable!("{NO_VJP}"),
         SoftKernel::Sparsemax => centered_on_free(&s_of, "s > (real)0"),
         SoftKernel::CappedSimplex { .. } => centered_on_free(&s_of, "s > (real)0 && s < (real)1"),
     };

@@ -174,11 +174,10 @@ pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
         }
         out.extend(backward_kernel::<F>(program, program.noise, mode));
     }
-    if let Some(kernel) = out.iter().find(|k| too_wide(k)) {
-        return Err(Unsupported(format!(
-            "Sinkhorn over more than {} columns is not generated ({kernel:?})",
-            codegen::MAX_SINKHORN_COLS
-        )));
+    for kernel in &out {
+        if let Some(why) = too_large(kernel) {
+            return Err(Unsupported(why));
+        }
     }
     Ok(out)
 }
@@ -194,15 +193,25 @@ fn combinatorial(hard: Hard) -> bool {
     )
 }
 
-/// A Sinkhorn kernel whose duals would not fit the block's shared memory.
-fn too_wide(kernel: &Kernel) -> bool {
-    matches!(
-        kernel.pass,
+/// Why a kernel whose per-row arrays would not fit the block's shared memory is not generated.
+fn too_large(kernel: &Kernel) -> Option<String> {
+    match kernel.pass {
         Pass::Forward {
             solve: Solve::Soft(SoftKernel::Sinkhorn { cols, .. }),
             ..
-        } if cols > codegen::MAX_SINKHORN_COLS
-    )
+        } if cols > codegen::MAX_SINKHORN_COLS => Some(format!(
+            "Sinkhorn over more than {} columns is not generated",
+            codegen::MAX_SINKHORN_COLS
+        )),
+        Pass::Forward {
+            solve: Solve::Soft(SoftKernel::MatrixTree { n, .. }),
+            ..
+        } if n > codegen::MAX_TREE_NODES => Some(format!(
+            "matrix-tree marginals over more than {} nodes are not generated",
+            codegen::MAX_TREE_NODES
+        )),
+        _ => None,
+    }
 }
 
 /// Every kernel loaded in this process, or why it could not be.
@@ -350,6 +359,10 @@ impl<F: Real> Backend<F> for Cuda {
         let mut stats = stream
             .alloc_zeros::<f64>(count * codegen::STATS)
             .map_err(failed)?;
+        let kept_width = out.kept.len() / rows.range.len().max(1);
+        let mut kept = stream
+            .alloc_zeros::<f64>((count * kept_width).max(1))
+            .map_err(failed)?;
         let (start, batch) = (rows.range.start as u64, rows.batch_rows() as u64);
         let mut launch = stream.launch_builder(&f);
         launch
@@ -361,10 +374,13 @@ impl<F: Real> Backend<F> for Cuda {
             .arg(&rows.seed)
             .arg(&rows.temperature)
             .arg(&mut bad)
-            .arg(&mut stats);
+            .arg(&mut stats)
+            .arg(&mut kept);
         // SAFETY: the arguments are the forward kernel's parameters in order (codegen::forward):
         // θ holds every batch row, `w` and `z` one row of `n` per block of the grid, `bad` one
-        // u64, `stats` codegen::STATS per block; the kernel indexes nothing else.
+        // u64, `stats` codegen::STATS per block, `kept` the soft kernel's kept width per block
+        // (the matrix-tree's (n − 1)², the only kernel that writes it); the kernel indexes
+        // nothing else.
         unsafe { launch.launch(launch_config(count)) }.map_err(failed)?;
         if bad_row(stream, &bad)?.is_some() {
             // A row overflowed: the reference backend finds it and says so.
@@ -376,6 +392,11 @@ impl<F: Real> Backend<F> for Cuda {
         stream
             .memcpy_dtoh(&z, bytes_mut(&mut out.z[..count * n]))
             .map_err(failed)?;
+        if kept_width > 0 {
+            stream
+                .memcpy_dtoh(&kept, &mut out.kept[..count * kept_width])
+                .map_err(failed)?;
+        }
         if let Some(keys) = reported(&kernel) {
             let stats = stream.clone_dtoh(&stats).map_err(failed)?;
             for row in stats.chunks_exact(codegen::STATS) {

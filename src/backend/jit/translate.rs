@@ -401,7 +401,8 @@ impl<'b> Emit<'_, 'b> {
             SoftKernel::Sparsemax => self.store_unit(x_row, idx, &x),
             SoftKernel::Threshold { .. }
             | SoftKernel::CappedSimplex { .. }
-            | SoftKernel::Sinkhorn { .. } => {
+            | SoftKernel::Sinkhorn { .. }
+            | SoftKernel::MatrixTree { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
@@ -448,7 +449,8 @@ impl<'b> Emit<'_, 'b> {
             SoftKernel::Sigmoid | SoftKernel::Clip => {}
             SoftKernel::Threshold { .. }
             | SoftKernel::CappedSimplex { .. }
-            | SoftKernel::Sinkhorn { .. } => {
+            | SoftKernel::Sinkhorn { .. }
+            | SoftKernel::MatrixTree { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
@@ -708,7 +710,8 @@ impl<'b> Emit<'_, 'b> {
             }
             SoftKernel::Threshold { .. }
             | SoftKernel::CappedSimplex { .. }
-            | SoftKernel::Sinkhorn { .. } => {
+            | SoftKernel::Sinkhorn { .. }
+            | SoftKernel::MatrixTree { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
