@@ -77,7 +77,7 @@ impl Hard {
 }
 
 /// Which trees a matrix-tree kernel sums over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trees {
     /// Spanning trees of the complete graph (weights in the upper triangle; marginals written

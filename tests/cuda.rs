@@ -110,11 +110,11 @@ fn every_generated_kernel_compiles_to_cubin_for_sm_80_and_sm_90() {
     );
     // Every kind of kernel is among them, in both precisions: forward with Gumbel noise
     // (argmax, softmax, sparsemax, top-k, the two threshold links, the capped simplex,
-    // Sinkhorn, the matrix-tree), logistic noise (positive, sigmoid, clip) and none (all
-    // twelve); backward of the soft kernels but Sinkhorn's and the matrix-tree's, from the saved
-    // solution or re-solved.
+    // Sinkhorn, the directed and undirected matrix-tree), logistic noise (positive, sigmoid,
+    // clip) and none (all thirteen); backward of the soft kernels but Sinkhorn's and the
+    // matrix-tree's, from the saved solution or re-solved.
     let kinds: BTreeSet<String> = kernels.iter().map(kind).collect();
-    assert_eq!(kinds.len(), 2 * (9 + 3 + 12 + 7 * 2), "{kinds:#?}");
+    assert_eq!(kinds.len(), 2 * (10 + 3 + 13 + 7 * 2), "{kinds:#?}");
     for kernel in &kernels {
         let source = codegen::source(kernel);
         for arch in ["sm_80", "sm_90"] {
@@ -278,7 +278,7 @@ fn check_says_which_kernels_run_on_the_device() {
     let dir = TempDir::new();
     let spec = dir.write(
         "l.sst",
-        "layer p: permutation(6) {}\nlayer s: subset(8, k = 3) {}\nlayer t: spanning_tree(5) {}",
+        "layer p: permutation(6) {}\nlayer s: subset(8, k = 3) {}\nlayer t: subset(8, k = 3) { regularizer: expfamily }",
     );
     let out = run(&["check", spec.to_str().unwrap()], "");
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
@@ -301,9 +301,8 @@ fn check_says_which_kernels_run_on_the_device() {
         lines[1]
     );
     assert!(
-        lines[2].contains(
-            "reference  # with --backend cuda: the matrix_tree soft kernel is not compiled"
-        ),
+        lines[2]
+            .contains("reference  # with --backend cuda: the esp_dp soft kernel is not compiled"),
         "{}",
         lines[2]
     );
@@ -578,6 +577,7 @@ fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does()
         "layer l: bernoulli(1999) { regularizer: euclidean; temperature: 0.7 }",
         "layer l: matching(n = 30, m = 40) { temperature: 0.7 }",
         "layer l: arborescence(nodes = 40, root = 3) { temperature: 0.7 }",
+        "layer l: spanning_tree(nodes = 40) { temperature: 0.7 }",
     ];
     let mut layers = layers();
     for spec in long {
@@ -602,7 +602,7 @@ fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does()
             }
         }
     }
-    assert_eq!(chosen.len(), 2 * 76, "{seen:#?}");
+    assert_eq!(chosen.len(), 2 * 80, "{seen:#?}");
     precompile_emulation(&dir);
     // Compiled four at a time.
     let mut emulated = Vec::new();

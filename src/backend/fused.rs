@@ -66,10 +66,9 @@ pub enum SoftKernel {
         iters: usize,
         tol_bits: u64,
     },
-    /// The edge marginals of arborescences of `n` nodes rooted at `root` (the directed
-    /// matrix-tree theorem), keeping `L̂⁻ᵀ` for the backward pass, which runs on the host (CUDA
-    /// only; forward alone).
-    MatrixTree { n: usize, root: usize },
+    /// The edge marginals of the `trees` on `n` nodes (the matrix-tree theorem), keeping `L̂⁻ᵀ`
+    /// for the backward pass, which runs on the host (CUDA only; forward alone).
+    MatrixTree { n: usize, trees: Trees },
 }
 
 /// The precision a kernel computes in.
@@ -233,8 +232,7 @@ pub fn forward_kernel<F: Real>(
             Some(soft) => Solve::Soft(soft),
             None => {
                 return why(&format!(
-                    "the {} soft kernel is not compiled (softmax, sigmoid, clip, sparsemax and \
-                     the subset solvers are)",
+                    "the {} soft kernel is not compiled",
                     program.soft.name()
                 ))
             }
@@ -307,10 +305,7 @@ fn soft_kernel(soft: Soft) -> Option<SoftKernel> {
             iters,
             tol_bits: tol.to_bits(),
         }),
-        Soft::MatrixTree {
-            n,
-            trees: Trees::Rooted(root),
-        } => Some(SoftKernel::MatrixTree { n, root }),
+        Soft::MatrixTree { n, trees } => Some(SoftKernel::MatrixTree { n, trees }),
         _ => None,
     }
 }

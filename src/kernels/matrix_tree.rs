@@ -30,6 +30,7 @@ use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Accum, MatMut, MatRef, Par};
 
+use crate::math::{exp_f64, ln_f64};
 use crate::real::Real;
 
 /// The largest estimated rounding error of the LU marginals that [`marginals`] accepts; beyond
@@ -606,11 +607,15 @@ impl Num for Dual {
 
 /// The node of the largest weighted degree `log Σ_j exp(y_ij)` (the first on ties): as the root
 /// of an undirected computation it keeps the entries of `L̂⁻¹` (resistances to the root) and so
-/// the cancellation in the marginals small.
+/// the cancellation in the marginals small. Max-shifted, with sst's `exp` and `ln`
+/// ([`crate::math`]) summed in index order: the CUDA kernel computes the same bits, so both pick
+/// the same root (the backward pass reuses the forward's inverse, which is the root's).
 fn best_root(y: &[f64], n: usize) -> usize {
     let degree = |i: usize| {
-        let row: Vec<f64> = (0..n).filter(|&j| j != i).map(|j| y[i * n + j]).collect();
-        crate::kernels::logsumexp(&row)
+        let row = (0..n).filter(|&j| j != i).map(|j| y[i * n + j]);
+        let m = row.clone().fold(f64::NEG_INFINITY, f64::max);
+        let sum = row.fold(0.0, |s, v| s + exp_f64(v - m));
+        m + ln_f64(sum)
     };
     (1..n).fold(0, |b, i| if degree(i) > degree(b) { i } else { b })
 }

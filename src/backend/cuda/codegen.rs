@@ -16,6 +16,7 @@
 use std::fmt::Write;
 
 use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
+use crate::ir::Trees;
 use crate::kernels::threshold::{Link, CACHED_SPREAD, MAX_ITERS};
 use crate::math::{Exp, Ln, EXP_F32, EXP_F64, LN_F32, LN_F64};
 use crate::noise::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, SECOND_STREAM};
@@ -532,29 +533,63 @@ const NO_VJP: &str = "Sinkhorn and the matrix-tree have no backward kernel";
 /// memory).
 pub const MAX_TREE_NODES: usize = 512;
 
-/// The edge marginals of arborescences rooted at `root` on `n` nodes
-/// ([`crate::kernels::matrix_tree::rooted_marginals`]) for the row's `x = w/T` (in `z`): the
-/// column-shifted weights `a_ij = exp(x_ij − max_k x_kj)` on the edges (`i ≠ j`, `j ≠ root`),
-/// `L̂ᵀ` (`L̂_jj = Σ_i a_ij`, `L̂_ij = −a_ij`, the root's row and column removed) built in the
-/// row's `kept` and inverted there in place by Gauss–Jordan without pivoting (`L̂ᵀ` is row
-/// diagonally dominant, where elimination needs none), leaving `Mᵀ = L̂⁻ᵀ` for the host's
-/// backward pass; then Koo et al.'s `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`. Marginals
-/// that fail the identities the host checks (each in `[0, 1]`, each non-root node's in-edges
-/// summing to 1, both to `MAX_IDENTITY_ERROR`) flag the row in `bad`: the host then takes its
-/// LU, subtraction-free or log-space route.
-fn matrix_tree(n: usize, root: usize) -> String {
+/// The edge marginals of `trees` on `n` nodes ([`crate::kernels::matrix_tree`]) for the row's
+/// `x = w/T` (in `z`). Arborescences rooted at `r`: the column-shifted weights
+/// `a_ij = exp(x_ij − max_k x_kj)` on the edges (`i ≠ j`, `j ≠ r`), `L̂ᵀ` (`L̂_jj = Σ_i a_ij`,
+/// `L̂_ij = −a_ij`, the root's row and column removed) built in the row's `kept` and inverted
+/// there in place by Gauss–Jordan without pivoting (`L̂ᵀ` is row diagonally dominant, where
+/// elimination needs none), leaving `Mᵀ = L̂⁻ᵀ` for the host's backward pass; then Koo et al.'s
+/// `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`. Undirected spanning trees: the same on the
+/// symmetric logits of the upper triangle from the node of largest `log Σ_j exp(x_ij)` (the
+/// host's `best_root`, the same bits: sst's `exp` and `ln` in index order), `z_ij = z_ji =
+/// μ_ij + μ_ji`. Marginals that fail the identities the host checks (each in `[0, 1]`, each
+/// non-root node's in-edges summing to 1, both to `MAX_IDENTITY_ERROR`) flag the row in `bad`:
+/// the host then takes its LU, subtraction-free or log-space route.
+fn matrix_tree(n: usize, trees: Trees) -> String {
     let m = n - 1;
+    let (x, choose_root, output) = match trees {
+        Trees::Rooted(root) => (
+            format!("((double)z[(i) * {n} + (j)])"),
+            format!("const int root = {root};"),
+            format!("for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)SST_MU(e / {n}, e % {n});"),
+        ),
+        Trees::Undirected => (
+            format!("((i) < (j) ? (double)z[(i) * {n} + (j)] : (double)z[(j) * {n} + (i)])"),
+            format!(
+                r#"__shared__ double sst_degree[{n}];
+    __shared__ int sst_root;
+    for (int i = threadIdx.x; i < {n}; i += blockDim.x) {{
+        double top = -SST_INF, sum = 0.0;
+        for (int j = 0; j < {n}; j++) if (j != i) top = fmax(top, SST_X(i, j));
+        for (int j = 0; j < {n}; j++) if (j != i) sum = sum + sst_exp_f64(SST_X(i, j) - top);
+        sst_degree[i] = top + sst_ln_f64(sum);
+    }}
+    __syncthreads();
+    if (threadIdx.x == 0) {{
+        int best = 0;
+        for (int i = 1; i < {n}; i++) if (sst_degree[i] > sst_degree[best]) best = i;
+        sst_root = best;
+    }}
+    __syncthreads();
+    const int root = sst_root;"#
+            ),
+            // One thread per pair {i, j}: it alone reads x_ij (the upper entry) and writes both.
+            format!("for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{\n        int i = e / {n}, j = e % {n};\n        if (i == j) z[e] = (real)0;\n        else if (i < j) {{ real v = (real)(SST_MU(i, j) + SST_MU(j, i)); z[e] = v; z[j * {n} + i] = v; }}\n    }}"),
+        ),
+    };
     format!(
         r#"/* x(i, j) as written by the first pass; node(r) the node of reduced index r. */
-#define SST_X(i, j) ((double)z[(i) * {n} + (j)])
-#define SST_NODE(r) ((r) < {root} ? (r) : (r) + 1)
-#define SST_EDGE(i, j) ((i) != (j) && (j) != {root})
+#define SST_X(i, j) {x}
+    {choose_root}
+#define SST_NODE(r) ((r) < root ? (r) : (r) + 1)
+#define SST_REDUCED(i) ((i) - ((i) > root))
+#define SST_EDGE(i, j) ((i) != (j) && (j) != root)
     __shared__ double sst_shift[{n}], sst_in[{n}], sst_factor[{m}];
     double* lt = kept_all + (u64)blockIdx.x * {m} * {m};
     for (int j = threadIdx.x; j < {n}; j += blockDim.x) {{
         double top = -SST_INF;
         for (int i = 0; i < {n}; i++) if (SST_EDGE(i, j)) top = fmax(top, SST_X(i, j));
-        sst_shift[j] = j == {root} ? 0.0 : top;
+        sst_shift[j] = j == root ? 0.0 : top;
     }}
     __syncthreads();
     for (int j = threadIdx.x; j < {n}; j += blockDim.x) {{
@@ -581,7 +616,7 @@ fn matrix_tree(n: usize, root: usize) -> String {
         }}
     }}
     __syncthreads();
-#define SST_MU(i, j) (!SST_EDGE(i, j) ? 0.0 : sst_exp_f64(SST_X(i, j) - sst_shift[j]) * ((i) == {root} ? lt[((j) - ((j) > {root})) * ({m} + 1)] : lt[((j) - ((j) > {root})) * ({m} + 1)] - lt[((i) - ((i) > {root})) * {m} + (j) - ((j) > {root})]))
+#define SST_MU(i, j) (!SST_EDGE(i, j) ? 0.0 : sst_exp_f64(SST_X(i, j) - sst_shift[j]) * ((i) == root ? lt[SST_REDUCED(j) * ({m} + 1)] : lt[SST_REDUCED(j) * ({m} + 1)] - lt[SST_REDUCED(i) * {m} + SST_REDUCED(j)]))
     for (int j = threadIdx.x; j < {n}; j += blockDim.x) {{
         double sum = 0.0;
         for (int i = 0; i < {n}; i++) {{
@@ -589,12 +624,13 @@ fn matrix_tree(n: usize, root: usize) -> String {
             bad |= !(mu >= -{tol} && mu <= 1.0 + {tol});
             sum += mu;
         }}
-        bad |= j != {root} && !(fabs(sum - 1.0) <= {tol});
+        bad |= j != root && !(fabs(sum - 1.0) <= {tol});
     }}
     __syncthreads();
-    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)SST_MU(e / {n}, e % {n});
+    {output}
 #undef SST_MU
 #undef SST_EDGE
+#undef SST_REDUCED
 #undef SST_NODE
 #undef SST_X"#,
         tol = f64_literal(crate::kernels::matrix_tree::MAX_IDENTITY_ERROR),
@@ -743,7 +779,7 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
             iters,
             tol_bits,
         }) => sinkhorn(rows, cols, iters, f64::from_bits(tol_bits)),
-        Solve::Soft(SoftKernel::MatrixTree { n, root }) => matrix_tree(n, root),
+        Solve::Soft(SoftKernel::MatrixTree { n, trees }) => matrix_tree(n, trees),
         Solve::Soft(SoftKernel::CappedSimplex { k }) => format!(
             "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)fmin(fmax(((double)z[e] - m) - tau, 0.0), 1.0);",
             capped_simplex_solve(k, "z[e]")
