@@ -31,14 +31,14 @@ use sst::support::{SupportRef, REGISTRY};
 use sst::{BackendChoice, Mode, Options, Real};
 
 /// Every compared spec of `support` ([`common::solver_and_estimator_specs`]), with the support's
-/// default noise and with none.
+/// default noise, with none and with the exponential race.
 fn specs(support: &SupportRef) -> Vec<String> {
-    let mut out = common::solver_and_estimator_specs(support);
-    let without: Vec<String> = out
-        .iter()
-        .map(|s| s.replacen("{ ", "{ noise: none; ", 1))
-        .collect();
-    out.extend(without);
+    let base = common::solver_and_estimator_specs(support);
+    let mut out = base.clone();
+    for noise in ["none", "neg_exponential"] {
+        let with = format!("{{ noise: {noise}; ");
+        out.extend(base.iter().map(|s| s.replacen("{ ", &with, 1)));
+    }
     out
 }
 
@@ -108,13 +108,13 @@ fn every_generated_kernel_compiles_to_cubin_for_sm_80_and_sm_90() {
         accepted >= 20,
         "{accepted} plans accepted, {refused} refused"
     );
-    // Every kind of kernel is among them, in both precisions: forward with Gumbel noise
-    // (argmax, softmax, sparsemax, top-k, the two threshold links, the capped simplex,
-    // Sinkhorn, the directed and undirected matrix-tree), logistic noise (positive, sigmoid,
-    // clip) and none (all thirteen); backward of the soft kernels but Sinkhorn's and the
+    // Every kind of kernel is among them, in both precisions: forward with Gumbel noise and the
+    // exponential race (argmax, softmax, sparsemax, top-k, the two threshold links, the capped
+    // simplex, Sinkhorn, the directed and undirected matrix-tree), their binary forms (positive,
+    // sigmoid, clip) and none (all thirteen); backward of the soft kernels but Sinkhorn's and the
     // matrix-tree's, from the saved solution or re-solved.
     let kinds: BTreeSet<String> = kernels.iter().map(kind).collect();
-    assert_eq!(kinds.len(), 2 * (10 + 3 + 13 + 7 * 2), "{kinds:#?}");
+    assert_eq!(kinds.len(), 2 * (2 * (10 + 3) + 13 + 7 * 2), "{kinds:#?}");
     for kernel in &kernels {
         let source = codegen::source(kernel);
         for arch in ["sm_80", "sm_90"] {
@@ -602,7 +602,8 @@ fn on_the_host_every_kind_of_generated_kernel_computes_what_the_reference_does()
             }
         }
     }
-    assert_eq!(chosen.len(), 2 * 80, "{seen:#?}");
+    // The race's 13 kinds per precision at the short length only (its transform is per element).
+    assert_eq!(chosen.len(), 2 * (2 * 53 - 13), "{seen:#?}");
     precompile_emulation(&dir);
     // Compiled four at a time.
     let mut emulated = Vec::new();

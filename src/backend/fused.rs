@@ -23,6 +23,12 @@ pub enum Front {
     Gumbel,
     /// `w = θ + ln u − ln(1 − u)` (Gumbel on binary coordinates).
     Logistic,
+    /// The exponential race `w = ln u₁ · exp(−θ)` (`−E·exp(−θ)`, `E = −ln u₁`), refused where
+    /// `|θ| ≥ F::EXP_LIMIT` (CUDA only).
+    Race,
+    /// `w = θ + ln E₀ − ln E₁`, `E₀ = −ln u₁`, `E₁ = −ln u₂` (the race on binary coordinates;
+    /// `u₂` from the second stream) (CUDA only).
+    RaceLogistic,
 }
 
 /// What a forward kernel computes from `w`.
@@ -163,6 +169,13 @@ impl SoftKernel {
 impl Kernel {
     /// Whether the Cranelift JIT translates this kernel, or why not.
     pub fn jit_translates(&self) -> Result<(), String> {
+        if let Pass::Forward {
+            front: Front::Race | Front::RaceLogistic,
+            ..
+        } = self.pass
+        {
+            return Err("neg_exponential noise is not compiled".into());
+        }
         match self.pass {
             Pass::Forward {
                 solve: Solve::TopK { .. },
@@ -219,7 +232,9 @@ pub fn forward_kernel<F: Real>(
         (Perturbation::None, _) => Front::None,
         (Perturbation::Gumbel, Coordinates::Joint) => Front::Gumbel,
         (Perturbation::Gumbel, Coordinates::Binary) => Front::Logistic,
-        _ => return why("only gumbel noise (or none) is compiled"),
+        (Perturbation::NegExponential, Coordinates::Joint) => Front::Race,
+        (Perturbation::NegExponential, Coordinates::Binary) => Front::RaceLogistic,
+        (Perturbation::Gaussian { .. }, _) => return why("gaussian noise is not compiled"),
     };
     let solve = match mode {
         Mode::Hard => match program.hard {

@@ -350,11 +350,33 @@ __device__ int sst_block_argmax(real v, int i, real* scratch, int* scratch_i) {{
 }
 
 /// The noise of one element from its uniform, in the kernel's precision.
+/// `w` of one element from `th = θ_e`, its uniform `u` and (the binary race) `u2`, the second
+/// stream's, in the reference's operations ([`crate::noise::Perturbation::perturb`]).
 fn transform(front: Front, p: &str) -> String {
     match front {
-        Front::Gumbel => format!("sst_gumbel_{p}(u)"),
-        Front::Logistic => format!("sst_logistic_{p}(u)"),
+        Front::Gumbel => format!("th + sst_gumbel_{p}(u)"),
+        Front::Logistic => format!("th + sst_logistic_{p}(u)"),
+        // −exponential(u)·exp(−θ), the negations exact.
+        Front::Race => format!("sst_ln_{p}(u) * sst_exp_{p}(-th)"),
+        Front::RaceLogistic => {
+            format!("th + sst_ln_{p}(-sst_ln_{p}(u)) - sst_ln_{p}(-sst_ln_{p}(u2))")
+        }
         Front::None => unreachable!("no noise, no transform"),
+    }
+}
+
+/// The first pass's check of `θ_e` where the noise needs one: the race's `|θ| < F::EXP_LIMIT`
+/// (the reference refuses the request otherwise; the flagged row sends it there).
+fn theta_check(front: Front, precision: Precision) -> String {
+    match front {
+        Front::Race => {
+            let limit = match precision {
+                Precision::F32 => <f32 as crate::real::Real>::EXP_LIMIT,
+                Precision::F64 => <f64 as crate::real::Real>::EXP_LIMIT,
+            };
+            format!("bad |= !(fabs(th) < (real){limit:?});")
+        }
+        _ => String::new(),
     }
 }
 
@@ -759,8 +781,20 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
     let elements = match front {
         Front::None => "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {\n        real wv = theta_row[e];\n        w[e] = wv;\n        bad |= !isfinite(wv);\n        BODY\n    }".to_string(),
         _ => format!(
-            "for (int j = threadIdx.x; j < SST_BLOCKS; j += blockDim.x) {{\n        u32 words[4];\n        sst_block_words(words, seed, sample, batch_row, 0u, (u64)j);\n        for (int slot = 0; slot < {u}; slot++) {{\n            int e = sst_element(j, slot, {u});\n            if (e >= SST_N) continue;\n            real u = sst_uniform_{p}(words, slot);\n            real wv = theta_row[e] + {noise};\n            w[e] = wv;\n            bad |= !isfinite(wv);\n            BODY\n        }}\n    }}",
+            "for (int j = threadIdx.x; j < SST_BLOCKS; j += blockDim.x) {{\n        u32 words[4]{second_words};\n        sst_block_words(words, seed, sample, batch_row, 0u, (u64)j);\n        {second_block}\n        for (int slot = 0; slot < {u}; slot++) {{\n            int e = sst_element(j, slot, {u});\n            if (e >= SST_N) continue;\n            real u = sst_uniform_{p}(words, slot);\n            {second_uniform}\n            real th = theta_row[e];\n            {check}\n            real wv = {noise};\n            w[e] = wv;\n            bad |= !isfinite(wv);\n            BODY\n        }}\n    }}",
             noise = transform(front, p),
+            check = theta_check(front, kernel.precision),
+            second_words = if front == Front::RaceLogistic { ", words2[4]" } else { "" },
+            second_block = if front == Front::RaceLogistic {
+                "sst_block_words(words2, seed, sample, batch_row, SST_SECOND_STREAM, (u64)j);"
+            } else {
+                ""
+            },
+            second_uniform = if front == Front::RaceLogistic {
+                format!("real u2 = sst_uniform_{p}(words2, slot);")
+            } else {
+                String::new()
+            },
         ),
     }
     .replace("BODY", first_pass(solve));
