@@ -133,6 +133,19 @@ pub enum Pass {
     },
 }
 
+impl Front {
+    /// The noise's name, as `sst check` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Front::None => "none",
+            Front::Gumbel => "gumbel",
+            Front::Logistic => "logistic",
+            Front::Race => "neg_exponential",
+            Front::RaceLogistic => "neg_exponential (binary)",
+        }
+    }
+}
+
 impl Solve {
     /// The solve's name, as `sst check` shows it (`top_k`, `sinkhorn`).
     pub fn name(self) -> &'static str {
@@ -167,6 +180,18 @@ impl SoftKernel {
 }
 
 impl Kernel {
+    /// The f64 per row a forward kernel keeps for the backward pass: `L̂⁻ᵀ` for the
+    /// matrix-tree, `(n − 1)²`; none for the others.
+    pub fn kept_width(&self) -> usize {
+        match self.pass {
+            Pass::Forward {
+                solve: Solve::Soft(SoftKernel::MatrixTree { n, .. }),
+                ..
+            } => (n - 1) * (n - 1),
+            _ => 0,
+        }
+    }
+
     /// Whether the Cranelift JIT translates this kernel, or why not.
     pub fn jit_translates(&self) -> Result<(), String> {
         if let Pass::Forward {

@@ -100,11 +100,7 @@ fn kernel_names(kernels: &[sst::backend::fused::Kernel]) -> Vec<String> {
         .iter()
         .map(|k| match k.pass {
             Pass::Forward { front, solve } => {
-                format!(
-                    "forward {} {}",
-                    format!("{front:?}").to_lowercase(),
-                    solve.name()
-                )
+                format!("forward {} {}", front.name(), solve.name())
             }
             Pass::Backward { soft, recompute } => format!(
                 "backward {}{}",

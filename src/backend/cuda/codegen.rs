@@ -511,6 +511,8 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
     double kf = {k}.0, nf = (double)SST_N;
     double tau = {k} == 0 ? SST_INF : -SST_INF, iterations = 0.0, residual = 0.0;
     bool converged = true;
+    /* A finite x whose spread overflows is the host's to report. */
+    if ({k} > 0 && {k} < SST_N) bad |= !isfinite(spread);
     if ({k} > 0 && {k} < SST_N && isfinite(spread)) {{
         double lo = {lo}, hi = {hi};
         double dx_old = hi - lo, dx = hi - lo;
@@ -669,17 +671,26 @@ pub const MAX_SINKHORN_COLS: usize = 2048;
 /// `β_j = −LSE_i(x_ij + α_i)` (a thread per row, then per column; every log-sum-exp
 /// max-shifted), until the row residual `max_i |Σ_j exp(x_ij + α_i + β_j) − 1|` is at most `tol`
 /// or `iters` have run; `z = exp(x + α 1ᵀ + 1 βᵀ)` on the first `rows` rows. No ε-scaling or
-/// Newton steps: a row that has not converged is flagged in `bad` (the host re-solves the range,
-/// whose report then says so). Stats: iterations and the last residual.
+/// Newton steps: a row whose spread is beyond [`crate::kernels::sinkhorn::SPREAD`] (where the
+/// host scales ε), that was flagged already, or that has not converged is flagged in `bad` (the
+/// host re-solves the range, whose report then says so). Stats: iterations and the last
+/// residual.
 fn sinkhorn(rows: usize, cols: usize, iters: usize, tol: f64) -> String {
     format!(
         r#"/* x(i, j): the scores, zero in the padding rows. */
 #define SST_X(i, j) ((i) < {rows} ? (double)z[(i) * {cols} + (j)] : 0.0)
     __shared__ double sst_alpha[{cols}], sst_beta[{cols}];
     for (int j = threadIdx.x; j < {cols}; j += blockDim.x) sst_beta[j] = 0.0;
+    /* Wider spreads (the host's ε-scaling) and rows already flagged go to the host at once. */
+    real top = -SST_INF, low = SST_INF;
+    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ top = fmax(top, z[e]); low = fmin(low, z[e]); }}
+    double hi = (double)sst_block_max(top, sst_scratch_r), lo = -(double)sst_block_max(-low, sst_scratch_r);
+    if ({rows} < {cols}) {{ hi = fmax(hi, 0.0); lo = fmin(lo, 0.0); }}
+    bool flagged = sst_block_max(bad ? (real)1 : (real)0, sst_scratch_r) > (real)0;
+    bool plain = hi - lo <= {spread} && !flagged;
     double residual = 0.0, iterations = 0.0;
     bool converged = false;
-    for (int it = 0; it < {iters}; it++) {{
+    for (int it = 0; it < (plain ? {iters} : 0); it++) {{
         __syncthreads();
         for (int i = threadIdx.x; i < {cols}; i += blockDim.x) {{
             double top = -SST_INF, sum = 0.0;
@@ -713,6 +724,7 @@ fn sinkhorn(rows: usize, cols: usize, iters: usize, tol: f64) -> String {
     if (threadIdx.x == 0) {{ stats[0] = iterations; stats[1] = residual; }}
 #undef SST_X"#,
         tol = f64_literal(tol),
+        spread = f64_literal(crate::kernels::sinkhorn::SPREAD),
     )
 }
 
@@ -740,6 +752,7 @@ fn capped_simplex_solve(k: usize, x_of: &str) -> String {
     double lo = -(double)sst_block_max(-low, sst_scratch_r) - m - 1.0, hi = 0.0, kf = {k}.0;
     double tau = {k} == 0 ? SST_INF : -SST_INF;
     /* A row with a non-finite x (flagged in bad) is solved on the host: no bisection on NaN. */
+    if ({k} > 0 && {k} < SST_N) bad |= !isfinite(lo);
     if ({k} > 0 && {k} < SST_N && isfinite(lo)) {{
         for (;;) {{
             double mid = lo + 0.5 * (hi - lo);
@@ -845,11 +858,18 @@ extern "C" __global__ void {ENTRY}(const real* __restrict__ theta, real* __restr
     {elements}
     __syncthreads();
     {finish}
+    {clamp}
     if (bad) atomicMin(bad_row, row);
 }}
 "#,
         maps = soft_maps(p) + &link_fn(kernel),
         n = kernel.n,
+        clamp = match solve {
+            // Every soft output clamped into [0, 1], as the reference does (after a barrier:
+            // the undirected matrix-tree writes entries other threads own).
+            Solve::Soft(_) => "__syncthreads();\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = fmin(fmax(z[e], (real)0), (real)1);",
+            _ => "",
+        },
     )
 }
 

@@ -359,7 +359,12 @@ impl<F: Real> Backend<F> for Cuda {
         let mut stats = stream
             .alloc_zeros::<f64>(count * codegen::STATS)
             .map_err(failed)?;
-        let kept_width = out.kept.len() / rows.range.len().max(1);
+        let kept_width = kernel.kept_width();
+        assert_eq!(
+            out.kept.len(),
+            count * kept_width,
+            "the layer sizes kept as the kernel writes it"
+        );
         let mut kept = stream
             .alloc_zeros::<f64>((count * kept_width).max(1))
             .map_err(failed)?;
