@@ -192,53 +192,31 @@ impl Kernel {
         }
     }
 
-    /// Whether the Cranelift JIT translates this kernel, or why not.
+    /// Whether the Cranelift JIT translates this kernel, or why not: not top-k, the subset,
+    /// Sinkhorn and matrix-tree solvers, or the exponential race (CUDA only).
     pub fn jit_translates(&self) -> Result<(), String> {
-        if let Pass::Forward {
-            front: Front::Race | Front::RaceLogistic,
-            ..
-        } = self.pass
-        {
-            return Err("neg_exponential noise is not compiled".into());
-        }
-        match self.pass {
+        let soft = match self.pass {
+            Pass::Forward {
+                front: Front::Race | Front::RaceLogistic,
+                ..
+            } => return Err("neg_exponential noise is not compiled".into()),
             Pass::Forward {
                 solve: Solve::TopK { .. },
                 ..
-            } => Err("the top_k hard kernel is not compiled".into()),
+            } => return Err("the top_k hard kernel is not compiled".into()),
             Pass::Forward {
-                solve: Solve::Soft(SoftKernel::Threshold { .. }),
+                solve: Solve::Soft(soft),
                 ..
             }
-            | Pass::Backward {
-                soft: SoftKernel::Threshold { .. },
-                ..
-            } => Err("the bisection soft kernel is not compiled".into()),
-            Pass::Forward {
-                solve: Solve::Soft(SoftKernel::CappedSimplex { .. }),
-                ..
-            }
-            | Pass::Backward {
-                soft: SoftKernel::CappedSimplex { .. },
-                ..
-            } => Err("the capped_simplex soft kernel is not compiled".into()),
-            Pass::Forward {
-                solve: Solve::Soft(SoftKernel::Sinkhorn { .. }),
-                ..
-            }
-            | Pass::Backward {
-                soft: SoftKernel::Sinkhorn { .. },
-                ..
-            } => Err("the sinkhorn soft kernel is not compiled".into()),
-            Pass::Forward {
-                solve: Solve::Soft(SoftKernel::MatrixTree { .. }),
-                ..
-            }
-            | Pass::Backward {
-                soft: SoftKernel::MatrixTree { .. },
-                ..
-            } => Err("the matrix_tree soft kernel is not compiled".into()),
-            _ => Ok(()),
+            | Pass::Backward { soft, .. } => soft,
+            Pass::Forward { .. } => return Ok(()),
+        };
+        match soft {
+            SoftKernel::Softmax
+            | SoftKernel::Sigmoid
+            | SoftKernel::Clip
+            | SoftKernel::Sparsemax => Ok(()),
+            other => Err(format!("the {} soft kernel is not compiled", other.name())),
         }
     }
 }

@@ -692,19 +692,9 @@ fn sinkhorn(rows: usize, cols: usize, iters: usize, tol: f64) -> String {
     bool converged = false;
     for (int it = 0; it < (plain ? {iters} : 0); it++) {{
         __syncthreads();
-        for (int i = threadIdx.x; i < {cols}; i += blockDim.x) {{
-            double top = -SST_INF, sum = 0.0;
-            for (int j = 0; j < {cols}; j++) top = fmax(top, SST_X(i, j) + sst_beta[j]);
-            for (int j = 0; j < {cols}; j++) sum += sst_exp_f64(SST_X(i, j) + sst_beta[j] - top);
-            sst_alpha[i] = -(top + log(sum));
-        }}
+        {rows_update}
         __syncthreads();
-        for (int j = threadIdx.x; j < {cols}; j += blockDim.x) {{
-            double top = -SST_INF, sum = 0.0;
-            for (int i = 0; i < {cols}; i++) top = fmax(top, SST_X(i, j) + sst_alpha[i]);
-            for (int i = 0; i < {cols}; i++) sum += sst_exp_f64(SST_X(i, j) + sst_alpha[i] - top);
-            sst_beta[j] = -(top + log(sum));
-        }}
+        {cols_update}
         __syncthreads();
         real worst = (real)0;
         for (int i = threadIdx.x; i < {cols}; i += blockDim.x) {{
@@ -725,6 +715,21 @@ fn sinkhorn(rows: usize, cols: usize, iters: usize, tol: f64) -> String {
 #undef SST_X"#,
         tol = f64_literal(tol),
         spread = f64_literal(crate::kernels::sinkhorn::SPREAD),
+        rows_update = half_iteration(cols, "sst_alpha", "sst_beta", "SST_X(a, b)"),
+        cols_update = half_iteration(cols, "sst_beta", "sst_alpha", "SST_X(b, a)"),
+    )
+}
+
+/// One Sinkhorn half-iteration on `cols × cols`: `target_a = −LSE_b(x_ab + other_b)` for every
+/// `a`, a thread per `a` (`x_ab` = `x_of`, an expression in `a` and `b`), max-shifted.
+fn half_iteration(cols: usize, target: &str, other: &str, x_of: &str) -> String {
+    format!(
+        r#"for (int a = threadIdx.x; a < {cols}; a += blockDim.x) {{
+            double top = -SST_INF, sum = 0.0;
+            for (int b = 0; b < {cols}; b++) top = fmax(top, {x_of} + {other}[b]);
+            for (int b = 0; b < {cols}; b++) sum += sst_exp_f64({x_of} + {other}[b] - top);
+            {target}[a] = -(top + log(sum));
+        }}"#
     )
 }
 
