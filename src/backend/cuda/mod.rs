@@ -4,9 +4,13 @@
 //! and NVRTC (`libnvrtc.so.13`) when first needed: the build needs neither, and a machine
 //! without them gets a sentence saying so ([`device`], [`nvrtc_version`]), never a panic.
 //!
-//! It runs the programs the JIT compiles (sparsemax by Michelot's sort-free iteration); a request
-//! whose mode needs a kernel it does not generate runs that pass on the reference backend, as
-//! do the backward passes no fused kernel covers (Gumbel-Rao's draws, finite differences).
+//! It runs the fused kernels of [`super::fused`]: those the JIT compiles and, on the device
+//! alone, top-k and the subset solvers, the forward passes of Sinkhorn and the matrix-tree, and
+//! the exponential race. A request whose mode needs a kernel it does not generate runs that pass
+//! on the reference backend (an exact combinatorial hard solver, [`kernels`]), as do the
+//! backward passes no fused kernel covers (Gumbel-Rao's draws, finite differences, Sinkhorn's
+//! and the matrix-tree's linear solves), and a range with a row the device flags (overflow, no
+//! convergence, failed identities).
 //! Arrays travel per call: `θ` up, `w` and `z` (or the gradient) down.
 //!
 //! Each kernel is compiled once per process (and kept on disk, keyed by a hash of its source,
@@ -162,6 +166,7 @@ fn reported(kernel: &Kernel) -> Option<[&'static str; codegen::STATS]> {
 
 /// The kernels this backend generates for `program` in `F`: both modes' forward kernels and the
 /// backward kernels there are, or why it does not run the program.
+///
 /// An exact combinatorial hard solver (the assignment, maximum trees, the chain's Viterbi) stays
 /// on the host: its forward pass runs on the reference backend, the soft one on the device.
 pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
