@@ -293,9 +293,9 @@ fn names(p: Precision) -> (&'static str, &'static str) {
     }
 }
 
-/// Block-wide reductions (every thread gets the result): the maximum and the sum (in double),
-/// and the arg-maximum with ties to the lowest index. `scratch` holds 32 entries of shared
-/// memory; every thread of the block must call them.
+/// Block-wide reductions (every thread gets the result): the maximum (in the kernel's real or in
+/// double), the sum (in double), and the arg-maximum with ties to the lowest index. `scratch`
+/// holds 32 entries of shared memory; every thread of the block must call them.
 fn reductions(p: Precision) -> String {
     let (ty, _) = names(p);
     format!(
@@ -317,13 +317,14 @@ __device__ double sst_block_sum(double v, double* scratch) {{
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }}
-__device__ real sst_block_max(real v, real* scratch) {{
+/* The maximum in the type of `v` (the kernel's real, or double). */
+template <class T> __device__ T sst_block_max(T v, T* scratch) {{
     for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    v = lane < warps ? scratch[lane] : -SST_INF;
+    v = lane < warps ? scratch[lane] : (T)-SST_INF;
     for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }}
@@ -696,13 +697,13 @@ fn sinkhorn(rows: usize, cols: usize, iters: usize, tol: f64) -> String {
         __syncthreads();
         {cols_update}
         __syncthreads();
-        real worst = (real)0;
+        double worst = 0.0;
         for (int i = threadIdx.x; i < {cols}; i += blockDim.x) {{
             double sum = 0.0;
             for (int j = 0; j < {cols}; j++) sum += sst_exp_f64(SST_X(i, j) + sst_alpha[i] + sst_beta[j]);
-            worst = fmax(worst, (real)fabs(sum - 1.0));
+            worst = fmax(worst, fabs(sum - 1.0));
         }}
-        residual = (double)sst_block_max(worst, sst_scratch_r);
+        residual = sst_block_max(worst, sst_scratch_d);
         iterations = it + 1;
         if (residual <= {tol}) {{ converged = true; break; }}
     }}
