@@ -350,7 +350,6 @@ __device__ int sst_block_argmax(real v, int i, real* scratch, int* scratch_i) {{
     )
 }
 
-/// The noise of one element from its uniform, in the kernel's precision.
 /// `w` of one element from `th = θ_e`, its uniform `u` and (the binary race) `u2`, the second
 /// stream's, in the reference's operations ([`crate::noise::Perturbation::perturb`]).
 fn transform(front: Front, p: &str) -> String {
@@ -416,6 +415,8 @@ __device__ real sst_sigmoid(real x) {{
     return x >= (real)0 ? (real)1 / ((real)1 + e) : e / ((real)1 + e);
 }}
 __device__ real sst_clip(real x) {{ return fmin(fmax(x + (real)0.5, (real)0), (real)1); }}
+/* An output clamped into [0, 1], as the reference clamps every soft output. */
+__device__ real sst_unit(real x) {{ return fmin(fmax(x, (real)0), (real)1); }}
 "#
     )
 }
@@ -457,11 +458,11 @@ fn top_k(k: usize, precision: Precision) -> String {
     )
 }
 
-/// The link of a threshold kernel as `double sst_link(double t, double* slope)` (`h(t)`, and
-/// `h'(t)` into `slope` when it is not null), the reference's formulas
-/// ([`crate::kernels::threshold::Link`]) with sst's `exp`; and `sst_key`, the unsigned key of a
-/// value for [`top_k`]. Empty for the other kernels.
-fn link_fn(kernel: &Kernel) -> String {
+/// The device functions of one kind of kernel: for a threshold kernel its link as
+/// `double sst_link(double t, double* slope)` (`h(t)`, and `h'(t)` into `slope` when it is not
+/// null), the reference's formulas ([`crate::kernels::threshold::Link`]) with sst's `exp`; for
+/// top-k `sst_key`, the unsigned key of a value ([`top_k`]). Empty for the other kernels.
+fn kernel_helpers(kernel: &Kernel) -> String {
     let link = match kernel.pass {
         Pass::Forward {
             solve: Solve::TopK { .. },
@@ -490,6 +491,17 @@ fn link_fn(kernel: &Kernel) -> String {
     format!("__device__ double sst_link(double t, double* slope) {{\n    {body}\n}}\n")
 }
 
+/// One pass over the row `x_e` = `x_of` (an expression in `e`) and two block maxima: leaves
+/// `double m` (its maximum) and `least` (its minimum) in scope and flags a non-finite `x` in
+/// `bad`.
+fn row_extent(x_of: &str) -> String {
+    format!(
+        r#"real top = -SST_INF, low = SST_INF;
+    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = {x_of}; bad |= !isfinite(x); top = fmax(top, x); low = fmin(low, x); }}
+    double m = (double)sst_block_max(top, sst_scratch_r), least = -(double)sst_block_max(-low, sst_scratch_r);"#
+    )
+}
+
 /// The threshold `τ` of `Σ h(x − m − τ) = k` for the row `x_e` = `x_of` (an expression in `e`),
 /// `m = max x`, by the reference's safeguarded Newton–bisection
 /// ([`crate::kernels::threshold::solve_threshold`]: the same bracket, start, steps and stopping
@@ -505,10 +517,8 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
         "log(nf / kf)",
     );
     format!(
-        r#"real top = -SST_INF, low = SST_INF;
-    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = {x_of}; bad |= !isfinite(x); top = fmax(top, x); low = fmin(low, x); }}
-    double m = (double)sst_block_max(top, sst_scratch_r);
-    double spread = m + (double)sst_block_max(-low, sst_scratch_r);
+        r#"{extent}
+    double spread = m - least;
     double kf = {k}.0, nf = (double)SST_N;
     double tau = {k} == 0 ? SST_INF : -SST_INF, iterations = 0.0, residual = 0.0;
     bool converged = true;
@@ -544,6 +554,7 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
             tau = next;
         }}
     }}"#,
+        extent = row_extent(x_of),
         cached = f64_literal(CACHED_SPREAD),
         iters = MAX_ITERS,
         tol = f64_literal(tol),
@@ -576,7 +587,7 @@ fn matrix_tree(n: usize, trees: Trees) -> String {
         Trees::Rooted(root) => (
             format!("((double)z[(i) * {n} + (j)])"),
             format!("const int root = {root};"),
-            format!("for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)SST_MU(e / {n}, e % {n});"),
+            format!("for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = sst_unit((real)SST_MU(e / {n}, e % {n}));"),
         ),
         Trees::Undirected => (
             format!("((i) < (j) ? (double)z[(i) * {n} + (j)] : (double)z[(j) * {n} + (i)])"),
@@ -599,7 +610,7 @@ fn matrix_tree(n: usize, trees: Trees) -> String {
     const int root = sst_root;"#
             ),
             // One thread per pair {i, j}: it alone reads x_ij (the upper entry) and writes both.
-            format!("for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{\n        int i = e / {n}, j = e % {n};\n        if (i == j) z[e] = (real)0;\n        else if (i < j) {{ real v = (real)(SST_MU(i, j) + SST_MU(j, i)); z[e] = v; z[j * {n} + i] = v; }}\n    }}"),
+            format!("for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{\n        int i = e / {n}, j = e % {n};\n        if (i == j) z[e] = (real)0;\n        else if (i < j) {{ real v = sst_unit((real)(SST_MU(i, j) + SST_MU(j, i))); z[e] = v; z[j * {n} + i] = v; }}\n    }}"),
         ),
     };
     format!(
@@ -683,9 +694,8 @@ fn sinkhorn(rows: usize, cols: usize, iters: usize, tol: f64) -> String {
     __shared__ double sst_alpha[{cols}], sst_beta[{cols}];
     for (int j = threadIdx.x; j < {cols}; j += blockDim.x) sst_beta[j] = 0.0;
     /* Wider spreads (the host's ε-scaling) and rows already flagged go to the host at once. */
-    real top = -SST_INF, low = SST_INF;
-    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ top = fmax(top, z[e]); low = fmin(low, z[e]); }}
-    double hi = (double)sst_block_max(top, sst_scratch_r), lo = -(double)sst_block_max(-low, sst_scratch_r);
+    {extent}
+    double hi = m, lo = least;
     if ({rows} < {cols}) {{ hi = fmax(hi, 0.0); lo = fmin(lo, 0.0); }}
     bool flagged = sst_block_max(bad ? (real)1 : (real)0, sst_scratch_r) > (real)0;
     bool plain = hi - lo <= {spread} && !flagged;
@@ -710,12 +720,13 @@ fn sinkhorn(rows: usize, cols: usize, iters: usize, tol: f64) -> String {
     bad |= !converged;
     for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{
         int i = e / {cols}, j = e % {cols};
-        z[e] = (real)sst_exp_f64(SST_X(i, j) + sst_alpha[i] + sst_beta[j]);
+        z[e] = sst_unit((real)sst_exp_f64(SST_X(i, j) + sst_alpha[i] + sst_beta[j]));
     }}
     if (threadIdx.x == 0) {{ stats[0] = iterations; stats[1] = residual; }}
 #undef SST_X"#,
         tol = f64_literal(tol),
         spread = f64_literal(crate::kernels::sinkhorn::SPREAD),
+        extent = row_extent("z[e]"),
         rows_update = half_iteration(cols, "sst_alpha", "sst_beta", "SST_X(a, b)"),
         cols_update = half_iteration(cols, "sst_beta", "sst_alpha", "SST_X(b, a)"),
     )
@@ -752,10 +763,8 @@ fn centered_on_free(s_of: &str, free: &str) -> String {
 /// empty). Leaves `double m, tau` in scope and flags a non-finite `x` in `bad`.
 fn capped_simplex_solve(k: usize, x_of: &str) -> String {
     format!(
-        r#"real top = -SST_INF, low = SST_INF;
-    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = {x_of}; bad |= !isfinite(x); top = fmax(top, x); low = fmin(low, x); }}
-    double m = (double)sst_block_max(top, sst_scratch_r);
-    double lo = -(double)sst_block_max(-low, sst_scratch_r) - m - 1.0, hi = 0.0, kf = {k}.0;
+        r#"{extent}
+    double lo = least - m - 1.0, hi = 0.0, kf = {k}.0;
     double tau = {k} == 0 ? SST_INF : -SST_INF;
     /* A row with a non-finite x (flagged in bad) is solved on the host: no bisection on NaN. */
     if ({k} > 0 && {k} < SST_N) bad |= !isfinite(lo);
@@ -775,7 +784,8 @@ fn capped_simplex_solve(k: usize, x_of: &str) -> String {
         double sl = sst_block_sum(part_l, sst_scratch_d), su = sst_block_sum(part_u, sst_scratch_d);
         double sn = sst_block_sum(part_n, sst_scratch_d);
         tau = sn > 0.0 ? hi + (sl + su - kf) / sn : hi;
-    }}"#
+    }}"#,
+        extent = row_extent(x_of),
     )
 }
 
@@ -797,30 +807,28 @@ fn sparsemax_threshold(x_of: &str) -> String {
 fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
     let (_, p) = names(kernel.precision);
     let u = kernel.precision.uniforms_per_block();
+    // The binary race reads a second uniform per element, from the second stream's block.
+    let (second_words, second_block, second_uniform) = match front {
+        Front::RaceLogistic => (
+            ", words2[4]",
+            "sst_block_words(words2, seed, sample, batch_row, SST_SECOND_STREAM, (u64)j);",
+            format!("real u2 = sst_uniform_{p}(words2, slot);"),
+        ),
+        _ => ("", "", String::new()),
+    };
     let elements = match front {
         Front::None => "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {\n        real wv = theta_row[e];\n        w[e] = wv;\n        bad |= !isfinite(wv);\n        BODY\n    }".to_string(),
         _ => format!(
             "for (int j = threadIdx.x; j < SST_BLOCKS; j += blockDim.x) {{\n        u32 words[4]{second_words};\n        sst_block_words(words, seed, sample, batch_row, 0u, (u64)j);\n        {second_block}\n        for (int slot = 0; slot < {u}; slot++) {{\n            int e = sst_element(j, slot, {u});\n            if (e >= SST_N) continue;\n            real u = sst_uniform_{p}(words, slot);\n            {second_uniform}\n            real th = theta_row[e];\n            {check}\n            real wv = {noise};\n            w[e] = wv;\n            bad |= !isfinite(wv);\n            BODY\n        }}\n    }}",
             noise = transform(front, p),
             check = theta_check(front, kernel.precision),
-            second_words = if front == Front::RaceLogistic { ", words2[4]" } else { "" },
-            second_block = if front == Front::RaceLogistic {
-                "sst_block_words(words2, seed, sample, batch_row, SST_SECOND_STREAM, (u64)j);"
-            } else {
-                ""
-            },
-            second_uniform = if front == Front::RaceLogistic {
-                format!("real u2 = sst_uniform_{p}(words2, slot);")
-            } else {
-                String::new()
-            },
         ),
     }
     .replace("BODY", first_pass(solve));
     let finish = match solve {
         Solve::Positive | Solve::Soft(SoftKernel::Sigmoid | SoftKernel::Clip) => String::new(),
         Solve::Argmax => "int at = sst_block_argmax(best, best_at, sst_scratch_r, sst_scratch_i);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = e == at ? (real)1 : (real)0;".into(),
-        Solve::Soft(SoftKernel::Softmax) => "real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real ex = sst_exp(z[e] - m); z[e] = ex; part += (double)ex; }\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = z[e] * inv;".into(),
+        Solve::Soft(SoftKernel::Softmax) => "real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real ex = sst_exp(z[e] - m); z[e] = ex; part += (double)ex; }\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = sst_unit(z[e] * inv);".into(),
         Solve::TopK { k } => top_k(k, kernel.precision),
         Solve::Soft(SoftKernel::Threshold { link, k, tol_bits }) => format!(
             "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)sst_link(((double)z[e] - m) - tau, 0);\n    bad |= !converged;\n    if (threadIdx.x == 0) {{ stats[0] = iterations; stats[1] = residual; }}",
@@ -838,7 +846,7 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
             capped_simplex_solve(k, "z[e]")
         ),
         Solve::Soft(SoftKernel::Sparsemax) => format!(
-            "real m = sst_block_max(best, sst_scratch_r);\n    {}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = fmax((z[e] - m) - (real)tau, (real)0);",
+            "real m = sst_block_max(best, sst_scratch_r);\n    {}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = sst_unit((z[e] - m) - (real)tau);",
             sparsemax_threshold("z[e]")
         ),
     };
@@ -864,18 +872,11 @@ extern "C" __global__ void {ENTRY}(const real* __restrict__ theta, real* __restr
     {elements}
     __syncthreads();
     {finish}
-    {clamp}
     if (bad) atomicMin(bad_row, row);
 }}
 "#,
-        maps = soft_maps(p) + &link_fn(kernel),
+        maps = soft_maps(p) + &kernel_helpers(kernel),
         n = kernel.n,
-        clamp = match solve {
-            // Every soft output clamped into [0, 1], as the reference does (after a barrier:
-            // the undirected matrix-tree writes entries other threads own).
-            Solve::Soft(_) => "__syncthreads();\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = fmin(fmax(z[e], (real)0), (real)1);",
-            _ => "",
-        },
     )
 }
 
@@ -892,29 +893,23 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
     let (prepare, s_of) = match (soft, recompute) {
         (_, false) => (String::new(), "s_row[e]".to_string()),
         (SoftKernel::Softmax, true) => (
-            "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part += (double)sst_exp(w_row[e] / t - m);\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));".to_string(),
+            "real best = -SST_INF;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) { real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }\n    real m = sst_block_max(best, sst_scratch_r);\n    double part = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part += (double)sst_exp(w_row[e] / t - m);\n    real inv = (real)(1.0 / sst_block_sum(part, sst_scratch_d));".to_string(),
             "(sst_exp(w_row[e] / t - m) * inv)".to_string(),
         ),
         (SoftKernel::Sigmoid, true) => (
-            "bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);\n    if (bad) atomicMin(bad_row, row);".to_string(),
+            "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);".to_string(),
             "sst_sigmoid(w_row[e] / t)".to_string(),
         ),
         (SoftKernel::Clip, true) => (
-            "bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);\n    if (bad) atomicMin(bad_row, row);".to_string(),
+            "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) bad |= !isfinite(w_row[e] / t);".to_string(),
             "sst_clip(w_row[e] / t)".to_string(),
         ),
         (SoftKernel::Threshold { link, k, tol_bits }, true) => (
-            format!(
-                "bool bad = false;\n    {}\n    if (bad) atomicMin(bad_row, row);",
-                threshold_solve(link, k, f64::from_bits(tol_bits), "(w_row[e] / t)")
-            ),
+            threshold_solve(link, k, f64::from_bits(tol_bits), "(w_row[e] / t)"),
             "(real)sst_link(((double)(w_row[e] / t) - m) - tau, 0)".to_string(),
         ),
         (SoftKernel::CappedSimplex { k }, true) => (
-            format!(
-                "bool bad = false;\n    {}\n    if (bad) atomicMin(bad_row, row);",
-                capped_simplex_solve(k, "(w_row[e] / t)")
-            ),
+            capped_simplex_solve(k, "(w_row[e] / t)"),
             "(real)fmin(fmax(((double)(w_row[e] / t) - m) - tau, 0.0), 1.0)".to_string(),
         ),
         (SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. }, true) => {
@@ -922,7 +917,7 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
         }
         (SoftKernel::Sparsemax, true) => (
             format!(
-                "real best = -SST_INF;\n    bool bad = false;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }}\n    if (bad) atomicMin(bad_row, row);\n    real m = sst_block_max(best, sst_scratch_r);\n    {}",
+                "real best = -SST_INF;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }}\n    real m = sst_block_max(best, sst_scratch_r);\n    {}",
                 sparsemax_threshold("w_row[e] / t")
             ),
             "fmax((w_row[e] / t - m) - (real)tau, (real)0)".to_string(),
@@ -964,11 +959,13 @@ extern "C" __global__ void {ENTRY}(const real* __restrict__ w_all, const real* _
     const real* g_row = cotangent + g_index * SST_N;
     real* grad = grad_all + (u64)blockIdx.x * SST_N;
     real t = (real)temperature;
+    [[maybe_unused]] bool bad = false;
     {prepare}
     {vjp}
+    if (bad) atomicMin(bad_row, row);
 }}
 "#,
-        maps = soft_maps(p) + &link_fn(kernel),
+        maps = soft_maps(p) + &kernel_helpers(kernel),
         n = kernel.n,
     )
 }
