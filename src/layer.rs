@@ -22,7 +22,7 @@ use crate::backend::{
 use crate::diagnostic::number;
 use crate::estimator::{baseline_weights, score, updated_ema};
 use crate::ir::Estimator;
-use crate::kernels::{all_finite, dot};
+use crate::kernels::{all_finite, copy_finite, dot};
 use crate::noise::Perturbation;
 use crate::plan::{Baseline, Mode, Plan};
 use crate::real::Real;
@@ -244,8 +244,8 @@ impl Layer {
         }
     }
 
-    /// Checks `θ`'s shape (`[B₁, …, B_r, …shape]`, `r ≥ 0` batch axes, each `B_i ≥ 1`) and
-    /// values; returns the batch axes `[B₁, …, B_r]` (empty when there are none).
+    /// Checks `θ`'s shape (`[B₁, …, B_r, …shape]`, `r ≥ 0` batch axes, each `B_i ≥ 1`; its
+    /// values are checked as [`Layer::copy_theta`] copies them); returns the batch axes `[B₁, …, B_r]` (empty when there are none).
     fn check_theta<F: Real>(&self, theta: &ArrayViewD<F>) -> Result<Vec<usize>, RequestError> {
         let shape = self.plan.support.shape();
         let dims = theta.shape();
@@ -260,8 +260,28 @@ impl Layer {
                 ),
             ));
         }
-        self.check_finite("theta", theta)?;
         Ok(batch.to_vec())
+    }
+
+    /// `θ` copied into `buffer` (row-major), checking in the same pass that its entries are
+    /// finite.
+    fn copy_theta<F: Real>(
+        &self,
+        theta: &ArrayViewD<F>,
+        buffer: Vec<F>,
+    ) -> Result<ArrayD<F>, RequestError> {
+        let mut copy = to_overwrite(buffer, theta.len());
+        let finite = match theta.as_slice() {
+            Some(flat) => copy_finite(flat, &mut copy),
+            None => {
+                copy.iter_mut().zip(theta).for_each(|(c, &x)| *c = x);
+                all_finite(&copy)
+            }
+        };
+        match finite {
+            true => Ok(ArrayD::from_shape_vec(theta.raw_dim(), copy).expect("sizes agree")),
+            false => Err(self.not_finite("theta", theta)),
+        }
     }
 
     fn check_finite<F: Real>(
@@ -269,23 +289,28 @@ impl Layer {
         field: &'static str,
         a: &ArrayViewD<F>,
     ) -> Result<(), RequestError> {
-        // A flat scan first, in blocks without an early exit (which vectorize); the
-        // multi-index is only worked out for the message.
+        // A flat scan first, without an early exit (which vectorizes); the multi-index is
+        // only worked out for the message.
         let finite = match a.as_slice_memory_order() {
             Some(s) => all_finite(s),
             None => a.iter().all(|x| x.is_finite()),
         };
-        if finite {
-            return Ok(());
+        match finite {
+            true => Ok(()),
+            false => Err(self.not_finite(field, a)),
         }
+    }
+
+    /// The error naming `a`'s first entry that is not finite (there is one).
+    fn not_finite<F: Real>(&self, field: &'static str, a: &ArrayViewD<F>) -> RequestError {
         let (index, x) = a
             .indexed_iter()
             .find(|(_, x)| !x.is_finite())
             .expect("found above");
-        Err(self.error(
+        self.error(
             field,
             format!("{x} at {:?}; every entry must be finite", index.slice()),
-        ))
+        )
     }
 
     /// Samples `z` (hard or soft) for `θ` shaped `[B₁, …, B_r, …shape]` (`r ≥ 0` batch axes):
@@ -327,6 +352,7 @@ impl Layer {
         mut buffers: Buffers<F>,
     ) -> Result<Forward<F>, RequestError> {
         let batch = self.check_theta(&theta)?;
+        let theta_array = self.copy_theta(&theta, std::mem::take(&mut buffers.theta))?;
         if opts.samples == 0 {
             return Err(self.error("samples", "must be at least 1"));
         }
@@ -352,14 +378,6 @@ impl Layer {
         };
         let program = &self.plan.program;
         let backend = self.backend::<F>(opts.backend)?;
-        buffers.theta.clear();
-        match theta.as_slice() {
-            Some(flat) => buffers.theta.extend_from_slice(flat),
-            None => buffers.theta.extend(theta.iter().copied()),
-        }
-        let theta_array =
-            ArrayD::from_shape_vec(theta.raw_dim(), std::mem::take(&mut buffers.theta))
-                .expect("sizes agree");
         let theta = theta_array.as_slice().expect("standard layout");
         let mut report = Report::default();
         let lens =
