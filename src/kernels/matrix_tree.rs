@@ -26,8 +26,10 @@
 use std::borrow::Cow;
 use std::ops::{Add, Mul, Sub};
 
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::lu::partial_pivoting::factor::{lu_in_place, lu_in_place_scratch};
+use faer::linalg::lu::partial_pivoting::inverse::{inverse as lu_inverse, inverse_scratch};
 use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::DenseSolveCore;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use crate::math::{exp_f64, ln_f64};
@@ -102,16 +104,19 @@ struct Laplacian {
 /// `x`. `Mᵀ` is written into `keep` when it is not empty (`(n − 1)²` numbers, row-major; a NaN
 /// first where the marginals came from log space).
 pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64], keep: &mut [f64]) -> Method {
-    match inverse(x, n, root, MAX_FORWARD_ERROR, mu) {
-        Some((_, mt)) => {
-            if !keep.is_empty() {
-                keep.copy_from_slice(&mt);
-            }
-            Method::Lu
+    let mut own = Vec::new();
+    let mt = match keep.is_empty() {
+        true => {
+            own.resize((n - 1) * (n - 1), 0.0);
+            &mut own[..]
         }
+        false => keep,
+    };
+    match inverse(x, n, root, MAX_FORWARD_ERROR, mu, mt) {
+        Some(_) => Method::Lu,
         None => {
             log_space_marginals(x, n, root, mu);
-            if let Some(first) = keep.first_mut() {
+            if let Some(first) = mt.first_mut() {
                 *first = f64::NAN;
             }
             Method::LogSpace
@@ -119,30 +124,33 @@ pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64], keep: &mut [f
     }
 }
 
-/// The weights and `Mᵀ = L̂⁻ᵀ` (row-major), with the marginals `μ_ij = a_ij (M_jj − M_ji)` written
-/// into `mu`: faer's inverse where its marginals are [`consistent`], else the subtraction-free
-/// one where its error estimate is at most `max_error`; `None` when neither holds.
+/// The weights and `L̂`, with `Mᵀ = L̂⁻ᵀ` (row-major, `(n − 1)²` numbers) written into `mt` and
+/// the marginals `μ_ij = a_ij (M_jj − M_ji)` into `mu`: faer's inverse where its marginals are
+/// [`consistent`], else the subtraction-free one where its error estimate is at most
+/// `max_error`; `None` when neither holds.
 fn inverse(
     x: &[f64],
     n: usize,
     root: usize,
     max_error: f64,
     mu: &mut [f64],
-) -> Option<(Laplacian, Vec<f64>)> {
+    mt: &mut [f64],
+) -> Option<Laplacian> {
     let mut l = laplacian(x, n, root);
     let m = n - 1;
-    if let Some(mt) = lu_inverse_transposed(&l.lap, m) {
-        koo_marginals(&l.a, &mt, n, root, mu);
+    if lu_inverse_transposed(&l.lap, m, mt) {
+        koo_marginals(&l.a, mt, n, root, mu);
         if consistent(mu, n, root) {
-            return Some((l, mt));
+            return Some(l);
         }
     }
-    let mt = transposed(&m_matrix_inverse(&mut l.lap, &mut l.excess, m)?, m);
-    if error_bound(&l.a, &mt, n, root) > max_error {
+    let inverse = m_matrix_inverse(&mut l.lap, &mut l.excess, m)?;
+    transpose_into(&inverse, m, mt);
+    if error_bound(&l.a, mt, n, root) > max_error {
         return None;
     }
-    koo_marginals(&l.a, &mt, n, root, mu);
-    Some((l, mt))
+    koo_marginals(&l.a, mt, n, root, mu);
+    Some(l)
 }
 
 /// Whether marginals pass the identities every exact answer satisfies: each in `[0, 1]`, and the
@@ -187,8 +195,18 @@ pub fn marginals_hvp(
 ) {
     let factored = match kept_inverse(kept) {
         Some(mt) => Some((weights(x, n, root), Cow::Borrowed(mt))),
-        None => inverse(x, n, root, MAX_BACKWARD_ERROR, &mut vec![0.0; n * n])
-            .map(|(l, mt)| (l.a, Cow::Owned(mt))),
+        None => {
+            let mut mt = vec![0.0; (n - 1) * (n - 1)];
+            inverse(
+                x,
+                n,
+                root,
+                MAX_BACKWARD_ERROR,
+                &mut vec![0.0; n * n],
+                &mut mt,
+            )
+            .map(|l| (l.a, Cow::Owned(mt)))
+        }
     };
     let lu = factored
         .map(|(a, mt)| lu_hvp(&a, &mt, n, root, v))
@@ -268,7 +286,18 @@ fn lu_hvp(a: &[f64], mt: &[f64], n: usize, root: usize, v: &[f64]) -> Vec<f64> {
 
 /// The transpose of a row-major `m × m` matrix.
 fn transposed(a: &[f64], m: usize) -> Vec<f64> {
-    (0..m * m).map(|k| a[(k % m) * m + k / m]).collect()
+    let mut t = vec![0.0; m * m];
+    transpose_into(a, m, &mut t);
+    t
+}
+
+/// `t ← aᵀ` for row-major `m × m` matrices.
+fn transpose_into(a: &[f64], m: usize, t: &mut [f64]) {
+    for (i, row) in a.chunks_exact(m).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * m + i] = v;
+        }
+    }
 }
 
 /// The diagonal of a row-major `m × m` matrix.
@@ -335,18 +364,32 @@ fn reduced_laplacian(a: &[f64], n: usize, root: usize) -> Vec<f64> {
     lap
 }
 
-/// `Mᵀ = L̂⁻ᵀ` (row-major) from faer's blocked LU with partial pivoting, one thread; `None` when
-/// an entry is not finite (singular `L̂`).
-fn lu_inverse_transposed(lap: &[f64], m: usize) -> Option<Vec<f64>> {
-    let inv = MatRef::from_row_major_slice(lap, m, m)
-        .partial_piv_lu()
-        .inverse();
-    // Column j of M (contiguous in faer's column-major matrix) is row j of Mᵀ.
-    let mut mt = Vec::with_capacity(m * m);
-    for j in 0..m {
-        mt.extend_from_slice(inv.col_as_slice(j));
-    }
-    mt.iter().all(|v| v.is_finite()).then_some(mt)
+/// `mt ← Mᵀ = L̂⁻ᵀ` (row-major) from faer's blocked LU with partial pivoting, one thread; `false`
+/// when an entry is not finite (singular `L̂`). `L̂` is factored in place in a column-major copy
+/// (the row-major `L̂ᵀ`) and `M = U⁻¹ L⁻¹ P` is written column-major, which is `Mᵀ` row-major:
+/// faer's lower-level calls, without the copies of its `PartialPivLu` (the input, the split
+/// factors, the zeroed inverse).
+fn lu_inverse_transposed(lap: &[f64], m: usize, mt: &mut [f64]) -> bool {
+    let mut lu = transposed(lap, m);
+    let (mut perm, mut perm_inv) = (vec![0usize; m], vec![0usize; m]);
+    let scratch = lu_in_place_scratch::<usize, f64>(m, m, Par::Seq, Default::default())
+        .or(inverse_scratch::<usize, f64>(m, Par::Seq));
+    let mut memory = MemBuffer::new(scratch);
+    let stack = MemStack::new(&mut memory);
+    let mut factors = MatMut::from_column_major_slice_mut(&mut lu, m, m);
+    let (_, p) = lu_in_place(
+        factors.as_mut(),
+        &mut perm,
+        &mut perm_inv,
+        Par::Seq,
+        stack,
+        Default::default(),
+    );
+    // The unit lower factor and the upper one share `factors`: each inversion reads its triangle.
+    let factors = factors.as_ref();
+    let out = MatMut::from_column_major_slice_mut(mt, m, m);
+    lu_inverse(out, factors, factors, p, Par::Seq, stack);
+    mt.iter().all(|v| v.is_finite())
 }
 
 /// A first-order bound on the rounding error of `μ_ij = a_ij (M_jj − M_ji)` from the
@@ -939,7 +982,8 @@ mod tests {
             let root = (r.next_u64() % n as u64) as usize;
             let x = r.vec(n * n, -6.0, 6.0);
             let l = laplacian(&x, n, root);
-            let mt = lu_inverse_transposed(&l.lap, n - 1).expect("regular");
+            let mut mt = vec![0.0; (n - 1) * (n - 1)];
+            assert!(lu_inverse_transposed(&l.lap, n - 1, &mut mt), "regular");
             let mut mu = vec![0.0; n * n];
             koo_marginals(&l.a, &mt, n, root, &mut mu);
             assert!(consistent(&mu, n, root), "seed {seed}, n {n}");
@@ -972,8 +1016,8 @@ mod tests {
         let mut x = vec![0.0; n * n];
         x[1] = -5000.0;
         x[2] = -6000.0;
-        let mut mu = vec![0.0; n * n];
-        assert!(inverse(&x, n, 0, MAX_FORWARD_ERROR, &mut mu).is_none());
+        let (mut mu, mut mt) = (vec![0.0; n * n], vec![0.0; (n - 1) * (n - 1)]);
+        assert!(inverse(&x, n, 0, MAX_FORWARD_ERROR, &mut mu, &mut mt).is_none());
         assert_eq!(marginals(&x, n, 0, &mut mu, &mut []), Method::LogSpace);
         let want = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
         for k in 0..n * n {
