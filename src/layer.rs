@@ -413,7 +413,8 @@ impl Layer {
         let mut z = to_overwrite(buffers.z, count * m);
         let mut solution = zeroed(buffers.solution, if mapped { count * l } else { 0 });
         let s_width = if mapped { l } else { 0 };
-        let mut kept = zeroed(buffers.kept, count * kept_width);
+        // Every kernel that keeps something writes its whole share (or marks it unused).
+        let mut kept = to_overwrite(buffers.kept, count * kept_width);
         // One range of rows: its perturbed scores, its z, its solution in score coordinates
         // (supports with score maps only), what its kernel keeps, written in place; returns
         // what the kernels reported.

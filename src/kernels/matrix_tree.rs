@@ -158,7 +158,10 @@ fn inverse(
 /// [`MAX_IDENTITY_ERROR`]. The sum is `(M L̂)_jj`, so this checks the inverse where it is used.
 fn consistent(mu: &[f64], n: usize, root: usize) -> bool {
     let tol = MAX_IDENTITY_ERROR;
-    let in_range = mu.iter().all(|&m| (-tol..=1.0 + tol).contains(&m));
+    // No early exit (the scan vectorizes); NaN is out of range.
+    let in_range = mu
+        .iter()
+        .fold(true, |ok, &m| ok & (m >= -tol) & (m <= 1.0 + tol));
     in_range
         && column_sums(mu, n)
             .iter()
