@@ -1,13 +1,15 @@
 //! Functions compiled for the widest vector instructions this CPU has (AVX-512, AVX2, or the
 //! baseline), chosen at run time: [`multiversion!`] compiles one body — loops over fixed-size
 //! lane arrays, written so that the compiler vectorizes them — once per [`Variant`]. The body's
-//! arithmetic is the same on every variant (no fused multiply–add: Rust never contracts), so the
-//! results are the same bits; the tests run every variant the machine has.
+//! arithmetic is the same on every variant (Rust never contracts; a `mul_add` written is one
+//! rounding everywhere: an instruction on AVX2 + FMA and AVX-512, the C library's `fma` on the
+//! baseline), so the results are the same bits; the tests run every variant the machine has.
 
 /// An instruction-set level a [`multiversion!`] function is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     Baseline,
+    /// AVX2 and FMA.
     Avx2,
     /// AVX-512 F, DQ, BW and VL.
     Avx512,
@@ -19,7 +21,10 @@ impl Variant {
         match self {
             Variant::Baseline => true,
             #[cfg(target_arch = "x86_64")]
-            Variant::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Variant::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             Variant::Avx512 => {
                 std::arch::is_x86_feature_detected!("avx512f")
@@ -67,7 +72,7 @@ macro_rules! multiversion {
                 $body($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
+            #[target_feature(enable = "avx2,fma")]
             fn avx2 $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
                 $body($($arg),*)
             }
@@ -77,7 +82,7 @@ macro_rules! multiversion {
                 // SAFETY: the CPU has AVX-512 (asserted above).
                 $crate::simd::Variant::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU has AVX2 (asserted above).
+                // SAFETY: the CPU has AVX2 and FMA (asserted above).
                 $crate::simd::Variant::Avx2 => unsafe { avx2($($arg),*) },
                 _ => $body($($arg),*),
             }

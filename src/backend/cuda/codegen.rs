@@ -6,7 +6,8 @@
 //! operations in the same order) and the noise transforms — followed by one `__global__`
 //! function. The prelude is plain C as well as CUDA C, so the tests compile it with the host's C
 //! compiler and check its noise against the Rust code bit for bit; NVRTC compiles it with
-//! `--fmad=false` (no fused multiply–add), so the GPU computes the same bits.
+//! `--fmad=false` (no contraction: the only fused multiply–adds are the `fma` calls written,
+//! as in [`crate::math`]), so the GPU computes the same bits.
 //!
 //! Launch: one block of [`THREADS`] threads per row of the range (`grid = rows`), block
 //! reductions by warp shuffles. With noise, a thread owns whole Philox blocks (every word of a
@@ -210,21 +211,25 @@ fn ln_fn(p: &str, ty: &str, c: &Constants, shift: u32, bias: i32, mantissa: u64)
         _ => ("u64", "long long", "ull"),
     };
     let lg: Vec<String> = c.lg.iter().map(|&x| literal(p, x)).collect();
+    // The fused steps of Horner's rule (`fmaf` / `fma`),
     // t1 = w·(Lg2 + w·(Lg4 + w·Lg6)), t2 = z·(Lg1 + w·(Lg3 + w·(Lg5 + w·Lg7))) in f64;
     // t1 = w·(Lg2 + w·Lg4), t2 = z·(Lg1 + w·Lg3) in f32.
-    let (t1, t2) = match lg.len() {
-        7 => (
-            format!("w * ({} + w * ({} + w * {}))", lg[1], lg[3], lg[5]),
-            format!(
-                "z * ({} + w * ({} + w * ({} + w * {})))",
-                lg[0], lg[2], lg[4], lg[6]
-            ),
-        ),
-        _ => (
-            format!("w * ({} + w * {})", lg[1], lg[3]),
-            format!("z * ({} + w * {})", lg[0], lg[2]),
-        ),
+    let fma = if p == "f32" { "fmaf" } else { "fma" };
+    let horner = |c: &[String]| {
+        let last = c.len() - 1;
+        c[..last]
+            .iter()
+            .rev()
+            .fold(c[last].clone(), |acc, ci| format!("{fma}(w, {acc}, {ci})"))
     };
+    let (odd, even): (Vec<String>, Vec<String>) = (
+        lg.iter().step_by(2).cloned().collect(),
+        lg.iter().skip(1).step_by(2).cloned().collect(),
+    );
+    let (t1, t2) = (
+        format!("w * {}", horner(&even)),
+        format!("z * {}", horner(&odd)),
+    );
     format!(
         r#"
 /* ln x for positive normal x (crate::math). */
@@ -240,7 +245,7 @@ SST_FN {ty} sst_ln_{p}({ty} x) {{
     {ty} t1 = {t1};
     {ty} t2 = {t2};
     {ty} r = t2 + t1;
-    return s * (hfsq + r) + k * {lo} - hfsq + f + k * {hi};
+    return {fma}(s, hfsq + r, {fma}(k, {lo}, -hfsq)) + f + k * {hi};
 }}
 "#,
         offset = c.offset,

@@ -39,7 +39,8 @@ use crate::real::Real;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cuda;
 
-/// The options every kernel is compiled with: no fused multiply–add, so that the noise and
+/// The options every kernel is compiled with: no contracted multiply–add (only the `fma` calls
+/// written, as in `crate::math`), so that the noise and
 /// `ln`/`exp` give the bits of the CPU backends; IEEE division and square root; no flushing of
 /// subnormals.
 pub const NVRTC_OPTIONS: &[&str] = &[
