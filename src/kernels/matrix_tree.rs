@@ -32,8 +32,9 @@ use faer::linalg::lu::partial_pivoting::inverse::{inverse as lu_inverse, inverse
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
+use crate::kernels::all_finite;
 use crate::math::{exp_f64, ln_f64};
-use crate::real::Real;
+use crate::real::{Concrete, Real};
 
 /// The largest estimated rounding error of the LU marginals that [`marginals`] accepts; beyond
 /// it the marginals come from the log-space elimination. The estimate is a worst case; typical
@@ -138,11 +139,10 @@ fn inverse(
 ) -> Option<Laplacian> {
     let mut l = laplacian(x, n, root);
     let m = n - 1;
-    if lu_inverse_transposed(&l.lap, m, mt) {
-        koo_marginals(&l.a, mt, n, root, mu);
-        if consistent(mu, n, root) {
-            return Some(l);
-        }
+    if lu_inverse_transposed(&l.lap, m, mt)
+        && consistent(koo_marginals(&l.a, mt, n, root, mu), root)
+    {
+        return Some(l);
     }
     let inverse = m_matrix_inverse(&mut l.lap, &mut l.excess, m)?;
     transpose_into(&inverse, m, mt);
@@ -153,20 +153,52 @@ fn inverse(
     Some(l)
 }
 
+/// What [`consistent`] reads of marginals: their smallest and largest entries and their column
+/// sums (a NaN entry makes its column's sum NaN; the root's column is all zeros).
+struct Summary {
+    least: f64,
+    most: f64,
+    column_sums: Vec<f64>,
+}
+
+impl Summary {
+    fn new(n: usize) -> Summary {
+        Summary {
+            least: f64::INFINITY,
+            most: f64::NEG_INFINITY,
+            column_sums: vec![0.0; n],
+        }
+    }
+
+    /// Takes in one row of the array.
+    fn add_row(&mut self, row: &[f64]) {
+        for (s, &v) in self.column_sums.iter_mut().zip(row) {
+            *s += v;
+            self.least = if v < self.least { v } else { self.least };
+            self.most = if v > self.most { v } else { self.most };
+        }
+    }
+}
+
+/// The [`Summary`] of an `n × n` row-major array of marginals.
+#[cfg(test)]
+fn summary(mu: &[f64], n: usize) -> Summary {
+    let mut s = Summary::new(n);
+    mu.chunks_exact(n).for_each(|row| s.add_row(row));
+    s
+}
+
 /// Whether marginals pass the identities every exact answer satisfies: each in `[0, 1]`, and the
 /// edges into each non-root node (one of which every arborescence has) summing to 1, both to
 /// [`MAX_IDENTITY_ERROR`]. The sum is `(M L̂)_jj`, so this checks the inverse where it is used.
-fn consistent(mu: &[f64], n: usize, root: usize) -> bool {
+fn consistent(s: Summary, root: usize) -> bool {
     let tol = MAX_IDENTITY_ERROR;
-    // No early exit (the scan vectorizes); NaN is out of range.
-    let in_range = mu
-        .iter()
-        .fold(true, |ok, &m| ok & (m >= -tol) & (m <= 1.0 + tol));
-    in_range
-        && column_sums(mu, n)
+    s.least >= -tol
+        && s.most <= 1.0 + tol
+        && s.column_sums
             .iter()
             .enumerate()
-            .all(|(j, s)| j == root || (s - 1.0).abs() <= tol)
+            .all(|(j, c)| j == root || (c - 1.0).abs() <= tol)
 }
 
 /// The column sums of an `n × n` row-major array.
@@ -309,10 +341,12 @@ fn diagonal(a: &[f64], m: usize) -> Vec<f64> {
 }
 
 /// Koo et al. (2007), eq. 6: `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`, from `Mᵀ`
-/// (row `i` of `μ` reads row `i` of `Mᵀ`); zero off the edges, where `a` is.
-fn koo_marginals(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) {
+/// (row `i` of `μ` reads row `i` of `Mᵀ`); zero off the edges, where `a` is. Returns the
+/// marginals' [`Summary`], taken row by row as they are written.
+fn koo_marginals(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Summary {
     let m = n - 1;
     let diag = diagonal(mt, m);
+    let mut summary = Summary::new(n);
     for (i, (ai, mui)) in a.chunks_exact(n).zip(mu.chunks_exact_mut(n)).enumerate() {
         mui[root] = 0.0;
         if i == root {
@@ -321,7 +355,9 @@ fn koo_marginals(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) {
             let mti = &mt[reduced(i, root) * m..];
             each_reduced(n, root, |j, jj| mui[j] = ai[j] * (diag[jj] - mti[jj]));
         }
+        summary.add_row(mui);
     }
+    summary
 }
 
 /// The column-shifted weights and the reduced Laplacian of `x`.
@@ -392,7 +428,7 @@ fn lu_inverse_transposed(lap: &[f64], m: usize, mt: &mut [f64]) -> bool {
     let factors = factors.as_ref();
     let out = MatMut::from_column_major_slice_mut(mt, m, m);
     lu_inverse(out, factors, factors, p, Par::Seq, stack);
-    mt.iter().all(|v| v.is_finite())
+    all_finite(mt)
 }
 
 /// A first-order bound on the rounding error of `μ_ij = a_ij (M_jj − M_ji)` from the
@@ -734,10 +770,16 @@ pub fn rooted_marginals<F: Real>(
     z: &mut [F],
     keep: &mut [f64],
 ) -> Method {
-    let mut mu = vec![0.0; n * n];
-    let method = marginals(&rooted(x, n, root), n, root, &mut mu, keep);
-    crate::kernels::narrow(mu, z);
-    method
+    let x = rooted(x, n, root);
+    match crate::real::concrete(z) {
+        Concrete::F64(z) => marginals(&x, n, root, z, keep),
+        Concrete::F32(z) => {
+            let mut mu = vec![0.0; n * n];
+            let method = marginals(&x, n, root, &mut mu, keep);
+            crate::kernels::narrow(mu, z);
+            method
+        }
+    }
 }
 
 /// The VJP of [`rooted_marginals`]; adds into `grad_x` on the edges. `kept`: what the forward
@@ -989,7 +1031,7 @@ mod tests {
             assert!(lu_inverse_transposed(&l.lap, n - 1, &mut mt), "regular");
             let mut mu = vec![0.0; n * n];
             koo_marginals(&l.a, &mt, n, root, &mut mu);
-            assert!(consistent(&mu, n, root), "seed {seed}, n {n}");
+            assert!(consistent(summary(&mu, n), root), "seed {seed}, n {n}");
         }
     }
 
@@ -1001,14 +1043,14 @@ mod tests {
         x[1] = 0.5;
         let mut mu = vec![0.0; n * n];
         marginals(&x, n, root, &mut mu, &mut []);
-        assert!(consistent(&mu, n, root));
+        assert!(consistent(summary(&mu, n), root));
         let mut off = mu.clone();
         off[n + 2] += 1e-6;
-        assert!(!consistent(&off, n, root));
+        assert!(!consistent(summary(&off, n), root));
         let mut outside = mu.clone();
         outside[1] = -1e-3;
         outside[2 * n + 1] += 1e-3;
-        assert!(!consistent(&outside, n, root));
+        assert!(!consistent(summary(&outside, n), root));
     }
 
     #[test]
