@@ -153,29 +153,35 @@ fn inverse(
     Some(l)
 }
 
-/// What [`consistent`] reads of marginals: their smallest and largest entries and their column
-/// sums (a NaN entry makes its column's sum NaN; the root's column is all zeros).
+/// What [`consistent`] reads of marginals: per column, the smallest and largest entries and the
+/// sum (a NaN entry makes its column's sum NaN; the root's column is all zeros). Column by
+/// column, so that taking in a row is one vectorized pass.
 struct Summary {
-    least: f64,
-    most: f64,
-    column_sums: Vec<f64>,
+    least: Vec<f64>,
+    most: Vec<f64>,
+    sums: Vec<f64>,
 }
 
 impl Summary {
     fn new(n: usize) -> Summary {
         Summary {
-            least: f64::INFINITY,
-            most: f64::NEG_INFINITY,
-            column_sums: vec![0.0; n],
+            least: vec![f64::INFINITY; n],
+            most: vec![f64::NEG_INFINITY; n],
+            sums: vec![0.0; n],
         }
     }
 
     /// Takes in one row of the array.
     fn add_row(&mut self, row: &[f64]) {
-        for (s, &v) in self.column_sums.iter_mut().zip(row) {
-            *s += v;
-            self.least = if v < self.least { v } else { self.least };
-            self.most = if v > self.most { v } else { self.most };
+        let columns = self
+            .least
+            .iter_mut()
+            .zip(&mut self.most)
+            .zip(&mut self.sums);
+        for (((lo, hi), sum), &v) in columns.zip(row) {
+            *sum += v;
+            *lo = if v < *lo { v } else { *lo };
+            *hi = if v > *hi { v } else { *hi };
         }
     }
 }
@@ -193,9 +199,9 @@ fn summary(mu: &[f64], n: usize) -> Summary {
 /// [`MAX_IDENTITY_ERROR`]. The sum is `(M L̂)_jj`, so this checks the inverse where it is used.
 fn consistent(s: Summary, root: usize) -> bool {
     let tol = MAX_IDENTITY_ERROR;
-    s.least >= -tol
-        && s.most <= 1.0 + tol
-        && s.column_sums
+    s.least.iter().all(|&lo| lo >= -tol)
+        && s.most.iter().all(|&hi| hi <= 1.0 + tol)
+        && s.sums
             .iter()
             .enumerate()
             .all(|(j, c)| j == root || (c - 1.0).abs() <= tol)
@@ -371,20 +377,24 @@ fn laplacian(x: &[f64], n: usize, root: usize) -> Laplacian {
 
 /// The column-shifted weights `a_ij = exp(x_ij − max_k x_kj)` on the edges, 0 elsewhere.
 fn weights(x: &[f64], n: usize, root: usize) -> Vec<f64> {
-    let mut a = x.to_vec();
-    for (i, row) in a.chunks_exact_mut(n).enumerate() {
-        row[i] = f64::NEG_INFINITY;
-        row[root] = f64::NEG_INFINITY;
-    }
+    // The column maxima over the edges: row i's entries but its diagonal, in two runs.
     let mut shift = vec![f64::NEG_INFINITY; n];
-    for row in a.chunks_exact(n) {
-        shift.iter_mut().zip(row).for_each(|(s, &v)| *s = s.max(v));
+    for (i, row) in x.chunks_exact(n).enumerate() {
+        for run in [0..i, i + 1..n] {
+            let (s, r) = (&mut shift[run.clone()], &row[run]);
+            s.iter_mut().zip(r).for_each(|(s, &v)| *s = s.max(v));
+        }
     }
     shift[root] = 0.0;
-    for row in a.chunks_exact_mut(n) {
-        row.iter_mut().zip(&shift).for_each(|(v, s)| *v -= s);
+    let mut a = Vec::with_capacity(n * n);
+    for row in x.chunks_exact(n) {
+        a.extend(row.iter().zip(&shift).map(|(v, s)| v - s));
     }
     crate::math::exp_slice_f64(&mut a);
+    for (i, row) in a.chunks_exact_mut(n).enumerate() {
+        row[i] = 0.0;
+        row[root] = 0.0;
+    }
     a
 }
 
