@@ -90,12 +90,10 @@ fn kept_inverse(kept: Option<&[f64]>) -> Option<&[f64]> {
     kept.filter(|m| !m.is_empty() && !m[0].is_nan())
 }
 
-/// The column-shifted weights and `L̂`.
+/// The column-shifted weights and what `L̂` needs besides them.
 struct Laplacian {
     /// `a_ij = exp(x_ij − max_k x_kj)` on edges, 0 elsewhere; `n × n`.
     a: Vec<f64>,
-    /// `L̂`, `(n−1) × (n−1)`, row-major.
-    lap: Vec<f64>,
     /// `a_rj`, the part of column `j`'s diagonal that no off-diagonal entry of `L̂` balances.
     excess: Vec<f64>,
 }
@@ -139,12 +137,14 @@ fn inverse(
 ) -> Option<Laplacian> {
     let mut l = laplacian(x, n, root);
     let m = n - 1;
-    if lu_inverse_transposed(&l.lap, m, mt)
+    let mut lu = reduced_laplacian_transposed(&l.a, n, root);
+    if lu_inverse_transposed(&mut lu, m, mt)
         && consistent(koo_marginals(&l.a, mt, n, root, mu), root)
     {
         return Some(l);
     }
-    let inverse = m_matrix_inverse(&mut l.lap, &mut l.excess, m)?;
+    let mut lap = reduced_laplacian(&l.a, n, root);
+    let inverse = m_matrix_inverse(&mut lap, &mut l.excess, m)?;
     transpose_into(&inverse, m, mt);
     if error_bound(&l.a, mt, n, root) > max_error {
         return None;
@@ -172,6 +172,7 @@ impl Summary {
     }
 
     /// Takes in one row of the array.
+    #[inline(always)]
     fn add_row(&mut self, row: &[f64]) {
         let columns = self
             .least
@@ -325,13 +326,6 @@ fn lu_hvp(a: &[f64], mt: &[f64], n: usize, root: usize, v: &[f64]) -> Vec<f64> {
     hv
 }
 
-/// The transpose of a row-major `m × m` matrix.
-fn transposed(a: &[f64], m: usize) -> Vec<f64> {
-    let mut t = vec![0.0; m * m];
-    transpose_into(a, m, &mut t);
-    t
-}
-
 /// `t ← aᵀ` for row-major `m × m` matrices.
 fn transpose_into(a: &[f64], m: usize, t: &mut [f64]) {
     for (i, row) in a.chunks_exact(m).enumerate() {
@@ -346,10 +340,16 @@ fn diagonal(a: &[f64], m: usize) -> Vec<f64> {
     (0..m).map(|k| a[k * m + k]).collect()
 }
 
-/// Koo et al. (2007), eq. 6: `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`, from `Mᵀ`
-/// (row `i` of `μ` reads row `i` of `Mᵀ`); zero off the edges, where `a` is. Returns the
-/// marginals' [`Summary`], taken row by row as they are written.
-fn koo_marginals(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Summary {
+crate::simd::multiversion! {
+    /// Koo et al. (2007), eq. 6: `μ_ij = a_ij (M_jj − M_ji)`, `μ_rj = a_rj M_jj`, from `Mᵀ`
+    /// (row `i` of `μ` reads row `i` of `Mᵀ`); zero off the edges, where `a` is. Returns the
+    /// marginals' [`Summary`], taken row by row as they are written. Compiled for the CPU's
+    /// widest vectors.
+    fn koo_marginals / koo_marginals_on(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Summary = koo_marginals_body
+}
+
+#[inline(always)]
+fn koo_marginals_body(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) -> Summary {
     let m = n - 1;
     let diag = diagonal(mt, m);
     let mut summary = Summary::new(n);
@@ -366,13 +366,12 @@ fn koo_marginals(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f64]) -
     summary
 }
 
-/// The column-shifted weights and the reduced Laplacian of `x`.
+/// The column-shifted weights of `x` and the excess of `L̂`'s columns.
 fn laplacian(x: &[f64], n: usize, root: usize) -> Laplacian {
     let a = weights(x, n, root);
-    let lap = reduced_laplacian(&a, n, root);
     let mut excess = vec![0.0; n - 1];
     each_reduced(n, root, |j, jj| excess[jj] = a[root * n + j]);
-    Laplacian { a, lap, excess }
+    Laplacian { a, excess }
 }
 
 /// The column-shifted weights `a_ij = exp(x_ij − max_k x_kj)` on the edges, 0 elsewhere.
@@ -413,19 +412,32 @@ fn reduced_laplacian(a: &[f64], n: usize, root: usize) -> Vec<f64> {
     lap
 }
 
+/// `L̂ᵀ` row-major, which is `L̂` column-major (what faer factors fastest), written from the rows
+/// of `a` (see [`reduced_laplacian`]).
+fn reduced_laplacian_transposed(a: &[f64], n: usize, root: usize) -> Vec<f64> {
+    let m = n - 1;
+    let sums = column_sums(a, n);
+    let mut lap_t = vec![0.0; m * m];
+    for (i, ai) in a.chunks_exact(n).enumerate().filter(|&(i, _)| i != root) {
+        let ii = reduced(i, root);
+        each_reduced(n, root, |j, jj| lap_t[jj * m + ii] = -ai[j]);
+        lap_t[ii * m + ii] = sums[i];
+    }
+    lap_t
+}
+
 /// `mt ← Mᵀ = L̂⁻ᵀ` (row-major) from faer's blocked LU with partial pivoting, one thread; `false`
-/// when an entry is not finite (singular `L̂`). `L̂` is factored in place in a column-major copy
-/// (the row-major `L̂ᵀ`) and `M = U⁻¹ L⁻¹ P` is written column-major, which is `Mᵀ` row-major:
-/// faer's lower-level calls, without the copies of its `PartialPivLu` (the input, the split
-/// factors, the zeroed inverse).
-fn lu_inverse_transposed(lap: &[f64], m: usize, mt: &mut [f64]) -> bool {
-    let mut lu = transposed(lap, m);
+/// when an entry is not finite (singular `L̂`). `lu` holds `L̂` column-major (the row-major `L̂ᵀ`,
+/// [`reduced_laplacian_transposed`]) and is factored in place; `M = U⁻¹ L⁻¹ P` is written
+/// column-major, which is `Mᵀ` row-major: faer's lower-level calls, without the copies of its
+/// `PartialPivLu` (the input, the split factors, the zeroed inverse).
+fn lu_inverse_transposed(lu: &mut [f64], m: usize, mt: &mut [f64]) -> bool {
     let (mut perm, mut perm_inv) = (vec![0usize; m], vec![0usize; m]);
     let scratch = lu_in_place_scratch::<usize, f64>(m, m, Par::Seq, Default::default())
         .or(inverse_scratch::<usize, f64>(m, Par::Seq));
     let mut memory = MemBuffer::new(scratch);
     let stack = MemStack::new(&mut memory);
-    let mut factors = MatMut::from_column_major_slice_mut(&mut lu, m, m);
+    let mut factors = MatMut::from_column_major_slice_mut(lu, m, m);
     let (_, p) = lu_in_place(
         factors.as_mut(),
         &mut perm,
@@ -915,9 +927,12 @@ mod tests {
             log_space_marginals(&x, n, root, &mut log);
             // The subtraction-free inverse, the fallback of faer's.
             let mut l = laplacian(&x, n, root);
-            let inv = m_matrix_inverse(&mut l.lap, &mut l.excess, n - 1).expect("regular");
+            let mut lap = reduced_laplacian(&l.a, n, root);
+            let inv = m_matrix_inverse(&mut lap, &mut l.excess, n - 1).expect("regular");
             let mut gth = vec![0.0; n * n];
-            koo_marginals(&l.a, &transposed(&inv, n - 1), n, root, &mut gth);
+            let mut mt = vec![0.0; (n - 1) * (n - 1)];
+            transpose_into(&inv, n - 1, &mut mt);
+            koo_marginals(&l.a, &mt, n, root, &mut gth);
             for k in 0..n * n {
                 assert!((lu[k] - want[k]).abs() < 1e-12, "{lu:?} vs {want:?}");
                 assert!((log[k] - want[k]).abs() < 1e-12, "{log:?} vs {want:?}");
@@ -1037,8 +1052,9 @@ mod tests {
             let root = (r.next_u64() % n as u64) as usize;
             let x = r.vec(n * n, -6.0, 6.0);
             let l = laplacian(&x, n, root);
+            let mut lu = reduced_laplacian_transposed(&l.a, n, root);
             let mut mt = vec![0.0; (n - 1) * (n - 1)];
-            assert!(lu_inverse_transposed(&l.lap, n - 1, &mut mt), "regular");
+            assert!(lu_inverse_transposed(&mut lu, n - 1, &mut mt), "regular");
             let mut mu = vec![0.0; n * n];
             koo_marginals(&l.a, &mt, n, root, &mut mu);
             assert!(consistent(summary(&mu, n), root), "seed {seed}, n {n}");
