@@ -862,6 +862,7 @@ pub fn restrict_rooted(grad: &mut [f64], n: usize, root: usize) {
 mod tests {
     use super::*;
     use crate::kernels::testing::XorShift;
+    use crate::simd::Variant;
 
     /// Every parent function of the non-root nodes that reaches the root: the arborescences.
     fn arborescences(n: usize, root: usize) -> Vec<Vec<usize>> {
@@ -1037,6 +1038,27 @@ mod tests {
                         kept[k],
                         fresh[k]
                     );
+                }
+            }
+        }
+    }
+
+    /// Koo's marginals and their summary are the same bits on every SIMD variant of the CPU.
+    #[test]
+    fn koo_marginals_agree_across_variants() {
+        let mut r = XorShift::new(91);
+        for n in [2, 9, 40] {
+            let (a, mt) = (r.vec(n * n, 0.0, 1.0), r.vec((n - 1) * (n - 1), 0.0, 1.0));
+            let root = n / 3;
+            let mut want = vec![0.0; n * n];
+            let s = koo_marginals_on(Variant::Baseline, &a, &mt, n, root, &mut want);
+            for variant in Variant::all_available() {
+                let mut mu = vec![1.0; n * n];
+                let t = koo_marginals_on(variant, &a, &mt, n, root, &mut mu);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&mu), bits(&want), "{variant:?}");
+                for (u, v) in [(&t.least, &s.least), (&t.most, &s.most), (&t.sums, &s.sums)] {
+                    assert_eq!(bits(u), bits(v), "{variant:?}");
                 }
             }
         }
