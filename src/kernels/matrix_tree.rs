@@ -400,30 +400,27 @@ fn weights(x: &[f64], n: usize, root: usize) -> Vec<f64> {
 /// The reduced Laplacian (row-major, `(n−1) × (n−1)`) of edge weights `a` (zero off the edges):
 /// `L̂_jj = Σ_i a_ij`, `L̂_ij = −a_ij`, the root's row and column removed.
 fn reduced_laplacian(a: &[f64], n: usize, root: usize) -> Vec<f64> {
-    let m = n - 1;
-    let sums = column_sums(a, n);
-    let mut lap = vec![0.0; m * m];
-    for (i, ai) in a.chunks_exact(n).enumerate().filter(|&(i, _)| i != root) {
-        let ii = reduced(i, root);
-        let row = &mut lap[ii * m..(ii + 1) * m];
-        each_reduced(n, root, |j, jj| row[jj] = -ai[j]);
-        row[ii] = sums[i];
-    }
-    lap
+    laplacian_at(a, n, root, |ii, jj| ii * (n - 1) + jj)
 }
 
 /// `L̂ᵀ` row-major, which is `L̂` column-major (what faer factors fastest), written from the rows
 /// of `a` (see [`reduced_laplacian`]).
 fn reduced_laplacian_transposed(a: &[f64], n: usize, root: usize) -> Vec<f64> {
+    laplacian_at(a, n, root, |ii, jj| jj * (n - 1) + ii)
+}
+
+/// `L̂` with entry `(ii, jj)` stored at `at(ii, jj)`, from the rows of `a`.
+#[inline(always)]
+fn laplacian_at(a: &[f64], n: usize, root: usize, at: impl Fn(usize, usize) -> usize) -> Vec<f64> {
     let m = n - 1;
     let sums = column_sums(a, n);
-    let mut lap_t = vec![0.0; m * m];
+    let mut lap = vec![0.0; m * m];
     for (i, ai) in a.chunks_exact(n).enumerate().filter(|&(i, _)| i != root) {
         let ii = reduced(i, root);
-        each_reduced(n, root, |j, jj| lap_t[jj * m + ii] = -ai[j]);
-        lap_t[ii * m + ii] = sums[i];
+        each_reduced(n, root, |j, jj| lap[at(ii, jj)] = -ai[j]);
+        lap[at(ii, ii)] = sums[i];
     }
-    lap_t
+    lap
 }
 
 /// `mt ← Mᵀ = L̂⁻ᵀ` (row-major) from faer's blocked LU with partial pivoting, one thread; `false`
