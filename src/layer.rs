@@ -582,7 +582,7 @@ impl Layer {
             cotangent,
             per_sample,
         };
-        // One range of rows: their gradients, one row of `θ`'s shape each, added in place.
+        // One range of rows: their gradients, one row of `θ`'s shape each, written in place.
         let run_rows = |range: Range<usize>, (grad, _): (&mut [F], usize)| {
             let rows = Rows {
                 program,
@@ -599,7 +599,8 @@ impl Layer {
                 .backward_into(&rows, saved, grad)
                 .map_err(|e| self.solve_error(e))
         };
-        let mut grad = zeroed(buffer, fwd.samples * rows * m);
+        // Every backend writes every entry of its rows (tests/reliability.rs hands back NaN).
+        let mut grad = to_overwrite(buffer, fwd.samples * rows * m);
         split_rows(
             fwd.samples * rows,
             l,

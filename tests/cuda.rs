@@ -742,7 +742,8 @@ fn host_agrees<F: Real>(
                 let mut input = w.clone();
                 input.extend(&z);
                 input.extend(flat(&cot));
-                input.extend(vec![F::zero(); rows * n]);
+                // The gradient's memory holds NaN: an entry the kernel does not write shows.
+                input.extend(vec![F::nan(); rows * n]);
                 let args = [rows, 0, batch, usize::from(per_sample)].map(|x| x.to_string());
                 let mut args = args.to_vec();
                 args.push(format!("{:e}", cpu.temperature));

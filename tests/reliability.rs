@@ -570,8 +570,8 @@ fn sinkhorn_converges_at_low_temperature() {
 
 /// A training loop hands back last step's forward pass and gradient: `try_forward_reusing` and
 /// `try_backward_reusing` give, bit for bit, the numbers of fresh calls, whatever the shape,
-/// layer and mode the reused memory came from (larger, smaller, another support; its `w` and `z`
-/// filled with NaN), for every support, hard and soft, on the default and the reference backend,
+/// layer and mode the reused memory came from (larger, smaller, another support; its `w`, `z`
+/// and gradient filled with NaN), for every support, hard and soft, on the default and the reference backend,
 /// with a samples axis.
 #[test]
 fn reusing_memory_changes_no_number() {
@@ -607,6 +607,7 @@ fn reusing_memory_changes_no_number() {
                     }
                     None => l.try_forward(theta.view(), &opts).unwrap(),
                 };
+                spare_grad.fill(f64::NAN);
                 let grad = l
                     .try_backward_reusing(&reused, cot.view(), spare_grad)
                     .unwrap();

@@ -141,8 +141,9 @@ pub trait Backend<F: Real>: Send + Sync {
     /// The forward pass of `rows.range`: writes `w`, `z` and (for programs with a score map)
     /// the solution over the scores into `out`, whose slices start at the range's first row.
     fn forward(&self, rows: &Rows<F>, out: ForwardOut<F>) -> Result<(), SolveError>;
-    /// `grad += ∂L/∂θ` for the rows of `rows.range` (one `θ`-shaped row each, starting at the
-    /// range's first row), from what the forward pass saved and the cotangent.
+    /// `grad ← ∂L/∂θ` for the rows of `rows.range` (one `θ`-shaped row each, starting at the
+    /// range's first row), from what the forward pass saved and the cotangent: every entry is
+    /// written (the layer hands over memory of an earlier call without zeroing it).
     fn backward_into(
         &self,
         rows: &Rows<F>,

@@ -214,15 +214,12 @@ fn scores_of<'a, F: Real>(
     }
 }
 
-/// `grad_theta += (∂ℓ/∂θ)ᵀ grad_scores`.
+/// `grad_theta ← (∂ℓ/∂θ)ᵀ grad_scores`.
 fn score_map_vjp<F: Real>(map: ScoreMap, theta: &[F], grad_scores: &[F], grad_theta: &mut [F]) {
     match map {
-        ScoreMap::Identity => {
-            for (gt, &gs) in grad_theta.iter_mut().zip(grad_scores) {
-                *gt = *gt + gs;
-            }
-        }
+        ScoreMap::Identity => grad_theta.copy_from_slice(grad_scores),
         ScoreMap::Counts { law, .. } => {
+            grad_theta[0] = F::zero();
             truncated_log_pmf_vjp(law, theta[0], grad_scores, &mut grad_theta[0])
         }
     }

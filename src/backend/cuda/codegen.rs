@@ -752,10 +752,10 @@ fn half_iteration(cols: usize, target: &str, other: &str, x_of: &str) -> String 
 
 /// The VJP of a projection whose free coordinates are `L = {free(s)}` (`free` a C condition on
 /// `s`) and whose constraint is `Σ_L s = const` ([`crate::kernels::centered_on_free_vjp`]):
-/// `grad += (g − mean_L g) / T` on `L`, with `s` = `s_of`.
+/// `grad = (g − mean_L g) / T` on `L` and 0 elsewhere, with `s` = `s_of`.
 fn centered_on_free(s_of: &str, free: &str) -> String {
     format!(
-        "double part = 0.0, members = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; if ({free}) {{ part += (double)g_row[e]; members += 1.0; }} }}\n    double size = sst_block_sum(members, sst_scratch_d);\n    real mean = (real)(sst_block_sum(part, sst_scratch_d) / size);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; if ({free}) grad[e] += (g_row[e] - mean) / t; }}"
+        "double part = 0.0, members = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; if ({free}) {{ part += (double)g_row[e]; members += 1.0; }} }}\n    double size = sst_block_sum(members, sst_scratch_d);\n    real mean = (real)(sst_block_sum(part, sst_scratch_d) / size);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] = ({free}) ? (g_row[e] - mean) / t : (real)0; }}"
     )
 }
 
@@ -889,7 +889,7 @@ extern "C" __global__ void {ENTRY}(const real* __restrict__ theta, real* __restr
 /// the host merges into the report as the reference backend's keys).
 pub const STATS: usize = 2;
 
-/// The backward kernel: `grad += J_sᵀ g / T` for row `start + blockIdx.x`, with `s` the saved
+/// The backward kernel: `grad = J_sᵀ g / T` for row `start + blockIdx.x`, with `s` the saved
 /// solution or (`recompute`, straight-through) `soft(w/T)` re-solved from the saved `w`, and
 /// `g` the cotangent row (the range's row when `per_sample`, else the batch row).
 fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
@@ -930,13 +930,13 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
     };
     let vjp = match soft {
         SoftKernel::Softmax => format!(
-            "double part_dot = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part_dot += (double)g_row[e] * (double)({s_of});\n    real dot = (real)sst_block_sum(part_dot, sst_scratch_d);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) grad[e] += ({s_of}) * (g_row[e] - dot) / t;"
+            "double part_dot = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) part_dot += (double)g_row[e] * (double)({s_of});\n    real dot = (real)sst_block_sum(part_dot, sst_scratch_d);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) grad[e] = ({s_of}) * (g_row[e] - dot) / t;"
         ),
         SoftKernel::Sigmoid => format!(
-            "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] += g_row[e] * s * ((real)1 - s) / t; }}"
+            "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] = g_row[e] * s * ((real)1 - s) / t; }}"
         ),
         SoftKernel::Clip => format!(
-            "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] += s > (real)0 && s < (real)1 ? g_row[e] / t : (real)0; }}"
+            "for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; grad[e] = s > (real)0 && s < (real)1 ? g_row[e] / t : (real)0; }}"
         ),
         SoftKernel::Threshold { link, .. } => {
             let d = match link {
@@ -944,7 +944,7 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
                 Link::CappedExp => "((double)s < 1.0 ? (double)s : 0.0)",
             };
             format!(
-                "double part_d = 0.0, part_dg = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; part_d += d; part_dg += d * (double)g_row[e]; }}\n    double sd = sst_block_sum(part_d, sst_scratch_d), sdg = sst_block_sum(part_dg, sst_scratch_d);\n    if (sd > 0.0) for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; grad[e] += (real)(d * ((double)g_row[e] - sdg / sd)) / t; }}"
+                "double part_d = 0.0, part_dg = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; part_d += d; part_dg += d * (double)g_row[e]; }}\n    double sd = sst_block_sum(part_d, sst_scratch_d), sdg = sst_block_sum(part_dg, sst_scratch_d);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; grad[e] = sd > 0.0 ? (real)(d * ((double)g_row[e] - sdg / sd)) / t : (real)0; }}"
             )
         }
         SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => unreachable!("{NO_VJP}"),

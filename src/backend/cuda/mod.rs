@@ -449,7 +449,10 @@ impl<F: Real> Backend<F> for Cuda {
             .clone_htod(bytes(&saved.solution[range.start * n..range.end * n]))
             .map_err(failed)?;
         let cot = stream.clone_htod(bytes(cotangent)).map_err(failed)?;
-        let mut g = stream.clone_htod(bytes(grad)).map_err(failed)?;
+        // Written whole by the kernel: nothing to upload.
+        let mut g = stream
+            .alloc_zeros::<u8>(std::mem::size_of_val(grad))
+            .map_err(failed)?;
         let mut bad = stream.clone_htod(&[u64::MAX]).map_err(failed)?;
         let (start, batch) = (range.start as u64, rows.batch_rows() as u64);
         let per_sample = i32::from(saved.per_sample);

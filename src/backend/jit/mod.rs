@@ -414,7 +414,7 @@ fn run_forward<F: Real>(
     status < 0
 }
 
-/// Runs a backward kernel on `rows.range`, adding into `grad`; `false` if a re-solve overflowed.
+/// Runs a backward kernel on `rows.range`, writing `grad`; `false` if a re-solve overflowed.
 fn run_backward<F: Real>(
     code: Compiled,
     kernel: Kernel,

@@ -1,7 +1,7 @@
 //! Cranelift IR for the fused row kernels: one function per [`Kernel`], looping over a range of
 //! rows in compiled code. A forward kernel reads `θ` once and writes `w` and `z` once (the soft
 //! kernels re-read their own output for the normalisation); a backward kernel reads the saved
-//! `w` or solution and the cotangent and adds into the gradient.
+//! `w` or solution and the cotangent and writes the gradient.
 //!
 //! Rows are walked in *units* of four elements (one `f32x4`, two `f64x2`). The noise of a row is
 //! written into a scratch row by the Rust helper [`crate::noise::fill_noise`] (Philox and the
@@ -558,7 +558,7 @@ impl<'b> Emit<'_, 'b> {
         self.b.ins().call(exp_normalize, &[row, n, stride, m]);
     }
 
-    /// The backward kernel: for each row `i` of `start..end`, `grad += J_sᵀ g / T` with the soft
+    /// The backward kernel: for each row `i` of `start..end`, `grad = J_sᵀ g / T` with the soft
     /// solution `s` saved or re-solved from the saved `w`, `g` the cotangent row (`i − start`
     /// per sample, else the batch row). Returns −1, or the first row whose re-solve met a
     /// number that is not finite.
@@ -624,7 +624,7 @@ impl<'b> Emit<'_, 'b> {
         self.finish_soft(soft, scratch, vars, row);
     }
 
-    /// `grad += J_sᵀ g / T` for one row.
+    /// `grad = J_sᵀ g / T` for one row.
     fn translate_row_vjp(
         &mut self,
         soft: SoftKernel,
@@ -637,7 +637,7 @@ impl<'b> Emit<'_, 'b> {
             SoftKernel::Sigmoid => {
                 // g·s·(1 − s), in the reference's order.
                 let one = splat_f(self.b, self.p, 1.0);
-                self.add_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
+                self.write_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
                     let gs = b.ins().fmul(g, s);
                     let c = b.ins().fsub(one, s);
                     b.ins().fmul(gs, c)
@@ -666,11 +666,11 @@ impl<'b> Emit<'_, 'b> {
                 let (s_total, c_total) = (self.b.use_var(sum), self.b.use_var(count));
                 let s_total = self.lane_sum(s_total);
                 let c_total = self.lane_sum(c_total);
-                // A row without support (never, for a solution of the simplex) adds nothing.
+                // A row without support (never, for a solution of the simplex) gets zeros.
                 let mean = self.b.ins().fdiv(s_total, c_total);
                 let mean = self.splat_scalar(mean);
                 let p = self.p;
-                self.add_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
+                self.write_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
                     let on = b.ins().fcmp(FloatCC::GreaterThan, s, zero);
                     let centred = b.ins().fsub(g, mean);
                     select(b, p, on, centred, zero)
@@ -680,7 +680,7 @@ impl<'b> Emit<'_, 'b> {
                 // g where 0 < s < 1, else 0.
                 let (zero, one) = (splat_f(self.b, self.p, 0.0), splat_f(self.b, self.p, 1.0));
                 let p = self.p;
-                self.add_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
+                self.write_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
                     let above = b.ins().fcmp(FloatCC::GreaterThan, s, zero);
                     let below = b.ins().fcmp(FloatCC::LessThan, s, one);
                     let inside = b.ins().band(above, below);
@@ -703,7 +703,7 @@ impl<'b> Emit<'_, 'b> {
                 let d = self.lane_sum(d);
                 let gz = self.splat_scalar(d);
                 // s·(g − ⟨g, s⟩).
-                self.add_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
+                self.write_vjp([s_row, g_row, grad_row], t, &|b, s, g| {
                     let c = b.ins().fsub(g, gz);
                     b.ins().fmul(s, c)
                 });
@@ -717,24 +717,19 @@ impl<'b> Emit<'_, 'b> {
         }
     }
 
-    /// `grad += f(s, g) / T` over a row, unit by unit.
-    fn add_vjp(
+    /// `grad = f(s, g) / T` over a row, unit by unit.
+    fn write_vjp(
         &mut self,
         [s_row, g_row, grad_row]: [Value; 3],
         t: Value,
         f: &dyn Fn(&mut FunctionBuilder, Value, Value) -> Value,
     ) {
         self.for_each_unit(None, &mut |k, idx, _, _| {
-            let (s, g, acc) = (
-                k.load_unit(s_row, idx),
-                k.load_unit(g_row, idx),
-                k.load_unit(grad_row, idx),
-            );
+            let (s, g) = (k.load_unit(s_row, idx), k.load_unit(g_row, idx));
             let out: Vec<Value> = (0..s.len())
                 .map(|v| {
                     let d = f(k.b, s[v], g[v]);
-                    let d = k.b.ins().fdiv(d, t);
-                    k.b.ins().fadd(acc[v], d)
+                    k.b.ins().fdiv(d, t)
                 })
                 .collect();
             k.store_unit(grad_row, idx, &out);
