@@ -281,3 +281,17 @@ pub struct Program {
     pub backward: Backward,
     pub estimator: Estimator,
 }
+
+impl Program {
+    /// Whether a backward pass (or the score function) reads `θ` itself, beyond what the forward
+    /// pass saved: the score maps' derivatives, Gumbel-Rao's conditional noise (drawn around
+    /// the scores) and REINFORCE's score function do; the identity map's other estimators
+    /// differentiate the saved `w` and solution alone.
+    pub fn backward_reads_theta(&self) -> bool {
+        self.scores != ScoreMap::Identity
+            || matches!(
+                self.estimator,
+                Estimator::GumbelRao { .. } | Estimator::Reinforce { .. }
+            )
+    }
+}

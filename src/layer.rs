@@ -184,8 +184,11 @@ pub struct Forward<F> {
     threads: Option<usize>,
     /// The request's backend choice, reused by the backward pass.
     backend: Choice,
-    /// `θ` as given (flattened rows), for the estimators that resample noise from it.
+    /// `θ` as given (flattened rows), where the backward pass or the score function reads it
+    /// ([`crate::ir::Program::backward_reads_theta`]); else empty.
     theta: ArrayD<F>,
+    /// The number of batch rows of `θ`.
+    batch_rows: usize,
     seed: u64,
     /// The [`Layer`] that made it.
     layer_id: u64,
@@ -352,7 +355,13 @@ impl Layer {
         mut buffers: Buffers<F>,
     ) -> Result<Forward<F>, RequestError> {
         let batch = self.check_theta(&theta)?;
-        let theta_array = self.copy_theta(&theta, std::mem::take(&mut buffers.theta))?;
+        // The forward pass reads `θ` in place where it is contiguous; a copy is kept for the
+        // backward pass only where that reads it.
+        let kept_theta = match (self.plan.program.backward_reads_theta(), theta.as_slice()) {
+            (false, Some(flat)) if all_finite(flat) => None,
+            (false, Some(_)) => return Err(self.not_finite("theta", &theta)),
+            _ => Some(self.copy_theta(&theta, std::mem::take(&mut buffers.theta))?),
+        };
         if opts.samples == 0 {
             return Err(self.error("samples", "must be at least 1"));
         }
@@ -378,7 +387,10 @@ impl Layer {
         };
         let program = &self.plan.program;
         let backend = self.backend::<F>(opts.backend)?;
-        let theta = theta_array.as_slice().expect("standard layout");
+        let theta = match &kept_theta {
+            Some(copy) => copy.as_slice().expect("standard layout"),
+            None => theta.as_slice().expect("contiguous (above)"),
+        };
         let mut report = Report::default();
         let lens =
             score_lens(program.scores, theta, &mut report).map_err(|e| self.solve_error(e))?;
@@ -401,6 +413,7 @@ impl Layer {
         let call = |range: Range<usize>| Rows {
             program,
             theta,
+            batch: rows,
             range,
             mode,
             temperature,
@@ -489,7 +502,12 @@ impl Layer {
             samples: opts.samples,
             threads: opts.threads,
             backend: opts.backend,
-            theta: theta_array,
+            theta: kept_theta.unwrap_or_else(|| {
+                let mut spare = std::mem::take(&mut buffers.theta);
+                spare.clear();
+                ArrayD::from_shape_vec(IxDyn(&[0]), spare).expect("empty")
+            }),
+            batch_rows: rows,
             seed,
             layer_id: self.id,
         })
@@ -587,6 +605,7 @@ impl Layer {
             let rows = Rows {
                 program,
                 theta,
+                batch: fwd.batch_rows,
                 range,
                 mode: fwd.mode,
                 temperature: fwd.temperature,

@@ -80,6 +80,7 @@ fn count(spec: &str, mode: Mode, rows: usize) -> (usize, usize, usize) {
     let call = Rows {
         program,
         theta: theta.as_slice().expect("standard layout"),
+        batch: rows,
         range: 0..rows,
         mode,
         temperature: 0.5,

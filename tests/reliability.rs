@@ -623,3 +623,55 @@ fn reusing_memory_changes_no_number() {
         }
     }
 }
+
+/// The backward pass and the score function read only what the forward pass kept: overwriting
+/// the caller's `θ` with NaN after the forward changes no gradient bit, for every support and
+/// estimator it takes, hard and soft, on the default and the reference backend — whether the
+/// layer keeps a copy of `θ` (score maps, Gumbel-Rao, REINFORCE) or reads it in place and keeps
+/// none.
+#[test]
+fn gradients_never_read_the_callers_theta_after_the_forward() {
+    let mut rng = Rng(0x7E7A);
+    let estimators = [
+        "relaxed",
+        "straight_through",
+        "gumbel_rao(draws = 3)",
+        "reinforce",
+    ];
+    let mut checked = 0;
+    for entry in REGISTRY {
+        let support = (entry.random_instance)(1);
+        for estimator in estimators {
+            let spec = format!(
+                "layer l: {} {{ estimator: {estimator} }}",
+                support.describe()
+            );
+            // Not every support takes every estimator (Gumbel-Rao: categorical and Bernoulli).
+            let Ok(module) = sst::compile(&spec) else {
+                continue;
+            };
+            let l = module.layer("l");
+            let shape = [vec![2], support.shape()].concat();
+            let cot = rng.array(&shape, -1.0, 1.0);
+            for (mode, backend) in [Mode::Hard, Mode::Soft]
+                .into_iter()
+                .flat_map(|m| [BackendChoice::Auto, BackendChoice::Reference].map(|b| (m, b)))
+            {
+                let opts = Options::default().seed(5).mode(mode).backend(backend);
+                let mut theta = rng.array(&shape, -2.0, 2.0);
+                let Ok(fwd) = l.try_forward(theta.view(), &opts) else {
+                    continue; // a mode the estimator does not differentiate
+                };
+                let Ok(want) = l.try_backward(&fwd, cot.view()) else {
+                    continue;
+                };
+                theta.fill(f64::NAN);
+                let got = l.try_backward(&fwd, cot.view()).unwrap();
+                let bits = |a: &ArrayD<f64>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{spec} {mode:?} {backend:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4 * REGISTRY.len(), "only {checked} cases ran");
+}

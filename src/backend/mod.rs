@@ -156,8 +156,12 @@ pub trait Backend<F: Real>: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct Rows<'a, F> {
     pub program: &'a Program,
-    /// Every batch row of `θ`, `program.row_len` entries each.
+    /// Every batch row of `θ`, `program.row_len` entries each; empty in a backward pass of a
+    /// program whose backward does not read it ([`Program::backward_reads_theta`]: the layer
+    /// keeps no copy then).
     pub theta: &'a [F],
+    /// The number of batch rows of `θ`.
+    pub batch: usize,
     /// The flat row indices `sample × batch_rows + b` of this call.
     pub range: Range<usize>,
     pub mode: Mode,
@@ -174,7 +178,7 @@ pub struct Rows<'a, F> {
 impl<F> Rows<'_, F> {
     /// The number of batch rows of `θ`.
     pub fn batch_rows(&self) -> usize {
-        self.theta.len() / self.program.row_len
+        self.batch
     }
 
     /// The score length of batch row `b`.

@@ -134,7 +134,8 @@ impl<F: Real> Backend<F> for Reference {
         for (j, i) in rows.range.clone().enumerate() {
             let (s, b) = (i / batch, i % batch);
             let lb = rows.score_len(b);
-            let theta_row = &rows.theta[b * m..(b + 1) * m];
+            // Read only by the programs that keep it (Program::backward_reads_theta).
+            let theta_row = || &rows.theta[b * m..(b + 1) * m];
             let w_row = &saved.w[i * l..i * l + lb];
             let solution_row = &saved.solution[i * l..i * l + lb];
             let g = row(&mut ws.g, lb, l);
@@ -144,7 +145,7 @@ impl<F: Real> Backend<F> for Reference {
             grad_w.fill(F::zero());
             match (rows.mode, p.estimator) {
                 (Mode::Hard, Estimator::GumbelRao { draws, conditional }) => {
-                    let scores = scores_of(p.scores, theta_row, &mut ws.scores, lb, l);
+                    let scores = scores_of(p.scores, theta_row(), &mut ws.scores, lb, l);
                     let w_draw = row(&mut ws.w_draw, lb, l);
                     let row_key = key(rows, s, b);
                     for draw in 0..draws as u32 {
@@ -214,13 +215,19 @@ fn scores_of<'a, F: Real>(
     }
 }
 
-/// `grad_theta ← (∂ℓ/∂θ)ᵀ grad_scores`.
-fn score_map_vjp<F: Real>(map: ScoreMap, theta: &[F], grad_scores: &[F], grad_theta: &mut [F]) {
+/// `grad_theta ← (∂ℓ/∂θ)ᵀ grad_scores`, with `θ`'s row from `theta` (called only by the maps
+/// that read it).
+fn score_map_vjp<'a, F: Real>(
+    map: ScoreMap,
+    theta: impl FnOnce() -> &'a [F],
+    grad_scores: &[F],
+    grad_theta: &mut [F],
+) {
     match map {
         ScoreMap::Identity => grad_theta.copy_from_slice(grad_scores),
         ScoreMap::Counts { law, .. } => {
             grad_theta[0] = F::zero();
-            truncated_log_pmf_vjp(law, theta[0], grad_scores, &mut grad_theta[0])
+            truncated_log_pmf_vjp(law, theta()[0], grad_scores, &mut grad_theta[0])
         }
     }
 }
