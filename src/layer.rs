@@ -247,8 +247,9 @@ impl Layer {
         }
     }
 
-    /// Checks `θ`'s shape (`[B₁, …, B_r, …shape]`, `r ≥ 0` batch axes, each `B_i ≥ 1`; its
-    /// values are checked as [`Layer::copy_theta`] copies them); returns the batch axes `[B₁, …, B_r]` (empty when there are none).
+    /// Checks `θ`'s shape (`[B₁, …, B_r, …shape]`, `r ≥ 0` batch axes, each `B_i ≥ 1`); returns
+    /// the batch axes `[B₁, …, B_r]` (empty when there are none). Its values are checked where
+    /// the forward pass reads or copies them.
     fn check_theta<F: Real>(&self, theta: &ArrayViewD<F>) -> Result<Vec<usize>, RequestError> {
         let shape = self.plan.support.shape();
         let dims = theta.shape();
