@@ -2,8 +2,8 @@
 //! (`backend/jit/`) and CUDA (`backend/cuda/`): what each kernel computes ([`Kernel`]) and
 //! which kernel runs a program's forward and backward pass ([`forward_kernel`],
 //! [`backward_kernel`]). A forward kernel reads `θ` once and writes `w = θ + noise` and `z`; a
-//! backward kernel reads the saved `w` or solution and the cotangent and adds `∂L/∂θ` into the
-//! gradient. Both backends read this description only; a program it does not cover runs on the
+//! backward kernel reads the saved `w` or solution and the cotangent and writes `∂L/∂θ` into
+//! the gradient. Both backends read this description only; a program it does not cover runs on the
 //! reference backend, as does a kernel a backend does not generate (the JIT leaves top-k, the
 //! subset, Sinkhorn and matrix-tree solvers and the exponential race to the reference:
 //! [`Kernel::jit_translates`]).

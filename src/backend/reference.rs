@@ -226,8 +226,7 @@ fn score_map_vjp<'a, F: Real>(
     match map {
         ScoreMap::Identity => grad_theta.copy_from_slice(grad_scores),
         ScoreMap::Counts { law, .. } => {
-            grad_theta[0] = F::zero();
-            truncated_log_pmf_vjp(law, theta()[0], grad_scores, &mut grad_theta[0])
+            grad_theta[0] = truncated_log_pmf_vjp(law, theta()[0], grad_scores)
         }
     }
 }

@@ -122,15 +122,10 @@ pub fn truncated_log_pmf<F: Real>(law: CountLaw, theta: F, scores: &mut [F]) {
     narrow(log_weights.map(|lp| lp - norm), scores);
 }
 
-/// `grad_theta += Σ_k g_k ∂ℓ_k/∂θ`, with `∂ℓ_k/∂θ = c·(k − E_q[k])`, `q = exp ℓ` the truncated
+/// `Σ_k g_k ∂ℓ_k/∂θ`, with `∂ℓ_k/∂θ = c·(k − E_q[k])`, `q = exp ℓ` the truncated
 /// pmf (the softmax of the log-weights, computed as `kernels::softmax` does, with no buffer) and
 /// `c` the law's slope.
-pub fn truncated_log_pmf_vjp<F: Real>(
-    law: CountLaw,
-    theta: F,
-    grad_scores: &[F],
-    grad_theta: &mut F,
-) {
+pub fn truncated_log_pmf_vjp<F: Real>(law: CountLaw, theta: F, grad_scores: &[F]) -> F {
     let log_weights = law.log_weights(theta.f64(), grad_scores.len() - 1);
     let m = log_weights.clone().fold(f64::NEG_INFINITY, f64::max);
     let mut s = 0.0;
@@ -145,7 +140,7 @@ pub fn truncated_log_pmf_vjp<F: Real>(
         .enumerate()
         .map(|(k, g)| g.f64() * (k as f64 - mean))
         .sum();
-    *grad_theta = *grad_theta + F::of(law.slope(theta.f64()) * dot);
+    F::of(law.slope(theta.f64()) * dot)
 }
 
 /// The count `z = Σ_k k·s_k` of a solution over the outcomes.

@@ -90,14 +90,6 @@ fn kept_inverse(kept: Option<&[f64]>) -> Option<&[f64]> {
     kept.filter(|m| !m.is_empty() && !m[0].is_nan())
 }
 
-/// The column-shifted weights and what `L̂` needs besides them.
-struct Laplacian {
-    /// `a_ij = exp(x_ij − max_k x_kj)` on edges, 0 elsewhere; `n × n`.
-    a: Vec<f64>,
-    /// `a_rj`, the part of column `j`'s diagonal that no off-diagonal entry of `L̂` balances.
-    excess: Vec<f64>,
-}
-
 /// `μ_ij = ∂A/∂x_ij` for every edge `i → j` (written into `mu`, which is `n × n`; zero off the
 /// edges): the inverse's marginals, else the log-space elimination's. Never fails for finite
 /// `x`. `Mᵀ` is written into `keep` when it is not empty (`(n − 1)²` numbers, row-major; a NaN
@@ -123,7 +115,7 @@ pub fn marginals(x: &[f64], n: usize, root: usize, mu: &mut [f64], keep: &mut [f
     }
 }
 
-/// The weights and `L̂`, with `Mᵀ = L̂⁻ᵀ` (row-major, `(n − 1)²` numbers) written into `mt` and
+/// The weights ([`weights`]), with `Mᵀ = L̂⁻ᵀ` (row-major, `(n − 1)²` numbers) written into `mt` and
 /// the marginals `μ_ij = a_ij (M_jj − M_ji)` into `mu`: faer's inverse where its marginals are
 /// [`consistent`], else the subtraction-free one where its error estimate is at most
 /// `max_error`; `None` when neither holds.
@@ -134,23 +126,22 @@ fn inverse(
     max_error: f64,
     mu: &mut [f64],
     mt: &mut [f64],
-) -> Option<Laplacian> {
-    let mut l = laplacian(x, n, root);
+) -> Option<Vec<f64>> {
+    let a = weights(x, n, root);
     let m = n - 1;
-    let mut lu = reduced_laplacian_transposed(&l.a, n, root);
-    if lu_inverse_transposed(&mut lu, m, mt)
-        && consistent(koo_marginals(&l.a, mt, n, root, mu), root)
+    let mut lu = reduced_laplacian_transposed(&a, n, root);
+    if lu_inverse_transposed(&mut lu, m, mt) && consistent(koo_marginals(&a, mt, n, root, mu), root)
     {
-        return Some(l);
+        return Some(a);
     }
-    let mut lap = reduced_laplacian(&l.a, n, root);
-    let inverse = m_matrix_inverse(&mut lap, &mut l.excess, m)?;
+    let mut lap = reduced_laplacian(&a, n, root);
+    let inverse = m_matrix_inverse(&mut lap, &mut excess(&a, n, root), m)?;
     transpose_into(&inverse, m, mt);
-    if error_bound(&l.a, mt, n, root) > max_error {
+    if error_bound(&a, mt, n, root) > max_error {
         return None;
     }
-    koo_marginals(&l.a, mt, n, root, mu);
-    Some(l)
+    koo_marginals(&a, mt, n, root, mu);
+    Some(a)
 }
 
 /// What [`consistent`] reads of marginals: per column, the smallest and largest entries and the
@@ -247,7 +238,7 @@ pub fn marginals_hvp(
                 &mut vec![0.0; n * n],
                 &mut mt,
             )
-            .map(|l| (l.a, Cow::Owned(mt)))
+            .map(|a| (a, Cow::Owned(mt)))
         }
     };
     let lu = factored
@@ -366,12 +357,12 @@ fn koo_marginals_body(a: &[f64], mt: &[f64], n: usize, root: usize, mu: &mut [f6
     summary
 }
 
-/// The column-shifted weights of `x` and the excess of `L̂`'s columns.
-fn laplacian(x: &[f64], n: usize, root: usize) -> Laplacian {
-    let a = weights(x, n, root);
+/// `a_rj` for each non-root `j`: the part of `L̂`'s column `j` diagonal that no off-diagonal
+/// entry balances (its edge from the root).
+fn excess(a: &[f64], n: usize, root: usize) -> Vec<f64> {
     let mut excess = vec![0.0; n - 1];
     each_reduced(n, root, |j, jj| excess[jj] = a[root * n + j]);
-    Laplacian { a, excess }
+    excess
 }
 
 /// The column-shifted weights `a_ij = exp(x_ij − max_k x_kj)` on the edges, 0 elsewhere.
@@ -924,13 +915,13 @@ mod tests {
             let mut log = vec![0.0; n * n];
             log_space_marginals(&x, n, root, &mut log);
             // The subtraction-free inverse, the fallback of faer's.
-            let mut l = laplacian(&x, n, root);
-            let mut lap = reduced_laplacian(&l.a, n, root);
-            let inv = m_matrix_inverse(&mut lap, &mut l.excess, n - 1).expect("regular");
+            let a = weights(&x, n, root);
+            let mut lap = reduced_laplacian(&a, n, root);
+            let inv = m_matrix_inverse(&mut lap, &mut excess(&a, n, root), n - 1).expect("regular");
             let mut gth = vec![0.0; n * n];
             let mut mt = vec![0.0; (n - 1) * (n - 1)];
             transpose_into(&inv, n - 1, &mut mt);
-            koo_marginals(&l.a, &mt, n, root, &mut gth);
+            koo_marginals(&a, &mt, n, root, &mut gth);
             for k in 0..n * n {
                 assert!((lu[k] - want[k]).abs() < 1e-12, "{lu:?} vs {want:?}");
                 assert!((log[k] - want[k]).abs() < 1e-12, "{log:?} vs {want:?}");
@@ -1070,12 +1061,12 @@ mod tests {
             let n = 2 + (r.next_u64() % 60) as usize;
             let root = (r.next_u64() % n as u64) as usize;
             let x = r.vec(n * n, -6.0, 6.0);
-            let l = laplacian(&x, n, root);
-            let mut lu = reduced_laplacian_transposed(&l.a, n, root);
+            let a = weights(&x, n, root);
+            let mut lu = reduced_laplacian_transposed(&a, n, root);
             let mut mt = vec![0.0; (n - 1) * (n - 1)];
             assert!(lu_inverse_transposed(&mut lu, n - 1, &mut mt), "regular");
             let mut mu = vec![0.0; n * n];
-            koo_marginals(&l.a, &mt, n, root, &mut mu);
+            koo_marginals(&a, &mt, n, root, &mut mu);
             assert!(consistent(summary(&mu, n), root), "seed {seed}, n {n}");
         }
     }
