@@ -161,6 +161,18 @@ fn long_rows_and_threads() {
             "layer l: bernoulli(66) { regularizer: euclidean; estimator: straight_through }",
             66,
         ),
+        (
+            "layer l: subset(1001, 40) { regularizer: binary_entropy; temperature: 0.5 }",
+            1001,
+        ),
+        (
+            "layer l: subset(999, 7) { regularizer: entropy; estimator: straight_through }",
+            999,
+        ),
+        (
+            "layer l: subset(1002, 300) { regularizer: euclidean; estimator: straight_through }",
+            1002,
+        ),
     ] {
         let l = common::layer(spec);
         assert_eq!(l.backend_name::<f32>().0, "jit");
@@ -210,7 +222,7 @@ fn eval_and_bench_take_backend() {
     let path = dir.write(
         "two.sst",
         "layer soft: categorical(9) { estimator: straight_through }\n\
-         layer topk: subset(9, 3)\n",
+         layer perm: permutation(3)\n",
     );
     let p = path.to_str().unwrap();
     let request = r#"{"theta": [[0,1,2,3,4,5,6,7,8]], "noise": {"seed": 3}, "dtype": "f32"}"#;
@@ -224,11 +236,12 @@ fn eval_and_bench_take_backend() {
         .collect();
     assert_eq!(answers[0]["z"], answers[1]["z"]);
     assert_eq!(answers[1]["z"], answers[2]["z"]);
-    let out = run(&["eval", p, "--layer", "topk", "--backend", "jit"], request);
+    let square = r#"{"theta": [[0,1,2],[3,4,5],[6,7,8]], "dtype": "f32"}"#;
+    let out = run(&["eval", p, "--layer", "perm", "--backend", "jit"], square);
     assert_eq!(code(&out), 3);
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("backend") && stderr.contains("top_k"),
+        stderr.contains("backend") && stderr.contains("assignment"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -252,10 +265,11 @@ fn eval_and_bench_take_backend() {
     assert!(text(&out.stdout).contains("gumbel_softmax_fwd_bwd"));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("topk_soft_fwd_bwd_256x4096_k64 skipped"),
+        stderr.contains("sinkhorn_fwd_bwd_64x50x50_it50 skipped"),
         "{stderr}"
     );
-    assert!(!text(&out.stdout).contains("topk_soft"));
+    assert!(!text(&out.stdout).contains("sinkhorn"));
+    assert!(text(&out.stdout).contains("topk_soft_fwd_bwd_256x4096_k64"));
 }
 
 /// Random valid specs (each support the JIT runs, with every estimator, noise and temperature

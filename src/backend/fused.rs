@@ -4,8 +4,8 @@
 //! [`backward_kernel`]). A forward kernel reads `θ` once and writes `w = θ + noise` and `z`; a
 //! backward kernel reads the saved `w` or solution and the cotangent and writes `∂L/∂θ` into
 //! the gradient. Both backends read this description only; a program it does not cover runs on the
-//! reference backend, as does a kernel a backend does not generate (the JIT leaves top-k, the
-//! subset, Sinkhorn and matrix-tree solvers and the exponential race to the reference:
+//! reference backend, as does a kernel a backend does not generate (the JIT leaves the Sinkhorn
+//! and matrix-tree solvers and the exponential race to the reference:
 //! [`Kernel::jit_translates`]).
 
 use super::Unsupported;
@@ -39,7 +39,8 @@ pub enum Solve {
     Argmax,
     /// `z_i = [w_i > 0]`.
     Positive,
-    /// The indicator of the `k` largest `w`, ties to the lowest indices (CUDA only).
+    /// The indicator of the `k` largest `w`, ties to the lowest indices (the JIT calls the Rust
+    /// kernel from its compiled row loop).
     TopK { k: usize },
     /// `z = soft(w/T)`.
     Soft(SoftKernel),
@@ -59,10 +60,11 @@ pub enum SoftKernel {
     Sparsemax,
     /// `s_i = h(x_i − τ)` with `Σ s = k` to `|Σ s − k| ≤ tol` (`tol_bits`, the f64's bits);
     /// `∂L/∂w = d ⊙ (g − ⟨d, g⟩/Σ d) / T`, `d = h'(x − τ)` from `s` (the implicit function
-    /// theorem) (CUDA only).
+    /// theorem) (the JIT calls the Rust kernels, solve and VJP, from its compiled row loop).
     Threshold { link: Link, k: usize, tol_bits: u64 },
     /// `s = clip(x − τ, 0, 1)` with `Σ s = k` (the capped simplex); `∂L/∂w = (g − mean_L g) ⊙
-    /// [0 < s < 1] / T`, `L = {0 < s < 1}` (CUDA only).
+    /// [0 < s < 1] / T`, `L = {0 < s < 1}` (the JIT calls the Rust kernels, as for the
+    /// threshold).
     CappedSimplex { k: usize },
     /// `s = exp(x + α 1ᵀ + 1 βᵀ)` on the `rows × cols` matrix padded square with zero rows,
     /// doubly stochastic to a row residual of `tol` (`tol_bits`) within `iters` iterations (CUDA
@@ -193,18 +195,14 @@ impl Kernel {
         }
     }
 
-    /// Whether the Cranelift JIT translates this kernel, or why not: not top-k, the subset,
-    /// Sinkhorn and matrix-tree solvers, or the exponential race (CUDA only).
+    /// Whether the Cranelift JIT translates this kernel, or why not: not the Sinkhorn and
+    /// matrix-tree solvers, or the exponential race (CUDA only).
     pub fn jit_translates(&self) -> Result<(), String> {
         let soft = match self.pass {
             Pass::Forward {
                 front: Front::Race | Front::RaceLogistic,
                 ..
             } => return Err("neg_exponential noise is not compiled".into()),
-            Pass::Forward {
-                solve: Solve::TopK { .. },
-                ..
-            } => return Err("the top_k hard kernel is not compiled".into()),
             Pass::Forward {
                 solve: Solve::Soft(soft),
                 ..
@@ -216,7 +214,9 @@ impl Kernel {
             SoftKernel::Softmax
             | SoftKernel::Sigmoid
             | SoftKernel::Clip
-            | SoftKernel::Sparsemax => Ok(()),
+            | SoftKernel::Sparsemax
+            | SoftKernel::Threshold { .. }
+            | SoftKernel::CappedSimplex { .. } => Ok(()),
             other => Err(format!("the {} soft kernel is not compiled", other.name())),
         }
     }

@@ -20,7 +20,7 @@ use crate::kernels::dp::{subset_dp_cells, MAX_DP_CELLS};
 use crate::kernels::esp::{esp_marginals, esp_marginals_jvp};
 use crate::kernels::matrix_tree::{self, Method};
 use crate::kernels::sinkhorn::{padded_sinkhorn, padded_sinkhorn_vjp, Settings};
-use crate::kernels::threshold::{solve_threshold, threshold_vjp};
+use crate::kernels::threshold::{solve_threshold, threshold_vjp, Solved};
 use crate::kernels::{
     all_finite, argmax, assignment, logistic, max_tree, softmax, sparsemax, top_k,
 };
@@ -284,18 +284,7 @@ fn soft<F: Real>(
         Soft::Sigmoid => logistic::sigmoid(x, s),
         Soft::Clip => logistic::clipped_linear(x, s),
         Soft::Threshold { link, k, tol } => {
-            let solved = solve_threshold(link, x, k, tol, s);
-            report.record_max("tau_iterations", solved.iterations as f64);
-            report.record_max("tau_residual", solved.residual);
-            if !solved.converged {
-                report.warn(
-                    Warning::BisectionNotConverged,
-                    format!(
-                        "bisection stopped after {} iterations with |Σz − k| = {:e} > tol = {tol:e}",
-                        solved.iterations, solved.residual
-                    ),
-                );
-            }
+            record_threshold(report, solve_threshold(link, x, k, tol, s), tol);
         }
         Soft::CappedSimplex { k } => capped_simplex(x, k, s),
         Soft::Esp { k } => {
@@ -342,6 +331,22 @@ fn soft<F: Real>(
     Ok(())
 }
 
+/// Records a threshold solve in `report`: its iterations and residual, and a warning when it
+/// stopped short of `tol`.
+pub(super) fn record_threshold(report: &mut Report, solved: Solved, tol: f64) {
+    report.record_max("tau_iterations", solved.iterations as f64);
+    report.record_max("tau_residual", solved.residual);
+    if !solved.converged {
+        report.warn(
+            Warning::BisectionNotConverged,
+            format!(
+                "bisection stopped after {} iterations with |Σz − k| = {:e} > tol = {tol:e}",
+                solved.iterations, solved.residual
+            ),
+        );
+    }
+}
+
 /// `grad_x += J(x)ᵀ g` at the soft solution `s = soft(x)` by the kernel's native `rule`, with
 /// what the kernel `kept` when it solved.
 fn soft_vjp<F: Real>(
@@ -356,7 +361,7 @@ fn soft_vjp<F: Real>(
         Soft::Sparsemax => sparsemax::sparsemax_vjp(s, g, grad_x),
         Soft::Sigmoid => logistic::sigmoid_vjp(s, g, grad_x),
         Soft::Clip => logistic::clipped_linear_vjp(s, g, grad_x),
-        Soft::Threshold { link, .. } => threshold_vjp(link, s, g, grad_x),
+        Soft::Threshold { link, .. } => threshold_vjp(link, s, g, F::one(), grad_x),
         Soft::CappedSimplex { .. } => capped_simplex_vjp(s, g, grad_x),
         Soft::Esp { k } => {
             esp_fits(x.len(), k)?;

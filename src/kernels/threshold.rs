@@ -96,20 +96,28 @@ const LANES: usize = 16;
 /// `(Σ_i u_i, Σ_i v_i)` for `(u_i, v_i) = eval(a_i, b_i)` (`a`, `b` of one length: one slice
 /// given twice where the terms read one), element `i` summed in lane `i mod 16`
 /// (the same bits on every CPU variant). Evaluated a block at a time into buffers, then summed:
-/// a plain map is what the compiler vectorizes whatever `eval` holds (a division, a branch).
+/// a plain map is what the compiler vectorizes whatever `eval` holds (a division, a branch, a
+/// conversion from f32). `emit(first index, u)` receives each block's `u` (a solver writes its
+/// output from it).
 #[inline(always)]
-fn lane_sums<A: Copy, B: Copy>(a: &[A], b: &[B], eval: impl Fn(A, B) -> (f64, f64)) -> (f64, f64) {
+fn lane_sums<A: Copy, B: Copy>(
+    a: &[A],
+    b: &[B],
+    eval: impl Fn(A, B) -> (f64, f64),
+    mut emit: impl FnMut(usize, &[f64]),
+) -> (f64, f64) {
     const BLOCK: usize = 16 * LANES;
     assert_eq!(a.len(), b.len(), "lane_sums: a and b differ in length");
     let (mut s, mut d) = ([0.0; LANES], [0.0; LANES]);
     let (mut hs, mut ds) = ([0.0; BLOCK], [0.0; BLOCK]);
-    for (a, b) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+    for (block, (a, b)) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate() {
         let (hs, ds) = (&mut hs[..a.len()], &mut ds[..a.len()]);
         for ((h, dh), (&ai, &bi)) in hs.iter_mut().zip(ds.iter_mut()).zip(a.iter().zip(b)) {
             (*h, *dh) = eval(ai, bi);
         }
         add_lanes(&mut s, hs);
         add_lanes(&mut d, ds);
+        emit(block * BLOCK, hs);
     }
     (s.iter().sum(), d.iter().sum())
 }
@@ -130,54 +138,79 @@ fn add_lanes(lanes: &mut [f64; LANES], values: &[f64]) {
     *lanes = acc;
 }
 
-/// `(Σ_i h(t_i), Σ_i h'(t_i))` at `t = x − m − τ`, from `x` (`cache` `None`) or from the cached
-/// `E = exp(x − m)` (one link's loop each, so that it vectorizes).
+/// [`lane_sums`] over the f64 cache `e`, sixteen entries at a time: a group of f64 vectorizes
+/// as it is, without the buffers (measured: the threshold solve 25 % faster than through
+/// [`lane_sums`]; an f32 slice, converted, does not vectorize this way).
 #[inline(always)]
-fn sums_body<F: Real>(link: Link, x: &[F], cache: Option<&[f64]>, m: f64, tau: f64) -> (f64, f64) {
-    let (c, ic) = (exp_f64(tau), exp_f64(-tau));
-    match (link, cache) {
-        (Link::Sigmoid, Some(e)) => lane_sums(e, e, |e, _| Link::Sigmoid.eval_cached(e, c, ic)),
-        (Link::CappedExp, Some(e)) => lane_sums(e, e, |e, _| Link::CappedExp.eval_cached(e, c, ic)),
-        (Link::Sigmoid, None) => lane_sums(x, x, |xi, _| Link::Sigmoid.eval((xi.f64() - m) - tau)),
-        (Link::CappedExp, None) => {
-            lane_sums(x, x, |xi, _| Link::CappedExp.eval((xi.f64() - m) - tau))
+fn cache_sums(
+    e: &[f64],
+    eval: impl Fn(f64) -> (f64, f64),
+    mut emit: impl FnMut(usize, &[f64]),
+) -> (f64, f64) {
+    let (mut s, mut d) = ([0.0; LANES], [0.0; LANES]);
+    let whole = e.len() / LANES * LANES;
+    for first in (0..whole).step_by(LANES) {
+        let group = &e[first..first + LANES];
+        let (mut h, mut dh) = ([0.0; LANES], [0.0; LANES]);
+        for l in 0..LANES {
+            (h[l], dh[l]) = eval(group[l]);
         }
+        for l in 0..LANES {
+            s[l] += h[l];
+            d[l] += dh[l];
+        }
+        emit(first, &h);
     }
+    // The last, partial group.
+    for (l, &ei) in e[whole..].iter().enumerate() {
+        let (h, dh) = eval(ei);
+        s[l] += h;
+        d[l] += dh;
+        emit(whole + l, &[h]);
+    }
+    (s.iter().sum(), d.iter().sum())
 }
 
-multiversion! {
-    /// [`sums_body`] compiled for the CPU's widest vectors.
-    fn sums<F: Real> / sums_on(link: Link, x: &[F], cache: Option<&[f64]>, m: f64, tau: f64) -> (f64, f64) = sums_body
-}
-
-/// `z_i = h(x_i − m − τ)`, from `x` or from the cache as in [`sums_body`].
+/// `(Σ_i h(t_i), Σ_i h'(t_i))` at `t = x − m − τ`, from `x` (`cache` `None`) or from the cached
+/// `E = exp(x − m)` (one link's loop each, so that it vectorizes), writing `z_i = h(t_i)`.
 #[inline(always)]
-fn outputs_body<F: Real>(
+fn sums_body<F: Real>(
     link: Link,
     x: &[F],
     cache: Option<&[f64]>,
     m: f64,
     tau: f64,
     z: &mut [F],
-) {
+) -> (f64, f64) {
     let (c, ic) = (exp_f64(tau), exp_f64(-tau));
-    match cache {
-        Some(e) => {
-            for (zi, &ei) in z.iter_mut().zip(e) {
-                *zi = F::of(link.eval_cached(ei, c, ic).0);
-            }
+    let write = |first: usize, h: &[f64]| {
+        for (zi, &hi) in z[first..first + h.len()].iter_mut().zip(h) {
+            *zi = F::of(hi);
         }
-        None => {
-            for (zi, &xi) in z.iter_mut().zip(x) {
-                *zi = F::of(link.eval((xi.f64() - m) - tau).0);
-            }
+    };
+    match (link, cache) {
+        (Link::Sigmoid, Some(e)) => cache_sums(e, |e| Link::Sigmoid.eval_cached(e, c, ic), write),
+        (Link::CappedExp, Some(e)) => {
+            cache_sums(e, |e| Link::CappedExp.eval_cached(e, c, ic), write)
         }
+        (Link::Sigmoid, None) => lane_sums(
+            x,
+            x,
+            |xi, _| Link::Sigmoid.eval((xi.f64() - m) - tau),
+            write,
+        ),
+        (Link::CappedExp, None) => lane_sums(
+            x,
+            x,
+            |xi, _| Link::CappedExp.eval((xi.f64() - m) - tau),
+            write,
+        ),
     }
 }
 
 multiversion! {
-    /// [`outputs_body`] compiled for the CPU's widest vectors.
-    fn outputs<F: Real> / outputs_on(link: Link, x: &[F], cache: Option<&[f64]>, m: f64, tau: f64, z: &mut [F]) = outputs_body
+    /// [`sums_body`] compiled for the CPU's widest vectors.
+    fn sums<F: Real> / sums_on(link: Link, x: &[F], cache: Option<&[f64]>, m: f64, tau: f64, z: &mut [F]) -> (f64, f64) = sums_body
 }
 
 /// The largest spread `max x − min x` solved on the cache `E = exp(x − max x)`: every `E_i`
@@ -262,7 +295,7 @@ fn solve_from<F: Real>(
     let (mut dx_old, mut dx) = (hi - lo, hi - lo);
     let mut tau = lo + 0.5 * (hi - lo);
     if let Some(e) = cache {
-        hi = hi.min((lane_sums(e, e, |e, _| (e, 0.0)).0 / kf).ln());
+        hi = hi.min((cache_sums(e, |e| (e, 0.0), |_, _| {}).0 / kf).ln());
         tau = hi;
     }
     let mut solved = Solved {
@@ -271,8 +304,9 @@ fn solve_from<F: Real>(
         residual: f64::INFINITY,
         converged: false,
     };
+    // Each evaluation writes `z` at its `τ`; the last one evaluated is the one returned.
     while solved.iterations < MAX_ITERS {
-        let (sum, slope) = sums(link, x, cache, m, tau);
+        let (sum, slope) = sums(link, x, cache, m, tau, z);
         let r = sum - kf;
         solved = Solved {
             tau,
@@ -308,7 +342,6 @@ fn solve_from<F: Real>(
         }
         tau = next;
     }
-    outputs(link, x, cache, m, solved.tau, z);
     Solved {
         tau: solved.tau + m,
         ..solved
@@ -317,32 +350,34 @@ fn solve_from<F: Real>(
 
 /// Backward of [`solve_threshold`] by the implicit-function theorem on `Σ_i h(x_i − τ) = k`:
 /// `∂τ/∂x_j = d_j / Σ d`, `d = h'(x − τ)`, so `J = diag(d) − d dᵀ / Σ d` (symmetric) and
-/// `grad_x_i += d_i (g_i − Σ_j d_j g_j / Σ d)`, with `d` recovered from the output `z`
-/// (0 everywhere when `Σ d = 0`). Adds into `grad_x`.
-pub fn threshold_vjp<F: Real>(link: Link, z: &[F], g: &[F], grad_x: &mut [F]) {
+/// `grad_x_i = d_i (g_i − Σ_j d_j g_j / Σ d) / t`, with `d` recovered from the output `z`
+/// (0 everywhere when `Σ d = 0`). Writes `grad_x` (the division by `t`, a temperature, is the
+/// chain rule of `x = w/T`; 1 for `∂L/∂x`).
+pub fn threshold_vjp<F: Real>(link: Link, z: &[F], g: &[F], t: F, grad_x: &mut [F]) {
     assert!(
         z.len() == g.len() && z.len() == grad_x.len(),
         "threshold_vjp: length mismatch"
     );
-    vjp(link, z, g, grad_x);
+    vjp(link, z, g, t, grad_x);
 }
 
 multiversion! {
     /// [`threshold_vjp`]'s arithmetic, compiled for the CPU's widest vectors.
-    fn vjp<F: Real> / vjp_on(link: Link, z: &[F], g: &[F], grad_x: &mut [F]) = vjp_body
+    fn vjp<F: Real> / vjp_on(link: Link, z: &[F], g: &[F], t: F, grad_x: &mut [F]) = vjp_body
 }
 
 /// The body of [`vjp`].
 #[inline(always)]
-fn vjp_body<F: Real>(link: Link, z: &[F], g: &[F], grad_x: &mut [F]) {
+fn vjp_body<F: Real>(link: Link, z: &[F], g: &[F], t: F, grad_x: &mut [F]) {
     let d = |zi: F| link.slope_from_output(zi.f64());
-    let (sd, sdg) = lane_sums(z, g, |zi, gi| (d(zi), d(zi) * gi.f64()));
+    let (sd, sdg) = lane_sums(z, g, |zi, gi| (d(zi), d(zi) * gi.f64()), |_, _| {});
     if sd <= 0.0 {
+        grad_x.fill(F::zero());
         return;
     }
     let mean = sdg / sd;
     for ((gx, &zi), &gi) in grad_x.iter_mut().zip(z).zip(g) {
-        *gx = *gx + F::of(d(zi) * (gi.f64() - mean));
+        *gx = F::of(d(zi) * (gi.f64() - mean)) / t;
     }
 }
 
@@ -398,9 +433,22 @@ mod tests {
                 let variants = crate::simd::Variant::all_available();
                 let got: Vec<(f64, f64)> = variants
                     .iter()
-                    .map(|&v| sums_on(v, link, &x, None, 1.0, tau))
+                    .map(|&v| sums_on(v, link, &x, None, 1.0, tau, &mut vec![0.0; n]))
                     .collect();
                 assert!(got.iter().all(|g| *g == got[0]), "{link:?} {got:?}");
+                // On the cache exp(x − 1): the same bits on every variant, and the same sums.
+                let mut e: Vec<f64> = x.iter().map(|xi| xi - 1.0).collect();
+                exp_slice_f64(&mut e);
+                let cached: Vec<(f64, f64)> = variants
+                    .iter()
+                    .map(|&v| sums_on(v, link, &x, Some(&e), 1.0, tau, &mut vec![0.0; n]))
+                    .collect();
+                assert!(
+                    cached.iter().all(|g| *g == cached[0]),
+                    "{link:?} {cached:?}"
+                );
+                assert!((cached[0].0 - plain.0).abs() <= 1e-12 * n as f64);
+                assert!((cached[0].1 - plain.1).abs() <= 1e-12 * n as f64);
                 assert!(
                     (got[0].0 - plain.0).abs() <= 1e-12 * n as f64,
                     "{got:?} {plain:?}"

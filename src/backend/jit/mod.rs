@@ -5,9 +5,10 @@
 //! called from the compiled loop.
 //!
 //! It reads the IR only: [`Jit::supports`] says which programs it runs (identity scores, Gumbel
-//! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels, and
-//! `sparsemax` as the Rust kernel called from the compiled row loop); the layer runs the others
-//! on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional
+//! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in
+//! vector IR; `top_k` hard, `sparsemax`, the subset threshold and capped-simplex soft kernels as
+//! the Rust kernels called from the compiled row loop, with the threshold's and the capped
+//! simplex's VJPs); the layer runs the others on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional
 //! draws, finite differences) run on the reference backend from the same saved arrays. The
 //! noise is the reference backend's: the same function.
 //!
@@ -28,11 +29,14 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
-use super::fused::{backward_kernel, forward_kernel, Kernel, Precision};
-use super::reference::{clamp_unit, Reference};
-use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
+use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, Precision, SoftKernel, Solve};
+use super::reference::{clamp_unit, record_threshold, Reference};
+use super::{Backend, ForwardOut, Report, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
+use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
 use crate::kernels::softmax::exp_normalize;
+use crate::kernels::threshold::{solve_threshold, threshold_vjp};
+use crate::kernels::{sparsemax::sparsemax, top_k::top_k};
 use crate::noise::{fill_noise, NoiseKey, Transform};
 use crate::plan::Mode;
 use crate::real::Real;
@@ -58,6 +62,8 @@ pub(crate) struct ForwardArgs<F> {
     batch: u64,
     seed: u64,
     temperature: f64,
+    /// Where the Rust solvers called from the kernel record what they report.
+    report: *mut Report,
 }
 
 /// What a backward kernel reads: the range's saved `w` and solution, the cotangent (the range's
@@ -151,12 +157,19 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
     }
     let mut module = JITModule::new(jit_builder);
     let pointer = module.target_config().pointer_type();
-    let mut helper = module.make_signature();
-    for ty in [pointer, pointer, types::I64] {
-        helper.params.push(AbiParam::new(ty));
+    let mut solve_signature = module.make_signature();
+    for ty in [pointer; 4] {
+        solve_signature.params.push(AbiParam::new(ty));
     }
-    let sparsemax = module
-        .declare_function("sst_sparsemax", Linkage::Import, &helper)
+    let solve = module
+        .declare_function("sst_solve", Linkage::Import, &solve_signature)
+        .map_err(|e| e.to_string())?;
+    let mut vjp_signature = module.make_signature();
+    for ty in [pointer, pointer, pointer, pointer, float] {
+        vjp_signature.params.push(AbiParam::new(ty));
+    }
+    let vjp = module
+        .declare_function("sst_vjp", Linkage::Import, &vjp_signature)
         .map_err(|e| e.to_string())?;
     let mut noise_signature = module.make_signature();
     noise_signature.params.push(AbiParam::new(pointer));
@@ -179,8 +192,13 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         .map_err(|e| e.to_string())?;
     let mut ctx = module.make_context();
     ctx.func.signature = module.make_signature();
+    // The Rust solvers read the kernel's description from here; like the code, it is never
+    // freed.
+    let described: &'static Kernel = Box::leak(Box::new(kernel));
     let helpers = Helpers {
-        sparsemax: module.declare_func_in_func(sparsemax, &mut ctx.func),
+        kernel: described as *const Kernel as i64,
+        solve: module.declare_func_in_func(solve, &mut ctx.func),
+        vjp: module.declare_func_in_func(vjp, &mut ctx.func),
         noise: module.declare_func_in_func(noise, &mut ctx.func),
         exp_normalize: module.declare_func_in_func(exp_normalize, &mut ctx.func),
     };
@@ -208,29 +226,105 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
     Ok(Compiled { entry })
 }
 
-/// The sparsemax row kernel as compiled code calls it: `z[..n] = clamp(sparsemax(x[..n]))`, the
-/// reference backend's computation.
+/// A row solved by the Rust kernel of `kernel` (its hard `top_k`, or its soft kernel clamped
+/// into `[0, 1]`), the reference backend's computation: `z[..n]` from `x[..n]`. A threshold
+/// solve is recorded in `report` unless it is null (a backward re-solve, whose report the
+/// reference backend discards too).
 ///
 /// # Safety
-/// `x` and `z` point to `n` readable / writable elements that do not overlap: the compiled
-/// forward kernel passes its scratch row and the `z` row, both of the padded row length ≥ `n`.
-unsafe extern "C" fn sparsemax_row<F: Real>(x: *const F, z: *mut F, n: i64) {
-    let n = n as usize;
+/// `kernel` is the description the compiled code was built from ([`compile`] leaks it); `x`
+/// and `z` point to `kernel.n` readable / writable elements that do not overlap (the kernel
+/// passes its `w` or scratch row and its `z` or scratch row, of the padded row length); `report`
+/// is null or the forward pass's report, which nothing else uses during the call.
+unsafe extern "C" fn solve_row<F: Real>(
+    kernel: *const Kernel,
+    x: *const F,
+    z: *mut F,
+    report: *mut Report,
+) {
+    // SAFETY: the caller's contract above.
+    let (kernel, report) = unsafe { (&*kernel, report.as_mut()) };
     // SAFETY: the caller's contract above.
     let (x, z) = unsafe {
         (
-            std::slice::from_raw_parts(x, n),
-            std::slice::from_raw_parts_mut(z, n),
+            std::slice::from_raw_parts(x, kernel.n),
+            std::slice::from_raw_parts_mut(z, kernel.n),
         )
     };
-    crate::kernels::sparsemax::sparsemax(x, z);
+    let soft = match kernel.pass {
+        Pass::Forward {
+            solve: Solve::TopK { k },
+            ..
+        } => return top_k(x, k, z),
+        Pass::Forward {
+            solve: Solve::Soft(soft),
+            ..
+        }
+        | Pass::Backward { soft, .. } => soft,
+        Pass::Forward { .. } => unreachable!("the compiled code solves its other hard kernels"),
+    };
+    match soft {
+        SoftKernel::Sparsemax => sparsemax(x, z),
+        SoftKernel::Threshold { link, k, tol_bits } => {
+            let tol = f64::from_bits(tol_bits);
+            let solved = solve_threshold(link, x, k, tol, z);
+            if let Some(report) = report {
+                record_threshold(report, solved, tol);
+            }
+        }
+        SoftKernel::CappedSimplex { k } => capped_simplex(x, k, z),
+        other => unreachable!("the {} kernel is not a Rust row solver", other.name()),
+    }
     clamp_unit(z);
 }
 
+/// The VJP of a soft kernel solved in Rust, as compiled code calls it: `grad[..n] = J_sᵀ g / T`
+/// at the solution `s` (the threshold's by the implicit-function theorem, the capped
+/// simplex's closed form), as the reference backend computes it.
+///
+/// # Safety
+/// `kernel` is the backward kernel's description ([`compile`] leaks it); `s` and `g` point to
+/// `kernel.n` readable elements and `grad` to as many writable ones that overlap neither.
+unsafe extern "C" fn vjp_row<F: Real>(
+    kernel: *const Kernel,
+    s: *const F,
+    g: *const F,
+    grad: *mut F,
+    t: F,
+) {
+    // SAFETY: the caller's contract above.
+    let kernel = unsafe { &*kernel };
+    let n = kernel.n;
+    // SAFETY: the caller's contract above.
+    let (s, g, grad) = unsafe {
+        (
+            std::slice::from_raw_parts(s, n),
+            std::slice::from_raw_parts(g, n),
+            std::slice::from_raw_parts_mut(grad, n),
+        )
+    };
+    match kernel.pass {
+        Pass::Backward {
+            soft: SoftKernel::Threshold { link, .. },
+            ..
+        } => threshold_vjp(link, s, g, t, grad),
+        Pass::Backward {
+            soft: SoftKernel::CappedSimplex { .. },
+            ..
+        } => {
+            grad.fill(F::zero());
+            capped_simplex_vjp(s, g, grad);
+            grad.iter_mut().for_each(|x| *x = *x / t);
+        }
+        _ => unreachable!("the compiled code computes its other VJPs"),
+    }
+}
+
 /// The Rust helpers compiled code calls in precision `F`, by the names it imports them under.
-fn helper_symbols<F: Real>() -> [(&'static str, *const u8); 3] {
+fn helper_symbols<F: Real>() -> [(&'static str, *const u8); 4] {
     [
-        ("sst_sparsemax", sparsemax_row::<F> as *const u8),
+        ("sst_solve", solve_row::<F> as *const u8),
+        ("sst_vjp", vjp_row::<F> as *const u8),
         ("sst_noise", noise_row::<F> as *const u8),
         ("sst_exp_normalize", exp_normalize_row::<F> as *const u8),
     ]
@@ -302,7 +396,7 @@ impl<F: Real> Backend<F> for Jit {
         let Ok(code) = compiled(kernel) else {
             return Reference.forward(rows, out);
         };
-        if run_forward(code, kernel, rows, out.w, out.z) {
+        if run_forward(code, kernel, rows, out.w, out.z, out.report) {
             Ok(())
         } else {
             // A row overflowed: the reference backend finds it and says so.
@@ -359,6 +453,7 @@ fn run_forward<F: Real>(
     rows: &Rows<F>,
     w: &mut [F],
     z: &mut [F],
+    report: &mut Report,
 ) -> bool {
     let (n, stride, count) = (kernel.n, kernel.stride(), rows.range.len());
     assert!(
@@ -402,10 +497,12 @@ fn run_forward<F: Real>(
         batch: rows.batch_rows() as u64,
         seed: rows.seed,
         temperature: rows.temperature,
+        report,
     };
     // SAFETY: `args` is the `ForwardArgs` a forward kernel reads; `theta` holds every batch row
     // and `w`, `z` every row of the range, at the kernel's stride (padded copies when it is not
-    // `n`), `scratch` one row of it (checked above), and `batch > 0` for the row arithmetic.
+    // `n`), `scratch` one row of it (checked above), `batch > 0` for the row arithmetic, and
+    // `report` is borrowed for the call.
     let status = unsafe { (code.entry)(&args as *const ForwardArgs<F> as *const u8) };
     if pad {
         unpad(&w_pad, stride, w, n);

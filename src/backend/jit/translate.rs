@@ -21,15 +21,19 @@ use super::vmath::{self, cast, select, splat_f, splat_i};
 use super::{BackwardArgs, ForwardArgs};
 use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
 
-/// What an arm for a kernel that [`Kernel::jit_translates`] refuses (top-k, the threshold
-/// solvers: the reference backend runs them) says if it is ever reached.
+/// What an arm for a kernel that [`Kernel::jit_translates`] refuses (Sinkhorn, the
+/// matrix-tree: the reference backend runs them) says if it is ever reached.
 const REFUSED: &str = "refused by Kernel::jit_translates before translation";
 
 /// Rust kernels the compiled code calls, declared in the function being built.
 #[derive(Clone, Copy)]
 pub struct Helpers {
-    /// `fn(x: *const F, z: *mut F, n: i64)`.
-    pub sparsemax: FuncRef,
+    /// The address of the kernel's description, which `solve` and `vjp` read.
+    pub kernel: i64,
+    /// `fn(kernel, x: *const F, z: *mut F, report)`: a row solved by its Rust kernel.
+    pub solve: FuncRef,
+    /// `fn(kernel, s: *const F, g: *const F, grad: *mut F, t: F)`: a Rust kernel's VJP.
+    pub vjp: FuncRef,
     /// `fn(out: *mut F, n: i64, seed: i64, sample: i64, batch: i64, logistic: i64)`.
     pub noise: FuncRef,
     /// `fn(row: *mut F, n: i64, stride: i64, m: F)`.
@@ -281,6 +285,7 @@ impl<'b> Emit<'_, 'b> {
         let end = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, end));
         let batch = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, batch));
         let seed = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, seed));
+        let report = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, report));
         let t = self.load_field(types::F64, args, offset_of!(ForwardArgs<f64>, temperature));
         let t = match self.p {
             Precision::F32 => self.b.ins().fdemote(types::F32, t),
@@ -303,7 +308,8 @@ impl<'b> Emit<'_, 'b> {
                 k.b.ins().call(k.helpers.noise, &args);
                 noise_row
             });
-            k.translate_row_forward(noise, solve, t, [theta_row, w_row, z_row, scratch], i);
+            let arrays = [theta_row, w_row, z_row, scratch, report];
+            k.translate_row_forward(noise, solve, t, arrays, i);
         });
         self.iconst(-1)
     }
@@ -314,7 +320,7 @@ impl<'b> Emit<'_, 'b> {
         noise: Option<Value>,
         solve: Solve,
         t: Value,
-        [theta_row, w_row, z_row, scratch]: [Value; 4],
+        [theta_row, w_row, z_row, scratch, report]: [Value; 5],
         row: Value,
     ) {
         let zero = splat_f(self.b, self.p, 0.0);
@@ -356,21 +362,24 @@ impl<'b> Emit<'_, 'b> {
                     let x = k.scaled(&w, t);
                     k.soft_unit(soft, x, [z_row, scratch], idx, mask, [finite_x, best]);
                 }
-                Solve::TopK { .. } => unreachable!("{REFUSED}"),
+                Solve::TopK { .. } => {}
             }
         });
         self.fail_unless_finite(finite_w, row);
         match solve {
             Solve::Positive => {}
             Solve::Argmax => self.write_one_hot(best, best_at, z_row),
-            Solve::Soft(soft) => self.finish_soft(soft, [z_row, scratch], [finite_x, best], row),
-            Solve::TopK { .. } => unreachable!("{REFUSED}"),
+            Solve::TopK { .. } => self.solve_in_rust([w_row, z_row, report]),
+            Solve::Soft(soft) => {
+                let rows = [z_row, scratch, report];
+                self.finish_soft(soft, rows, [finite_x, best], row)
+            }
         }
     }
 
     /// The first pass of a soft kernel over one unit of `x = w/T`: softmax stores `x` and keeps
-    /// its (masked) maximum in `best`, sigmoid and clip store their output, sparsemax stores
-    /// `x` in `x_row` for its Rust kernel; all watch `x` in `finite_x`.
+    /// its (masked) maximum in `best`, sigmoid and clip store their output, the kernels solved
+    /// in Rust store `x` in `x_row`; all watch `x` in `finite_x`.
     fn soft_unit(
         &mut self,
         soft: SoftKernel,
@@ -398,11 +407,10 @@ impl<'b> Emit<'_, 'b> {
                 let s = self.clip(&x);
                 self.store_unit(out_row, idx, &s);
             }
-            SoftKernel::Sparsemax => self.store_unit(x_row, idx, &x),
-            SoftKernel::Threshold { .. }
-            | SoftKernel::CappedSimplex { .. }
-            | SoftKernel::Sinkhorn { .. }
-            | SoftKernel::MatrixTree { .. } => {
+            SoftKernel::Sparsemax
+            | SoftKernel::Threshold { .. }
+            | SoftKernel::CappedSimplex { .. } => self.store_unit(x_row, idx, &x),
+            SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
@@ -426,11 +434,12 @@ impl<'b> Emit<'_, 'b> {
     }
 
     /// After [`Emit::soft_unit`] over a row: returns `row` from the function if `x` overflowed;
-    /// softmax then normalises `exp(x − max)` in place, sparsemax calls its Rust kernel.
+    /// softmax then normalises `exp(x − max)` in place, the kernels solved in Rust are called
+    /// (recording into `report`, a null pointer where nothing is recorded).
     fn finish_soft(
         &mut self,
         soft: SoftKernel,
-        [out_row, x_row]: [Value; 2],
+        [out_row, x_row, report]: [Value; 3],
         [finite_x, best]: [Variable; 2],
         row: Value,
     ) {
@@ -441,19 +450,21 @@ impl<'b> Emit<'_, 'b> {
                 let m = self.lane_max(m);
                 self.normalize_exp(out_row, m);
             }
-            SoftKernel::Sparsemax => {
-                let n = self.iconst(self.n as i64);
-                let sparsemax = self.helpers.sparsemax;
-                self.b.ins().call(sparsemax, &[x_row, out_row, n]);
-            }
+            SoftKernel::Sparsemax
+            | SoftKernel::Threshold { .. }
+            | SoftKernel::CappedSimplex { .. } => self.solve_in_rust([x_row, out_row, report]),
             SoftKernel::Sigmoid | SoftKernel::Clip => {}
-            SoftKernel::Threshold { .. }
-            | SoftKernel::CappedSimplex { .. }
-            | SoftKernel::Sinkhorn { .. }
-            | SoftKernel::MatrixTree { .. } => {
+            SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
+    }
+
+    /// `out_row` solved from `in_row` by the kernel's Rust solver (`sst_solve`).
+    fn solve_in_rust(&mut self, [in_row, out_row, report]: [Value; 3]) {
+        let kernel = self.b.ins().iconst(self.pointer, self.helpers.kernel);
+        let solve = self.helpers.solve;
+        self.b.ins().call(solve, &[kernel, in_row, out_row, report]);
     }
 
     /// `w / T` vector by vector.
@@ -576,11 +587,11 @@ impl<'b> Emit<'_, 'b> {
         let per_sample =
             self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, per_sample));
         let t = self.load_field(types::F64, args, offset_of!(BackwardArgs<f64>, temperature));
-        let t = match self.p {
+        let t_scalar = match self.p {
             Precision::F32 => self.b.ins().fdemote(types::F32, t),
             Precision::F64 => t,
         };
-        let t = self.splat_scalar(t);
+        let t = self.splat_scalar(t_scalar);
         self.counted_loop(start, end, &mut |k, i| {
             let j = k.b.ins().isub(i, start);
             let row_b = k.b.ins().urem(i, batch);
@@ -595,7 +606,7 @@ impl<'b> Emit<'_, 'b> {
                 }
                 false => k.row_base(solution, j),
             };
-            k.translate_row_vjp(soft, s_row, g_row, grad_row, t);
+            k.translate_row_vjp(soft, [s_row, g_row, grad_row], [t, t_scalar]);
         });
         self.iconst(-1)
     }
@@ -621,17 +632,17 @@ impl<'b> Emit<'_, 'b> {
             let x = k.scaled(&w, t);
             k.soft_unit(soft, x, scratch, idx, mask, vars);
         });
-        self.finish_soft(soft, scratch, vars, row);
+        let nothing_recorded = self.b.ins().iconst(self.pointer, 0);
+        let [out_row, x_row] = scratch;
+        self.finish_soft(soft, [out_row, x_row, nothing_recorded], vars, row);
     }
 
-    /// `grad = J_sᵀ g / T` for one row.
+    /// `grad = J_sᵀ g / T` for one row (`t` splatted, and as a scalar).
     fn translate_row_vjp(
         &mut self,
         soft: SoftKernel,
-        s_row: Value,
-        g_row: Value,
-        grad_row: Value,
-        t: Value,
+        [s_row, g_row, grad_row]: [Value; 3],
+        [t, t_scalar]: [Value; 2],
     ) {
         match soft {
             SoftKernel::Sigmoid => {
@@ -708,10 +719,14 @@ impl<'b> Emit<'_, 'b> {
                     b.ins().fmul(s, c)
                 });
             }
-            SoftKernel::Threshold { .. }
-            | SoftKernel::CappedSimplex { .. }
-            | SoftKernel::Sinkhorn { .. }
-            | SoftKernel::MatrixTree { .. } => {
+            SoftKernel::Threshold { .. } | SoftKernel::CappedSimplex { .. } => {
+                let kernel = self.b.ins().iconst(self.pointer, self.helpers.kernel);
+                let vjp = self.helpers.vjp;
+                self.b
+                    .ins()
+                    .call(vjp, &[kernel, s_row, g_row, grad_row, t_scalar]);
+            }
+            SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => {
                 unreachable!("{REFUSED}")
             }
         }
