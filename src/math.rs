@@ -12,7 +12,8 @@
 //!   (`ln_matches_std`): at most 1 ulp in f64 and f32.
 //! - `exp x = 2ᵏ·p(r)`, `k = round(x/ln 2)` by the `1.5·2ᵖ` add (no conversion instruction),
 //!   `r = x − k·ln2_hi − k·ln2_lo`, `p` the Taylor polynomial of degree 13 (f64) or 7 (f32) on
-//!   `|r| ≤ ln2/2`, `2ᵏ` built in the exponent bits. Inputs below `Exp::low` give 0 (so
+//!   `|r| ≤ ln2/2` by Horner's rule in fused multiply–adds, `p = 1 + (r + r²·q)` with the inner
+//!   sum fused too, `2ᵏ` built in the exponent bits. Inputs below `Exp::low` give 0 (so
 //!   `exp(−∞) = 0`), above `Exp::high` are clamped there. Largest error measured against the
 //!   standard library (`exp_matches_std`): at most 2 ulp in f64, 1 ulp in f32.
 //!
@@ -153,14 +154,15 @@ pub fn ln_f32(x: f32) -> f32 {
     s.mul_add(hfsq + r, k.mul_add(c.ln2_lo, -hfsq)) + f + k * c.ln2_hi
 }
 
-/// The Taylor polynomial `1 + r + r²·(c₂ + r·(c₃ + …))` by Horner's rule.
+/// The Taylor polynomial `1 + (r + r²·(c₂ + r·(c₃ + …)))` by Horner's rule, each step and the
+/// inner sum one fused multiply–add.
 macro_rules! taylor {
     ($c:expr, $r:expr, $one:expr) => {{
         let mut p = $c.taylor[$c.taylor.len() - 1];
         for &t in $c.taylor[..$c.taylor.len() - 1].iter().rev() {
-            p = t + $r * p;
+            p = $r.mul_add(p, t);
         }
-        $one + $r + $r * $r * p
+        $one + ($r * $r).mul_add(p, $r)
     }};
 }
 

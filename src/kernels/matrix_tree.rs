@@ -33,7 +33,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
 use crate::kernels::all_finite;
-use crate::math::{exp_f64, ln_f64};
+use crate::math::{exp_slice_f64, ln_f64};
 use crate::real::{Concrete, Real};
 
 /// The largest estimated rounding error of the LU marginals that [`marginals`] accepts; beyond
@@ -703,13 +703,18 @@ impl Num for Dual {
 /// ([`crate::math`]) summed in index order: the CUDA kernel computes the same bits, so both pick
 /// the same root (the backward pass reuses the forward's inverse, which is the root's).
 fn best_root(y: &[f64], n: usize) -> usize {
-    let degree = |i: usize| {
-        let row = (0..n).filter(|&j| j != i).map(|j| y[i * n + j]);
-        let m = row.clone().fold(f64::NEG_INFINITY, f64::max);
-        let sum = row.fold(0.0, |s, v| s + exp_f64(v - m));
-        m + ln_f64(sum)
-    };
-    (1..n).fold(0, |b, i| if degree(i) > degree(b) { i } else { b })
+    let mut row = Vec::with_capacity(n);
+    let degrees: Vec<f64> = (0..n)
+        .map(|i| {
+            row.clear();
+            row.extend((0..n).filter(|&j| j != i).map(|j| y[i * n + j]));
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            row.iter_mut().for_each(|v| *v -= m);
+            exp_slice_f64(&mut row);
+            m + ln_f64(row.iter().fold(0.0, |s, &e| s + e))
+        })
+        .collect();
+    (1..n).fold(0, |b, i| if degrees[i] > degrees[b] { i } else { b })
 }
 
 /// The symmetric f64 logits `y_ij = y_ji = x_{min(i,j), max(i,j)}` of an undirected graph whose

@@ -256,12 +256,13 @@ SST_FN {ty} sst_ln_{p}({ty} x) {{
 }
 
 /// `exp x` (crate::math::exp_f32 / exp_f64): `2ᵏ·p(r)` with `k` rounded by the `1.5·2ᵖ` add and
-/// the Taylor polynomial by Horner's rule, operation for operation.
+/// the Taylor polynomial by Horner's rule in fused multiply–adds, operation for operation.
 fn exp_fn(p: &str, ty: &str, c: &ExpConstants, bias: u32, shift: u32) -> String {
     let bits_ty = if p == "f32" { "u32" } else { "u64" };
+    let fma = if p == "f32" { "fmaf" } else { "fma" };
     let mut horner = literal(p, c.taylor[c.taylor.len() - 1]);
     for &t in c.taylor[..c.taylor.len() - 1].iter().rev() {
-        horner = format!("{} + r * ({horner})", literal(p, t));
+        horner = format!("{fma}(r, {horner}, {})", literal(p, t));
     }
     format!(
         r#"
@@ -273,7 +274,7 @@ SST_FN {ty} sst_exp_{p}({ty} x) {{
     {ty} k = shifted - {round};
     {ty} r = (xc - k * {ln2_hi}) - k * {ln2_lo};
     {ty} poly = {horner};
-    {ty} q = ({ty})1 + r + r * r * poly;
+    {ty} q = ({ty})1 + {fma}(r * r, poly, r);
     {bits_ty} ki = bits_{p}(shifted) - bits_{p}({round});
     {ty} scale = {p}_of((ki + {bias}u) << {shift});
     return x < {low_l} ? ({ty})0 : q * scale;

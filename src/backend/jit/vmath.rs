@@ -127,9 +127,6 @@ fn zip(
     xs.iter().zip(ys).map(|(&x, &y)| f(b, x, y)).collect()
 }
 
-fn fadd(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
-    b.ins().fadd(x, y)
-}
 fn fsub(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
     b.ins().fsub(x, y)
 }
@@ -137,15 +134,15 @@ fn fmul(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
     b.ins().fmul(x, y)
 }
 
-/// `y = c₀ + x·(c₁ + x·(…))` by Horner's rule, as the Rust code writes it.
+/// `y = c₀ + x·(c₁ + x·(…))` by Horner's rule in fused multiply–adds, as the Rust code writes
+/// it.
 fn horner(b: &mut FunctionBuilder, p: Precision, x: &[Value], coefficients: &[f64]) -> Vec<Value> {
     let last = coefficients.len() - 1;
     let top = splat_f(b, p, coefficients[last]);
     let mut y = vec![top; x.len()];
     for &c in coefficients[..last].iter().rev() {
-        let t = zip(b, x, &y, fmul);
         let c = splat_f(b, p, c);
-        y = map(b, &t, |b, t| b.ins().fadd(c, t));
+        y = zip(b, x, &y, |b, x, y| b.ins().fma(x, y, c));
     }
     y
 }
@@ -200,10 +197,11 @@ pub fn exp(b: &mut FunctionBuilder, p: Precision, x: &[Value]) -> Vec<Value> {
     let r = zip(b, &r, &klo, fsub);
     let poly = horner(b, p, &r, &taylor);
     let one = splat_f(b, p, 1.0);
-    let one_r = map(b, &r, |b, r| b.ins().fadd(one, r));
     let rr = zip(b, &r, &r, fmul);
-    let rrp = zip(b, &rr, &poly, fmul);
-    let poly = zip(b, &one_r, &rrp, fadd);
+    let inner: Vec<Value> = (0..r.len())
+        .map(|v| b.ins().fma(rr[v], poly[v], r[v]))
+        .collect();
+    let poly = map(b, &inner, |b, s| b.ins().fadd(one, s));
     let int = p.int_vector();
     let round_bits = cast(b, int, round);
     let bias = splat_i(b, p, bias);
