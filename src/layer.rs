@@ -21,7 +21,7 @@ use crate::backend::{
 };
 use crate::diagnostic::number;
 use crate::estimator::{baseline_weights, score, updated_ema};
-use crate::ir::Estimator;
+use crate::ir::{Estimator, ScoreMap};
 use crate::kernels::{all_finite, copy_finite, dot};
 use crate::noise::Perturbation;
 use crate::plan::{Baseline, Mode, Plan};
@@ -305,6 +305,19 @@ impl Layer {
         }
     }
 
+    /// The request error of a forward pass that failed: `θ`'s own where one of its entries is
+    /// not finite (the pass found it through `w`), else the pass's.
+    fn theta_or<F: Real>(&self, theta: &ArrayViewD<F>, e: SolveError) -> RequestError {
+        let finite = match theta.as_slice() {
+            Some(flat) => all_finite(flat),
+            None => theta.iter().all(|x| x.is_finite()),
+        };
+        match finite {
+            true => self.solve_error(e),
+            false => self.not_finite("theta", theta),
+        }
+    }
+
     /// The error naming `a`'s first entry that is not finite (there is one).
     fn not_finite<F: Real>(&self, field: &'static str, a: &ArrayViewD<F>) -> RequestError {
         let (index, x) = a
@@ -356,10 +369,15 @@ impl Layer {
         mut buffers: Buffers<F>,
     ) -> Result<Forward<F>, RequestError> {
         let batch = self.check_theta(&theta)?;
+        // Where the scores are `θ` itself, an entry of `θ` that is not finite makes `w` not
+        // finite (or the noise refuses it), which every backend's forward pass reports: the
+        // scan is left to that pass, one pass over `θ` fewer, and its error is turned into
+        // `θ`'s own below ([`Layer::theta_or`]).
+        let checked_by_the_pass = self.plan.program.scores == ScoreMap::Identity;
         // The forward pass reads `θ` in place where it is contiguous; a copy is kept for the
         // backward pass only where that reads it.
         let kept_theta = match (self.plan.program.backward_reads_theta(), theta.as_slice()) {
-            (false, Some(flat)) if all_finite(flat) => None,
+            (false, Some(flat)) if checked_by_the_pass || all_finite(flat) => None,
             (false, Some(_)) => return Err(self.not_finite("theta", &theta)),
             _ => Some(self.copy_theta(&theta, std::mem::take(&mut buffers.theta))?),
         };
@@ -388,6 +406,7 @@ impl Layer {
         };
         let program = &self.plan.program;
         let backend = self.backend::<F>(opts.backend)?;
+        let theta_view = &theta;
         let theta = match &kept_theta {
             Some(copy) => copy.as_slice().expect("standard layout"),
             None => theta.as_slice().expect("contiguous (above)"),
@@ -443,7 +462,7 @@ impl Layer {
             };
             backend
                 .forward(&call(range), out)
-                .map_err(|e| self.solve_error(e))?;
+                .map_err(|e| self.theta_or(theta_view, e))?;
             Ok(report)
         };
         let outputs = (

@@ -7,7 +7,7 @@ mod common;
 
 use common::{layer, Rng};
 use ndarray::{ArrayD, IxDyn};
-use sst::{Forward, Mode, Noise, Options, Real, RequestError};
+use sst::{BackendChoice, Forward, Mode, Noise, Options, Real, RequestError};
 
 const BIG: usize = 100_000;
 
@@ -264,14 +264,20 @@ fn neg_exponential_out_of_range_is_an_error() {
     assert_eq!(fwd.z.as_slice().unwrap(), &[0.0, 1.0, 0.0]);
 }
 
-/// NaN or ±∞ in θ or in the cotangent: an error naming the field.
+/// NaN or ±∞ in θ or in the cotangent: an error naming the field, on either CPU backend (the
+/// forward pass finds θ's through `w` where the scores are θ itself), in both modes, with every
+/// kind of noise.
 #[test]
 fn non_finite_inputs_are_errors() {
     for spec in [
         "layer l: categorical(3) { }",
         "layer l: categorical(3) { regularizer: euclidean; noise: none }",
+        "layer l: categorical(3) { noise: gaussian(sigma = 1) }",
+        "layer l: categorical(3) { noise: neg_exponential }",
         "layer l: bernoulli(3) { noise: neg_exponential }",
         "layer l: bernoulli(3) { regularizer: euclidean; backward: finite_diff }",
+        "layer l: subset(3, 1) { regularizer: binary_entropy }",
+        "layer l: subset(3, 2) { regularizer: euclidean; estimator: straight_through }",
     ] {
         let l = layer(spec);
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
@@ -279,16 +285,23 @@ fn non_finite_inputs_are_errors() {
                 let mut v = vec![0.5, -0.5, 1.0];
                 v[pos] = bad;
                 let theta = ndarray::arr1(&v).into_dyn();
-                let err = l
-                    .try_forward(theta.view(), &Options::default())
-                    .expect_err("non-finite θ");
-                assert_request_error(&format!("{spec} θ = {v:?}"), err, "theta");
-                // f32 too.
                 let theta32 = theta.mapv(|x| x as f32);
-                let err = l
-                    .try_forward(theta32.view(), &Options::default())
-                    .expect_err("non-finite θ");
-                assert_request_error(&format!("{spec} f32 θ = {v:?}"), err, "theta");
+                for backend in [BackendChoice::Auto, BackendChoice::Reference] {
+                    for mode in [Mode::Hard, Mode::Soft] {
+                        let opts = Options::default().backend(backend).mode(mode);
+                        let what = format!("{spec} {backend:?} {mode:?} θ = {v:?}");
+                        // θ's own sentence, naming the entry (not the perturbed scores').
+                        let own =
+                            |e: &RequestError| e.to_string().contains("every entry must be finite");
+                        let err = l.try_forward(theta.view(), &opts).expect_err(&what);
+                        assert!(own(&err), "{what}: {err}");
+                        assert_request_error(&what, err, "theta");
+                        // f32 too.
+                        let err = l.try_forward(theta32.view(), &opts).expect_err(&what);
+                        assert!(own(&err), "f32 {what}: {err}");
+                        assert_request_error(&format!("f32 {what}"), err, "theta");
+                    }
+                }
                 // The cotangent: the forward is fine, the backward refuses.
                 let good = ndarray::arr1(&[0.5f64, -0.5, 1.0]).into_dyn();
                 let fwd = l.try_forward(good.view(), &Options::default()).unwrap();
