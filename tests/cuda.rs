@@ -703,11 +703,19 @@ fn host_agrees<F: Real>(
                 _ => assert_eq!(out.z, z, "{spec} {:?}: hard z", e.kernel),
             }
             // A solver's stats are the reference's report: the same iterations (the same steps
-            // from the same start), residuals within the tolerance.
+            // from the same start) up to one, residuals within the tolerance. One more or fewer:
+            // the default tol = 1e-12 is at the rounding floor of a sum of k terms near k (the
+            // device sums in another order and evaluates h without the host's cache), so a step
+            // that lands there stops on one side and not the other.
             if let Solve::Soft(SoftKernel::Threshold { tol_bits, .. }) = solve {
                 let worst = |i: usize| out.stats.chunks(2).fold(0.0f64, |m, r| m.max(r[i]));
                 let report = &cpu.report.values;
-                assert_eq!(worst(0), report["tau_iterations"], "{spec}");
+                assert!(
+                    (worst(0) - report["tau_iterations"]).abs() <= 1.0,
+                    "{spec}: {} vs {}",
+                    worst(0),
+                    report["tau_iterations"]
+                );
                 assert!(worst(1) <= f64::from_bits(tol_bits).max(1e-9), "{spec}");
             }
             if let Solve::Soft(SoftKernel::Sinkhorn { tol_bits, .. }) = solve {

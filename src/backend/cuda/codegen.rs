@@ -509,12 +509,17 @@ fn row_extent(x_of: &str) -> String {
 }
 
 /// The threshold `τ` of `Σ h(x − m − τ) = k` for the row `x_e` = `x_of` (an expression in `e`),
-/// `m = max x`, by the reference's safeguarded Newton–bisection
+/// `m = max x`, by the reference's safeguarded Halley–bisection
 /// ([`crate::kernels::threshold::solve_threshold`]: the same bracket, start, steps and stopping
 /// rules, every sum a block sum in double). Leaves `double m, tau, iterations, residual` (the
 /// reference's report: sums evaluated, `|Σ h − k|` at the last) and `bool converged` in scope
 /// and flags a non-finite `x` in `bad`. `k = 0` and `k = n` are the constant solutions.
 fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
+    // h'' from h and h' (crate::kernels::threshold::Link::curvature).
+    let curvature = match link {
+        Link::Sigmoid => "d * (1.0 - 2.0 * h)",
+        Link::CappedExp => "d",
+    };
     let (lo, hi) = (
         match link {
             Link::Sigmoid => "-spread + log((nf - kf) / nf)",
@@ -543,15 +548,17 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
         }}
         converged = false;
         for (int it = 0; it < {iters}; it++) {{
-            double part_h = 0.0, part_d = 0.0;
-            for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ double d; part_h += sst_link(((double)({x_of}) - m) - tau, &d); part_d += d; }}
-            double sum = sst_block_sum(part_h, sst_scratch_d), slope = sst_block_sum(part_d, sst_scratch_d);
+            double part_h = 0.0, part_d = 0.0, part_c = 0.0;
+            for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ double d, h = sst_link(((double)({x_of}) - m) - tau, &d); part_h += h; part_d += d; part_c += {curvature}; }}
+            double sum = sst_block_sum(part_h, sst_scratch_d), slope = sst_block_sum(part_d, sst_scratch_d), curve = sst_block_sum(part_c, sst_scratch_d);
             double r = sum - kf;
             iterations = it + 1;
             residual = fabs(r);
             if (residual <= {tol}) {{ converged = true; break; }}
             if (r > 0.0) lo = tau; else hi = tau;
-            double step = log(sum / kf) * sum / slope, newton = tau + step;
+            /* Halley's step on ln Σ h − ln k (Newton's where its denominator is not positive). */
+            double f = log(sum / kf), a = slope / sum, b = curve / sum, den = 2.0 * a * a - f * (b - a * a);
+            double step = den > 0.0 ? 2.0 * f * a / den : f / a, newton = tau + step;
             bool use_newton = slope > 0.0 && newton > lo && newton < hi && 2.0 * fabs(step) <= dx_old;
             dx_old = dx;
             double next;
