@@ -8,9 +8,9 @@
 //! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in
 //! vector IR; `top_k` hard, `sparsemax`, the subset threshold and capped-simplex soft kernels as
 //! the Rust kernels called from the compiled row loop, with the threshold's and the capped
-//! simplex's VJPs); the layer runs the others on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional
-//! draws, finite differences) run on the reference backend from the same saved arrays. The
-//! noise is the reference backend's: the same function.
+//! simplex's VJPs); the layer runs the others on the reference backend. Backward passes it does
+//! not compile (Gumbel-Rao's conditional draws, finite differences) run on the reference
+//! backend from the same saved arrays. The noise is the reference backend's: the same function.
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
 //! in [`compile`]) and kept in a cache keyed by [`Kernel`].
