@@ -281,7 +281,12 @@ mod property {
     use proptest::prelude::*;
     use proptest::test_runner::Config;
 
-    const SUPPORTS: &[&str] = &["categorical({n})", "bernoulli({n})", "subset({n}, 1)"];
+    const SUPPORTS: &[&str] = &[
+        "categorical({n})",
+        "bernoulli({n})",
+        "subset({n}, 1)",
+        "subset({n}, {half})",
+    ];
     const FIELDS: &[&str] = &[
         "",
         "estimator: straight_through",
@@ -291,12 +296,14 @@ mod property {
         "noise: none",
         "noise: gaussian(sigma = 0.5)",
         "regularizer: euclidean",
+        "regularizer: entropy",
+        "regularizer: binary_entropy; estimator: straight_through",
         "temperature: max(0.1, exp(-step / 10))",
         "backward: finite_diff(eps = 1e-5)",
     ];
 
     proptest! {
-        #![proptest_config(Config { cases: 150, ..Config::default() })]
+        #![proptest_config(Config { cases: 200, ..Config::default() })]
         #[test]
         fn random_specs_and_requests(
             support in 0..SUPPORTS.len(),
@@ -311,7 +318,9 @@ mod property {
             seed in any::<u64>(),
         ) {
             let _serial = serial();
-            let support = SUPPORTS[support].replace("{n}", &n.to_string());
+            let support = SUPPORTS[support]
+                .replace("{n}", &n.to_string())
+                .replace("{half}", &n.div_ceil(2).to_string());
             let spec = format!("layer l: {support} {{ {} }}", FIELDS[field]);
             let Ok(module) = sst::compile(&spec) else { return Ok(()) };
             let l = module.layer("l").clone();
