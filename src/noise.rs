@@ -148,7 +148,7 @@ pub fn fill_uniforms<F: Real>(key: NoiseKey, stream: u32, out: &mut [F]) {
 }
 
 /// `out[i]` = `transform(uniform(key, i))` ([`gumbel`] or [`logistic`]) for a whole row, the
-/// same bits as element by element, vectorized for this CPU ([`lanes`]).
+/// same bits as element by element, vectorized for this CPU (`lanes`).
 pub fn fill_noise<F: Real>(key: NoiseKey, transform: Transform, out: &mut [F]) {
     match concrete(out) {
         Concrete::F32(out) => lanes::fill_f32(key, transform, out),

@@ -1,11 +1,11 @@
 //! Functions compiled for the widest vector instructions this CPU has (AVX-512, AVX2, or the
-//! baseline), chosen at run time: [`multiversion!`] compiles one body — loops over fixed-size
+//! baseline), chosen at run time: `multiversion!` compiles one body — loops over fixed-size
 //! lane arrays, written so that the compiler vectorizes them — once per [`Variant`]. The body's
 //! arithmetic is the same on every variant (Rust never contracts; a `mul_add` written is one
 //! rounding everywhere: an instruction on AVX2 + FMA and AVX-512, the C library's `fma` on the
 //! baseline), so the results are the same bits; the tests run every variant the machine has.
 
-/// An instruction-set level a [`multiversion!`] function is compiled for.
+/// An instruction-set level a `multiversion!` function is compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     Baseline,

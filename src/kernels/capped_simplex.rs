@@ -16,7 +16,7 @@ use crate::real::Real;
 /// (the sum is recomputed around `r`, so every term lies in `[−1, 1]`). Everything runs in f64
 /// (in f32, `v − 1 = v` beyond 2²⁴, reached at `w = ±1e4`, `T = 1e-4`) on `x − max x`, so the
 /// sweep keeps its resolution while `|x − max x| < 2⁵²`. Only the entries that can be free at the
-/// root are sorted ([`threshold_by_selection`]): O(n) expected plus a sort of those; allocates a
+/// root are sorted (`threshold_by_selection`): O(n) expected plus a sort of those; allocates a
 /// copy. `k = n` gives ones, `k = 0` zeros.
 /// Panics if the lengths differ or `k > n`.
 pub fn capped_simplex<F: Real>(x: &[F], k: usize, z: &mut [F]) {

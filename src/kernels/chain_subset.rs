@@ -60,7 +60,7 @@ fn items(len: usize) -> usize {
 /// `z = argmax ⟨w, z⟩` over the correlated k-subsets, ties to ones at the lowest indices (to
 /// zeros at the lowest indices when the complement is taken, `2k > n`).
 ///
-/// Suffix Viterbi, the recursion of the marginals' `β` (see [`run`]) in max-plus: `V_i[j][b]` =
+/// Suffix Viterbi, the recursion of the marginals' `β` (see `run`) in max-plus: `V_i[j][b]` =
 /// best score of items `i..n` holding `j` ones after a previous bit `b`, `V_i[j][b] =
 /// max(V_{i+1}[j][0], u_i + b·p_{i−1} + V_{i+1}[j−1][1])`, `V_n[0][b] = 0`, `−∞` where no
 /// subset fits; the backpointers (whether the one won, ties to the one: `2n(k + 1)` bytes) are
@@ -128,7 +128,7 @@ crate::simd::multiversion! {
 }
 
 /// `z = E_p[(z_i, z_i z_{i+1})]` for `p(z) ∝ exp⟨x, z⟩` over the correlated k-subsets: unary and
-/// pairwise marginals, in `[0, 1]`. On [`Ext`] numbers, so finite for any finite `x`. Allocates
+/// pairwise marginals, in `[0, 1]`. On `Ext` numbers, so finite for any finite `x`. Allocates
 /// about `12√n (min(k, n − k) + 1)` numbers. Panics if `k > n` or the lengths differ.
 pub fn chain_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
     assert_eq!(
@@ -148,7 +148,7 @@ pub fn chain_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
 
 /// Backward of [`chain_marginals`]: `grad_x += J g`, `J = Cov_p((z_i, z_i z_{i+1}))` (the
 /// Hessian of the log-partition, symmetric), computed exactly as `d/dε marginals(x + ε g)` by
-/// running the same forward–backward with the derivatives of its [`Ext`] numbers (through the
+/// running the same forward–backward with the derivatives of its `Ext` numbers (through the
 /// complement's linear maps when it is taken). Adds into `grad_x`.
 pub fn chain_marginals_jvp<F: Real>(x: &[F], k: usize, g: &[F], grad_x: &mut [F]) {
     assert!(

@@ -7,12 +7,12 @@
 //! under `x` to `(n − k)`-subsets under `−x`; and in f64 whatever the precision.
 //!
 //! Numbers: every term of the DP is positive, so it runs in the linear domain on numbers with an
-//! exponent of their own ([`Ext`]: `m · 2^e`, `m ∈ [1, 2)`, `e` an integer held in an f64), which
+//! exponent of their own (`Ext`: `m · 2^e`, `m ∈ [1, 2)`, `e` an integer held in an f64), which
 //! neither overflow nor underflow whatever `x` (at `|x| = 1e8` the sums span `2^{±1e10}`): a sum
 //! aligns the two exponents and renormalises, a product multiplies mantissas and adds exponents.
 //! No `exp` or `ln` per cell (the log-space DP took one of each), each row step is one loop
 //! over the row that the compiler vectorizes (`src/simd.rs`), and the prefix table is kept at
-//! checkpoints only ([`run`]), so the working memory stays in cache. The backward pass is the
+//! checkpoints only (`run`), so the working memory stays in cache. The backward pass is the
 //! directional derivative `d/dε μ(x + ε g)` of the same DP (forward mode): each cell carries its
 //! derivative's mantissa on the cell's exponent.
 
@@ -21,7 +21,7 @@ use crate::real::Real;
 
 /// `z = μ(x)`, the marginals `P(z_i = 1)` of `p(z) ∝ exp⟨x, z⟩` over the k-subsets, in
 /// `[0, 1]` with `Σ z = k` up to rounding. Finite for any finite `x`. Allocates about
-/// `6√n (min(k, n − k) + 1)` numbers ([`run`]). Panics if the lengths differ or `k > n`.
+/// `6√n (min(k, n − k) + 1)` numbers (`run`). Panics if the lengths differ or `k > n`.
 pub fn esp_marginals<F: Real>(x: &[F], k: usize, z: &mut [F]) {
     assert_eq!(x.len(), z.len(), "esp_marginals: x and z differ in length");
     let (flip, w, _) = lifted(x, x, k);

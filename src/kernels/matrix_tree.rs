@@ -12,8 +12,8 @@
 //! and `∇²A` unchanged (every arborescence has exactly one edge into each non-root node), so
 //! `L̂_jj ≥ 1`. The inverse `M = L̂⁻¹` comes from faer's blocked LU with partial pivoting
 //! ([`lu_inverse`]), accepted when the marginals it gives pass their identities (each in
-//! `[0, 1]`, each node's in-marginals summing to 1: [`consistent`]). Otherwise `L̂` is factored
-//! in its subtraction-free variant for M-matrices ([`m_matrix_inverse`]), whose inverse is
+//! `[0, 1]`, each node's in-marginals summing to 1: `consistent`). Otherwise `L̂` is factored
+//! in its subtraction-free variant for M-matrices (`m_matrix_inverse`), whose inverse is
 //! accurate entrywise, so that the rounding error of the marginals can be estimated from it;
 //! where `L̂` is singular in f64 or that estimate exceeds [`MAX_FORWARD_ERROR`] (low
 //! temperatures: weights spanning more than f64 can resolve), the marginals come from a
@@ -46,7 +46,7 @@ pub const MAX_FORWARD_ERROR: f64 = 1e-6;
 pub const MAX_BACKWARD_ERROR: f64 = 1e-5;
 
 /// How far outside `[0, 1]`, and how far from 1 each node's in-marginals may sum, for
-/// [`consistent`] to accept the marginals of faer's inverse. Partial pivoting bounds the inverse's
+/// `consistent` to accept the marginals of faer's inverse. Partial pivoting bounds the inverse's
 /// error by norms, not entrywise: at low temperatures (ill-conditioned `L̂`) its marginals drift,
 /// and the backward pass's cancellation `dM_jj − dM_ji` amplifies the drift. At well-conditioned
 /// `L̂` these identities hold to ~1e-15; 1e-12 sends the drifting cases to the subtraction-free

@@ -7,9 +7,9 @@
 //! update; the output has exact column sums, and the iterations stop when the largest row
 //! residual `max_i |Σ_j P_ij − 1|` is at most `tol` (or after `iters` iterations; the residual is
 //! returned, never hidden). A stage on `s·x` (below) whose spread `s·(max x − min x)` is at
-//! most [`LINEAR_SPREAD`] runs in the linear domain, `a = 1 ⊘ K b`, `b = 1 ⊘ Kᵀ a` with
+//! most `LINEAR_SPREAD` runs in the linear domain, `a = 1 ⊘ K b`, `b = 1 ⊘ Kᵀ a` with
 //! `K = exp(s·x − s·max x)` (two matrix–vector products an iteration, no exponentials;
-//! [`Scaling`] says why nothing overflows); a wider one in log space, every log-sum-exp
+//! `Scaling` says why nothing overflows); a wider one in log space, every log-sum-exp
 //! max-shifted so that any finite `x` gives finite duals. Both compute the same iterates up to
 //! rounding.
 //!

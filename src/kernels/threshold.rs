@@ -258,13 +258,13 @@ pub struct Solved {
 /// `z_i = h(x_i − τ)` with `Σ_i h(x_i − τ) = k`, by safeguarded Halley–bisection on `τ`
 /// (`rtsafe`, Press et al., Numerical Recipes §9.4, with Halley's step for Newton's): keep a
 /// bracket `[lo, hi]` around the root; take Halley's step on `f = ln Σ z − ln k`
-/// ([`halley_step`], from `Σ h`, `Σ h'` and `Σ h''`; Newton's `τ += ln(Σ z / k)·Σ z / Σ h'`
+/// (`halley_step`, from `Σ h`, `Σ h'` and `Σ h''`; Newton's `τ += ln(Σ z / k)·Σ z / Σ h'`
 /// where Halley's denominator is not positive) when it stays inside the bracket and shrinks
 /// fast enough, else bisect. Stops when `|Σ z − k| ≤ tol` or when `τ` can no longer move (the
 /// bracket has collapsed to machine precision). Runs in f64 whatever `F` is, on `x − max x`;
 /// O(n) per iteration. Where the spread of `x` is at most [`CACHED_SPREAD`], `E = exp(x − max x)`
 /// is computed once and each iteration evaluates the link from it with a division
-/// ([`Link::eval_cached`]), and the iterations start from the upper bound
+/// (`Link::eval_cached`), and the iterations start from the upper bound
 /// `τ = ln(Σ E / k)` (`h(t) ≤ eᵗ` for both links), near the root when few entries are active.
 /// `k = 0` and `k = n` give zeros and ones. Panics if the lengths differ or `k > n`.
 pub fn solve_threshold<F: Real>(link: Link, x: &[F], k: usize, tol: f64, z: &mut [F]) -> Solved {

@@ -3,7 +3,7 @@
 //! Three steps: a cheap pre-scan enforces the size and nesting limits (so that no input can
 //! overflow the stack of the recursive parser), pest parses with `grammar/sst.pest`, and
 //! `lower.rs` turns the pest pairs into the AST. A pest error is turned into an
-//! `expected X, found Y` message through one table of plain words ([`RULE_WORDS`]).
+//! `expected X, found Y` message through one table of plain words (`RULE_WORDS`).
 
 pub mod ast;
 mod lower;

@@ -13,7 +13,7 @@
 //! backend from the same saved arrays. The noise is the reference backend's: the same function.
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
-//! in [`compile`]) and kept in a cache keyed by [`Kernel`].
+//! in `compile`) and kept in a cache keyed by [`Kernel`].
 
 mod translate;
 mod vmath;
