@@ -308,13 +308,9 @@ impl Layer {
     /// The request error of a forward pass that failed: `θ`'s own where one of its entries is
     /// not finite (the pass found it through `w`), else the pass's.
     fn theta_or<F: Real>(&self, theta: &ArrayViewD<F>, e: SolveError) -> RequestError {
-        let finite = match theta.as_slice() {
-            Some(flat) => all_finite(flat),
-            None => theta.iter().all(|x| x.is_finite()),
-        };
-        match finite {
-            true => self.solve_error(e),
-            false => self.not_finite("theta", theta),
+        match self.check_finite("theta", theta) {
+            Ok(()) => self.solve_error(e),
+            Err(not_finite) => not_finite,
         }
     }
 
