@@ -40,11 +40,13 @@ fn chunk_words(key: NoiseKey, chunk: u64) -> [[u32; LANES]; 4] {
     }
     let mut k = [key.seed & LOW, key.seed >> 32];
     // Philox4x32-10 (super::philox4x32_10), every lane at once. Each 32-bit word is held in a
-    // 64-bit lane, masked back to 32 bits after a sum or the low half of a product, so that the
-    // 32×32 → 64-bit products are one `vpmuludq` each, with no widening of 32-bit lanes before
-    // and no packing after: the words of 1M numbers in 0.57 ms instead of 1.13 (same bits). The
-    // factors are masked again at the product (a no-op: they are below 2³² already) so that the
-    // compiler knows they fit 32 bits and emits `vpmuludq` rather than a 64-bit multiply.
+    // 64-bit lane whose upper half may hold garbage: the factors are masked to 32 bits at the
+    // product, so that the 32×32 → 64-bit products are one `vpmuludq` each (which reads the low
+    // halves only: the mask costs nothing), with no widening of 32-bit lanes before and no
+    // packing after; the low half of a product is kept unmasked (it only meets an XOR whose
+    // result is masked at the next product, or the truncation to `u32` at the end). The words of
+    // 1M numbers in 0.57 ms instead of 1.13 (same bits); 1M Gumbel numbers 5–8 % faster without
+    // the masks of the low halves.
     for round in 0..10 {
         if round > 0 {
             k[0] = (k[0] + u64::from(PHILOX_W0)) & LOW;
@@ -55,9 +57,9 @@ fn chunk_words(key: NoiseKey, chunk: u64) -> [[u32; LANES]; 4] {
             let p1 = u64::from(PHILOX_M1) * (c[2][l] & LOW);
             let next = [
                 (p1 >> 32) ^ c[1][l] ^ k[0],
-                p1 & LOW,
+                p1,
                 (p0 >> 32) ^ c[3][l] ^ k[1],
-                p0 & LOW,
+                p0,
             ];
             for (w, x) in next.into_iter().enumerate() {
                 c[w][l] = x;
