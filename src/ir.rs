@@ -40,7 +40,7 @@ pub enum Truncation {
 }
 
 /// The exact kernel `s = argmax_{s∈Z} ⟨w, s⟩`, ties to the lowest index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hard {
     /// The one-hot of the largest entry.

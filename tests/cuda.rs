@@ -302,7 +302,7 @@ fn check_says_which_kernels_run_on_the_device() {
     );
     assert!(
         lines[2]
-            .contains("reference  # with --backend cuda: the esp_dp soft kernel is not compiled"),
+            .contains("reference  # with --backend cuda: the esp_dp soft kernel is not generated"),
         "{}",
         lines[2]
     );

@@ -4,12 +4,13 @@
 //! [`backward_kernel`]). A forward kernel reads `θ` once and writes `w = θ + noise` and `z`; a
 //! backward kernel reads the saved `w` or solution and the cotangent and writes `∂L/∂θ` into
 //! the gradient. Both backends read this description only; a program it does not cover runs on the
-//! reference backend, as does a kernel a backend does not generate (the JIT leaves the Sinkhorn
-//! and matrix-tree solvers and the exponential race to the reference:
-//! [`Kernel::jit_translates`]).
+//! reference backend, as does a kernel a backend does not generate (the JIT leaves the
+//! exponential race to the reference, [`Kernel::jit_translates`]; the CUDA backend leaves the
+//! combinatorial hard solvers and the dynamic programs to the host).
 
 use super::Unsupported;
 use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft, Trees};
+use crate::kernels::dp::{subset_dp_cells, MAX_DP_CELLS};
 use crate::kernels::threshold::Link;
 use crate::noise::{Coordinates, Perturbation};
 use crate::plan::Mode;
@@ -42,6 +43,10 @@ pub enum Solve {
     /// The indicator of the `k` largest `w`, ties to the lowest indices (the JIT calls the Rust
     /// kernel from its compiled row loop).
     TopK { k: usize },
+    /// An exact combinatorial solver that is not streaming (the assignment, the maximum trees,
+    /// the chain's Viterbi): the Rust kernel, which the JIT calls from its compiled row loop and
+    /// the CUDA backend runs on the host.
+    Combinatorial(Hard),
     /// `z = soft(w/T)`.
     Soft(SoftKernel),
 }
@@ -67,17 +72,28 @@ pub enum SoftKernel {
     /// threshold).
     CappedSimplex { k: usize },
     /// `s = exp(x + α 1ᵀ + 1 βᵀ)` on the `rows × cols` matrix padded square with zero rows,
-    /// doubly stochastic to a row residual of `tol` (`tol_bits`) within `iters` iterations (CUDA
-    /// only; forward alone: its implicit and unrolled VJPs run on the host).
+    /// doubly stochastic to a row residual of `tol` (`tol_bits`) within `iters` iterations, with
+    /// Newton steps unless the backward rule is `unrolled` (`newton`; the CUDA kernel takes none
+    /// and hands rows it cannot finish to the host). Forward alone: its implicit and unrolled
+    /// VJPs run on the reference backend (the JIT calls the Rust kernel from its compiled row
+    /// loop).
     Sinkhorn {
         rows: usize,
         cols: usize,
         iters: usize,
         tol_bits: u64,
+        newton: bool,
     },
     /// The edge marginals of the `trees` on `n` nodes (the matrix-tree theorem), keeping `L̂⁻ᵀ`
-    /// for the backward pass, which runs on the host (CUDA only; forward alone).
+    /// for the backward pass, which runs on the reference backend (forward alone; the JIT calls
+    /// the Rust kernel from its compiled row loop).
     MatrixTree { n: usize, trees: Trees },
+    /// The marginals of `subset(n, k)` under the exponential family, by the
+    /// elementary-symmetric-polynomial DP (forward alone; JIT only, calling the Rust kernel).
+    Esp { k: usize },
+    /// The marginals of the chain's `k`-subsets, by the forward–backward DP (forward alone; JIT
+    /// only, calling the Rust kernel).
+    ChainDp { k: usize },
 }
 
 /// The precision a kernel computes in.
@@ -156,6 +172,7 @@ impl Solve {
             Solve::Argmax => "argmax",
             Solve::Positive => "positive",
             Solve::TopK { .. } => "top_k",
+            Solve::Combinatorial(hard) => hard.name(),
             Solve::Soft(soft) => soft.name(),
         }
     }
@@ -178,6 +195,8 @@ impl SoftKernel {
             SoftKernel::CappedSimplex { .. } => "capped_simplex",
             SoftKernel::Sinkhorn { .. } => "sinkhorn",
             SoftKernel::MatrixTree { .. } => "matrix_tree",
+            SoftKernel::Esp { .. } => "esp_dp",
+            SoftKernel::ChainDp { .. } => "forward_backward",
         }
     }
 }
@@ -195,29 +214,22 @@ impl Kernel {
         }
     }
 
-    /// Whether the Cranelift JIT translates this kernel, or why not: not the Sinkhorn and
-    /// matrix-tree solvers, or the exponential race (CUDA only).
+    /// Whether the Cranelift JIT translates this kernel, or why not: not the exponential race
+    /// (CUDA only), nor an elementary-symmetric-polynomial DP beyond
+    /// [`MAX_DP_CELLS`] (the reference backend reports it).
     pub fn jit_translates(&self) -> Result<(), String> {
-        let soft = match self.pass {
+        match self.pass {
             Pass::Forward {
                 front: Front::Race | Front::RaceLogistic,
                 ..
-            } => return Err("neg_exponential noise is not compiled".into()),
+            } => Err("neg_exponential noise is not compiled".into()),
             Pass::Forward {
-                solve: Solve::Soft(soft),
+                solve: Solve::Soft(SoftKernel::Esp { k }),
                 ..
+            } if subset_dp_cells(self.n, k) > MAX_DP_CELLS => {
+                Err("the esp_dp soft kernel's table is too large".into())
             }
-            | Pass::Backward { soft, .. } => soft,
-            Pass::Forward { .. } => return Ok(()),
-        };
-        match soft {
-            SoftKernel::Softmax
-            | SoftKernel::Sigmoid
-            | SoftKernel::Clip
-            | SoftKernel::Sparsemax
-            | SoftKernel::Threshold { .. }
-            | SoftKernel::CappedSimplex { .. } => Ok(()),
-            other => Err(format!("the {} soft kernel is not compiled", other.name())),
+            _ => Ok(()),
         }
     }
 }
@@ -245,17 +257,9 @@ pub fn forward_kernel<F: Real>(
             Hard::Argmax => Solve::Argmax,
             Hard::Positive => Solve::Positive,
             Hard::TopK { k } => Solve::TopK { k },
-            other => return why(&format!("the {} hard kernel is not compiled", other.name())),
+            other => Solve::Combinatorial(other),
         },
-        Mode::Soft => match soft_kernel(program.soft) {
-            Some(soft) => Solve::Soft(soft),
-            None => {
-                return why(&format!(
-                    "the {} soft kernel is not compiled",
-                    program.soft.name()
-                ))
-            }
-        },
+        Mode::Soft => Solve::Soft(soft_kernel(program.soft, program.backward)),
     };
     Ok(Kernel {
         n: program.row_len,
@@ -280,12 +284,16 @@ pub fn backward_kernel<F: Real>(
     if !identity_chain {
         return None;
     }
-    let soft = soft_kernel(program.soft)?;
+    let soft = soft_kernel(program.soft, program.backward);
     // The solver's exact VJP: closed form, or the implicit-function theorem for a threshold
-    // (Sinkhorn's and the matrix-tree's need linear solves: no fused kernel).
+    // (Sinkhorn's and the matrix-tree's need linear solves, the DPs' their tables: no fused
+    // kernel).
     let exact = match soft {
         SoftKernel::Threshold { .. } => Rule::Implicit,
-        SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => return None,
+        SoftKernel::Sinkhorn { .. }
+        | SoftKernel::MatrixTree { .. }
+        | SoftKernel::Esp { .. }
+        | SoftKernel::ChainDp { .. } => return None,
         _ => Rule::ClosedForm,
     };
     let exact_vjp = program.backward == Backward::Native(exact);
@@ -300,31 +308,33 @@ pub fn backward_kernel<F: Real>(
     })
 }
 
-/// The fused soft kernel of an IR soft node, if there is one.
-fn soft_kernel(soft: Soft) -> Option<SoftKernel> {
+/// The fused soft kernel of an IR soft node under the program's backward rule.
+fn soft_kernel(soft: Soft, backward: Backward) -> SoftKernel {
     match soft {
-        Soft::Softmax => Some(SoftKernel::Softmax),
-        Soft::Sigmoid => Some(SoftKernel::Sigmoid),
-        Soft::Clip => Some(SoftKernel::Clip),
-        Soft::Sparsemax => Some(SoftKernel::Sparsemax),
-        Soft::Threshold { link, k, tol } => Some(SoftKernel::Threshold {
+        Soft::Softmax => SoftKernel::Softmax,
+        Soft::Sigmoid => SoftKernel::Sigmoid,
+        Soft::Clip => SoftKernel::Clip,
+        Soft::Sparsemax => SoftKernel::Sparsemax,
+        Soft::Threshold { link, k, tol } => SoftKernel::Threshold {
             link,
             k,
             tol_bits: tol.to_bits(),
-        }),
-        Soft::CappedSimplex { k } => Some(SoftKernel::CappedSimplex { k }),
+        },
+        Soft::CappedSimplex { k } => SoftKernel::CappedSimplex { k },
         Soft::Sinkhorn {
             rows,
             cols,
             iters,
             tol,
-        } => Some(SoftKernel::Sinkhorn {
+        } => SoftKernel::Sinkhorn {
             rows,
             cols,
             iters,
             tol_bits: tol.to_bits(),
-        }),
-        Soft::MatrixTree { n, trees } => Some(SoftKernel::MatrixTree { n, trees }),
-        _ => None,
+            newton: backward != Backward::Native(Rule::Unrolled),
+        },
+        Soft::MatrixTree { n, trees } => SoftKernel::MatrixTree { n, trees },
+        Soft::Esp { k } => SoftKernel::Esp { k },
+        Soft::ChainDp { k } => SoftKernel::ChainDp { k },
     }
 }

@@ -248,7 +248,7 @@ fn decode_vjp<F: Real>(map: Decode, cotangent: &[F], g: &mut [F]) {
 }
 
 /// `s = argmax_{s∈Z} ⟨w, s⟩`.
-fn hard<F: Real>(kernel: Hard, w: &[F], s: &mut [F]) {
+pub(super) fn hard<F: Real>(kernel: Hard, w: &[F], s: &mut [F]) {
     match kernel {
         Hard::Argmax => {
             s.fill(F::zero());
@@ -298,37 +298,57 @@ fn soft<F: Real>(
             iters,
             tol,
         } => {
-            let settings = Settings {
-                iters,
-                tol,
-                newton: backward != Backward::Native(Rule::Unrolled),
-            };
-            let outcome = padded_sinkhorn(x, rows, cols, settings, s);
-            report.record_max("sinkhorn_iterations", outcome.iterations as f64);
-            report.record_max("sinkhorn_residual", outcome.residual);
-            if !outcome.converged(settings) {
-                // One warning per forward pass, the same whatever rows share it (and however
-                // they are split over threads); the worst residual is in the diagnostics.
-                report.warn(
-                    Warning::SinkhornNotConverged,
-                    format!(
-                        "Sinkhorn did not converge in {iters} iterations (tol {tol:e}); the worst \
-                         marginal residual is diagnostics.sinkhorn_residual"
-                    ),
-                );
-            }
+            let newton = backward != Backward::Native(Rule::Unrolled);
+            sinkhorn_row((rows, cols), Settings { iters, tol, newton }, x, s, report);
         }
-        Soft::MatrixTree { n, trees } => {
-            let method = match trees {
-                Trees::Undirected => matrix_tree::undirected_marginals(x, n, s, kept),
-                Trees::Rooted(root) => matrix_tree::rooted_marginals(x, n, root, s, kept),
-            };
-            if method == Method::LogSpace {
-                report.record_max("log_space_marginals", 1.0);
-            }
-        }
+        Soft::MatrixTree { n, trees } => matrix_tree_row(n, trees, x, s, kept, report),
     }
     Ok(())
+}
+
+/// Sinkhorn on one row's `rows × cols` scores `x` ([`padded_sinkhorn`]) into `s`, its iterations
+/// and residual recorded in `report`, and a warning when it stopped short of `tol`.
+pub(super) fn sinkhorn_row<F: Real>(
+    (rows, cols): (usize, usize),
+    settings: Settings,
+    x: &[F],
+    s: &mut [F],
+    report: &mut Report,
+) {
+    let outcome = padded_sinkhorn(x, rows, cols, settings, s);
+    report.record_max("sinkhorn_iterations", outcome.iterations as f64);
+    report.record_max("sinkhorn_residual", outcome.residual);
+    if !outcome.converged(settings) {
+        // One warning per forward pass, the same whatever rows share it (and however they are
+        // split over threads); the worst residual is in the diagnostics.
+        report.warn(
+            Warning::SinkhornNotConverged,
+            format!(
+                "Sinkhorn did not converge in {} iterations (tol {:e}); the worst marginal \
+                 residual is diagnostics.sinkhorn_residual",
+                settings.iters, settings.tol
+            ),
+        );
+    }
+}
+
+/// The edge marginals of one row's `trees` on `n` nodes into `s`, `L̂⁻ᵀ` into `kept`; a row
+/// computed in log space is recorded in `report`.
+pub(super) fn matrix_tree_row<F: Real>(
+    n: usize,
+    trees: Trees,
+    x: &[F],
+    s: &mut [F],
+    kept: &mut [f64],
+    report: &mut Report,
+) {
+    let method = match trees {
+        Trees::Undirected => matrix_tree::undirected_marginals(x, n, s, kept),
+        Trees::Rooted(root) => matrix_tree::rooted_marginals(x, n, root, s, kept),
+    };
+    if method == Method::LogSpace {
+        report.record_max("log_space_marginals", 1.0);
+    }
 }
 
 /// Records a threshold solve in `report`: its iterations and residual, and a warning when it

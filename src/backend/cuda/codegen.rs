@@ -393,6 +393,10 @@ fn first_pass(solve: Solve) -> &'static str {
         Solve::Positive => "z[e] = wv > (real)0 ? (real)1 : (real)0;",
         Solve::Argmax => "sst_better(&best, &best_at, wv, e);",
         Solve::TopK { .. } => "",
+        Solve::Combinatorial(_)
+        | Solve::Soft(SoftKernel::Esp { .. } | SoftKernel::ChainDp { .. }) => {
+            unreachable!("{ON_THE_HOST}")
+        }
         Solve::Soft(
             SoftKernel::Softmax
             | SoftKernel::Sparsemax
@@ -574,9 +578,13 @@ fn threshold_solve(link: Link, k: usize, tol: f64, x_of: &str) -> String {
     )
 }
 
-/// What a Sinkhorn or matrix-tree backward arm says if reached:
+/// What a Sinkhorn, matrix-tree or DP backward arm says if reached:
 /// [`crate::backend::fused::backward_kernel`] gives none (their VJPs run on the host).
-const NO_VJP: &str = "Sinkhorn and the matrix-tree have no backward kernel";
+const NO_VJP: &str = "Sinkhorn, the matrix-tree and the DPs have no backward kernel";
+
+/// What an arm for a kernel this backend leaves to the host says if reached: `cuda::kernels`
+/// and the forward pass hand it to the reference backend before any code is generated.
+const ON_THE_HOST: &str = "the combinatorial solvers and the DPs run on the host";
 
 /// The largest `n` of a generated matrix-tree kernel (its per-node arrays live in shared
 /// memory).
@@ -852,7 +860,11 @@ fn forward(kernel: &Kernel, front: Front, solve: Solve) -> String {
             cols,
             iters,
             tol_bits,
+            ..
         }) => sinkhorn(rows, cols, iters, f64::from_bits(tol_bits)),
+        Solve::Combinatorial(_) | Solve::Soft(SoftKernel::Esp { .. } | SoftKernel::ChainDp { .. }) => {
+            unreachable!("{ON_THE_HOST}")
+        }
         Solve::Soft(SoftKernel::MatrixTree { n, trees }) => matrix_tree(n, trees),
         Solve::Soft(SoftKernel::CappedSimplex { k }) => format!(
             "{}\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) z[e] = (real)fmin(fmax(((double)z[e] - m) - tau, 0.0), 1.0);",
@@ -925,9 +937,13 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
             capped_simplex_solve(k, "(w_row[e] / t)"),
             "(real)fmin(fmax(((double)(w_row[e] / t) - m) - tau, 0.0), 1.0)".to_string(),
         ),
-        (SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. }, true) => {
-            unreachable!("{NO_VJP}")
-        }
+        (
+            SoftKernel::Sinkhorn { .. }
+            | SoftKernel::MatrixTree { .. }
+            | SoftKernel::Esp { .. }
+            | SoftKernel::ChainDp { .. },
+            true,
+        ) => unreachable!("{NO_VJP}"),
         (SoftKernel::Sparsemax, true) => (
             format!(
                 "real best = -SST_INF;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real x = w_row[e] / t; bad |= !isfinite(x); best = fmax(best, x); }}\n    real m = sst_block_max(best, sst_scratch_r);\n    {}",
@@ -955,7 +971,10 @@ fn backward(kernel: &Kernel, soft: SoftKernel, recompute: bool) -> String {
                 "double part_d = 0.0, part_dg = 0.0;\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; part_d += d; part_dg += d * (double)g_row[e]; }}\n    double sd = sst_block_sum(part_d, sst_scratch_d), sdg = sst_block_sum(part_dg, sst_scratch_d);\n    for (int e = threadIdx.x; e < SST_N; e += blockDim.x) {{ real s = {s_of}; double d = {d}; grad[e] = sd > 0.0 ? (real)(d * ((double)g_row[e] - sdg / sd)) / t : (real)0; }}"
             )
         }
-        SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => unreachable!("{NO_VJP}"),
+        SoftKernel::Sinkhorn { .. }
+        | SoftKernel::MatrixTree { .. }
+        | SoftKernel::Esp { .. }
+        | SoftKernel::ChainDp { .. } => unreachable!("{NO_VJP}"),
         SoftKernel::Sparsemax => centered_on_free(&s_of, "s > (real)0"),
         SoftKernel::CappedSimplex { .. } => centered_on_free(&s_of, "s > (real)0 && s < (real)1"),
     };

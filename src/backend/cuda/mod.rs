@@ -4,10 +4,10 @@
 //! and NVRTC (`libnvrtc.so.13`) when first needed: the build needs neither, and a machine
 //! without them gets a sentence saying so ([`device`], [`nvrtc_version`]), never a panic.
 //!
-//! It runs the fused kernels of [`super::fused`]: those the JIT compiles and, on the device
-//! alone, top-k and the subset solvers, the forward passes of Sinkhorn and the matrix-tree, and
-//! the exponential race. A request whose mode needs a kernel it does not generate runs that pass
-//! on the reference backend (an exact combinatorial hard solver, [`kernels`]), as do the
+//! It runs the fused kernels of [`super::fused`] but the combinatorial hard solvers and the
+//! DPs, with the forward passes of Sinkhorn and the matrix-tree and the exponential race (which
+//! the JIT does not draw). A request whose mode needs a kernel it does not generate runs that
+//! pass on the reference backend (an exact combinatorial hard solver, [`kernels`]), as do the
 //! backward passes no fused kernel covers (Gumbel-Rao's draws, finite differences, Sinkhorn's
 //! and the matrix-tree's linear solves), and a range with a row the device flags (overflow, no
 //! convergence, failed identities).
@@ -31,7 +31,7 @@ use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys, Ptx};
 use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, SoftKernel, Solve};
 use super::reference::Reference;
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
-use crate::ir::{Hard, Program};
+use crate::ir::Program;
 use crate::plan::Mode;
 use crate::real::Real;
 
@@ -173,10 +173,22 @@ fn reported(kernel: &Kernel) -> Option<[&'static str; codegen::STATS]> {
 pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
     let mut out = Vec::new();
     for mode in [Mode::Hard, Mode::Soft] {
-        match forward_kernel::<F>(program, program.noise, mode) {
-            Ok(kernel) => out.push(kernel),
-            Err(_) if mode == Mode::Hard && combinatorial(program.hard) => {}
-            Err(why) => return Err(why),
+        let kernel = forward_kernel::<F>(program, program.noise, mode)?;
+        match kernel.pass {
+            Pass::Forward {
+                solve: Solve::Combinatorial(_),
+                ..
+            } => {}
+            Pass::Forward {
+                solve: Solve::Soft(soft @ (SoftKernel::Esp { .. } | SoftKernel::ChainDp { .. })),
+                ..
+            } => {
+                return Err(Unsupported(format!(
+                    "the {} soft kernel is not generated",
+                    soft.name()
+                )))
+            }
+            _ => out.push(as_generated(kernel)),
         }
         out.extend(backward_kernel::<F>(program, program.noise, mode));
     }
@@ -188,15 +200,36 @@ pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
     Ok(out)
 }
 
-/// Whether `hard` is an exact combinatorial solver, which runs on the host.
-fn combinatorial(hard: Hard) -> bool {
-    matches!(
-        hard,
-        Hard::Assignment { .. }
-            | Hard::MaxSpanningTree { .. }
-            | Hard::MaxArborescence { .. }
-            | Hard::ChainViterbi { .. }
-    )
+/// `kernel` as the device runs it: Sinkhorn without Newton steps whatever the backward rule (a
+/// row it cannot finish goes to the host, which solves it as the program says), so that one
+/// kernel serves both rules.
+fn as_generated(kernel: Kernel) -> Kernel {
+    match kernel.pass {
+        Pass::Forward {
+            front,
+            solve:
+                Solve::Soft(SoftKernel::Sinkhorn {
+                    rows,
+                    cols,
+                    iters,
+                    tol_bits,
+                    ..
+                }),
+        } => Kernel {
+            pass: Pass::Forward {
+                front,
+                solve: Solve::Soft(SoftKernel::Sinkhorn {
+                    rows,
+                    cols,
+                    iters,
+                    tol_bits,
+                    newton: false,
+                }),
+            },
+            ..kernel
+        },
+        _ => kernel,
+    }
 }
 
 /// Why a kernel whose per-row arrays would not fit the block's shared memory is not generated.
@@ -343,9 +376,20 @@ impl<F: Real> Backend<F> for Cuda {
     }
 
     fn forward(&self, rows: &Rows<F>, out: ForwardOut<F>) -> Result<(), SolveError> {
+        // The combinatorial hard solvers and the DPs run on the host.
         let kernel = match forward_kernel::<F>(rows.program, rows.noise, rows.mode) {
-            Ok(kernel) => kernel,
-            _ => return Reference.forward(rows, out),
+            Ok(Kernel {
+                pass:
+                    Pass::Forward {
+                        solve:
+                            Solve::Combinatorial(_)
+                            | Solve::Soft(SoftKernel::Esp { .. } | SoftKernel::ChainDp { .. }),
+                        ..
+                    },
+                ..
+            })
+            | Err(_) => return Reference.forward(rows, out),
+            Ok(kernel) => as_generated(kernel),
         };
         // A kernel that does not compile or load (e.g. a request's noise the program does
         // not declare) runs on the reference backend, as in the JIT.

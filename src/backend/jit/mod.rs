@@ -4,13 +4,16 @@
 //! written by [`crate::noise::fill_noise`] (sixteen lanes, AVX-512/AVX2 where the CPU has them)
 //! called from the compiled loop.
 //!
-//! It reads the IR only: [`Jit::supports`] says which programs it runs (identity scores, Gumbel
-//! noise or none, `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in
-//! vector IR; `top_k` hard, `sparsemax`, the subset threshold and capped-simplex soft kernels as
-//! the Rust kernels called from the compiled row loop, with the threshold's and the capped
-//! simplex's VJPs); the layer runs the others on the reference backend. Backward passes it does
-//! not compile (Gumbel-Rao's conditional draws, finite differences) run on the reference
-//! backend from the same saved arrays. The noise is the reference backend's: the same function.
+//! It reads the IR only: [`Jit::supports`] says which programs it runs — identity scores, Gumbel
+//! noise or none: `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in vector
+//! IR; the kernels that are not streaming (`top_k`, the combinatorial hard solvers, `sparsemax`,
+//! the subset threshold and capped-simplex solvers, Sinkhorn, the matrix-tree, the DPs) as the
+//! Rust kernels called from the compiled row loop (`solve_row`), with the threshold's and the
+//! capped simplex's VJPs (`vjp_row`); the layer runs the others (counts' score maps, Gaussian
+//! noise, the exponential race) on the reference backend. Backward passes it does not compile
+//! (Sinkhorn's, the matrix-tree's and the DPs' VJPs, Gumbel-Rao's conditional draws, finite
+//! differences) run on the reference backend from the same saved arrays. The noise is the
+//! reference backend's: the same function.
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
 //! in `compile`) and kept in a cache keyed by [`Kernel`].
@@ -30,10 +33,15 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, Precision, SoftKernel, Solve};
-use super::reference::{clamp_unit, record_threshold, Reference};
+use super::reference::{
+    clamp_unit, hard, matrix_tree_row, record_threshold, sinkhorn_row, Reference,
+};
 use super::{Backend, ForwardOut, Report, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
 use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
+use crate::kernels::chain_subset::chain_marginals;
+use crate::kernels::esp::esp_marginals;
+use crate::kernels::sinkhorn::Settings;
 use crate::kernels::softmax::exp_normalize;
 use crate::kernels::threshold::{solve_threshold, threshold_vjp};
 use crate::kernels::{sparsemax::sparsemax, top_k::top_k};
@@ -64,6 +72,9 @@ pub(crate) struct ForwardArgs<F> {
     temperature: f64,
     /// Where the Rust solvers called from the kernel record what they report.
     report: *mut Report,
+    /// What the range's rows keep for the backward pass, [`Kernel::kept_width`] f64 per row
+    /// (the matrix-tree's `L̂⁻ᵀ`; unused by the other kernels).
+    kept: *mut f64,
 }
 
 /// What a backward kernel reads: the range's saved `w` and solution, the cotangent (the range's
@@ -158,7 +169,7 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
     let mut module = JITModule::new(jit_builder);
     let pointer = module.target_config().pointer_type();
     let mut solve_signature = module.make_signature();
-    for ty in [pointer; 4] {
+    for ty in [pointer; 5] {
         solve_signature.params.push(AbiParam::new(ty));
     }
     let solve = module
@@ -226,21 +237,23 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
     Ok(Compiled { entry })
 }
 
-/// A row solved by the Rust kernel of `kernel` (its hard `top_k`, or its soft kernel clamped
-/// into `[0, 1]`), the reference backend's computation: `z[..n]` from `x[..n]`. A threshold
-/// solve is recorded in `report` unless it is null (a backward re-solve, whose report the
-/// reference backend discards too).
+/// A row solved by the Rust kernel of `kernel` (its hard `top_k` or combinatorial solver, or
+/// its soft kernel clamped into `[0, 1]`), the reference backend's computation: `z[..n]` from
+/// `x[..n]`, what the kernel keeps into `kept`. A solve's diagnostics are recorded in `report`
+/// unless it is null (a backward re-solve, whose report the reference backend discards too).
 ///
 /// # Safety
 /// `kernel` is the description the compiled code was built from ([`compile`] leaks it); `x`
 /// and `z` point to `kernel.n` readable / writable elements that do not overlap (the kernel
 /// passes its `w` or scratch row and its `z` or scratch row, of the padded row length); `report`
-/// is null or the forward pass's report, which nothing else uses during the call.
+/// is null or the forward pass's report, which nothing else uses during the call; `kept` points
+/// to the row's [`Kernel::kept_width`] writable f64 where that is not zero.
 unsafe extern "C" fn solve_row<F: Real>(
     kernel: *const Kernel,
     x: *const F,
     z: *mut F,
     report: *mut Report,
+    kept: *mut f64,
 ) {
     // SAFETY: the caller's contract above.
     let (kernel, report) = unsafe { (&*kernel, report.as_mut()) };
@@ -257,12 +270,19 @@ unsafe extern "C" fn solve_row<F: Real>(
             ..
         } => return top_k(x, k, z),
         Pass::Forward {
+            solve: Solve::Combinatorial(kernel),
+            ..
+        } => return hard(kernel, x, z),
+        Pass::Forward {
             solve: Solve::Soft(soft),
             ..
         }
         | Pass::Backward { soft, .. } => soft,
         Pass::Forward { .. } => unreachable!("the compiled code solves its other hard kernels"),
     };
+    // Only a threshold is re-solved in a backward pass (report null); the kernels that report
+    // otherwise have no compiled backward.
+    let mut discarded = Report::default();
     match soft {
         SoftKernel::Sparsemax => sparsemax(x, z),
         SoftKernel::Threshold { link, k, tol_bits } => {
@@ -273,6 +293,25 @@ unsafe extern "C" fn solve_row<F: Real>(
             }
         }
         SoftKernel::CappedSimplex { k } => capped_simplex(x, k, z),
+        SoftKernel::Sinkhorn {
+            rows,
+            cols,
+            iters,
+            tol_bits,
+            newton,
+        } => {
+            let tol = f64::from_bits(tol_bits);
+            let report = report.unwrap_or(&mut discarded);
+            sinkhorn_row((rows, cols), Settings { iters, tol, newton }, x, z, report)
+        }
+        SoftKernel::MatrixTree { n, trees } => {
+            let width = kernel.kept_width();
+            // SAFETY: the caller's contract above (the matrix-tree keeps (n − 1)² > 0 f64).
+            let kept = unsafe { std::slice::from_raw_parts_mut(kept, width) };
+            matrix_tree_row(n, trees, x, z, kept, report.unwrap_or(&mut discarded))
+        }
+        SoftKernel::Esp { k } => esp_marginals(x, k, z),
+        SoftKernel::ChainDp { k } => chain_marginals(x, k, z),
         other => unreachable!("the {} kernel is not a Rust row solver", other.name()),
     }
     clamp_unit(z);
@@ -396,7 +435,8 @@ impl<F: Real> Backend<F> for Jit {
         let Ok(code) = compiled(kernel) else {
             return Reference.forward(rows, out);
         };
-        if run_forward(code, kernel, rows, out.w, out.z, out.report) {
+        let mut out = out;
+        if run_forward(code, kernel, rows, &mut out) {
             Ok(())
         } else {
             // A row overflowed: the reference backend finds it and says so.
@@ -451,13 +491,19 @@ fn run_forward<F: Real>(
     code: Compiled,
     kernel: Kernel,
     rows: &Rows<F>,
-    w: &mut [F],
-    z: &mut [F],
-    report: &mut Report,
+    out: &mut ForwardOut<F>,
 ) -> bool {
     let (n, stride, count) = (kernel.n, kernel.stride(), rows.range.len());
+    let ForwardOut {
+        w, z, kept, report, ..
+    } = out;
     assert!(
         rows.theta.len() == rows.batch_rows() * n && w.len() >= count * n && z.len() >= count * n
+    );
+    assert_eq!(
+        kept.len(),
+        count * kernel.kept_width(),
+        "the layer sizes kept as the kernel writes it"
     );
     assert!(count == 0 || rows.batch_rows() > 0);
     let pad = stride != n;
@@ -497,12 +543,14 @@ fn run_forward<F: Real>(
         batch: rows.batch_rows() as u64,
         seed: rows.seed,
         temperature: rows.temperature,
-        report,
+        report: &mut **report,
+        kept: kept.as_mut_ptr(),
     };
     // SAFETY: `args` is the `ForwardArgs` a forward kernel reads; `theta` holds every batch row
     // and `w`, `z` every row of the range, at the kernel's stride (padded copies when it is not
-    // `n`), `scratch` one row of it (checked above), `batch > 0` for the row arithmetic, and
-    // `report` is borrowed for the call.
+    // `n`), `scratch` one row of it (checked above), `batch > 0` for the row arithmetic,
+    // `report` is borrowed for the call, and `kept` holds the kernel's kept width per row of
+    // the range (checked above).
     let status = unsafe { (code.entry)(&args as *const ForwardArgs<F> as *const u8) };
     if pad {
         unpad(&w_pad, stride, w, n);

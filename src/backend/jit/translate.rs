@@ -21,16 +21,13 @@ use super::vmath::{self, cast, select, splat_f, splat_i};
 use super::{BackwardArgs, ForwardArgs};
 use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
 
-/// What an arm for a kernel that [`Kernel::jit_translates`] refuses (Sinkhorn, the
-/// matrix-tree: the reference backend runs them) says if it is ever reached.
-const REFUSED: &str = "refused by Kernel::jit_translates before translation";
-
 /// Rust kernels the compiled code calls, declared in the function being built.
 #[derive(Clone, Copy)]
 pub struct Helpers {
     /// The address of the kernel's description, which `solve` and `vjp` read.
     pub kernel: i64,
-    /// `fn(kernel, x: *const F, z: *mut F, report)`: a row solved by its Rust kernel.
+    /// `fn(kernel, x: *const F, z: *mut F, report, kept: *mut f64)`: a row solved by its Rust
+    /// kernel.
     pub solve: FuncRef,
     /// `fn(kernel, s: *const F, g: *const F, grad: *mut F, t: F)`: a Rust kernel's VJP.
     pub vjp: FuncRef,
@@ -59,6 +56,7 @@ impl Kernel {
             p: self.precision,
             n: self.n,
             stride: self.stride() as i64,
+            kept_width: self.kept_width(),
             pointer,
             helpers,
         };
@@ -77,6 +75,8 @@ struct Emit<'a, 'b> {
     p: Precision,
     n: usize,
     stride: i64,
+    /// The f64 a forward row keeps for the backward pass ([`Kernel::kept_width`]).
+    kept_width: usize,
     pointer: Type,
     helpers: Helpers,
 }
@@ -286,6 +286,8 @@ impl<'b> Emit<'_, 'b> {
         let batch = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, batch));
         let seed = self.load_field(types::I64, args, offset_of!(ForwardArgs<f64>, seed));
         let report = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, report));
+        let kept = self.load_field(ptr, args, offset_of!(ForwardArgs<f64>, kept));
+        let kept_bytes = 8 * self.kept_width as i64;
         let t = self.load_field(types::F64, args, offset_of!(ForwardArgs<f64>, temperature));
         let t = match self.p {
             Precision::F32 => self.b.ins().fdemote(types::F32, t),
@@ -302,13 +304,16 @@ impl<'b> Emit<'_, 'b> {
             let theta_row = k.row_base(theta, row_b);
             let w_row = k.row_base(w, j);
             let z_row = k.row_base(z, j);
+            let kept_offset = k.b.ins().imul_imm_s(j, kept_bytes);
+            let kept_offset = k.cast_pointer(kept_offset);
+            let kept_row = k.b.ins().iadd(kept, kept_offset);
             // The row's noise into the noise row: (seed, sample, batch row) is its key.
             let noise = (front != Front::None).then(|| {
                 let args = [noise_row, n, seed, sample, row_b, logistic];
                 k.b.ins().call(k.helpers.noise, &args);
                 noise_row
             });
-            let arrays = [theta_row, w_row, z_row, scratch, report];
+            let arrays = [theta_row, w_row, z_row, scratch, report, kept_row];
             k.translate_row_forward(noise, solve, t, arrays, i);
         });
         self.iconst(-1)
@@ -320,7 +325,7 @@ impl<'b> Emit<'_, 'b> {
         noise: Option<Value>,
         solve: Solve,
         t: Value,
-        [theta_row, w_row, z_row, scratch, report]: [Value; 5],
+        [theta_row, w_row, z_row, scratch, report, kept_row]: [Value; 6],
         row: Value,
     ) {
         let zero = splat_f(self.b, self.p, 0.0);
@@ -362,16 +367,18 @@ impl<'b> Emit<'_, 'b> {
                     let x = k.scaled(&w, t);
                     k.soft_unit(soft, x, [z_row, scratch], idx, mask, [finite_x, best]);
                 }
-                Solve::TopK { .. } => {}
+                Solve::TopK { .. } | Solve::Combinatorial(_) => {}
             }
         });
         self.fail_unless_finite(finite_w, row);
         match solve {
             Solve::Positive => {}
             Solve::Argmax => self.write_one_hot(best, best_at, z_row),
-            Solve::TopK { .. } => self.solve_in_rust([w_row, z_row, report]),
+            Solve::TopK { .. } | Solve::Combinatorial(_) => {
+                self.solve_in_rust([w_row, z_row, report, kept_row])
+            }
             Solve::Soft(soft) => {
-                let rows = [z_row, scratch, report];
+                let rows = [z_row, scratch, report, kept_row];
                 self.finish_soft(soft, rows, [finite_x, best], row)
             }
         }
@@ -409,10 +416,11 @@ impl<'b> Emit<'_, 'b> {
             }
             SoftKernel::Sparsemax
             | SoftKernel::Threshold { .. }
-            | SoftKernel::CappedSimplex { .. } => self.store_unit(x_row, idx, &x),
-            SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => {
-                unreachable!("{REFUSED}")
-            }
+            | SoftKernel::CappedSimplex { .. }
+            | SoftKernel::Sinkhorn { .. }
+            | SoftKernel::MatrixTree { .. }
+            | SoftKernel::Esp { .. }
+            | SoftKernel::ChainDp { .. } => self.store_unit(x_row, idx, &x),
         }
     }
 
@@ -435,11 +443,12 @@ impl<'b> Emit<'_, 'b> {
 
     /// After [`Emit::soft_unit`] over a row: returns `row` from the function if `x` overflowed;
     /// softmax then normalises `exp(x − max)` in place, the kernels solved in Rust are called
-    /// (recording into `report`, a null pointer where nothing is recorded).
+    /// (recording into `report` and keeping into `kept`, null pointers where nothing is
+    /// recorded or kept).
     fn finish_soft(
         &mut self,
         soft: SoftKernel,
-        [out_row, x_row, report]: [Value; 3],
+        [out_row, x_row, report, kept]: [Value; 4],
         [finite_x, best]: [Variable; 2],
         row: Value,
     ) {
@@ -450,21 +459,18 @@ impl<'b> Emit<'_, 'b> {
                 let m = self.lane_max(m);
                 self.normalize_exp(out_row, m);
             }
-            SoftKernel::Sparsemax
-            | SoftKernel::Threshold { .. }
-            | SoftKernel::CappedSimplex { .. } => self.solve_in_rust([x_row, out_row, report]),
             SoftKernel::Sigmoid | SoftKernel::Clip => {}
-            SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => {
-                unreachable!("{REFUSED}")
-            }
+            _ => self.solve_in_rust([x_row, out_row, report, kept]),
         }
     }
 
     /// `out_row` solved from `in_row` by the kernel's Rust solver (`sst_solve`).
-    fn solve_in_rust(&mut self, [in_row, out_row, report]: [Value; 3]) {
+    fn solve_in_rust(&mut self, [in_row, out_row, report, kept]: [Value; 4]) {
         let kernel = self.b.ins().iconst(self.pointer, self.helpers.kernel);
         let solve = self.helpers.solve;
-        self.b.ins().call(solve, &[kernel, in_row, out_row, report]);
+        self.b
+            .ins()
+            .call(solve, &[kernel, in_row, out_row, report, kept]);
     }
 
     /// `w / T` vector by vector.
@@ -632,9 +638,10 @@ impl<'b> Emit<'_, 'b> {
             let x = k.scaled(&w, t);
             k.soft_unit(soft, x, scratch, idx, mask, vars);
         });
-        let nothing_recorded = self.b.ins().iconst(self.pointer, 0);
+        // Nothing is recorded or kept (a kernel that keeps has no compiled VJP).
+        let null = self.b.ins().iconst(self.pointer, 0);
         let [out_row, x_row] = scratch;
-        self.finish_soft(soft, [out_row, x_row, nothing_recorded], vars, row);
+        self.finish_soft(soft, [out_row, x_row, null, null], vars, row);
     }
 
     /// `grad = J_sᵀ g / T` for one row (`t` splatted, and as a scalar).
@@ -726,8 +733,11 @@ impl<'b> Emit<'_, 'b> {
                     .ins()
                     .call(vjp, &[kernel, s_row, g_row, grad_row, t_scalar]);
             }
-            SoftKernel::Sinkhorn { .. } | SoftKernel::MatrixTree { .. } => {
-                unreachable!("{REFUSED}")
+            SoftKernel::Sinkhorn { .. }
+            | SoftKernel::MatrixTree { .. }
+            | SoftKernel::Esp { .. }
+            | SoftKernel::ChainDp { .. } => {
+                unreachable!("no backward kernel: fused::backward_kernel gives none")
             }
         }
     }
