@@ -75,7 +75,13 @@ fn compare<F: Real>(l: &Layer, theta: &ArrayD<f64>, cot: &ArrayD<f64>, opts: Opt
         (Ok(a), Ok(b)) => {
             assert_eq!(fallbacks(), before, "the JIT backward fell back");
             for (a, b) in wide(&a).chunks(m).zip(wide(&b).chunks(m)) {
-                assert!(row_error(a, b) <= tol, "gradient: {a:?} vs {b:?}");
+                assert!(
+                    row_error(a, b) <= tol,
+                    "{:?} {:?} {}: gradient {a:?} vs {b:?}",
+                    l.plan().program,
+                    jit.mode,
+                    F::NAME
+                );
             }
         }
         (Err(a), Err(b)) => assert_eq!(a, b),

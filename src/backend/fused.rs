@@ -74,9 +74,10 @@ pub enum SoftKernel {
     /// `s = exp(x + α 1ᵀ + 1 βᵀ)` on the `rows × cols` matrix padded square with zero rows,
     /// doubly stochastic to a row residual of `tol` (`tol_bits`) within `iters` iterations, with
     /// Newton steps unless the backward rule is `unrolled` (`newton`; the CUDA kernel takes none
-    /// and hands rows it cannot finish to the host). Forward alone: its implicit and unrolled
-    /// VJPs run on the reference backend (the JIT calls the Rust kernel from its compiled row
-    /// loop).
+    /// and hands rows it cannot finish to the host); `∂L/∂w` by implicit differentiation at the
+    /// fixed point, or (`!newton`) through the unrolled iterations. The JIT calls the Rust
+    /// kernels, solve and VJP, from its compiled row loop; the CUDA backend runs the VJP on the
+    /// host, as it does for the three kernels below.
     Sinkhorn {
         rows: usize,
         cols: usize,
@@ -84,15 +85,14 @@ pub enum SoftKernel {
         tol_bits: u64,
         newton: bool,
     },
-    /// The edge marginals of the `trees` on `n` nodes (the matrix-tree theorem), keeping `L̂⁻ᵀ`
-    /// for the backward pass, which runs on the reference backend (forward alone; the JIT calls
-    /// the Rust kernel from its compiled row loop).
+    /// The edge marginals `μ = ∂ log Z/∂x` of the `trees` on `n` nodes (the matrix-tree
+    /// theorem), keeping `L̂⁻ᵀ` for the VJP, the Hessian–vector product through it.
     MatrixTree { n: usize, trees: Trees },
     /// The marginals of `subset(n, k)` under the exponential family, by the
-    /// elementary-symmetric-polynomial DP (forward alone; JIT only, calling the Rust kernel).
+    /// elementary-symmetric-polynomial DP, and their Hessian–vector product (JIT only).
     Esp { k: usize },
-    /// The marginals of the chain's `k`-subsets, by the forward–backward DP (forward alone; JIT
-    /// only, calling the Rust kernel).
+    /// The marginals of the chain's `k`-subsets, by the forward–backward DP, and their
+    /// Hessian–vector product (JIT only).
     ChainDp { k: usize },
 }
 
@@ -201,15 +201,38 @@ impl SoftKernel {
     }
 }
 
+impl SoftKernel {
+    /// The f64 per row the kernel keeps for its VJP: `L̂⁻ᵀ` for the matrix-tree, `(n − 1)²`;
+    /// none for the others.
+    pub fn kept_width(self) -> usize {
+        match self {
+            SoftKernel::MatrixTree { n, .. } => (n - 1) * (n - 1),
+            _ => 0,
+        }
+    }
+
+    /// Whether the VJP reads `x = w/T` (and what the solve kept) besides the solution: the
+    /// kernels whose VJP is a linear solve or a DP's second pass.
+    pub fn vjp_reads_x(self) -> bool {
+        matches!(
+            self,
+            SoftKernel::Sinkhorn { .. }
+                | SoftKernel::MatrixTree { .. }
+                | SoftKernel::Esp { .. }
+                | SoftKernel::ChainDp { .. }
+        )
+    }
+}
+
 impl Kernel {
-    /// The f64 per row a forward kernel keeps for the backward pass: `L̂⁻ᵀ` for the
-    /// matrix-tree, `(n − 1)²`; none for the others.
+    /// The f64 per row a forward kernel keeps for the backward pass
+    /// ([`SoftKernel::kept_width`]); none for the hard kernels and the backward kernels.
     pub fn kept_width(&self) -> usize {
         match self.pass {
             Pass::Forward {
-                solve: Solve::Soft(SoftKernel::MatrixTree { n, .. }),
+                solve: Solve::Soft(soft),
                 ..
-            } => (n - 1) * (n - 1),
+            } => soft.kept_width(),
             _ => 0,
         }
     }
@@ -285,18 +308,14 @@ pub fn backward_kernel<F: Real>(
         return None;
     }
     let soft = soft_kernel(program.soft, program.backward);
-    // The solver's exact VJP: closed form, or the implicit-function theorem for a threshold
-    // (Sinkhorn's and the matrix-tree's need linear solves, the DPs' their tables: no fused
-    // kernel).
-    let exact = match soft {
-        SoftKernel::Threshold { .. } => Rule::Implicit,
-        SoftKernel::Sinkhorn { .. }
-        | SoftKernel::MatrixTree { .. }
-        | SoftKernel::Esp { .. }
-        | SoftKernel::ChainDp { .. } => return None,
-        _ => Rule::ClosedForm,
+    // The solver's own VJP: closed form, or the implicit-function theorem for a threshold;
+    // Sinkhorn's by the native rule the kernel carries (`newton`: implicit, else unrolled), the
+    // matrix-tree's and the DPs' by the one each has.
+    let exact_vjp = match soft {
+        SoftKernel::Threshold { .. } => program.backward == Backward::Native(Rule::Implicit),
+        _ if soft.vjp_reads_x() => matches!(program.backward, Backward::Native(_)),
+        _ => program.backward == Backward::Native(Rule::ClosedForm),
     };
-    let exact_vjp = program.backward == Backward::Native(exact);
     let gumbel_rao = matches!(program.estimator, Estimator::GumbelRao { .. });
     (exact_vjp && !(mode == Mode::Hard && gumbel_rao)).then_some(Kernel {
         n: program.row_len,

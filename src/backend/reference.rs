@@ -404,14 +404,24 @@ fn soft_vjp<F: Real>(
                 return Err(SolveError::GradientNotFinite { kernel: "Sinkhorn" });
             }
         }
-        Soft::MatrixTree { n, trees } => match trees {
-            Trees::Undirected => matrix_tree::undirected_marginals_vjp(x, n, g, Some(kept), grad_x),
-            Trees::Rooted(root) => {
-                matrix_tree::rooted_marginals_vjp(x, n, root, g, Some(kept), grad_x)
-            }
-        },
+        Soft::MatrixTree { n, trees } => matrix_tree_vjp_row(n, trees, x, g, kept, grad_x),
     }
     Ok(())
+}
+
+/// `grad_x += J(x)ᵀ g` of one row's matrix-tree marginals, through the `L̂⁻ᵀ` the solve `kept`.
+pub(super) fn matrix_tree_vjp_row<F: Real>(
+    n: usize,
+    trees: Trees,
+    x: &[F],
+    g: &[F],
+    kept: &[f64],
+    grad_x: &mut [F],
+) {
+    match trees {
+        Trees::Undirected => matrix_tree::undirected_marginals_vjp(x, n, g, Some(kept), grad_x),
+        Trees::Rooted(root) => matrix_tree::rooted_marginals_vjp(x, n, root, g, Some(kept), grad_x),
+    }
 }
 
 /// The elementary-symmetric-polynomial DP on `n` items fits [`MAX_DP_CELLS`].
@@ -495,6 +505,8 @@ fn soft_backward<F: Real>(
             let kept_len = p.soft.kept_len();
             let kept = row(&mut scratch.kept, kept_len, kept_len);
             soft(p.soft, p.backward, x, z, kept, &mut scratch.report)?;
+            // The solution a soft forward pass would have given (clamped as it is).
+            clamp_unit(z);
             (&*z, &*kept)
         }
     };

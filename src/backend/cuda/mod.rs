@@ -32,6 +32,7 @@ use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, SoftKernel, So
 use super::reference::Reference;
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
+use crate::noise::Perturbation;
 use crate::plan::Mode;
 use crate::real::Real;
 
@@ -190,7 +191,7 @@ pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
             }
             _ => out.push(as_generated(kernel)),
         }
-        out.extend(backward_kernel::<F>(program, program.noise, mode));
+        out.extend(device_backward::<F>(program, program.noise, mode));
     }
     for kernel in &out {
         if let Some(why) = too_large(kernel) {
@@ -198,6 +199,13 @@ pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
         }
     }
     Ok(out)
+}
+
+/// The backward kernel the device runs for `program` in `mode`: none for the kernels whose VJP
+/// reads `x` (Sinkhorn's and the matrix-tree's linear solves, the DPs'), which run on the host.
+fn device_backward<F: Real>(program: &Program, noise: Perturbation, mode: Mode) -> Option<Kernel> {
+    backward_kernel::<F>(program, noise, mode)
+        .filter(|kernel| !matches!(kernel.pass, Pass::Backward { soft, .. } if soft.vjp_reads_x()))
 }
 
 /// `kernel` as the device runs it: Sinkhorn without Newton steps whatever the backward rule (a
@@ -469,9 +477,8 @@ impl<F: Real> Backend<F> for Cuda {
         saved: Saved<F>,
         grad: &mut [F],
     ) -> Result<(), SolveError> {
-        let kernel = match backward_kernel::<F>(rows.program, rows.noise, rows.mode) {
-            Some(kernel) => kernel,
-            _ => return Reference.backward_into(rows, saved, grad),
+        let Some(kernel) = device_backward::<F>(rows.program, rows.noise, rows.mode) else {
+            return Reference.backward_into(rows, saved, grad);
         };
         let Ok(f) = function(kernel) else {
             return Reference.backward_into(rows, saved, grad);

@@ -8,12 +8,11 @@
 //! noise or none: `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in vector
 //! IR; the kernels that are not streaming (`top_k`, the combinatorial hard solvers, `sparsemax`,
 //! the subset threshold and capped-simplex solvers, Sinkhorn, the matrix-tree, the DPs) as the
-//! Rust kernels called from the compiled row loop (`solve_row`), with the threshold's and the
-//! capped simplex's VJPs (`vjp_row`); the layer runs the others (counts' score maps, Gaussian
-//! noise, the exponential race) on the reference backend. Backward passes it does not compile
-//! (Sinkhorn's, the matrix-tree's and the DPs' VJPs, Gumbel-Rao's conditional draws, finite
-//! differences) run on the reference backend from the same saved arrays. The noise is the
-//! reference backend's: the same function.
+//! Rust kernels called from the compiled row loop (`solve_row`), with their VJPs (`vjp_row`);
+//! the layer runs the others (counts' score maps, Gaussian noise, the exponential race) on the
+//! reference backend. Backward passes it does not compile (Gumbel-Rao's conditional draws,
+//! finite differences) run on the reference backend from the same saved arrays. The noise is
+//! the reference backend's: the same function.
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
 //! in `compile`) and kept in a cache keyed by [`Kernel`].
@@ -34,14 +33,15 @@ use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, Precision, SoftKernel, Solve};
 use super::reference::{
-    clamp_unit, hard, matrix_tree_row, record_threshold, sinkhorn_row, Reference,
+    clamp_unit, hard, matrix_tree_row, matrix_tree_vjp_row, record_threshold, sinkhorn_row,
+    Reference,
 };
 use super::{Backend, ForwardOut, Report, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
 use crate::kernels::capped_simplex::{capped_simplex, capped_simplex_vjp};
-use crate::kernels::chain_subset::chain_marginals;
-use crate::kernels::esp::esp_marginals;
-use crate::kernels::sinkhorn::Settings;
+use crate::kernels::chain_subset::{chain_marginals, chain_marginals_jvp};
+use crate::kernels::esp::{esp_marginals, esp_marginals_jvp};
+use crate::kernels::sinkhorn::{padded_sinkhorn_vjp, Settings};
 use crate::kernels::softmax::exp_normalize;
 use crate::kernels::threshold::{solve_threshold, threshold_vjp};
 use crate::kernels::{sparsemax::sparsemax, top_k::top_k};
@@ -77,17 +77,21 @@ pub(crate) struct ForwardArgs<F> {
     kept: *mut f64,
 }
 
-/// What a backward kernel reads: the range's saved `w` and solution, the cotangent (the range's
-/// rows when `per_sample`, else every batch row), the range's gradient rows, and two rows of
-/// scratch.
+/// What a backward kernel reads: the range's saved `w`, solution and what the forward pass
+/// kept, the cotangent (the range's rows when `per_sample`, else every batch row), the range's
+/// gradient rows, two rows of scratch and one of kept scratch (for a re-solve).
 #[repr(C)]
 pub(crate) struct BackwardArgs<F> {
     w: *const F,
     solution: *const F,
+    /// [`SoftKernel::kept_width`] f64 per row of the range (soft mode; empty in hard mode).
+    kept: *const f64,
     cotangent: *const F,
     grad: *mut F,
     scratch: *mut F,
     scratch_x: *mut F,
+    /// [`SoftKernel::kept_width`] f64 that a re-solve keeps.
+    kept_scratch: *mut f64,
     start: u64,
     end: u64,
     batch: u64,
@@ -176,9 +180,10 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         .declare_function("sst_solve", Linkage::Import, &solve_signature)
         .map_err(|e| e.to_string())?;
     let mut vjp_signature = module.make_signature();
-    for ty in [pointer, pointer, pointer, pointer, float] {
+    for ty in [pointer, pointer, pointer, pointer, pointer, float, pointer] {
         vjp_signature.params.push(AbiParam::new(ty));
     }
+    vjp_signature.returns.push(AbiParam::new(types::I64));
     let vjp = module
         .declare_function("sst_vjp", Linkage::Import, &vjp_signature)
         .map_err(|e| e.to_string())?;
@@ -247,7 +252,7 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
 /// and `z` point to `kernel.n` readable / writable elements that do not overlap (the kernel
 /// passes its `w` or scratch row and its `z` or scratch row, of the padded row length); `report`
 /// is null or the forward pass's report, which nothing else uses during the call; `kept` points
-/// to the row's [`Kernel::kept_width`] writable f64 where that is not zero.
+/// to the row's [`SoftKernel::kept_width`] writable f64 where that is not zero.
 unsafe extern "C" fn solve_row<F: Real>(
     kernel: *const Kernel,
     x: *const F,
@@ -305,7 +310,7 @@ unsafe extern "C" fn solve_row<F: Real>(
             sinkhorn_row((rows, cols), Settings { iters, tol, newton }, x, z, report)
         }
         SoftKernel::MatrixTree { n, trees } => {
-            let width = kernel.kept_width();
+            let width = soft.kept_width();
             // SAFETY: the caller's contract above (the matrix-tree keeps (n − 1)² > 0 f64).
             let kept = unsafe { std::slice::from_raw_parts_mut(kept, width) };
             matrix_tree_row(n, trees, x, z, kept, report.unwrap_or(&mut discarded))
@@ -318,19 +323,26 @@ unsafe extern "C" fn solve_row<F: Real>(
 }
 
 /// The VJP of a soft kernel solved in Rust, as compiled code calls it: `grad[..n] = J_sᵀ g / T`
-/// at the solution `s` (the threshold's by the implicit-function theorem, the capped
-/// simplex's closed form), as the reference backend computes it.
+/// at the solution `s` of `x = w/T` (the threshold's by the implicit-function theorem, the
+/// capped simplex's closed form, Sinkhorn's implicit or unrolled, the matrix-tree's through
+/// the `L̂⁻ᵀ` it `kept`, the DPs' second passes), as the reference backend computes it. Returns
+/// 1 where the VJP is not finite (Sinkhorn's linear solve), else 0.
 ///
 /// # Safety
 /// `kernel` is the backward kernel's description ([`compile`] leaks it); `s` and `g` point to
-/// `kernel.n` readable elements and `grad` to as many writable ones that overlap neither.
+/// `kernel.n` readable elements and `grad` to as many writable ones that overlap neither; `x`
+/// points to `kernel.n` readable elements and `kept` to the soft kernel's
+/// [`SoftKernel::kept_width`] readable f64 where [`SoftKernel::vjp_reads_x`] (else either may
+/// be null).
 unsafe extern "C" fn vjp_row<F: Real>(
     kernel: *const Kernel,
+    x: *const F,
     s: *const F,
     g: *const F,
     grad: *mut F,
     t: F,
-) {
+    kept: *const f64,
+) -> i64 {
     // SAFETY: the caller's contract above.
     let kernel = unsafe { &*kernel };
     let n = kernel.n;
@@ -342,21 +354,68 @@ unsafe extern "C" fn vjp_row<F: Real>(
             std::slice::from_raw_parts_mut(grad, n),
         )
     };
-    match kernel.pass {
-        Pass::Backward {
-            soft: SoftKernel::Threshold { link, .. },
-            ..
-        } => threshold_vjp(link, s, g, t, grad),
-        Pass::Backward {
-            soft: SoftKernel::CappedSimplex { .. },
-            ..
-        } => {
-            grad.fill(F::zero());
-            capped_simplex_vjp(s, g, grad);
-            grad.iter_mut().for_each(|x| *x = *x / t);
+    let Pass::Backward { soft, .. } = kernel.pass else {
+        unreachable!("a forward kernel has no VJP")
+    };
+    if !soft.vjp_reads_x() {
+        match soft {
+            SoftKernel::Threshold { link, .. } => threshold_vjp(link, s, g, t, grad),
+            SoftKernel::CappedSimplex { .. } => {
+                grad.fill(F::zero());
+                capped_simplex_vjp(s, g, grad);
+                grad.iter_mut().for_each(|x| *x = *x / t);
+            }
+            _ => unreachable!("the compiled code computes its other VJPs"),
         }
-        _ => unreachable!("the compiled code computes its other VJPs"),
+        return 0;
     }
+    // SAFETY: the caller's contract above (a kernel whose VJP reads x).
+    let (x, kept) = unsafe {
+        (
+            std::slice::from_raw_parts(x, n),
+            match soft.kept_width() {
+                0 => &[][..],
+                width => std::slice::from_raw_parts(kept, width),
+            },
+        )
+    };
+    grad.fill(F::zero());
+    let finite = soft_vjp_row(soft, x, s, kept, g, grad);
+    grad.iter_mut().for_each(|x| *x = *x / t);
+    i64::from(!finite)
+}
+
+/// `grad_x += J(x)ᵀ g` of a soft kernel whose VJP reads `x` (and what its solve `kept`), at its
+/// solution `s`; false where Sinkhorn's linear solve is not finite.
+fn soft_vjp_row<F: Real>(
+    soft: SoftKernel,
+    x: &[F],
+    s: &[F],
+    kept: &[f64],
+    g: &[F],
+    grad_x: &mut [F],
+) -> bool {
+    match soft {
+        SoftKernel::Sinkhorn {
+            rows,
+            cols,
+            iters,
+            tol_bits,
+            newton,
+        } => {
+            let settings = Settings {
+                iters,
+                tol: f64::from_bits(tol_bits),
+                newton,
+            };
+            return padded_sinkhorn_vjp(!newton, x, s, rows, cols, settings, g, grad_x);
+        }
+        SoftKernel::MatrixTree { n, trees } => matrix_tree_vjp_row(n, trees, x, g, kept, grad_x),
+        SoftKernel::Esp { k } => esp_marginals_jvp(x, k, g, grad_x),
+        SoftKernel::ChainDp { k } => chain_marginals_jvp(x, k, g, grad_x),
+        other => unreachable!("the {} VJP does not read x", other.name()),
+    }
+    true
 }
 
 /// The Rust helpers compiled code calls in precision `F`, by the names it imports them under.
@@ -589,6 +648,15 @@ fn run_backward<F: Real>(
     });
     let mut scratch = vec![F::zero(); 2 * stride];
     let (scratch, scratch_x) = scratch.split_at_mut(stride);
+    let Pass::Backward { soft, .. } = kernel.pass else {
+        unreachable!("a backward kernel")
+    };
+    let width = soft.kept_width();
+    let kept = match rows.mode {
+        Mode::Soft => &saved.kept[range.start * width..range.end * width],
+        Mode::Hard => &[][..],
+    };
+    let mut kept_scratch = vec![0.0; width];
     let (w_ptr, s_ptr, c_ptr, mut grad_pad) = match copies {
         Some((w, s, c, g)) => (w.as_ptr(), s.as_ptr(), c.as_ptr(), Some((w, s, c, g))),
         None => (w.as_ptr(), solution.as_ptr(), cotangent.as_ptr(), None),
@@ -600,10 +668,12 @@ fn run_backward<F: Real>(
     let args = BackwardArgs {
         w: w_ptr,
         solution: s_ptr,
+        kept: kept.as_ptr(),
         cotangent: c_ptr,
         grad: grad_ptr,
         scratch: scratch.as_mut_ptr(),
         scratch_x: scratch_x.as_mut_ptr(),
+        kept_scratch: kept_scratch.as_mut_ptr(),
         start: range.start as u64,
         end: range.end as u64,
         batch: rows.batch_rows() as u64,
@@ -612,7 +682,9 @@ fn run_backward<F: Real>(
     };
     // SAFETY: `args` is the `BackwardArgs` a backward kernel reads: the range's rows of `w`, the
     // solution and `grad`, the cotangent rows it indexes (the range's per sample, else every
-    // batch row), two scratch rows, all at the kernel's stride (checked above).
+    // batch row), two scratch rows, all at the kernel's stride (checked above), and the kept
+    // rows of the range (soft mode: the saved ones are read; hard mode re-solves into
+    // `kept_scratch`, one row).
     let status = unsafe { (code.entry)(&args as *const BackwardArgs<F> as *const u8) };
     if let Some((_, _, _, g)) = grad_pad {
         unpad(&g, stride, grad, n);

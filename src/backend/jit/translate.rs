@@ -29,7 +29,8 @@ pub struct Helpers {
     /// `fn(kernel, x: *const F, z: *mut F, report, kept: *mut f64)`: a row solved by its Rust
     /// kernel.
     pub solve: FuncRef,
-    /// `fn(kernel, s: *const F, g: *const F, grad: *mut F, t: F)`: a Rust kernel's VJP.
+    /// `fn(kernel, x: *const F, s: *const F, g: *const F, grad: *mut F, t: F, kept: *const f64)
+    /// -> i64`: a Rust kernel's VJP, 1 where it is not finite.
     pub vjp: FuncRef,
     /// `fn(out: *mut F, n: i64, seed: i64, sample: i64, batch: i64, logistic: i64)`.
     pub noise: FuncRef,
@@ -576,9 +577,10 @@ impl<'b> Emit<'_, 'b> {
     }
 
     /// The backward kernel: for each row `i` of `start..end`, `grad = J_sᵀ g / T` with the soft
-    /// solution `s` saved or re-solved from the saved `w`, `g` the cotangent row (`i − start`
-    /// per sample, else the batch row). Returns −1, or the first row whose re-solve met a
-    /// number that is not finite.
+    /// solution `s` (and what its solve kept) saved or re-solved from the saved `w`, `g` the
+    /// cotangent row (`i − start` per sample, else the batch row), and `x = w/T` for the VJPs
+    /// that read it. Returns −1, or the first row whose re-solve or VJP met a number that is
+    /// not finite.
     fn translate_backward(&mut self, args: Value, soft: SoftKernel, recompute: bool) -> Value {
         let ptr = self.pointer;
         let w = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, w));
@@ -587,6 +589,9 @@ impl<'b> Emit<'_, 'b> {
         let grad = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, grad));
         let scratch = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, scratch));
         let scratch_x = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, scratch_x));
+        let kept = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, kept));
+        let kept_scratch = self.load_field(ptr, args, offset_of!(BackwardArgs<f64>, kept_scratch));
+        let kept_bytes = 8 * soft.kept_width() as i64;
         let start = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, start));
         let end = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, end));
         let batch = self.load_field(types::I64, args, offset_of!(BackwardArgs<f64>, batch));
@@ -604,26 +609,34 @@ impl<'b> Emit<'_, 'b> {
             let c = k.b.ins().select(per_sample, j, row_b);
             let g_row = k.row_base(cotangent, c);
             let grad_row = k.row_base(grad, j);
-            let s_row = match recompute {
+            let w_row = k.row_base(w, j);
+            let (s_row, kept_row) = match recompute {
                 true => {
-                    let w_row = k.row_base(w, j);
-                    k.resolve(soft, w_row, [scratch, scratch_x], t, i);
-                    scratch
+                    k.resolve(soft, w_row, [scratch, scratch_x, kept_scratch], t, i);
+                    (scratch, kept_scratch)
                 }
-                false => k.row_base(solution, j),
+                false => {
+                    if soft.vjp_reads_x() {
+                        k.scale_row(w_row, scratch_x, t, i);
+                    }
+                    let offset = k.b.ins().imul_imm_s(j, kept_bytes);
+                    let offset = k.cast_pointer(offset);
+                    (k.row_base(solution, j), k.b.ins().iadd(kept, offset))
+                }
             };
-            k.translate_row_vjp(soft, [s_row, g_row, grad_row], [t, t_scalar]);
+            let rows = [scratch_x, s_row, g_row, grad_row, kept_row];
+            k.translate_row_vjp(soft, rows, [t, t_scalar], i);
         });
         self.iconst(-1)
     }
 
-    /// `scratch[0] = soft(w/T)` for one row (`scratch[1]` holds `x` where the kernel needs it);
-    /// returns `row` from the function if `w/T` overflows.
+    /// `scratch[0] = soft(w/T)` for one row (`scratch[1]` holds `x` where the kernel needs it,
+    /// `scratch[2]` what it keeps); returns `row` from the function if `w/T` overflows.
     fn resolve(
         &mut self,
         soft: SoftKernel,
         w_row: Value,
-        scratch: [Value; 2],
+        [out_row, x_row, kept]: [Value; 3],
         t: Value,
         row: Value,
     ) {
@@ -636,20 +649,35 @@ impl<'b> Emit<'_, 'b> {
         self.for_each_unit(None, &mut |k, idx, mask, _| {
             let w = k.load_unit(w_row, idx);
             let x = k.scaled(&w, t);
-            k.soft_unit(soft, x, scratch, idx, mask, vars);
+            k.soft_unit(soft, x, [out_row, x_row], idx, mask, vars);
         });
-        // Nothing is recorded or kept (a kernel that keeps has no compiled VJP).
+        // Nothing is recorded: the reference backend discards a re-solve's report.
         let null = self.b.ins().iconst(self.pointer, 0);
-        let [out_row, x_row] = scratch;
-        self.finish_soft(soft, [out_row, x_row, null, null], vars, row);
+        self.finish_soft(soft, [out_row, x_row, null, kept], vars, row);
     }
 
-    /// `grad = J_sᵀ g / T` for one row (`t` splatted, and as a scalar).
+    /// `x_row = w/T` for one row; returns `row` from the function if it overflows.
+    fn scale_row(&mut self, w_row: Value, x_row: Value, t: Value, row: Value) {
+        let zero = splat_f(self.b, self.p, 0.0);
+        let finite = self.var(self.p.vector(), zero);
+        self.for_each_unit(None, &mut |k, idx, _, _| {
+            let w = k.load_unit(w_row, idx);
+            let x = k.scaled(&w, t);
+            k.track_finite(finite, &x);
+            k.store_unit(x_row, idx, &x);
+        });
+        self.fail_unless_finite(finite, row);
+    }
+
+    /// `grad = J_sᵀ g / T` for one row (`t` splatted, and as a scalar; `x = w/T` and what the
+    /// solve kept, for the VJPs that read them); returns `row` from the function where the VJP
+    /// is not finite.
     fn translate_row_vjp(
         &mut self,
         soft: SoftKernel,
-        [s_row, g_row, grad_row]: [Value; 3],
+        [x_row, s_row, g_row, grad_row, kept_row]: [Value; 5],
         [t, t_scalar]: [Value; 2],
+        row: Value,
     ) {
         match soft {
             SoftKernel::Sigmoid => {
@@ -726,18 +754,22 @@ impl<'b> Emit<'_, 'b> {
                     b.ins().fmul(s, c)
                 });
             }
-            SoftKernel::Threshold { .. } | SoftKernel::CappedSimplex { .. } => {
-                let kernel = self.b.ins().iconst(self.pointer, self.helpers.kernel);
-                let vjp = self.helpers.vjp;
-                self.b
-                    .ins()
-                    .call(vjp, &[kernel, s_row, g_row, grad_row, t_scalar]);
-            }
-            SoftKernel::Sinkhorn { .. }
+            SoftKernel::Threshold { .. }
+            | SoftKernel::CappedSimplex { .. }
+            | SoftKernel::Sinkhorn { .. }
             | SoftKernel::MatrixTree { .. }
             | SoftKernel::Esp { .. }
             | SoftKernel::ChainDp { .. } => {
-                unreachable!("no backward kernel: fused::backward_kernel gives none")
+                let kernel = self.b.ins().iconst(self.pointer, self.helpers.kernel);
+                let vjp = self.helpers.vjp;
+                let args = [kernel, x_row, s_row, g_row, grad_row, t_scalar, kept_row];
+                let call = self.b.ins().call(vjp, &args);
+                let failed = self.b.inst_results(call)[0];
+                let (fail, ok) = (self.b.create_block(), self.b.create_block());
+                self.b.ins().brif(failed, fail, &[], ok, &[]);
+                self.b.switch_to_block(fail);
+                self.b.ins().return_(&[row]);
+                self.b.switch_to_block(ok);
             }
         }
     }
