@@ -298,16 +298,9 @@ unsafe extern "C" fn solve_row<F: Real>(
             }
         }
         SoftKernel::CappedSimplex { k } => capped_simplex(x, k, z),
-        SoftKernel::Sinkhorn {
-            rows,
-            cols,
-            iters,
-            tol_bits,
-            newton,
-        } => {
-            let tol = f64::from_bits(tol_bits);
+        SoftKernel::Sinkhorn { rows, cols, .. } => {
             let report = report.unwrap_or(&mut discarded);
-            sinkhorn_row((rows, cols), Settings { iters, tol, newton }, x, z, report)
+            sinkhorn_row((rows, cols), sinkhorn_settings(soft), x, z, report)
         }
         SoftKernel::MatrixTree { n, trees } => {
             let width = soft.kept_width();
@@ -385,6 +378,24 @@ unsafe extern "C" fn vjp_row<F: Real>(
     i64::from(!finite)
 }
 
+/// A Sinkhorn kernel's iterations, tolerance and Newton steps (none under the unrolled rule).
+fn sinkhorn_settings(soft: SoftKernel) -> Settings {
+    let SoftKernel::Sinkhorn {
+        iters,
+        tol_bits,
+        newton,
+        ..
+    } = soft
+    else {
+        unreachable!("not a Sinkhorn kernel")
+    };
+    Settings {
+        iters,
+        tol: f64::from_bits(tol_bits),
+        newton,
+    }
+}
+
 /// `grad_x += J(x)ᵀ g` of a soft kernel whose VJP reads `x` (and what its solve `kept`), at its
 /// solution `s`; false where Sinkhorn's linear solve is not finite.
 fn soft_vjp_row<F: Real>(
@@ -396,19 +407,10 @@ fn soft_vjp_row<F: Real>(
     grad_x: &mut [F],
 ) -> bool {
     match soft {
-        SoftKernel::Sinkhorn {
-            rows,
-            cols,
-            iters,
-            tol_bits,
-            newton,
-        } => {
-            let settings = Settings {
-                iters,
-                tol: f64::from_bits(tol_bits),
-                newton,
-            };
-            return padded_sinkhorn_vjp(!newton, x, s, rows, cols, settings, g, grad_x);
+        SoftKernel::Sinkhorn { rows, cols, .. } => {
+            let settings = sinkhorn_settings(soft);
+            let unrolled = !settings.newton;
+            return padded_sinkhorn_vjp(unrolled, x, s, rows, cols, settings, g, grad_x);
         }
         SoftKernel::MatrixTree { n, trees } => matrix_tree_vjp_row(n, trees, x, g, kept, grad_x),
         SoftKernel::Esp { k } => esp_marginals_jvp(x, k, g, grad_x),
