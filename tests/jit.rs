@@ -293,8 +293,9 @@ fn eval_and_bench_take_backend() {
     );
 }
 
-/// Random valid specs (each support the JIT runs, with every estimator, noise and temperature
-/// the language offers for it, and some it does not run) and random requests (row length, batch,
+/// Random valid specs (each support the JIT runs — vectors, subsets, matrices and graphs of 2–7
+/// nodes — with every estimator, noise, regularizer, rule and temperature the language offers
+/// for it, and some it does not run) and random requests (row length, batch,
 /// samples, mode, precision, temperature, scale of θ, per-sample cotangents): the JIT never
 /// crashes and gives the reference backend's numbers, or its error.
 mod property {
@@ -307,6 +308,10 @@ mod property {
         "bernoulli({n})",
         "subset({n}, 1)",
         "subset({n}, {half})",
+        "permutation({m})",
+        "matching(n = {m}, m = {m1})",
+        "spanning_tree(nodes = {m})",
+        "arborescence(nodes = {m}, root = 1)",
     ];
     const FIELDS: &[&str] = &[
         "",
@@ -321,10 +326,12 @@ mod property {
         "regularizer: binary_entropy; estimator: straight_through",
         "temperature: max(0.1, exp(-step / 10))",
         "backward: finite_diff(eps = 1e-5)",
+        "regularizer: expfamily",
+        "backward: unrolled",
     ];
 
     proptest! {
-        #![proptest_config(Config { cases: 200, ..Config::default() })]
+        #![proptest_config(Config { cases: 500, ..Config::default() })]
         #[test]
         fn random_specs_and_requests(
             support in 0..SUPPORTS.len(),
@@ -339,9 +346,13 @@ mod property {
             seed in any::<u64>(),
         ) {
             let _serial = serial();
+            // Matrices and graphs of 2 to 7 nodes (a Sinkhorn or matrix-tree row is m² long).
+            let m = 2 + n % 6;
             let support = SUPPORTS[support]
                 .replace("{n}", &n.to_string())
-                .replace("{half}", &n.div_ceil(2).to_string());
+                .replace("{half}", &n.div_ceil(2).to_string())
+                .replace("{m}", &m.to_string())
+                .replace("{m1}", &(m + 1).to_string());
             let spec = format!("layer l: {support} {{ {} }}", FIELDS[field]);
             let Ok(module) = sst::compile(&spec) else { return Ok(()) };
             let l = module.layer("l").clone();
