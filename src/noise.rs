@@ -176,6 +176,16 @@ pub fn standard_normal<F: Real>(u1: F, u2: F) -> F {
     (F::of(-2.0) * u1.sst_ln()).sqrt() * (F::TAU() * u2).cos()
 }
 
+/// `out[i] = σ·standard_normal(u₁, u₂)` of element `i` under `key` (`u₂` from the second
+/// stream): the Gaussian noise of a whole row, which both CPU backends add to `θ`.
+pub fn fill_gaussian<F: Real>(key: NoiseKey, sigma: f64, out: &mut [F]) {
+    fill_uniforms(key, 0, out);
+    for (i, o) in out.iter_mut().enumerate() {
+        let u2 = stream_uniform::<F>(key, SECOND_STREAM, i as u64);
+        *o = F::of(sigma) * standard_normal(*o, u2);
+    }
+}
+
 /// A perturbation `w = r_θ(ε)` (DESIGN.md §2).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -247,13 +257,14 @@ impl Perturbation {
             w.copy_from_slice(theta);
             return Ok(());
         }
-        if let Perturbation::Gumbel = self {
-            // The noise of the whole row at once (vectorized, `lanes.rs`), then `θ + g`.
-            let transform = match coords {
-                Coordinates::Joint => Transform::Gumbel,
-                Coordinates::Binary => Transform::Logistic,
-            };
-            fill_noise(key, transform, w);
+        // Additive noise: the noise of the whole row at once (Gumbel's vectorized, `lanes.rs`),
+        // then `θ + noise`.
+        if let Perturbation::Gumbel | Perturbation::Gaussian { .. } = *self {
+            match (*self, coords) {
+                (Perturbation::Gaussian { sigma }, _) => fill_gaussian(key, sigma, w),
+                (_, Coordinates::Joint) => fill_noise(key, Transform::Gumbel, w),
+                (_, Coordinates::Binary) => fill_noise(key, Transform::Logistic, w),
+            }
             for (wi, &t) in w.iter_mut().zip(theta) {
                 *wi = t + *wi;
             }
@@ -266,9 +277,8 @@ impl Perturbation {
             let u1 = *wi;
             let u2 = || stream_uniform::<F>(key, SECOND_STREAM, i as u64);
             *wi = match (*self, coords) {
-                (Perturbation::Gumbel | Perturbation::None, _) => unreachable!("returned above"),
-                (Perturbation::Gaussian { sigma }, _) => {
-                    t + F::of(sigma) * standard_normal(u1, u2())
+                (Perturbation::Gumbel | Perturbation::None | Perturbation::Gaussian { .. }, _) => {
+                    unreachable!("returned above")
                 }
                 (Perturbation::NegExponential, Coordinates::Joint) => {
                     -exponential(u1) * (-t).sst_exp()

@@ -112,11 +112,11 @@ fn jit_agrees_with_the_reference_backend() {
                             )
                             .unwrap_err();
                         assert_eq!(err.field, "backend", "{err}");
-                        // Only counts' score maps and the noises it does not draw stay on the
+                        // Only counts' score maps and the exponential race stay on the
                         // reference backend.
                         let why = err.to_string();
                         assert!(
-                            ["count score maps", "gaussian", "neg_exponential"]
+                            ["count score maps", "neg_exponential"]
                                 .iter()
                                 .any(|reason| why.contains(reason)),
                             "{spec}: {why}"
@@ -175,6 +175,10 @@ fn long_rows_and_threads() {
         (
             "layer l: bernoulli(66) { regularizer: euclidean; estimator: straight_through }",
             66,
+        ),
+        (
+            "layer l: categorical(1003) { noise: gaussian(sigma = 0.7); temperature: 0.5 }",
+            1003,
         ),
         (
             "layer l: subset(1001, 40) { regularizer: binary_entropy; temperature: 0.5 }",

@@ -25,6 +25,9 @@ pub enum Front {
     Gumbel,
     /// `w = θ + ln u − ln(1 − u)` (Gumbel on binary coordinates).
     Logistic,
+    /// `w = θ + σ·standard_normal(u₁, u₂)` (`sigma_bits`, the f64's bits), by the platform's
+    /// `cos` and `sqrt` (JIT only: the CUDA backend leaves it to the host).
+    Gaussian { sigma_bits: u64 },
     /// The exponential race `w = ln u₁ · exp(−θ)` (`−E·exp(−θ)`, `E = −ln u₁`), refused where
     /// `|θ| ≥ F::EXP_LIMIT` (CUDA only).
     Race,
@@ -159,6 +162,7 @@ impl Front {
             Front::None => "none",
             Front::Gumbel => "gumbel",
             Front::Logistic => "logistic",
+            Front::Gaussian { .. } => "gaussian",
             Front::Race => "neg_exponential",
             Front::RaceLogistic => "neg_exponential (binary)",
         }
@@ -273,7 +277,9 @@ pub fn forward_kernel<F: Real>(
         (Perturbation::Gumbel, Coordinates::Binary) => Front::Logistic,
         (Perturbation::NegExponential, Coordinates::Joint) => Front::Race,
         (Perturbation::NegExponential, Coordinates::Binary) => Front::RaceLogistic,
-        (Perturbation::Gaussian { .. }, _) => return why("gaussian noise is not compiled"),
+        (Perturbation::Gaussian { sigma }, _) => Front::Gaussian {
+            sigma_bits: sigma.to_bits(),
+        },
     };
     let solve = match mode {
         Mode::Hard => match program.hard {
@@ -300,10 +306,13 @@ pub fn backward_kernel<F: Real>(
     mode: Mode,
 ) -> Option<Kernel> {
     // The fused VJP ends at `∂L/∂w`, which is `∂L/∂θ` only for identity scores and decode and a
-    // noise whose chain rule is the identity.
+    // noise whose chain rule is the identity (additive noise, or none).
     let identity_chain = program.scores == ScoreMap::Identity
         && program.decode == Decode::Identity
-        && matches!(noise, Perturbation::Gumbel | Perturbation::None);
+        && matches!(
+            noise,
+            Perturbation::Gumbel | Perturbation::Gaussian { .. } | Perturbation::None
+        );
     if !identity_chain {
         return None;
     }

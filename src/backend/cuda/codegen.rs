@@ -368,6 +368,7 @@ fn transform(front: Front, p: &str) -> String {
             format!("th + sst_ln_{p}(-sst_ln_{p}(u)) - sst_ln_{p}(-sst_ln_{p}(u2))")
         }
         Front::None => unreachable!("no noise, no transform"),
+        Front::Gaussian { .. } => unreachable!("{ON_THE_HOST}"),
     }
 }
 
@@ -584,7 +585,7 @@ const NO_VJP: &str = "Sinkhorn, the matrix-tree and the DPs have no backward ker
 
 /// What an arm for a kernel this backend leaves to the host says if reached: `cuda::kernels`
 /// and the forward pass hand it to the reference backend before any code is generated.
-const ON_THE_HOST: &str = "the combinatorial solvers and the DPs run on the host";
+const ON_THE_HOST: &str = "the combinatorial solvers, the DPs and Gaussian noise run on the host";
 
 /// The largest `n` of a generated matrix-tree kernel (its per-node arrays live in shared
 /// memory).

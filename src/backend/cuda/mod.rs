@@ -28,7 +28,7 @@ use cudarc::driver::PushKernelArg;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
 use cudarc::nvrtc::{result as nvrtc_result, sys as nvrtc_sys, Ptx};
 
-use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, SoftKernel, Solve};
+use super::fused::{backward_kernel, forward_kernel, Front, Kernel, Pass, SoftKernel, Solve};
 use super::reference::Reference;
 use super::{Backend, ForwardOut, Rows, Saved, SolveError, Unsupported};
 use crate::ir::Program;
@@ -176,6 +176,14 @@ pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
     for mode in [Mode::Hard, Mode::Soft] {
         let kernel = forward_kernel::<F>(program, program.noise, mode)?;
         match kernel.pass {
+            Pass::Forward {
+                front: Front::Gaussian { .. },
+                ..
+            } => {
+                return Err(Unsupported(
+                    "gaussian noise is not generated (its cos is the platform's)".into(),
+                ))
+            }
             Pass::Forward {
                 solve: Solve::Combinatorial(_),
                 ..
@@ -384,11 +392,15 @@ impl<F: Real> Backend<F> for Cuda {
     }
 
     fn forward(&self, rows: &Rows<F>, out: ForwardOut<F>) -> Result<(), SolveError> {
-        // The combinatorial hard solvers and the DPs run on the host.
+        // The combinatorial hard solvers, the DPs and Gaussian noise run on the host.
         let kernel = match forward_kernel::<F>(rows.program, rows.noise, rows.mode) {
             Ok(Kernel {
                 pass:
                     Pass::Forward {
+                        front: Front::Gaussian { .. },
+                        ..
+                    }
+                    | Pass::Forward {
                         solve:
                             Solve::Combinatorial(_)
                             | Solve::Soft(SoftKernel::Esp { .. } | SoftKernel::ChainDp { .. }),

@@ -4,13 +4,13 @@
 //! written by [`crate::noise::fill_noise`] (sixteen lanes, AVX-512/AVX2 where the CPU has them)
 //! called from the compiled loop.
 //!
-//! It reads the IR only: [`Jit::supports`] says which programs it runs — identity scores, Gumbel
-//! noise or none: `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in vector
+//! It reads the IR only: [`Jit::supports`] says which programs it runs — identity scores, Gumbel,
+//! Gaussian or no noise: `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in vector
 //! IR; the kernels that are not streaming (`top_k`, the combinatorial hard solvers, `sparsemax`,
 //! the subset threshold and capped-simplex solvers, Sinkhorn, the matrix-tree, the DPs) as the
 //! Rust kernels called from the compiled row loop (`solve_row`), with their VJPs (`vjp_row`);
-//! the layer runs the others (counts' score maps, Gaussian noise, the exponential race) on the
-//! reference backend. Backward passes it does not compile (Gumbel-Rao's conditional draws,
+//! the layer runs the others (counts' score maps, the exponential race) on the reference
+//! backend. Backward passes it does not compile (Gumbel-Rao's conditional draws,
 //! finite differences) run on the reference backend from the same saved arrays. The noise is
 //! the reference backend's: the same function.
 //!
@@ -31,7 +31,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
-use super::fused::{backward_kernel, forward_kernel, Kernel, Pass, Precision, SoftKernel, Solve};
+use super::fused::{
+    backward_kernel, forward_kernel, Front, Kernel, Pass, Precision, SoftKernel, Solve,
+};
 use super::reference::{
     clamp_unit, hard, matrix_tree_row, matrix_tree_vjp_row, record_threshold, sinkhorn_row,
     Reference,
@@ -45,7 +47,7 @@ use crate::kernels::sinkhorn::{padded_sinkhorn_vjp, Settings};
 use crate::kernels::softmax::exp_normalize;
 use crate::kernels::threshold::{solve_threshold, threshold_vjp};
 use crate::kernels::{sparsemax::sparsemax, top_k::top_k};
-use crate::noise::{fill_noise, NoiseKey, Transform};
+use crate::noise::{fill_gaussian, fill_noise, NoiseKey, Transform};
 use crate::plan::Mode;
 use crate::real::Real;
 use translate::Helpers;
@@ -189,9 +191,10 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         .map_err(|e| e.to_string())?;
     let mut noise_signature = module.make_signature();
     noise_signature.params.push(AbiParam::new(pointer));
-    for _ in 0..5 {
+    for _ in 0..4 {
         noise_signature.params.push(AbiParam::new(types::I64));
     }
+    noise_signature.params.push(AbiParam::new(pointer));
     let noise = module
         .declare_function("sst_noise", Linkage::Import, &noise_signature)
         .map_err(|e| e.to_string())?;
@@ -444,32 +447,44 @@ unsafe extern "C" fn exp_normalize_row<F: Real>(row: *mut F, n: i64, stride: i64
     padding.fill(F::zero());
 }
 
-/// The noise row as compiled code calls it: `out[..n]` = the Gumbel noise (logistic when
-/// `logistic ≠ 0`) of key `(seed, sample, batch)`, [`crate::noise::fill_noise`].
+/// The noise row as compiled code calls it: `out[..n]` = the noise of the kernel's front under
+/// the key `(seed, sample, batch)`: Gumbel or logistic ([`crate::noise::fill_noise`]), or
+/// Gaussian ([`crate::noise::fill_gaussian`]).
 ///
 /// # Safety
 /// `out` points to `n` writable elements: the compiled forward kernel passes its noise row, of
-/// the padded row length ≥ `n`.
+/// the padded row length ≥ `n`; `kernel` is the forward kernel's description ([`compile`] leaks
+/// it).
 unsafe extern "C" fn noise_row<F: Real>(
     out: *mut F,
     n: i64,
     seed: u64,
     sample: u64,
     batch: u64,
-    logistic: u64,
+    kernel: *const Kernel,
 ) {
     // SAFETY: the caller's contract above.
-    let out = unsafe { std::slice::from_raw_parts_mut(out, n as usize) };
+    let (out, kernel) = unsafe { (std::slice::from_raw_parts_mut(out, n as usize), &*kernel) };
     let key = NoiseKey {
         seed,
         sample: sample as u32,
         batch: batch as u32,
     };
-    let transform = match logistic {
-        0 => Transform::Gumbel,
-        _ => Transform::Logistic,
-    };
-    fill_noise(key, transform, out);
+    match kernel.pass {
+        Pass::Forward {
+            front: Front::Gumbel,
+            ..
+        } => fill_noise(key, Transform::Gumbel, out),
+        Pass::Forward {
+            front: Front::Logistic,
+            ..
+        } => fill_noise(key, Transform::Logistic, out),
+        Pass::Forward {
+            front: Front::Gaussian { sigma_bits },
+            ..
+        } => fill_gaussian(key, f64::from_bits(sigma_bits), out),
+        _ => unreachable!("the compiled code draws no other noise"),
+    }
 }
 
 impl<F: Real> Backend<F> for Jit {

@@ -32,7 +32,8 @@ pub struct Helpers {
     /// `fn(kernel, x: *const F, s: *const F, g: *const F, grad: *mut F, t: F, kept: *const f64)
     /// -> i64`: a Rust kernel's VJP, 1 where it is not finite.
     pub vjp: FuncRef,
-    /// `fn(out: *mut F, n: i64, seed: i64, sample: i64, batch: i64, logistic: i64)`.
+    /// `fn(out: *mut F, n: i64, seed: i64, sample: i64, batch: i64, kernel)`: the noise of the
+    /// kernel's front.
     pub noise: FuncRef,
     /// `fn(row: *mut F, n: i64, stride: i64, m: F)`.
     pub exp_normalize: FuncRef,
@@ -296,7 +297,7 @@ impl<'b> Emit<'_, 'b> {
         };
         let t = self.splat_scalar(t);
         let n = self.iconst(self.n as i64);
-        let logistic = self.iconst(i64::from(front == Front::Logistic));
+        let kernel = self.b.ins().iconst(self.pointer, self.helpers.kernel);
         self.counted_loop(start, end, &mut |k, i| {
             let sample = k.b.ins().udiv(i, batch);
             let past = k.b.ins().imul(sample, batch);
@@ -310,7 +311,7 @@ impl<'b> Emit<'_, 'b> {
             let kept_row = k.b.ins().iadd(kept, kept_offset);
             // The row's noise into the noise row: (seed, sample, batch row) is its key.
             let noise = (front != Front::None).then(|| {
-                let args = [noise_row, n, seed, sample, row_b, logistic];
+                let args = [noise_row, n, seed, sample, row_b, kernel];
                 k.b.ins().call(k.helpers.noise, &args);
                 noise_row
             });
