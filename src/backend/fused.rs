@@ -3,10 +3,10 @@
 //! which kernel runs a program's forward and backward pass ([`forward_kernel`],
 //! [`backward_kernel`]). A forward kernel reads `θ` once and writes `w = θ + noise` and `z`; a
 //! backward kernel reads the saved `w` or solution and the cotangent and writes `∂L/∂θ` into
-//! the gradient. Both backends read this description only; a program it does not cover runs on the
-//! reference backend, as does a kernel a backend does not generate (the JIT leaves the
-//! exponential race to the reference, [`Kernel::jit_translates`]; the CUDA backend leaves the
-//! combinatorial hard solvers and the dynamic programs to the host).
+//! the gradient. Both backends read this description only; a program it does not cover (counts'
+//! score maps) runs on the reference backend, as does a kernel a backend does not generate (the
+//! JIT refuses only a DP table too large, [`Kernel::jit_translates`]; the CUDA backend leaves the
+//! combinatorial hard solvers, the dynamic programs and Gaussian noise to the host).
 
 use super::Unsupported;
 use crate::ir::{Backward, Decode, Estimator, Hard, Program, Rule, ScoreMap, Soft, Trees};
@@ -29,10 +29,10 @@ pub enum Front {
     /// `cos` and `sqrt` (JIT only: the CUDA backend leaves it to the host).
     Gaussian { sigma_bits: u64 },
     /// The exponential race `w = ln u₁ · exp(−θ)` (`−E·exp(−θ)`, `E = −ln u₁`), refused where
-    /// `|θ| ≥ F::EXP_LIMIT` (CUDA only).
+    /// `|θ| ≥ F::EXP_LIMIT` (the JIT calls the reference's row function).
     Race,
     /// `w = θ + ln E₀ − ln E₁`, `E₀ = −ln u₁`, `E₁ = −ln u₂` (the race on binary coordinates;
-    /// `u₂` from the second stream) (CUDA only).
+    /// `u₂` from the second stream) (the JIT calls the reference's row function).
     RaceLogistic,
 }
 
@@ -241,15 +241,11 @@ impl Kernel {
         }
     }
 
-    /// Whether the Cranelift JIT translates this kernel, or why not: not the exponential race
-    /// (CUDA only), nor an elementary-symmetric-polynomial DP beyond
-    /// [`MAX_DP_CELLS`] (the reference backend reports it).
+    /// Whether the Cranelift JIT translates this kernel, or why not: not an
+    /// elementary-symmetric-polynomial DP beyond [`MAX_DP_CELLS`] (the reference backend
+    /// reports it).
     pub fn jit_translates(&self) -> Result<(), String> {
         match self.pass {
-            Pass::Forward {
-                front: Front::Race | Front::RaceLogistic,
-                ..
-            } => Err("neg_exponential noise is not compiled".into()),
             Pass::Forward {
                 solve: Solve::Soft(SoftKernel::Esp { k }),
                 ..

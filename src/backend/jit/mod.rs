@@ -4,13 +4,12 @@
 //! written by [`crate::noise::fill_noise`] (sixteen lanes, AVX-512/AVX2 where the CPU has them)
 //! called from the compiled loop.
 //!
-//! It reads the IR only: [`Jit::supports`] says which programs it runs — identity scores, Gumbel,
-//! Gaussian or no noise: `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in vector
+//! It reads the IR only: [`Jit::supports`] says which programs it runs — identity scores, any
+//! noise (Gumbel, Gaussian and the race's rows written by Rust helpers): `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in vector
 //! IR; the kernels that are not streaming (`top_k`, the combinatorial hard solvers, `sparsemax`,
 //! the subset threshold and capped-simplex solvers, Sinkhorn, the matrix-tree, the DPs) as the
 //! Rust kernels called from the compiled row loop (`solve_row`), with their VJPs (`vjp_row`);
-//! the layer runs the others (counts' score maps, the exponential race) on the reference
-//! backend. Backward passes it does not compile (Gumbel-Rao's conditional draws,
+//! the layer runs the others (counts' score maps) on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional draws,
 //! finite differences) run on the reference backend from the same saved arrays. The noise is
 //! the reference backend's: the same function.
 //!
@@ -47,7 +46,7 @@ use crate::kernels::sinkhorn::{padded_sinkhorn_vjp, Settings};
 use crate::kernels::softmax::exp_normalize;
 use crate::kernels::threshold::{solve_threshold, threshold_vjp};
 use crate::kernels::{sparsemax::sparsemax, top_k::top_k};
-use crate::noise::{fill_gaussian, fill_noise, NoiseKey, Transform};
+use crate::noise::{fill_gaussian, fill_noise, Coordinates, NoiseKey, Perturbation, Transform};
 use crate::plan::Mode;
 use crate::real::Real;
 use translate::Helpers;
@@ -190,11 +189,18 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
         .declare_function("sst_vjp", Linkage::Import, &vjp_signature)
         .map_err(|e| e.to_string())?;
     let mut noise_signature = module.make_signature();
-    noise_signature.params.push(AbiParam::new(pointer));
-    for _ in 0..4 {
-        noise_signature.params.push(AbiParam::new(types::I64));
+    for ty in [
+        pointer,
+        pointer,
+        types::I64,
+        types::I64,
+        types::I64,
+        types::I64,
+        pointer,
+    ] {
+        noise_signature.params.push(AbiParam::new(ty));
     }
-    noise_signature.params.push(AbiParam::new(pointer));
+    noise_signature.returns.push(AbiParam::new(types::I64));
     let noise = module
         .declare_function("sst_noise", Linkage::Import, &noise_signature)
         .map_err(|e| e.to_string())?;
@@ -448,43 +454,64 @@ unsafe extern "C" fn exp_normalize_row<F: Real>(row: *mut F, n: i64, stride: i64
 }
 
 /// The noise row as compiled code calls it: `out[..n]` = the noise of the kernel's front under
-/// the key `(seed, sample, batch)`: Gumbel or logistic ([`crate::noise::fill_noise`]), or
-/// Gaussian ([`crate::noise::fill_gaussian`]).
+/// the key `(seed, sample, batch)`: Gumbel or logistic ([`crate::noise::fill_noise`]), Gaussian
+/// ([`crate::noise::fill_gaussian`]), or, for the exponential race (not additive), `w` itself
+/// from `θ` ([`Perturbation::perturb`], the reference backend's row function). Returns 1 where
+/// the race refuses `θ` (the reference backend then says why), else 0.
 ///
 /// # Safety
-/// `out` points to `n` writable elements: the compiled forward kernel passes its noise row, of
-/// the padded row length ≥ `n`; `kernel` is the forward kernel's description ([`compile`] leaks
-/// it).
+/// `out` points to `n` writable elements and `theta` to `n` readable ones that `out` does not
+/// overlap: the compiled forward kernel passes its noise row and the row's `θ`, of the padded
+/// row length ≥ `n`; `kernel` is the forward kernel's description ([`compile`] leaks it).
 unsafe extern "C" fn noise_row<F: Real>(
     out: *mut F,
+    theta: *const F,
     n: i64,
     seed: u64,
     sample: u64,
     batch: u64,
     kernel: *const Kernel,
-) {
+) -> i64 {
     // SAFETY: the caller's contract above.
-    let (out, kernel) = unsafe { (std::slice::from_raw_parts_mut(out, n as usize), &*kernel) };
+    let (out, theta, kernel) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(out, n as usize),
+            std::slice::from_raw_parts(theta, n as usize),
+            &*kernel,
+        )
+    };
     let key = NoiseKey {
         seed,
         sample: sample as u32,
         batch: batch as u32,
     };
-    match kernel.pass {
-        Pass::Forward {
-            front: Front::Gumbel,
-            ..
-        } => fill_noise(key, Transform::Gumbel, out),
-        Pass::Forward {
-            front: Front::Logistic,
-            ..
-        } => fill_noise(key, Transform::Logistic, out),
-        Pass::Forward {
-            front: Front::Gaussian { sigma_bits },
-            ..
-        } => fill_gaussian(key, f64::from_bits(sigma_bits), out),
-        _ => unreachable!("the compiled code draws no other noise"),
-    }
+    let Pass::Forward { front, .. } = kernel.pass else {
+        unreachable!("a backward kernel draws no noise")
+    };
+    let refused = match front {
+        Front::Gumbel => {
+            fill_noise(key, Transform::Gumbel, out);
+            false
+        }
+        Front::Logistic => {
+            fill_noise(key, Transform::Logistic, out);
+            false
+        }
+        Front::Gaussian { sigma_bits } => {
+            fill_gaussian(key, f64::from_bits(sigma_bits), out);
+            false
+        }
+        Front::Race | Front::RaceLogistic => {
+            let coordinates = match front {
+                Front::Race => Coordinates::Joint,
+                _ => Coordinates::Binary,
+            };
+            let race = Perturbation::NegExponential;
+            race.perturb(coordinates, theta, key, out).is_err()
+        }
+        Front::None => unreachable!("no noise is drawn"),
+    };
+    i64::from(refused)
 }
 
 impl<F: Real> Backend<F> for Jit {

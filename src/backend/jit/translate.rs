@@ -32,8 +32,8 @@ pub struct Helpers {
     /// `fn(kernel, x: *const F, s: *const F, g: *const F, grad: *mut F, t: F, kept: *const f64)
     /// -> i64`: a Rust kernel's VJP, 1 where it is not finite.
     pub vjp: FuncRef,
-    /// `fn(out: *mut F, n: i64, seed: i64, sample: i64, batch: i64, kernel)`: the noise of the
-    /// kernel's front.
+    /// `fn(out: *mut F, theta: *const F, n: i64, seed: i64, sample: i64, batch: i64, kernel)
+    /// -> i64`: the noise of the kernel's front (the race's `w`), 1 where `θ` is refused.
     pub noise: FuncRef,
     /// `fn(row: *mut F, n: i64, stride: i64, m: F)`.
     pub exp_normalize: FuncRef,
@@ -261,8 +261,13 @@ impl<'b> Emit<'_, 'b> {
         let a = self.b.use_var(acc);
         let s = self.lane_sum(a);
         let bad = self.b.ins().fcmp(FloatCC::Unordered, s, s);
+        self.return_row_if(bad, row);
+    }
+
+    /// Returns `row` from the function when `failed` (an integer or a comparison) is not zero.
+    fn return_row_if(&mut self, failed: Value, row: Value) {
         let (fail, ok) = (self.b.create_block(), self.b.create_block());
-        self.b.ins().brif(bad, fail, &[], ok, &[]);
+        self.b.ins().brif(failed, fail, &[], ok, &[]);
         self.b.switch_to_block(fail);
         self.b.ins().return_(&[row]);
         self.b.switch_to_block(ok);
@@ -309,22 +314,28 @@ impl<'b> Emit<'_, 'b> {
             let kept_offset = k.b.ins().imul_imm_s(j, kept_bytes);
             let kept_offset = k.cast_pointer(kept_offset);
             let kept_row = k.b.ins().iadd(kept, kept_offset);
-            // The row's noise into the noise row: (seed, sample, batch row) is its key.
+            // The row's noise into the noise row: (seed, sample, batch row) is its key; the race
+            // writes `w` itself there, or fails on a `θ` it cannot take (the reference backend
+            // then says so).
             let noise = (front != Front::None).then(|| {
-                let args = [noise_row, n, seed, sample, row_b, kernel];
-                k.b.ins().call(k.helpers.noise, &args);
+                let args = [noise_row, theta_row, n, seed, sample, row_b, kernel];
+                let call = k.b.ins().call(k.helpers.noise, &args);
+                let failed = k.b.inst_results(call)[0];
+                k.return_row_if(failed, i);
                 noise_row
             });
+            let additive = !matches!(front, Front::Race | Front::RaceLogistic);
             let arrays = [theta_row, w_row, z_row, scratch, report, kept_row];
-            k.translate_row_forward(noise, solve, t, arrays, i);
+            k.translate_row_forward((noise, additive), solve, t, arrays, i);
         });
         self.iconst(-1)
     }
 
-    /// One row of the forward kernel.
+    /// One row of the forward kernel: `w = θ + noise`, or the noise row itself where the noise
+    /// is not `additive`.
     fn translate_row_forward(
         &mut self,
-        noise: Option<Value>,
+        (noise, additive): (Option<Value>, bool),
         solve: Solve,
         t: Value,
         [theta_row, w_row, z_row, scratch, report, kept_row]: [Value; 6],
@@ -341,6 +352,7 @@ impl<'b> Emit<'_, 'b> {
             let theta = k.load_unit(theta_row, idx);
             let w: Vec<Value> = match g {
                 None => theta,
+                Some(g) if !additive => g,
                 Some(g) => theta
                     .iter()
                     .zip(g)
@@ -766,11 +778,7 @@ impl<'b> Emit<'_, 'b> {
                 let args = [kernel, x_row, s_row, g_row, grad_row, t_scalar, kept_row];
                 let call = self.b.ins().call(vjp, &args);
                 let failed = self.b.inst_results(call)[0];
-                let (fail, ok) = (self.b.create_block(), self.b.create_block());
-                self.b.ins().brif(failed, fail, &[], ok, &[]);
-                self.b.switch_to_block(fail);
-                self.b.ins().return_(&[row]);
-                self.b.switch_to_block(ok);
+                self.return_row_if(failed, row);
             }
         }
     }
