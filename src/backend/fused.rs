@@ -203,9 +203,7 @@ impl SoftKernel {
             SoftKernel::ChainDp { .. } => "forward_backward",
         }
     }
-}
 
-impl SoftKernel {
     /// The f64 per row the kernel keeps for its VJP: `L̂⁻ᵀ` for the matrix-tree, `(n − 1)²`;
     /// none for the others.
     pub fn kept_width(self) -> usize {

@@ -4,10 +4,11 @@
 //! and NVRTC (`libnvrtc.so.13`) when first needed: the build needs neither, and a machine
 //! without them gets a sentence saying so ([`device`], [`nvrtc_version`]), never a panic.
 //!
-//! It runs the fused kernels of [`super::fused`] but the combinatorial hard solvers and the
-//! DPs, with the forward passes of Sinkhorn and the matrix-tree and the exponential race (which
-//! the JIT does not draw). A request whose mode needs a kernel it does not generate runs that
-//! pass on the reference backend (an exact combinatorial hard solver, [`kernels`]), as do the
+//! It runs the fused kernels of [`super::fused`] — the forward passes of Sinkhorn and the
+//! matrix-tree among them — but the combinatorial hard solvers (run on the host), the DPs and
+//! Gaussian noise (programs it refuses, [`kernels`]). A request whose mode needs a kernel it
+//! does not generate runs that pass on the reference backend (an exact combinatorial hard
+//! solver), as do the
 //! backward passes no fused kernel covers (Gumbel-Rao's draws, finite differences, Sinkhorn's
 //! and the matrix-tree's linear solves), and a range with a row the device flags (overflow, no
 //! convergence, failed identities).
@@ -209,6 +210,22 @@ pub fn kernels<F: Real>(program: &Program) -> Result<Vec<Kernel>, Unsupported> {
     Ok(out)
 }
 
+/// Whether a forward kernel runs on the host: the combinatorial hard solvers, the DPs and
+/// Gaussian noise ([`kernels`] says which programs that refuses).
+fn on_the_host(kernel: &Kernel) -> bool {
+    matches!(
+        kernel.pass,
+        Pass::Forward {
+            front: Front::Gaussian { .. },
+            ..
+        } | Pass::Forward {
+            solve: Solve::Combinatorial(_)
+                | Solve::Soft(SoftKernel::Esp { .. } | SoftKernel::ChainDp { .. }),
+            ..
+        }
+    )
+}
+
 /// The backward kernel the device runs for `program` in `mode`: none for the kernels whose VJP
 /// reads `x` (Sinkhorn's and the matrix-tree's linear solves, the DPs'), which run on the host.
 fn device_backward<F: Real>(program: &Program, noise: Perturbation, mode: Mode) -> Option<Kernel> {
@@ -392,24 +409,9 @@ impl<F: Real> Backend<F> for Cuda {
     }
 
     fn forward(&self, rows: &Rows<F>, out: ForwardOut<F>) -> Result<(), SolveError> {
-        // The combinatorial hard solvers, the DPs and Gaussian noise run on the host.
         let kernel = match forward_kernel::<F>(rows.program, rows.noise, rows.mode) {
-            Ok(Kernel {
-                pass:
-                    Pass::Forward {
-                        front: Front::Gaussian { .. },
-                        ..
-                    }
-                    | Pass::Forward {
-                        solve:
-                            Solve::Combinatorial(_)
-                            | Solve::Soft(SoftKernel::Esp { .. } | SoftKernel::ChainDp { .. }),
-                        ..
-                    },
-                ..
-            })
-            | Err(_) => return Reference.forward(rows, out),
-            Ok(kernel) => as_generated(kernel),
+            Ok(kernel) if !on_the_host(&kernel) => as_generated(kernel),
+            _ => return Reference.forward(rows, out),
         };
         // A kernel that does not compile or load (e.g. a request's noise the program does
         // not declare) runs on the reference backend, as in the JIT.

@@ -4,14 +4,16 @@
 //! written by [`crate::noise::fill_noise`] (sixteen lanes, AVX-512/AVX2 where the CPU has them)
 //! called from the compiled loop.
 //!
-//! It reads the IR only: [`Jit::supports`] says which programs it runs — identity scores, any
-//! noise (Gumbel, Gaussian and the race's rows written by Rust helpers): `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in vector
-//! IR; the kernels that are not streaming (`top_k`, the combinatorial hard solvers, `sparsemax`,
-//! the subset threshold and capped-simplex solvers, Sinkhorn, the matrix-tree, the DPs) as the
-//! Rust kernels called from the compiled row loop (`solve_row`), with their VJPs (`vjp_row`);
-//! the layer runs the others (counts' score maps) on the reference backend. Backward passes it does not compile (Gumbel-Rao's conditional draws,
-//! finite differences) run on the reference backend from the same saved arrays. The noise is
-//! the reference backend's: the same function.
+//! It reads the IR only: [`Jit::supports`] says which programs it runs — identity scores and
+//! any noise (the Gaussian and the race's rows written by the reference's row functions):
+//! `argmax`/`positive` hard and `softmax`/`sigmoid`/`clip` soft kernels in vector IR; the
+//! kernels that are not streaming (`top_k`, the combinatorial hard solvers, `sparsemax`, the
+//! subset threshold and capped-simplex solvers, Sinkhorn, the matrix-tree, the DPs) as the Rust
+//! kernels called from the compiled row loop (`solve_row`), with their VJPs (`vjp_row`); the
+//! layer runs the others (counts' score maps) on the reference backend. Backward passes it does
+//! not compile (Gumbel-Rao's conditional draws, finite differences, the race's chain rule) run
+//! on the reference backend from the same saved arrays. The Gumbel noise is the reference
+//! backend's: the same function.
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
 //! in `compile`) and kept in a cache keyed by [`Kernel`].
