@@ -296,8 +296,9 @@ unsafe extern "C" fn solve_row<F: Real>(
         | Pass::Backward { soft, .. } => soft,
         Pass::Forward { .. } => unreachable!("the compiled code solves its other hard kernels"),
     };
-    // Only a threshold is re-solved in a backward pass (report null); the kernels that report
-    // otherwise have no compiled backward.
+    // A straight-through re-solve in a backward pass (report null) records into a report of its
+    // own, discarded as the reference backend discards its re-solve's (an empty report costs no
+    // allocation); a threshold's records nothing then.
     let mut discarded = Report::default();
     match soft {
         SoftKernel::Sparsemax => sparsemax(x, z),
@@ -361,27 +362,23 @@ unsafe extern "C" fn vjp_row<F: Real>(
     let Pass::Backward { soft, .. } = kernel.pass else {
         unreachable!("a forward kernel has no VJP")
     };
-    if !soft.vjp_reads_x() {
-        match soft {
-            SoftKernel::Threshold { link, .. } => threshold_vjp(link, s, g, t, grad),
-            SoftKernel::CappedSimplex { .. } => {
-                grad.fill(F::zero());
-                capped_simplex_vjp(s, g, grad);
-                grad.iter_mut().for_each(|x| *x = *x / t);
-            }
-            _ => unreachable!("the compiled code computes its other VJPs"),
-        }
+    if let SoftKernel::Threshold { link, .. } = soft {
+        // It writes `grad` and divides by `t` itself.
+        threshold_vjp(link, s, g, t, grad);
         return 0;
     }
-    // SAFETY: the caller's contract above (a kernel whose VJP reads x).
-    let (x, kept) = unsafe {
-        (
-            std::slice::from_raw_parts(x, n),
-            match soft.kept_width() {
-                0 => &[][..],
-                width => std::slice::from_raw_parts(kept, width),
-            },
-        )
+    let (x, kept) = match soft.vjp_reads_x() {
+        // SAFETY: the caller's contract above (a kernel whose VJP reads x).
+        true => unsafe {
+            (
+                std::slice::from_raw_parts(x, n),
+                match soft.kept_width() {
+                    0 => &[][..],
+                    width => std::slice::from_raw_parts(kept, width),
+                },
+            )
+        },
+        false => (&[][..], &[][..]),
     };
     grad.fill(F::zero());
     let finite = soft_vjp_row(soft, x, s, kept, g, grad);
@@ -407,8 +404,9 @@ fn sinkhorn_settings(soft: SoftKernel) -> Settings {
     }
 }
 
-/// `grad_x += J(x)ᵀ g` of a soft kernel whose VJP reads `x` (and what its solve `kept`), at its
-/// solution `s`; false where Sinkhorn's linear solve is not finite.
+/// `grad_x += J(x)ᵀ g` of a soft kernel solved in Rust at its solution `s` (with `x` and what
+/// its solve `kept`, for the kernels whose VJP reads them); false where Sinkhorn's linear solve
+/// is not finite.
 fn soft_vjp_row<F: Real>(
     soft: SoftKernel,
     x: &[F],
@@ -423,10 +421,11 @@ fn soft_vjp_row<F: Real>(
             let unrolled = !settings.newton;
             return padded_sinkhorn_vjp(unrolled, x, s, rows, cols, settings, g, grad_x);
         }
+        SoftKernel::CappedSimplex { .. } => capped_simplex_vjp(s, g, grad_x),
         SoftKernel::MatrixTree { n, trees } => matrix_tree_vjp_row(n, trees, x, g, kept, grad_x),
         SoftKernel::Esp { k } => esp_marginals_jvp(x, k, g, grad_x),
         SoftKernel::ChainDp { k } => chain_marginals_jvp(x, k, g, grad_x),
-        other => unreachable!("the {} VJP does not read x", other.name()),
+        other => unreachable!("the compiled code computes the {} VJP", other.name()),
     }
     true
 }
