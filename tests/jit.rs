@@ -146,6 +146,44 @@ fn jit_agrees_with_the_reference_backend() {
     assert!(compiled >= 20, "only {compiled} specs ran on the JIT");
 }
 
+/// Hard categorical samples of rows full of ties, without noise: the one-hot of the *first*
+/// largest element (found by a plain scan here), on both backends, for row lengths that are
+/// and are not whole vectors, with an odd and an even number of whole ones, and with the
+/// largest in every position (the compiled kernel keeps lane-wise maxima in two chains and then
+/// looks for the first element equal to the largest).
+#[test]
+fn hard_ties_take_the_first_largest() {
+    let _serial = serial();
+    let mut rng = Rng(0x7135);
+    for n in [1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16, 17, 33, 1000] {
+        let l = common::layer(&format!("layer l: categorical({n}) {{}}"));
+        assert_eq!(l.backend_name::<f32>().0, "jit");
+        // Integers in 0..3 (many ties), then rows whose largest is at each position in turn.
+        let mut rows: Vec<Vec<f64>> = (0..20)
+            .map(|_| (0..n).map(|_| (rng.next_u64() % 3) as f64).collect())
+            .collect();
+        for at in 0..n.min(40) {
+            let mut row = vec![1.0; n];
+            row[at] = 2.0;
+            row[n - 1 - (at * 7) % n] = 2.0;
+            rows.push(row);
+        }
+        let theta = ArrayD::from_shape_vec(vec![rows.len(), n], rows.concat()).unwrap();
+        for backend in [Backend::Jit, Backend::Reference] {
+            let opts = Options::default()
+                .noise(sst::Noise::None)
+                .mode(Mode::Hard)
+                .backend(backend);
+            let z = l.try_forward(theta.view(), &opts).unwrap().z;
+            for (row, z) in theta.rows().into_iter().zip(z.rows()) {
+                let first = (0..n).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+                let one_hot: Vec<f64> = (0..n).map(|i| f64::from(i == first)).collect();
+                assert_eq!(z.to_vec(), one_hot, "{backend:?}, n = {n}, row {row}");
+            }
+        }
+    }
+}
+
 /// Long rows, not a whole number of Philox groups, split over threads: the same bits as the
 /// reference backend for `w` and hard samples, and soft rows within tolerance.
 #[test]

@@ -8,7 +8,9 @@
 //! transform, vectorized for the CPU it runs on), called from the compiled row loop, and read
 //! back unit by unit. A row whose length is not a multiple of four is padded by the caller to
 //! the next multiple, and its last unit's extra lanes are masked here at compile time (the row
-//! length is a constant of the kernel).
+//! length is a constant of the kernel). The unit loops take two units per iteration, and their
+//! running sums and maxima ([`Acc`]) alternate between two chains, folded after the loop. The
+//! argmax keeps lane-wise maxima only and then finds the first element equal to the largest.
 
 use std::mem::offset_of;
 
@@ -17,7 +19,7 @@ use cranelift_codegen::ir::types::{self, Type};
 use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use super::vmath::{self, cast, select, splat_f, splat_i};
+use super::vmath::{self, select, splat_f};
 use super::{BackwardArgs, ForwardArgs};
 use crate::backend::fused::{Front, Kernel, Pass, Precision, SoftKernel, Solve};
 
@@ -88,6 +90,25 @@ type Mask = Option<[bool; 4]>;
 
 /// A unit's noise vectors, when the pass draws noise.
 type UnitNoise = Option<Vec<Value>>;
+
+/// How the two chains of an [`Acc`] are folded into one.
+#[derive(Clone, Copy)]
+enum Fold {
+    Sum,
+    /// Of values that are not NaN.
+    Max,
+}
+
+/// A lane-wise accumulator of a row loop, in two chains: [`Emit::for_each_unit`] swaps them
+/// after every unit, so that consecutive units do not wait on each other's addition (three or
+/// four cycles each), and folds them into `var` after the loop. Bodies read and write `var`.
+#[derive(Clone, Copy)]
+struct Acc {
+    var: Variable,
+    spare: Variable,
+    init: f64,
+    fold: Fold,
+}
 
 impl<'b> Emit<'_, 'b> {
     fn load_field(&mut self, ty: Type, args: Value, offset: usize) -> Value {
@@ -163,24 +184,55 @@ impl<'b> Emit<'_, 'b> {
     }
 
     /// Calls `body(idx, mask, noise)` for every unit of a row, in order: the full units in a
-    /// loop, then the partial unit; `noise` the unit of the noise row when there is one.
+    /// loop two at a time, then the partial unit; `noise` the unit of the noise row when there
+    /// is one. The accumulators `accs` alternate chains from unit to unit and are folded at the
+    /// end.
     fn for_each_unit(
         &mut self,
         noise_row: Option<Value>,
+        accs: &[Acc],
         body: &mut dyn FnMut(&mut Self, Value, Mask, UnitNoise),
     ) {
         let full = self.n / 4;
-        let (zero, end) = (self.iconst(0), self.iconst(full as i64));
-        self.counted_loop(zero, end, &mut |k, u| {
-            let idx = k.b.ins().imul_imm_s(u, 4);
+        let mut unit = |k: &mut Self, idx: Value, mask: Mask| {
             let g = noise_row.map(|row| k.load_unit(row, idx));
-            body(k, idx, None, g)
+            body(k, idx, mask, g);
+            k.swap_chains(accs);
+        };
+        let (zero, pairs) = (self.iconst(0), self.iconst((full / 2) as i64));
+        self.counted_loop(zero, pairs, &mut |k, pair| {
+            let idx = k.b.ins().imul_imm_s(pair, 8);
+            unit(k, idx, None);
+            let idx = k.b.ins().iadd_imm_s(idx, 4);
+            unit(k, idx, None);
         });
+        if full % 2 == 1 {
+            let idx = self.iconst(4 * (full - 1) as i64);
+            unit(self, idx, None);
+        }
         if self.n.div_ceil(4) > full {
             let idx = self.iconst(4 * full as i64);
             let mask = self.mask(full);
-            let g = noise_row.map(|row| self.load_unit(row, idx));
-            body(self, idx, mask, g);
+            unit(self, idx, mask);
+        }
+        for acc in accs {
+            let (a, b) = (self.b.use_var(acc.var), self.b.use_var(acc.spare));
+            let folded = match acc.fold {
+                Fold::Sum => self.b.ins().fadd(a, b),
+                Fold::Max => vmath::max(self.b, self.p, a, b),
+            };
+            self.b.def_var(acc.var, folded);
+            let init = splat_f(self.b, self.p, acc.init);
+            self.b.def_var(acc.spare, init);
+        }
+    }
+
+    /// Exchanges each accumulator's two chains (no instruction: the variables are renamed).
+    fn swap_chains(&mut self, accs: &[Acc]) {
+        for acc in accs {
+            let (a, b) = (self.b.use_var(acc.var), self.b.use_var(acc.spare));
+            self.b.def_var(acc.var, b);
+            self.b.def_var(acc.spare, a);
         }
     }
 
@@ -243,25 +295,41 @@ impl<'b> Emit<'_, 'b> {
         m
     }
 
-    fn var(&mut self, ty: Type, init: Value) -> Variable {
-        let v = self.b.declare_var(ty);
-        self.b.def_var(v, init);
-        v
-    }
-
-    /// `acc += x − x` for each vector: a lane of `acc` becomes NaN once an `x` is ±∞ or NaN.
-    fn track_finite(&mut self, acc: Variable, unit: &[Value]) {
-        for &x in unit {
-            let d = self.b.ins().fsub(x, x);
-            let a = self.b.use_var(acc);
-            let a = self.b.ins().fadd(a, d);
-            self.b.def_var(acc, a);
+    /// An accumulator of the precision's vectors, every lane starting at `init`.
+    fn acc(&mut self, init: f64, fold: Fold) -> Acc {
+        let ty = self.p.vector();
+        let (var, spare) = (self.b.declare_var(ty), self.b.declare_var(ty));
+        let v = splat_f(self.b, self.p, init);
+        self.b.def_var(var, v);
+        self.b.def_var(spare, v);
+        Acc {
+            var,
+            spare,
+            init,
+            fold,
         }
     }
 
+    /// `acc += x − x` for each vector: a lane of `acc` becomes NaN once an `x` is ±∞ or NaN.
+    fn track_finite(&mut self, acc: Acc, unit: &[Value]) {
+        let d = unit.iter().map(|&x| self.b.ins().fsub(x, x));
+        let d: Vec<Value> = d.collect();
+        let d = d[1..].iter().fold(d[0], |s, &x| self.b.ins().fadd(s, x));
+        let a = self.b.use_var(acc.var);
+        let a = self.b.ins().fadd(a, d);
+        self.b.def_var(acc.var, a);
+    }
+
+    /// `acc += x`.
+    fn add_to(&mut self, acc: Acc, x: Value) {
+        let a = self.b.use_var(acc.var);
+        let a = self.b.ins().fadd(a, x);
+        self.b.def_var(acc.var, a);
+    }
+
     /// Returns `row` from the function when `acc` saw a value that is not finite.
-    fn fail_unless_finite(&mut self, acc: Variable, row: Value) {
-        let a = self.b.use_var(acc);
+    fn fail_unless_finite(&mut self, acc: Acc, row: Value) {
+        let a = self.b.use_var(acc.var);
         let s = self.lane_sum(a);
         let bad = self.b.ins().fcmp(FloatCC::Unordered, s, s);
         self.return_row_if(bad, row);
@@ -345,13 +413,15 @@ impl<'b> Emit<'_, 'b> {
         row: Value,
     ) {
         let zero = splat_f(self.b, self.p, 0.0);
-        let neg_inf = splat_f(self.b, self.p, f64::NEG_INFINITY);
-        let finite_w = self.var(self.p.vector(), zero);
-        let finite_x = self.var(self.p.vector(), zero);
-        let best = self.var(self.p.vector(), neg_inf);
-        let zero_i = splat_i(self.b, self.p, 0);
-        let best_at = self.var(self.p.int_vector(), zero_i);
-        self.for_each_unit(noise, &mut |k, idx, mask, g| {
+        let finite_w = self.acc(0.0, Fold::Sum);
+        let finite_x = self.acc(0.0, Fold::Sum);
+        let best = self.acc(f64::NEG_INFINITY, Fold::Max);
+        let accs = match solve {
+            Solve::Argmax => vec![finite_w, best],
+            Solve::Soft(_) => vec![finite_w, finite_x, best],
+            _ => vec![finite_w],
+        };
+        self.for_each_unit(noise, &accs, &mut |k, idx, mask, g| {
             let theta = k.load_unit(theta_row, idx);
             let w: Vec<Value> = match g {
                 None => theta,
@@ -378,7 +448,7 @@ impl<'b> Emit<'_, 'b> {
                 }
                 Solve::Argmax => {
                     let w = k.masked(mask, w, f64::NEG_INFINITY);
-                    k.track_argmax(best, best_at, idx, &w);
+                    k.track_max(best, &w);
                 }
                 Solve::Soft(soft) => {
                     let x = k.scaled(&w, t);
@@ -390,7 +460,7 @@ impl<'b> Emit<'_, 'b> {
         self.fail_unless_finite(finite_w, row);
         match solve {
             Solve::Positive => {}
-            Solve::Argmax => self.write_one_hot(best, best_at, z_row),
+            Solve::Argmax => self.write_one_hot(best, w_row, z_row),
             Solve::TopK { .. } | Solve::Combinatorial(_) => {
                 self.solve_in_rust([w_row, z_row, report, kept_row])
             }
@@ -411,17 +481,14 @@ impl<'b> Emit<'_, 'b> {
         [out_row, x_row]: [Value; 2],
         idx: Value,
         mask: Mask,
-        [finite_x, best]: [Variable; 2],
+        [finite_x, best]: [Acc; 2],
     ) {
         self.track_finite(finite_x, &x);
         match soft {
             SoftKernel::Softmax => {
                 self.store_unit(out_row, idx, &x);
-                for x in self.masked(mask, x, f64::NEG_INFINITY) {
-                    let m = self.b.use_var(best);
-                    let m = vmath::max(self.b, self.p, x, m);
-                    self.b.def_var(best, m);
-                }
+                let x = self.masked(mask, x, f64::NEG_INFINITY);
+                self.track_max(best, &x);
             }
             SoftKernel::Sigmoid => {
                 let s = self.sigmoid(&x);
@@ -466,13 +533,13 @@ impl<'b> Emit<'_, 'b> {
         &mut self,
         soft: SoftKernel,
         [out_row, x_row, report, kept]: [Value; 4],
-        [finite_x, best]: [Variable; 2],
+        [finite_x, best]: [Acc; 2],
         row: Value,
     ) {
         self.fail_unless_finite(finite_x, row);
         match soft {
             SoftKernel::Softmax => {
-                let m = self.b.use_var(best);
+                let m = self.b.use_var(best.var);
                 let m = self.lane_max(m);
                 self.normalize_exp(out_row, m);
             }
@@ -518,61 +585,28 @@ impl<'b> Emit<'_, 'b> {
             .collect()
     }
 
-    /// Keeps, lane by lane, the largest `w` seen and its element index (the first on ties).
-    fn track_argmax(&mut self, best: Variable, best_at: Variable, idx: Value, w: &[Value]) {
-        let per = self.p.lanes();
-        for (v, &x) in w.iter().enumerate() {
-            let at = self.b.ins().iadd_imm_s(idx, (v * per) as i64);
-            let at = match self.p {
-                Precision::F32 => {
-                    let at = self.b.ins().ireduce(types::I32, at);
-                    let at = self.b.ins().splat(types::I32X4, at);
-                    let iota = vmath::lanes_i32(self.b, [0, 1, 2, 3]);
-                    self.b.ins().iadd(at, iota)
-                }
-                Precision::F64 => {
-                    let at = self.b.ins().splat(types::I64X2, at);
-                    let iota = vmath::lanes_i64(self.b, [0, 1]);
-                    self.b.ins().iadd(at, iota)
-                }
-            };
-            let m = self.b.use_var(best);
-            let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, m);
-            let m = select(self.b, self.p, gt, x, m);
-            self.b.def_var(best, m);
-            let a = self.b.use_var(best_at);
-            let mask = cast(self.b, self.p.int_vector(), gt);
-            let a = self.b.ins().bitselect(mask, at, a);
-            self.b.def_var(best_at, a);
-        }
+    /// Keeps, lane by lane, the largest value seen in `best` (values that are not NaN).
+    fn track_max(&mut self, best: Acc, unit: &[Value]) {
+        let m = unit[1..]
+            .iter()
+            .fold(unit[0], |m, &x| vmath::max(self.b, self.p, x, m));
+        let acc = self.b.use_var(best.var);
+        let acc = vmath::max(self.b, self.p, m, acc);
+        self.b.def_var(best.var, acc);
     }
 
-    /// Writes the one-hot of the lanes' best: the largest value, the lowest index among equals.
-    fn write_one_hot(&mut self, best: Variable, best_at: Variable, z_row: Value) {
-        let (values, at) = (self.b.use_var(best), self.b.use_var(best_at));
-        let mut v = self.b.ins().extractlane(values, 0);
-        let mut a = self.b.ins().extractlane(at, 0);
-        for l in 1..self.p.lanes() as u8 {
-            let (x, i) = (
-                self.b.ins().extractlane(values, l),
-                self.b.ins().extractlane(at, l),
-            );
-            let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, v);
-            let eq = self.b.ins().fcmp(FloatCC::Equal, x, v);
-            let lower = self.b.ins().icmp(IntCC::UnsignedLessThan, i, a);
-            let tie = self.b.ins().band(eq, lower);
-            let take = self.b.ins().bor(gt, tie);
-            v = self.b.ins().select(take, x, v);
-            a = self.b.ins().select(take, i, a);
-        }
+    /// Writes the one-hot of the row's largest `w` (the lowest index among equals): the largest
+    /// of `best`'s lanes, then the first element of `w_row` equal to it.
+    fn write_one_hot(&mut self, best: Acc, w_row: Value, z_row: Value) {
+        let m = self.b.use_var(best.var);
+        let m = self.lane_max(m);
+        let at = self.first_index_of(w_row, m);
         let zero = splat_f(self.b, self.p, 0.0);
         let zeros = vec![zero; self.p.per_unit()];
-        self.for_each_unit(None, &mut |k, idx, _, _| k.store_unit(z_row, idx, &zeros));
-        let a = match self.p {
-            Precision::F32 => self.b.ins().uextend(types::I64, a),
-            Precision::F64 => a,
-        };
-        let addr = self.element_address(z_row, a);
+        self.for_each_unit(None, &[], &mut |k, idx, _, _| {
+            k.store_unit(z_row, idx, &zeros)
+        });
+        let addr = self.element_address(z_row, at);
         let one = match self.p {
             Precision::F32 => self.b.ins().f32const(1.0),
             Precision::F64 => self.b.ins().f64const(1.0),
@@ -580,6 +614,78 @@ impl<'b> Emit<'_, 'b> {
         self.b
             .ins()
             .store(MemFlagsData::new().with_notrap(), one, addr, 0);
+    }
+
+    /// The index (i64) of the first of the row's `n` elements equal to `m`, which one is: the
+    /// full units compared four lanes at a time until one matches, then the partial unit's
+    /// lanes inside the row. Clamped to the row, so that even a miss writes inside it.
+    fn first_index_of(&mut self, row: Value, m: Value) -> Value {
+        let m = self.splat_scalar(m);
+        let full = self.n / 4;
+        let (header, body, tail, found) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.append_block_param(header, types::I64);
+        self.b.append_block_param(found, types::I64);
+        self.b.append_block_param(found, types::I32);
+        let zero = self.iconst(0);
+        self.b.ins().jump(header, &[zero.into()]);
+        self.b.switch_to_block(header);
+        let unit = self.b.block_params(header)[0];
+        let done = self
+            .b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, unit, full as i64);
+        // The exit first, as in `counted_loop`.
+        self.b.ins().brif(done, tail, &[], body, &[]);
+        self.b.switch_to_block(body);
+        let idx = self.b.ins().imul_imm_s(unit, 4);
+        let bits = self.equal_lanes(row, idx, m);
+        let next = self.b.ins().iadd_imm_s(unit, 1);
+        self.b.ins().brif(
+            bits,
+            found,
+            &[unit.into(), bits.into()],
+            header,
+            &[next.into()],
+        );
+        self.b.switch_to_block(tail);
+        let inside = self.n - 4 * full;
+        let bits = match inside {
+            0 => self.b.ins().iconst(types::I32, 0),
+            _ => {
+                let idx = self.iconst(4 * full as i64);
+                let bits = self.equal_lanes(row, idx, m);
+                self.b.ins().band_imm_u(bits, (1i64 << inside) - 1)
+            }
+        };
+        let last = self.iconst(full as i64);
+        self.b.ins().jump(found, &[last.into(), bits.into()]);
+        self.b.switch_to_block(found);
+        let [unit, bits] = [0, 1].map(|i| self.b.block_params(found)[i]);
+        let lane = self.b.ins().ctz(bits);
+        let lane = self.b.ins().uextend(types::I64, lane);
+        let at = self.b.ins().imul_imm_s(unit, 4);
+        let at = self.b.ins().iadd(at, lane);
+        let last = self.iconst(self.n as i64 - 1);
+        self.b.ins().umin(at, last)
+    }
+
+    /// The lanes of the unit at `idx` equal to `m`, as the bits of an i32 (lane `l`, bit `l`).
+    fn equal_lanes(&mut self, row: Value, idx: Value, m: Value) -> Value {
+        let unit = self.load_unit(row, idx);
+        let per = self.p.lanes();
+        let mut bits = self.b.ins().iconst(types::I32, 0);
+        for (v, x) in unit.into_iter().enumerate() {
+            let eq = self.b.ins().fcmp(FloatCC::Equal, x, m);
+            let b = self.b.ins().vhigh_bits(types::I32, eq);
+            let b = self.b.ins().ishl_imm_u(b, (per * v) as i64);
+            bits = self.b.ins().bor(bits, b);
+        }
+        bits
     }
 
     /// `row ← exp(row − m) / Σ exp(row − m)` by the Rust helper
@@ -656,13 +762,11 @@ impl<'b> Emit<'_, 'b> {
         t: Value,
         row: Value,
     ) {
-        let zero = splat_f(self.b, self.p, 0.0);
-        let neg_inf = splat_f(self.b, self.p, f64::NEG_INFINITY);
         let vars = [
-            self.var(self.p.vector(), zero),
-            self.var(self.p.vector(), neg_inf),
+            self.acc(0.0, Fold::Sum),
+            self.acc(f64::NEG_INFINITY, Fold::Max),
         ];
-        self.for_each_unit(None, &mut |k, idx, mask, _| {
+        self.for_each_unit(None, &vars, &mut |k, idx, mask, _| {
             let w = k.load_unit(w_row, idx);
             let x = k.scaled(&w, t);
             k.soft_unit(soft, x, [out_row, x_row], idx, mask, vars);
@@ -674,9 +778,8 @@ impl<'b> Emit<'_, 'b> {
 
     /// `x_row = w/T` for one row; returns `row` from the function if it overflows.
     fn scale_row(&mut self, w_row: Value, x_row: Value, t: Value, row: Value) {
-        let zero = splat_f(self.b, self.p, 0.0);
-        let finite = self.var(self.p.vector(), zero);
-        self.for_each_unit(None, &mut |k, idx, _, _| {
+        let finite = self.acc(0.0, Fold::Sum);
+        self.for_each_unit(None, &[finite], &mut |k, idx, _, _| {
             let w = k.load_unit(w_row, idx);
             let x = k.scaled(&w, t);
             k.track_finite(finite, &x);
@@ -709,23 +812,19 @@ impl<'b> Emit<'_, 'b> {
                 // Σ g and |S| over the support S = {s > 0}, then (g − Σg/|S|) on S.
                 let zero = splat_f(self.b, self.p, 0.0);
                 let one = splat_f(self.b, self.p, 1.0);
-                let sum = self.var(self.p.vector(), zero);
-                let count = self.var(self.p.vector(), zero);
-                self.for_each_unit(None, &mut |k, idx, _, _| {
+                let sum = self.acc(0.0, Fold::Sum);
+                let count = self.acc(0.0, Fold::Sum);
+                self.for_each_unit(None, &[sum, count], &mut |k, idx, _, _| {
                     let (s, g) = (k.load_unit(s_row, idx), k.load_unit(g_row, idx));
                     for v in 0..s.len() {
                         let on = k.b.ins().fcmp(FloatCC::GreaterThan, s[v], zero);
                         let gv = select(k.b, k.p, on, g[v], zero);
                         let cv = select(k.b, k.p, on, one, zero);
-                        let acc = k.b.use_var(sum);
-                        let acc = k.b.ins().fadd(acc, gv);
-                        k.b.def_var(sum, acc);
-                        let c = k.b.use_var(count);
-                        let c = k.b.ins().fadd(c, cv);
-                        k.b.def_var(count, c);
+                        k.add_to(sum, gv);
+                        k.add_to(count, cv);
                     }
                 });
-                let (s_total, c_total) = (self.b.use_var(sum), self.b.use_var(count));
+                let (s_total, c_total) = (self.b.use_var(sum.var), self.b.use_var(count.var));
                 let s_total = self.lane_sum(s_total);
                 let c_total = self.lane_sum(c_total);
                 // A row without support (never, for a solution of the simplex) gets zeros.
@@ -750,18 +849,15 @@ impl<'b> Emit<'_, 'b> {
                 });
             }
             SoftKernel::Softmax => {
-                let zero = splat_f(self.b, self.p, 0.0);
-                let dot = self.var(self.p.vector(), zero);
-                self.for_each_unit(None, &mut |k, idx, _, _| {
+                let dot = self.acc(0.0, Fold::Sum);
+                self.for_each_unit(None, &[dot], &mut |k, idx, _, _| {
                     let (s, g) = (k.load_unit(s_row, idx), k.load_unit(g_row, idx));
                     for v in 0..s.len() {
                         let p = k.b.ins().fmul(g[v], s[v]);
-                        let d = k.b.use_var(dot);
-                        let d = k.b.ins().fadd(d, p);
-                        k.b.def_var(dot, d);
+                        k.add_to(dot, p);
                     }
                 });
-                let d = self.b.use_var(dot);
+                let d = self.b.use_var(dot.var);
                 let d = self.lane_sum(d);
                 let gz = self.splat_scalar(d);
                 // s·(g − ⟨g, s⟩).
@@ -793,7 +889,7 @@ impl<'b> Emit<'_, 'b> {
         t: Value,
         f: &dyn Fn(&mut FunctionBuilder, Value, Value) -> Value,
     ) {
-        self.for_each_unit(None, &mut |k, idx, _, _| {
+        self.for_each_unit(None, &[], &mut |k, idx, _, _| {
             let (s, g) = (k.load_unit(s_row, idx), k.load_unit(g_row, idx));
             let out: Vec<Value> = (0..s.len())
                 .map(|v| {
