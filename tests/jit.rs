@@ -326,6 +326,7 @@ fn eval_and_bench_take_backend() {
     for workload in [
         "gumbel_softmax_fwd_bwd",
         "sinkhorn_fwd_bwd_64x50x50_it50",
+        "sinkhorn_implicit_fwd_bwd_64x50x50_it50",
         "topk_soft_fwd_bwd_256x4096_k64",
     ] {
         assert!(stdout.contains(workload), "{workload} missing: {stdout}");

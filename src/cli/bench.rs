@@ -120,7 +120,7 @@ struct Workload {
 }
 
 /// The workloads `bench/peers/peers.py` times too (the names are shared).
-const WORKLOADS: [Workload; 11] = [
+const WORKLOADS: [Workload; 12] = [
     Workload {
         fwd_bwd: Some("gumbel_softmax_fwd_bwd_1024x1000"),
         spec: "layer l: categorical(1000) { temperature: 0.5 }",
@@ -169,6 +169,20 @@ const WORKLOADS: [Workload; 11] = [
         fwd_bwd: Some("sinkhorn_fwd_bwd_64x50x50_it50"),
         spec: "layer l: permutation(50) { solver: sinkhorn(iters = 50, tol = 1e-300); \
                backward: unrolled; temperature: 0.5 }",
+        batch: 64,
+        shape: &[50, 50],
+        forward_only: None,
+        hard: None,
+        noise: true,
+        f64_only: false,
+        uniform: false,
+    },
+    // The same under the implicit rule (the VJP solves the fixed point's linear system instead
+    // of replaying the iterations); its peer is OTT-JAX's implicit differentiation.
+    Workload {
+        fwd_bwd: Some("sinkhorn_implicit_fwd_bwd_64x50x50_it50"),
+        spec: "layer l: permutation(50) { solver: sinkhorn(iters = 50, tol = 1e-300); \
+               backward: implicit; temperature: 0.5 }",
         batch: 64,
         shape: &[50, 50],
         forward_only: None,
