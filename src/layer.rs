@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 
 use crate::backend::{
-    kept_width, score_lens, select, Backend, Choice, ForwardOut, Report, Rows, Saved, SolveError,
-    Warning,
+    kept_width, score_lens, select, Backend, Choice, ForwardOut, Report, Rows, Saved, Schedule,
+    SolveError, Warning,
 };
 use crate::diagnostic::number;
 use crate::estimator::{baseline_weights, score, updated_ema};
@@ -36,6 +36,8 @@ pub struct Layer {
     id: u64,
     /// The running baseline of `reinforce(baseline = ema)`, shared by clones of the layer.
     ema: Arc<Mutex<Option<f64>>>,
+    /// The temperature schedule, compiled on first use (shared by clones).
+    schedule: Schedule,
 }
 
 /// Where the noise of a forward pass comes from.
@@ -201,6 +203,7 @@ impl Layer {
             plan,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             ema: Arc::default(),
+            schedule: Schedule::default(),
         }
     }
 
@@ -227,11 +230,18 @@ impl Layer {
         self.error(e.field(), e.to_string())
     }
 
+    /// The spec's temperature schedule at training step `step`, as requests on `backend`
+    /// evaluate it: compiled by the JIT where it depends on the step (the first call compiles
+    /// it), the formula evaluated under [`Choice::Reference`]; the same number either way.
+    pub fn temperature_at(&self, step: f64, backend: Choice) -> f64 {
+        self.schedule.at(&self.plan.temperature, step, backend)
+    }
+
     /// The temperature of a request: the override, or the schedule at `step`; must be > 0.
     pub fn try_temperature(&self, opts: &Options) -> Result<f64, RequestError> {
         let t = match opts.temperature {
             Some(t) => t,
-            None => self.plan.temperature.eval(opts.step),
+            None => self.temperature_at(opts.step, opts.backend),
         };
         if t > 0.0 && t.is_finite() {
             Ok(t)

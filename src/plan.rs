@@ -127,8 +127,14 @@ impl Function {
             Function::Log => args[0].ln(),
             Function::Sqrt => args[0].sqrt(),
             Function::Abs => args[0].abs(),
-            Function::Min => args.iter().copied().fold(f64::INFINITY, f64::min),
-            Function::Max => args.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            // From ±∞, taking an argument only when it is smaller (larger) than the running
+            // value: NaNs are passed over, and of equal values (0 and −0) the first is kept.
+            Function::Min => args
+                .iter()
+                .fold(f64::INFINITY, |m, &x| if x < m { x } else { m }),
+            Function::Max => args
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &x| if x > m { x } else { m }),
         }
     }
 }

@@ -15,7 +15,8 @@ mod common;
 
 use common::Rng;
 use ndarray::ArrayD;
-use sst::backend::jit::fallbacks;
+use sst::backend::jit::{fallbacks, schedule};
+use sst::plan::{Arith, Formula, Function};
 use sst::support::REGISTRY;
 use sst::{BackendChoice as Backend, Layer, Mode, Options, Real};
 
@@ -181,6 +182,82 @@ fn hard_ties_take_the_first_largest() {
                 assert_eq!(z.to_vec(), one_hot, "{backend:?}, n = {n}, row {row}");
             }
         }
+    }
+}
+
+/// A random temperature formula of depth at most `depth`: numbers (signed zeros, tiny and huge
+/// ones among them), the step, negation, the four operations and every function.
+fn random_formula(rng: &mut Rng, depth: u32) -> Formula {
+    let leaf = depth == 0 || rng.next_u64().is_multiple_of(4);
+    if leaf {
+        return match rng.next_u64() % 3 {
+            0 => Formula::Step,
+            _ => Formula::Num(
+                [0.0, -0.0, 1.0, 0.5, 1e-300, 1e300, -3.0, 1000.0][rng.next_u64() as usize % 8]
+                    * rng.uniform(0.5, 2.0),
+            ),
+        };
+    }
+    let sub = |rng: &mut Rng| Box::new(random_formula(rng, depth - 1));
+    match rng.next_u64() % 4 {
+        0 => Formula::Neg(sub(rng)),
+        1 => {
+            let op = [Arith::Add, Arith::Sub, Arith::Mul, Arith::Div][rng.next_u64() as usize % 4];
+            Formula::Binary(op, sub(rng), sub(rng))
+        }
+        _ => {
+            let functions = [
+                Function::Exp,
+                Function::Log,
+                Function::Sqrt,
+                Function::Abs,
+                Function::Min,
+                Function::Max,
+            ];
+            let f = functions[rng.next_u64() as usize % functions.len()];
+            let count = match f {
+                Function::Min | Function::Max => 2 + rng.next_u64() as usize % 3,
+                _ => 1,
+            };
+            Formula::Call(
+                f,
+                (0..count).map(|_| random_formula(rng, depth - 1)).collect(),
+            )
+        }
+    }
+}
+
+/// The compiled temperature schedule gives `Formula::eval`'s bits (NaN for NaN) on random
+/// formulas at steps from 0 to 10⁷ (and −1 and NaN), and a layer's schedule on the JIT is the
+/// reference backend's, in `temperature_at` and in a forward pass.
+#[test]
+fn compiled_schedules_are_evaluated_schedules() {
+    let mut rng = Rng(0x5c4e);
+    let steps = [0.0, 1.0, 7.0, 999.5, 1e3, 12345.0, 1e7, -1.0, f64::NAN];
+    for _ in 0..400 {
+        let formula = random_formula(&mut rng, 4);
+        let compiled = schedule::compile(&formula).unwrap();
+        for step in steps {
+            let (a, b) = (compiled.at(step), formula.eval(step));
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{formula:?} at {step}: compiled {a:e}, evaluated {b:e}"
+            );
+        }
+    }
+    let l = common::layer("layer l: categorical(5) { temperature: max(0.1, exp(-step / 1000)) }");
+    for step in [0.0, 10.0, 2500.0, 1e6] {
+        let t = l.temperature_at(step, Backend::Jit);
+        assert_eq!(
+            t.to_bits(),
+            l.temperature_at(step, Backend::Reference).to_bits()
+        );
+        assert_eq!(t, f64::max(0.1, (-step / 1000.0).exp()));
+        let opts = Options::default().step(step).backend(Backend::Jit);
+        let fwd = l
+            .try_forward(ArrayD::<f32>::zeros(vec![2, 5]).view(), &opts)
+            .unwrap();
+        assert_eq!(fwd.temperature, t);
     }
 }
 

@@ -20,7 +20,7 @@ use crate::ir::{Program, ScoreMap, Truncation};
 use crate::kernels::counts::MAX_OUTCOMES;
 use crate::kernels::dp::dp_too_large;
 use crate::noise::Perturbation;
-use crate::plan::Mode;
+use crate::plan::{Formula, Mode};
 use crate::real::Real;
 
 /// Which backend runs a layer (`Options::backend`, `--backend`).
@@ -113,6 +113,32 @@ pub fn cuda_device() -> Result<String, String> {
 /// Why a build without the feature `cuda` has no CUDA backend.
 #[cfg(not(feature = "cuda"))]
 const NO_CUDA: &str = "this build has no CUDA backend (cargo feature `cuda`)";
+
+/// A layer's temperature schedule as it is evaluated for requests: compiled by the JIT on first
+/// use where it depends on the step (feature `jit`; one compile per layer, shared by its
+/// clones), [`Formula::eval`] otherwise and under `Choice::Reference`. The same bits either way.
+#[derive(Clone, Default)]
+pub(crate) struct Schedule {
+    #[cfg(feature = "jit")]
+    compiled: std::sync::Arc<std::sync::OnceLock<Option<jit::schedule::Schedule>>>,
+}
+
+impl Schedule {
+    /// `formula` (the layer's schedule) at training step `step`.
+    #[cfg_attr(not(feature = "jit"), allow(unused_variables))]
+    pub fn at(&self, formula: &Formula, step: f64, choice: Choice) -> f64 {
+        #[cfg(feature = "jit")]
+        if choice != Choice::Reference && formula.uses_step() {
+            let compiled = self
+                .compiled
+                .get_or_init(|| jit::compile_schedule(formula).ok());
+            if let Some(schedule) = compiled {
+                return schedule.at(step);
+            }
+        }
+        formula.eval(step)
+    }
+}
 
 /// Seconds this process has spent compiling JIT kernels (0 without the `jit` feature).
 pub fn compile_seconds() -> f64 {

@@ -43,14 +43,20 @@ pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliE
 }
 
 /// Which backend runs the layer and why (f64 and f32 are alike in this), with the time its f64
-/// JIT kernels took to compile in this process (f32 ones compile on first use).
+/// JIT kernels and its temperature schedule (where it depends on the step) took to compile in
+/// this process (f32 kernels compile on first use).
 fn backend_line(layer: &sst::Layer) -> String {
     let before = sst::backend::compile_seconds();
     let (_, why) = layer.backend_name::<f64>();
+    layer.temperature_at(0.0, sst::BackendChoice::Auto);
     let ms = (sst::backend::compile_seconds() - before) * 1e3;
+    let schedule = match layer.plan().temperature.uses_step() {
+        true => " and the temperature schedule",
+        false => "",
+    };
     match why {
         None => format!(
-            "  {:<12} jit  # fused Cranelift kernels, compiled in {ms:.1} ms\n",
+            "  {:<12} jit  # fused Cranelift kernels{schedule}, compiled in {ms:.1} ms\n",
             "backend"
         ),
         Some(why) => format!(

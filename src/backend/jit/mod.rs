@@ -16,8 +16,10 @@
 //! backend's: the same function.
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
-//! in `compile`) and kept in a cache keyed by [`Kernel`].
+//! in `compile`) and kept in a cache keyed by [`Kernel`]. A layer's temperature schedule, where
+//! it depends on the step, is compiled too ([`schedule`]), once per layer.
 
+pub mod schedule;
 mod translate;
 mod vmath;
 
@@ -141,6 +143,15 @@ pub fn compile_seconds() -> f64 {
         .as_secs_f64()
 }
 
+/// A temperature schedule compiled ([`schedule::compile`]), its time added to the process's
+/// compile time.
+pub fn compile_schedule(formula: &crate::plan::Formula) -> Result<schedule::Schedule, String> {
+    let started = Instant::now();
+    let result = schedule::compile(formula);
+    *compile_time().lock().unwrap_or_else(|e| e.into_inner()) += started.elapsed();
+    result
+}
+
 /// `kernel` compiled, from the cache or now.
 fn compiled(kernel: Kernel) -> Result<Compiled, Unsupported> {
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
@@ -157,23 +168,11 @@ fn compiled(kernel: Kernel) -> Result<Compiled, Unsupported> {
 /// function, define its body, finalize the module, fetch the code pointer.
 fn compile(kernel: Kernel) -> Result<Compiled, String> {
     kernel.jit_translates()?;
-    let mut flags = settings::builder();
-    for (name, value) in [("opt_level", "speed"), ("is_pic", "false")] {
-        flags.set(name, value).map_err(|e| e.to_string())?;
-    }
-    let isa = cranelift_native::builder()
-        .map_err(|e| format!("this machine has no Cranelift target: {e}"))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| e.to_string())?;
-    let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
     let (float, symbols) = match kernel.precision {
         Precision::F32 => (types::F32, helper_symbols::<f32>()),
         Precision::F64 => (types::F64, helper_symbols::<f64>()),
     };
-    for (name, code) in symbols {
-        jit_builder.symbol(name, code);
-    }
-    let mut module = JITModule::new(jit_builder);
+    let mut module = new_module(&symbols)?;
     let pointer = module.target_config().pointer_type();
     let mut solve_signature = module.make_signature();
     for ty in [pointer; 5] {
@@ -233,24 +232,54 @@ fn compile(kernel: Kernel) -> Result<Compiled, String> {
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut builder_context);
     kernel.translate(&mut b, pointer, helpers);
     b.finalize(module.target_config());
+    let signature = ctx.func.signature.clone();
+    let code = finalize(module, ctx, &signature)?;
+    // SAFETY: `code` is the finalized, executable code of the function just defined, whose
+    // signature is the target's default calling convention (`make_signature`, the C convention
+    // of this platform) with one pointer parameter and an i64 result, matching the type here;
+    // its memory is never freed (`finalize` leaks the module). What a call needs is said at the
+    // two calls.
+    let entry =
+        unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*const u8) -> i64>(code) };
+    Ok(Compiled { entry })
+}
+
+/// A JIT module for this machine (Cranelift's `speed` optimizations) that resolves the Rust
+/// helpers `symbols` the compiled code calls.
+fn new_module(symbols: &[(&'static str, *const u8)]) -> Result<JITModule, String> {
+    let mut flags = settings::builder();
+    for (name, value) in [("opt_level", "speed"), ("is_pic", "false")] {
+        flags.set(name, value).map_err(|e| e.to_string())?;
+    }
+    let isa = cranelift_native::builder()
+        .map_err(|e| format!("this machine has no Cranelift target: {e}"))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| e.to_string())?;
+    let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
+    for &(name, code) in symbols {
+        jit_builder.symbol(name, code);
+    }
+    Ok(JITModule::new(jit_builder))
+}
+
+/// Compiles the function built in `ctx` (of type `signature`) as the module's one function:
+/// define it, finalize the module, fetch the code pointer. The module is leaked, so that the
+/// code outlives every use of the pointer.
+fn finalize(
+    mut module: JITModule,
+    mut ctx: cranelift_codegen::Context,
+    signature: &cranelift_codegen::ir::Signature,
+) -> Result<*const u8, String> {
     let id = module
-        .declare_function("kernel", Linkage::Local, &ctx.func.signature)
+        .declare_function("compiled", Linkage::Local, signature)
         .map_err(|e| e.to_string())?;
     module
         .define_function(id, &mut ctx)
         .map_err(|e| format!("Cranelift could not compile the kernel: {e:?}"))?;
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let code = module.get_finalized_function(id);
-    // The code must outlive every use of its pointer: the module is never dropped or freed.
     Box::leak(Box::new(module));
-    // SAFETY: `code` is the finalized, executable code of the function just defined, whose
-    // signature is the target's default calling convention (`make_signature`, the C convention
-    // of this platform) with one pointer parameter and an i64 result, matching the type here;
-    // its memory is never freed (the module is leaked above). What a call needs is said at the
-    // two calls.
-    let entry =
-        unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*const u8) -> i64>(code) };
-    Ok(Compiled { entry })
+    Ok(code)
 }
 
 /// A row solved by the Rust kernel of `kernel` (its hard `top_k` or combinatorial solver, or
