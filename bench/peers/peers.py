@@ -15,7 +15,9 @@ key is `fold_in(key, call number)`, inside the jitted function; torch: its globa
 JAX functions are `jax.jit`ed, warmed up (compile excluded) and waited on with
 `block_until_ready`; the peers of one workload run alternately (timing.alternating_medians_ms).
 The first output of each peer is checked: finite, hard samples one-hot, soft top-k rows summing
-to k within 1e-4. Only the workloads in SST_JSON are timed; sst workloads without a peer show -.
+to k within 1e-4, Sinkhorn columns summing to 1 within 1e-4. Only the workloads in SST_JSON are
+timed; sst workloads without a peer show -. The JAX column of the implicit Sinkhorn workload is
+OTT-JAX (`pip install ott-jax` into the venv; without it that cell shows -).
 """
 import itertools
 import json
@@ -50,6 +52,11 @@ TREE_BATCH, TREE_SIZES = 16, (64, 128, 256)
 # alone: measured ≤ 1e-15·k in f64 and ≤ 7e-7·k in f32 (in exact arithmetic ~27 steps would
 # reach 1e-6·k; f32 cannot do much better than that whatever the count).
 BISECT_ITERS = {"f32": 40, "f64": 60}
+# rtol = atol of the linear solve in OTT-JAX's implicit Sinkhorn backward. At a converged fixed
+# point of the bench instance (|∇| ≤ 0.55) OTT's default 1e-6 leaves |∇ - exact| ≈ 1.5e-4 in f64,
+# 1e-10 leaves 1e-10 at no measured cost (sst's solve stops at 1e-14); f32 keeps 1e-6 (3.5e-5
+# from exact): at 1e-7 its solve cannot converge and lineax raises.
+IMPLICIT_TOL = {"f32": 1e-6, "f64": 1e-10}
 
 
 def names(dt):
@@ -62,6 +69,7 @@ def names(dt):
         "concrete": f"binary_concrete_fwd_bwd_4096x1024_{dt}",
         "topk": f"topk_soft_fwd_bwd_256x4096_k{K}_{dt}",
         "sinkhorn": f"sinkhorn_fwd_bwd_64x50x50_it{SINKHORN_ITERS}_{dt}",
+        "sinkhorn_implicit": f"sinkhorn_implicit_fwd_bwd_64x50x50_it{SINKHORN_ITERS}_{dt}",
         "copy": f"copy_bandwidth_1024x1000_{dt}",
     }
 
@@ -288,6 +296,29 @@ def jax_peers(dtype, dt):
 
         return jnp.exp(jax.lax.fori_loop(0, SINKHORN_ITERS, step, x))
 
+    def ott_sinkhorn_implicit():
+        """`sinkhorn` by OTT-JAX with its implicit backward (`ImplicitDiff`: a linear solve of the
+        optimality conditions at the output): log-space Sinkhorn on cost -xᵀ, ε = 1, a = b = 1/n,
+        P = n·couplingᵀ. OTT updates g (the coupling's columns) first, so on xᵀ its iterates are
+        those of `sinkhorn` (rows first, columns exact). min = max iterations make its loop a scan
+        of max/inner blocks of `inner_iterations` with no stopping test (no threshold plays a
+        part): exactly SINKHORN_ITERS iterations."""
+        from ott.geometry import geometry
+        from ott.problems.linear import linear_problem
+        from ott.solvers.linear import implicit_differentiation, sinkhorn as ott_sinkhorn
+
+        tol = IMPLICIT_TOL[dt]
+        solver = ott_sinkhorn.Sinkhorn(
+            lse_mode=True, min_iterations=SINKHORN_ITERS, max_iterations=SINKHORN_ITERS,
+            inner_iterations=SINKHORN_ITERS,
+            implicit_diff=implicit_differentiation.ImplicitDiff(solver_kwargs={"rtol": tol, "atol": tol}))
+
+        def one(x):
+            geom = geometry.Geometry(cost_matrix=-x.T, epsilon=1.0)
+            return x.shape[-1] * solver(linear_problem.LinearProblem(geom)).matrix.T
+
+        return jax.vmap(one)
+
     def fwd_bwd(layer, noise):
         """(z, vjp of c) of z = layer((θ + noise)/T), reverse mode, one jitted function."""
 
@@ -321,6 +352,10 @@ def jax_peers(dtype, dt):
         "topk": (fwd_bwd(soft_topk, jax.random.gumbel), TOPK, True),
         "sinkhorn": (fwd_bwd(sinkhorn, jax.random.gumbel), SINKHORN, True),
     }
+    try:
+        calls["sinkhorn_implicit"] = (fwd_bwd(ott_sinkhorn_implicit(), jax.random.gumbel), SINKHORN, True)
+    except ImportError as e:
+        print(f"(jax {names(dt)['sinkhorn_implicit']} skipped: {e})", file=sys.stderr)
     out = {}
     for short, (f, shape, with_cot) in calls.items():
         th = jnp.asarray(theta(shape, dtype))
@@ -428,7 +463,8 @@ def torch_peers(dtype, dt):
 # ---- checks, timing, report ----
 
 def check(workload, peer, out):
-    """The first output of a peer: finite; hard samples one-hot; soft top-k rows sum to k."""
+    """The first output of a peer: finite; hard samples one-hot; soft top-k rows sum to k;
+    Sinkhorn's columns (normalised last) sum to 1."""
     arrays = [np.asarray(a) for a in (out if isinstance(out, tuple) else (out,))]
     where = f"{peer} {workload}"
     for a in arrays:
@@ -438,6 +474,9 @@ def check(workload, peer, out):
     if workload.startswith("topk_soft"):
         worst = np.abs(arrays[0].astype(np.float64).sum(axis=1) - K).max()
         assert worst <= 1e-4, f"{where}: max |Σz - k| = {worst:.2e} > 1e-4"
+    if workload.startswith("sinkhorn"):
+        worst = np.abs(arrays[0].astype(np.float64).sum(axis=-2) - 1).max()
+        assert worst <= 1e-4, f"{where}: max |column sum - 1| = {worst:.2e} > 1e-4"
 
 
 def load_peers():
@@ -456,7 +495,7 @@ def load_peers():
 
 def report(sst, results, peers):
     cols = "".join(f" {p + ' ms':>10} {'sst/' + p:>10}" for p in peers)
-    print(f"{'workload':<42} {'sst ms':>9}{cols} {'best':>6} {'sst/best':>9}")
+    print(f"{'workload':<43} {'sst ms':>9}{cols} {'best':>6} {'sst/best':>9}")
     for workload, ms in sst.items():
         times = results.get(workload, {})
         cells = ""
@@ -467,7 +506,7 @@ def report(sst, results, peers):
             cells += f" {best:>6} {ms / times[best]:>9.2f}"
         else:
             cells += f" {'-':>6} {'-':>9}"
-        print(f"{workload:<42} {ms:>9.3f}{cells}")
+        print(f"{workload:<43} {ms:>9.3f}{cells}")
 
 
 def main():

@@ -42,17 +42,17 @@ def main():
     for _ in range(rounds):
         for workload, row in one_round(only).items():
             seen[workload].append(row)
-    print(f"{'workload':<42} {'sst best':>9}  peers' best  sst/best-peer  per-round sst/best: median [range]")
+    print(f"{'workload':<43} {'sst best':>9}  peers' best  sst/best-peer  per-round sst/best: median [range]")
     for workload, rows in seen.items():
         sst = min(r["sst"] for r in rows)
         peers = {p: min(r[p] for r in rows) for p in COLUMNS if p in rows[0]}
         if not peers:
-            print(f"{workload:<42} {sst:>9.3f}")
+            print(f"{workload:<43} {sst:>9.3f}")
             continue
         best = min(peers, key=peers.get)
         ratios = [r["sst"] / min(r[p] for p in peers) for r in rows]
         listed = " ".join(f"{p} {ms:.3f}" for p, ms in peers.items())
-        print(f"{workload:<42} {sst:>9.3f}  {listed}  {sst / peers[best]:.2f} ({best})  "
+        print(f"{workload:<43} {sst:>9.3f}  {listed}  {sst / peers[best]:.2f} ({best})  "
               f"{statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]")
 
 

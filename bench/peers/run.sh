@@ -13,7 +13,7 @@ root="$(cd "$here/../.." && pwd)"
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet numpy scipy "jax[cpu]" networkx
+    "$venv/bin/pip" install --quiet numpy scipy "jax[cpu]" networkx ott-jax
 fi
 if [ "${PEERS_TORCH:-0}" = 1 ] && ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
     "$venv/bin/pip" install --quiet torch
