@@ -175,11 +175,20 @@ fn hard_ties_take_the_first_largest() {
                 .noise(sst::Noise::None)
                 .mode(Mode::Hard)
                 .backend(backend);
-            let z = l.try_forward(theta.view(), &opts).unwrap().z;
-            for (row, z) in theta.rows().into_iter().zip(z.rows()) {
-                let first = (0..n).fold(0, |b, i| if row[i] > row[b] { i } else { b });
-                let one_hot: Vec<f64> = (0..n).map(|i| f64::from(i == first)).collect();
-                assert_eq!(z.to_vec(), one_hot, "{backend:?}, n = {n}, row {row}");
+            let z64 = l.try_forward(theta.view(), &opts).unwrap().z;
+            let theta32 = theta.mapv(|x| x as f32);
+            let z32 = l.try_forward(theta32.view(), &opts).unwrap().z;
+            let z32 = z32.mapv(f64::from);
+            for (z, precision) in [(z64, "f64"), (z32, "f32")] {
+                for (row, z) in theta.rows().into_iter().zip(z.rows()) {
+                    let first = (0..n).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+                    let one_hot: Vec<f64> = (0..n).map(|i| f64::from(i == first)).collect();
+                    assert_eq!(
+                        z.to_vec(),
+                        one_hot,
+                        "{backend:?} {precision}, n = {n}, {row}"
+                    );
+                }
             }
         }
     }

@@ -275,7 +275,7 @@ fn finalize(
         .map_err(|e| e.to_string())?;
     module
         .define_function(id, &mut ctx)
-        .map_err(|e| format!("Cranelift could not compile the kernel: {e:?}"))?;
+        .map_err(|e| format!("Cranelift could not compile the function: {e:?}"))?;
     module.finalize_definitions().map_err(|e| e.to_string())?;
     let code = module.get_finalized_function(id);
     Box::leak(Box::new(module));
