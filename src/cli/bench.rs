@@ -165,32 +165,19 @@ const WORKLOADS: [Workload; 12] = [
         f64_only: false,
         uniform: false,
     },
-    Workload {
-        fwd_bwd: Some("sinkhorn_fwd_bwd_64x50x50_it50"),
-        spec: "layer l: permutation(50) { solver: sinkhorn(iters = 50, tol = 1e-300); \
-               backward: unrolled; temperature: 0.5 }",
-        batch: 64,
-        shape: &[50, 50],
-        forward_only: None,
-        hard: None,
-        noise: true,
-        f64_only: false,
-        uniform: false,
-    },
-    // The same under the implicit rule (the VJP solves the fixed point's linear system instead
-    // of replaying the iterations); its peer is OTT-JAX's implicit differentiation.
-    Workload {
-        fwd_bwd: Some("sinkhorn_implicit_fwd_bwd_64x50x50_it50"),
-        spec: "layer l: permutation(50) { solver: sinkhorn(iters = 50, tol = 1e-300); \
-               backward: implicit; temperature: 0.5 }",
-        batch: 64,
-        shape: &[50, 50],
-        forward_only: None,
-        hard: None,
-        noise: true,
-        f64_only: false,
-        uniform: false,
-    },
+    // Gumbel-Sinkhorn under both rules: the unrolled one replays the 50 iterations, the
+    // implicit one solves the fixed point's linear system (its peer: OTT-JAX's implicit
+    // differentiation).
+    gumbel_sinkhorn(
+        "sinkhorn_fwd_bwd_64x50x50_it50",
+        "layer l: permutation(50) { solver: sinkhorn(iters = 50, tol = 1e-300); \
+         backward: unrolled; temperature: 0.5 }",
+    ),
+    gumbel_sinkhorn(
+        "sinkhorn_implicit_fwd_bwd_64x50x50_it50",
+        "layer l: permutation(50) { solver: sinkhorn(iters = 50, tol = 1e-300); \
+         backward: implicit; temperature: 0.5 }",
+    ),
     // The exponential-family k-subset dynamic programs (no peer offers them): one row, 10⁶
     // cells, f64 (they run in f64 whatever the precision).
     subset_dp(
@@ -241,6 +228,21 @@ const WORKLOADS: [Workload; 12] = [
         ],
     ),
 ];
+
+/// Gumbel-Sinkhorn on 64 matrices of 50 × 50, forward + backward, named `name`.
+const fn gumbel_sinkhorn(name: &'static str, spec: &'static str) -> Workload {
+    Workload {
+        fwd_bwd: Some(name),
+        spec,
+        batch: 64,
+        shape: &[50, 50],
+        forward_only: None,
+        hard: None,
+        noise: true,
+        f64_only: false,
+        uniform: false,
+    }
+}
 
 /// A k-subset dynamic program's forward + backward on one row of `shape`, with Gumbel noise, in
 /// f64 only.
