@@ -232,7 +232,8 @@ impl Layer {
 
     /// The spec's temperature schedule at training step `step`, as requests on `backend`
     /// evaluate it: compiled by the JIT where it depends on the step (the first call compiles
-    /// it), the formula evaluated under [`Choice::Reference`]; the same number either way.
+    /// it, once per process and formula), the formula evaluated under [`Choice::Reference`];
+    /// the same number either way.
     pub fn temperature_at(&self, step: f64, backend: Choice) -> f64 {
         self.schedule.at(&self.plan.temperature, step, backend)
     }

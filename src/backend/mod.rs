@@ -115,8 +115,9 @@ pub fn cuda_device() -> Result<String, String> {
 const NO_CUDA: &str = "this build has no CUDA backend (cargo feature `cuda`)";
 
 /// A layer's temperature schedule as it is evaluated for requests: compiled by the JIT on first
-/// use where it depends on the step (feature `jit`; one compile per layer, shared by its
-/// clones), [`Formula::eval`] otherwise and under `Choice::Reference`. The same bits either way.
+/// use where it depends on the step (feature `jit`; once per process and formula, kept here for
+/// the layer and its clones), [`Formula::eval`] otherwise and under `Choice::Reference`. The
+/// same number either way (any NaN for a NaN).
 #[derive(Clone, Default)]
 pub(crate) struct Schedule {
     #[cfg(feature = "jit")]
@@ -131,7 +132,7 @@ impl Schedule {
         if choice != Choice::Reference && formula.uses_step() {
             let compiled = self
                 .compiled
-                .get_or_init(|| jit::compile_schedule(formula).ok());
+                .get_or_init(|| jit::compiled_schedule(formula).ok());
             if let Some(schedule) = compiled {
                 return schedule.at(step);
             }
@@ -140,7 +141,8 @@ impl Schedule {
     }
 }
 
-/// Seconds this process has spent compiling JIT kernels (0 without the `jit` feature).
+/// Seconds this process has spent compiling JIT kernels and schedules (0 without the `jit`
+/// feature).
 pub fn compile_seconds() -> f64 {
     #[cfg(feature = "jit")]
     {

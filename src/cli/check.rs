@@ -48,7 +48,9 @@ pub fn run(file: &Path, as_json: bool, max_errors: usize) -> Result<String, CliE
 fn backend_line(layer: &sst::Layer) -> String {
     let before = sst::backend::compile_seconds();
     let (_, why) = layer.backend_name::<f64>();
-    layer.temperature_at(0.0, sst::BackendChoice::Auto);
+    if why.is_none() {
+        layer.temperature_at(0.0, sst::BackendChoice::Auto);
+    }
     let ms = (sst::backend::compile_seconds() - before) * 1e3;
     let schedule = match layer.plan().temperature.uses_step() {
         true => " and the temperature schedule",

@@ -16,8 +16,8 @@
 //! backend's: the same function.
 //!
 //! Each kernel is compiled once per process (declare → define → finalize → fetch the pointer,
-//! in `compile`) and kept in a cache keyed by [`Kernel`]. A layer's temperature schedule, where
-//! it depends on the step, is compiled too ([`schedule`]), once per layer.
+//! in `compile`) and kept in a cache keyed by [`Kernel`]. A temperature schedule that depends
+//! on the step is compiled too ([`schedule`]), once per process and formula.
 
 pub mod schedule;
 mod translate;
@@ -51,7 +51,7 @@ use crate::kernels::softmax::exp_normalize;
 use crate::kernels::threshold::{solve_threshold, threshold_vjp};
 use crate::kernels::{sparsemax::sparsemax, top_k::top_k};
 use crate::noise::{fill_gaussian, fill_noise, Coordinates, NoiseKey, Perturbation, Transform};
-use crate::plan::Mode;
+use crate::plan::{Formula, Mode};
 use crate::real::Real;
 use translate::Helpers;
 
@@ -128,14 +128,14 @@ fn cache() -> &'static Mutex<HashMap<Kernel, Result<Compiled, String>>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// Total time spent compiling kernels in this process.
+/// Total time spent compiling kernels and schedules in this process.
 fn compile_time() -> &'static Mutex<Duration> {
     static TIME: OnceLock<Mutex<Duration>> = OnceLock::new();
     TIME.get_or_init(Default::default)
 }
 
-/// The seconds this process has spent compiling JIT kernels (`sst check` and `sst bench` print
-/// it).
+/// The seconds this process has spent compiling JIT kernels and schedules (`sst check` and
+/// `sst bench` print it).
 pub fn compile_seconds() -> f64 {
     compile_time()
         .lock()
@@ -143,13 +143,24 @@ pub fn compile_seconds() -> f64 {
         .as_secs_f64()
 }
 
-/// A temperature schedule compiled ([`schedule::compile`]), its time added to the process's
-/// compile time.
-pub fn compile_schedule(formula: &crate::plan::Formula) -> Result<schedule::Schedule, String> {
-    let started = Instant::now();
-    let result = schedule::compile(formula);
-    *compile_time().lock().unwrap_or_else(|e| e.into_inner()) += started.elapsed();
-    result
+/// `formula` compiled ([`schedule::compile`]), from the cache or now (its time added to the
+/// process's compile time): once per process and formula, however many layers share it.
+pub fn compiled_schedule(formula: &Formula) -> Result<schedule::Schedule, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Result<schedule::Schedule, String>>>> =
+        OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // Keyed by the formula's structure as `Debug` writes it (its numbers round-trip), as
+    // `Formula` holds f64s and has no `Hash`.
+    let entry = cache.entry(format!("{formula:?}")).or_insert_with(|| {
+        let started = Instant::now();
+        let result = schedule::compile(formula);
+        *compile_time().lock().unwrap_or_else(|e| e.into_inner()) += started.elapsed();
+        result
+    });
+    entry.clone()
 }
 
 /// `kernel` compiled, from the cache or now.

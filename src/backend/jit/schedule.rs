@@ -2,7 +2,7 @@
 //! function `fn(step: f64) -> f64`, one `translate_*` per node. It performs the operations of
 //! [`Formula::eval`] in the same order — `+ − × ÷`, `sqrt`, `abs` and the comparisons of `min`
 //! and `max` in compiled code, `exp` and `log` by calls to the same standard-library functions —
-//! so it gives the same bits (`tests/jit.rs` checks random formulas).
+//! so it gives the same bits (any NaN for a NaN; `tests/jit.rs` checks random formulas).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, AbiParam, FuncRef, InstBuilder, Value};
@@ -19,14 +19,15 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The temperature at training step `step`: [`Formula::eval`]'s value, bit for bit.
+    /// The temperature at training step `step`: [`Formula::eval`]'s value, bit for bit (any NaN
+    /// for a NaN).
     pub fn at(&self, step: f64) -> f64 {
         (self.entry)(step)
     }
 }
 
 /// `exp` and `ln` as the compiled schedule calls them (the functions [`Formula::eval`] uses).
-pub(super) fn symbols() -> [(&'static str, *const u8); 2] {
+fn symbols() -> [(&'static str, *const u8); 2] {
     extern "C" fn exp(x: f64) -> f64 {
         x.exp()
     }

@@ -95,18 +95,18 @@ type UnitNoise = Option<Vec<Value>>;
 #[derive(Clone, Copy)]
 enum Fold {
     Sum,
-    /// Of values that are not NaN.
+    /// Of finite values (a row with a NaN fails its finiteness check before the maximum is
+    /// read).
     Max,
 }
 
-/// A lane-wise accumulator of a row loop, in two chains: [`Emit::for_each_unit`] swaps them
+/// A lane-wise accumulator of one row loop, in two chains: [`Emit::for_each_unit`] swaps them
 /// after every unit, so that consecutive units do not wait on each other's addition (three or
 /// four cycles each), and folds them into `var` after the loop. Bodies read and write `var`.
 #[derive(Clone, Copy)]
 struct Acc {
     var: Variable,
     spare: Variable,
-    init: f64,
     fold: Fold,
 }
 
@@ -222,8 +222,6 @@ impl<'b> Emit<'_, 'b> {
                 Fold::Max => vmath::max(self.b, self.p, a, b),
             };
             self.b.def_var(acc.var, folded);
-            let init = splat_f(self.b, self.p, acc.init);
-            self.b.def_var(acc.spare, init);
         }
     }
 
@@ -302,12 +300,7 @@ impl<'b> Emit<'_, 'b> {
         let v = splat_f(self.b, self.p, init);
         self.b.def_var(var, v);
         self.b.def_var(spare, v);
-        Acc {
-            var,
-            spare,
-            init,
-            fold,
-        }
+        Acc { var, spare, fold }
     }
 
     /// `acc += x − x` for each vector: a lane of `acc` becomes NaN once an `x` is ±∞ or NaN.
@@ -585,7 +578,8 @@ impl<'b> Emit<'_, 'b> {
             .collect()
     }
 
-    /// Keeps, lane by lane, the largest value seen in `best` (values that are not NaN).
+    /// Keeps, lane by lane, the largest value seen in `best` (of finite values, see
+    /// [`Fold::Max`]).
     fn track_max(&mut self, best: Acc, unit: &[Value]) {
         let m = unit[1..]
             .iter()
@@ -616,9 +610,9 @@ impl<'b> Emit<'_, 'b> {
             .store(MemFlagsData::new().with_notrap(), one, addr, 0);
     }
 
-    /// The index (i64) of the first of the row's `n` elements equal to `m`, which one is: the
-    /// full units compared four lanes at a time until one matches, then the partial unit's
-    /// lanes inside the row. Clamped to the row, so that even a miss writes inside it.
+    /// The index (i64) of the first of the row's `n` elements equal to `m` (`m` is one of them):
+    /// the full units compared four lanes at a time until one matches, then the partial unit.
+    /// Clamped to the row, so that even a miss writes inside it.
     fn first_index_of(&mut self, row: Value, m: Value) -> Value {
         let m = self.splat_scalar(m);
         let full = self.n / 4;
@@ -653,15 +647,7 @@ impl<'b> Emit<'_, 'b> {
             &[next.into()],
         );
         self.b.switch_to_block(tail);
-        let inside = self.n - 4 * full;
-        let bits = match inside {
-            0 => self.b.ins().iconst(types::I32, 0),
-            _ => {
-                let idx = self.iconst(4 * full as i64);
-                let bits = self.equal_lanes(row, idx, m);
-                self.b.ins().band_imm_u(bits, (1i64 << inside) - 1)
-            }
-        };
+        let bits = self.partial_equal_lanes(row, m);
         let last = self.iconst(full as i64);
         self.b.ins().jump(found, &[last.into(), bits.into()]);
         self.b.switch_to_block(found);
@@ -672,6 +658,20 @@ impl<'b> Emit<'_, 'b> {
         let at = self.b.ins().iadd(at, lane);
         let last = self.iconst(self.n as i64 - 1);
         self.b.ins().umin(at, last)
+    }
+
+    /// [`Emit::equal_lanes`] of the partial unit, its lanes past the row cleared (0 when the row
+    /// has no partial unit).
+    fn partial_equal_lanes(&mut self, row: Value, m: Value) -> Value {
+        let full = self.n / 4;
+        match self.n - 4 * full {
+            0 => self.b.ins().iconst(types::I32, 0),
+            inside => {
+                let idx = self.iconst(4 * full as i64);
+                let bits = self.equal_lanes(row, idx, m);
+                self.b.ins().band_imm_u(bits, (1i64 << inside) - 1)
+            }
+        }
     }
 
     /// The lanes of the unit at `idx` equal to `m`, as the bits of an i32 (lane `l`, bit `l`).
